@@ -1,0 +1,3 @@
+from pithsync.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,181 @@
+"""Command line.  Every command returns an ExitCode; `main` is the only place that maps
+outcomes to process exit statuses."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from enum import IntEnum
+from pathlib import Path
+
+from pithsync import __version__
+from pithsync import config as config_mod
+from pithsync.core import strictjson
+from pithsync.core.errors import MalformedDocument
+from pithsync.core.status import Status, Verdict
+from pithsync.core.verify import Report, Verifier, verify_document
+
+log = logging.getLogger("pithsync")
+
+
+class ExitCode(IntEnum):
+    OK = 0  # all ok / in_sync / degraded
+    FAILED = 1  # a document not ok, or a record diverged
+    USAGE = 2  # usage or configuration error
+    UNVERIFIABLE = 3  # some record has no verified copy anywhere, none diverged
+
+
+class UsageError(Exception):
+    """Bad arguments or input that the user must fix (exit 2)."""
+
+
+def exit_code_for_verdicts(verdicts) -> ExitCode:
+    verdicts = list(verdicts)
+    if Verdict.DIVERGED in verdicts:
+        return ExitCode.FAILED
+    if Verdict.UNVERIFIABLE in verdicts:
+        return ExitCode.UNVERIFIABLE
+    return ExitCode.OK
+
+
+# -- output -------------------------------------------------------------------------------------
+
+
+class Output:
+    """Where results go: JSON, a rich table on a terminal, or plain lines."""
+
+    def __init__(self, as_json: bool, quiet: bool = False, stream=None):
+        self.as_json = as_json
+        self.quiet = quiet
+        self.stream = stream or sys.stdout
+        self.rich = not as_json and self.stream.isatty() and os.environ.get("TERM") != "dumb"
+
+    def json(self, value) -> None:
+        self.stream.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+    def line(self, text: str = "") -> None:
+        if not self.quiet:
+            self.stream.write(text + "\n")
+
+    def table(self, title: str, columns: list[str], rows: list[list[str]]) -> None:
+        if self.quiet:
+            return
+        if self.rich:
+            from rich.console import Console
+            from rich.table import Table
+
+            t = Table(title=title)
+            for c in columns:
+                t.add_column(c, overflow="fold")
+            for r in rows:
+                t.add_row(*r)
+            Console(file=self.stream).print(t)
+        else:
+            for r in rows:
+                self.line("  ".join(r))
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def _read_document(path: str, max_bytes: int):
+    """Read and strictly parse one local file, within the size cap."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return strictjson.loads(data, max_bytes=max_bytes)
+
+
+def verify_file(path: str, verifier: Verifier, max_bytes: int) -> Report:
+    from pithsync import evidence
+
+    try:
+        doc = _read_document(path, max_bytes)
+    except MalformedDocument as exc:
+        report = Report("unknown")
+        report.add(Status.MALFORMED, "not_strict_json", str(exc))
+        return report
+    if evidence.is_evidence(doc):
+        return evidence.verify_evidence(doc, verifier)
+    return verify_document(doc, verifier)
+
+
+def cmd_verify(args, cfg: config_mod.Config, out: Output) -> ExitCode:
+    verifier = Verifier(cfg.trust)
+    results = [(path, verify_file(path, verifier, cfg.crawl.max_bytes)) for path in args.files]
+    if out.as_json:
+        out.json({"files": [{"file": p, **r.to_json()} for p, r in results]})
+    else:
+        rows = []
+        for path, r in results:
+            why = "; ".join(str(x) for x in r.reasons) or "; ".join(r.notes)
+            rows.append([r.status.value, r.kind, r.pith_number or "-", path, why])
+        out.table("pithsync verify", ["status", "kind", "pith number", "file", "reasons"], rows)
+    return ExitCode.OK if all(r.ok for _, r in results) else ExitCode.FAILED
+
+
+# -- parser -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="TOML configuration (default: $PITHSYNC_CONFIG, else embedded defaults)")
+    common.add_argument("--db", help="SQLite store (default: $PITHSYNC_DB, [store] path, or ./pithsync.db)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument("-v", "--verbose", action="count", default=0)
+    common.add_argument("-q", "--quiet", action="store_true")
+
+    parser = argparse.ArgumentParser(prog="pithsync", description=__doc__, parents=[common])
+    parser.add_argument("--version", action="version", version=f"pithsync {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("verify", parents=[common], help="verify local bundle, state or evidence files offline")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=cmd_verify)
+
+    for register in _command_modules():
+        register(sub, common)
+    return parser
+
+
+def _command_modules():
+    """Commands that live beside the shells they drive register themselves here."""
+    from pithsync import commands
+
+    return commands.REGISTER
+
+
+def configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.INFO if verbose == 0 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    root = logging.getLogger("pithsync")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    configure_logging(args.verbose, args.quiet)
+    out = Output(args.json, args.quiet)
+    try:
+        cfg = config_mod.load(args.config)
+        if args.db or os.environ.get("PITHSYNC_DB"):
+            cfg = config_mod.replace_db(cfg, args.db or os.environ["PITHSYNC_DB"])
+        return int(args.func(args, cfg, out))
+    except (config_mod.ConfigError, UsageError) as exc:
+        print(f"pithsync: {exc}", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    except KeyboardInterrupt:
+        print("pithsync: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,3 @@
+"""Registry of subcommands beyond `verify`; each shell module contributes its own."""
+
+REGISTER: list = []

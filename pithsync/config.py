@@ -1,0 +1,180 @@
+"""Configuration: embedded defaults, optionally replaced by a TOML file.  No globals: `load()`
+returns a frozen Config that is passed to whatever needs it."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pithsync import __version__
+from pithsync.core.errors import InvalidKey
+from pithsync.core.keys import PinnedKey, TrustStore
+from pithsync.core.strictjson import DEFAULT_MAX_BYTES
+from pithsync.core.urls import MirrorSpec
+
+DEFAULT_MIRRORS = (MirrorSpec(name="Pith Resolver", base_url="https://pith.science"),)
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used (exit 2)."""
+
+
+@dataclass(frozen=True)
+class CrawlConfig:
+    concurrency: int = 64  # requests in flight overall
+    per_host: int = 16  # requests in flight per host
+    timeout_s: float = 10.0  # connect and per-read timeout
+    deadline_s: float = 60.0  # overall deadline for one fetch, retries excluded
+    retries: int = 3  # attempts after the first, for connection errors, timeouts, 429, 5xx
+    backoff_max_s: float = 30.0
+    max_bytes: int = DEFAULT_MAX_BYTES
+    follow_hints: bool = True
+    allow_http: bool = False  # for discovered URLs; configured mirrors may be http
+    allow_private: bool = False
+    max_discovered_mirrors: int = 8  # per record
+    max_redirects: int = 5
+    user_agent: str = f"pithsync/{__version__} (+https://pith.science)"
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    webhook_url: str | None = None
+    command: tuple[str, ...] = ()
+    log: bool = True
+    unreachable_runs: int = 3
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    textfile: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    trust: TrustStore
+    mirrors: tuple[MirrorSpec, ...] = DEFAULT_MIRRORS
+    crawl: CrawlConfig = field(default_factory=CrawlConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    db_path: str = "pithsync.db"
+    lock_timeout_s: float = 30.0
+    source: str = "<embedded defaults>"
+
+
+def default_db_path() -> str:
+    state_dir = os.environ.get("STATE_DIRECTORY")  # set by systemd's StateDirectory=
+    return str(Path(state_dir.split(":")[0]) / "pithsync.db") if state_dir else "pithsync.db"
+
+
+def _section(data: dict, name: str) -> dict:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    return value
+
+
+def _dataclass_from(cls, table: dict, where: str):
+    known = {f for f in cls.__dataclass_fields__}
+    unknown = set(table) - known
+    if unknown:
+        raise ConfigError(f"[{where}] unknown keys: {', '.join(sorted(unknown))}")
+    defaults = cls()
+    values = {}
+    for key, value in table.items():
+        expected = type(getattr(defaults, key))
+        if expected is tuple:
+            if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise ConfigError(f"[{where}] {key} must be a list of strings")
+            value = tuple(value)
+        elif getattr(defaults, key) is None:
+            if not isinstance(value, str):
+                raise ConfigError(f"[{where}] {key} must be a string")
+        elif expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ConfigError(f"[{where}] {key} must be {expected.__name__}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            raise ConfigError(f"[{where}] {key} must not be negative")
+        values[key] = value
+    return cls(**values)
+
+
+def _mirror(table: object, i: int) -> MirrorSpec:
+    if not isinstance(table, dict) or not isinstance(table.get("base_url"), str):
+        raise ConfigError(f"[[mirrors]] entry {i}: base_url (a string) is required")
+    base = table["base_url"].rstrip("/")
+    if not base.startswith(("https://", "http://")):
+        raise ConfigError(f"[[mirrors]] entry {i}: base_url must be http(s): {base!r}")
+    allowed = {"name", "base_url", "bundle_pattern", "state_pattern", "well_known_pattern"}
+    if set(table) - allowed:
+        raise ConfigError(f"[[mirrors]] entry {i}: unknown keys: {', '.join(sorted(set(table) - allowed))}")
+    kwargs = {k: v for k, v in table.items() if k in allowed and k != "base_url"}
+    if not all(isinstance(v, str) for v in kwargs.values()):
+        raise ConfigError(f"[[mirrors]] entry {i}: values must be strings")
+    kwargs.setdefault("name", base)
+    return MirrorSpec(base_url=base, **kwargs)
+
+
+def _trust(table: dict) -> TrustStore:
+    keys = table.get("keys")
+    if not isinstance(keys, list) or not keys:
+        raise ConfigError("[trust] needs at least one [[trust.keys]] entry")
+    pinned = []
+    for i, k in enumerate(keys):
+        if not isinstance(k, dict) or not isinstance(k.get("key_id"), str) or not isinstance(k.get("public_key_b64"), str):
+            raise ConfigError(f"[[trust.keys]] entry {i}: key_id and public_key_b64 (strings) are required")
+        try:
+            pinned.append(PinnedKey.from_b64(k["key_id"], k["public_key_b64"]))
+        except InvalidKey as exc:
+            raise ConfigError(str(exc)) from None
+    return TrustStore(pinned)
+
+
+def from_toml(text: str, source: str = "<string>") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    unknown = set(data) - {"trust", "mirrors", "crawl", "alerts", "metrics", "store"}
+    if unknown:
+        raise ConfigError(f"{source}: unknown sections: {', '.join(sorted(unknown))}")
+    trust = _trust(_section(data, "trust")) if "trust" in data else TrustStore.registry_default()
+    mirrors = DEFAULT_MIRRORS
+    if "mirrors" in data:
+        if not isinstance(data["mirrors"], list):
+            raise ConfigError("mirrors must be an array of tables ([[mirrors]])")
+        mirrors = tuple(_mirror(m, i) for i, m in enumerate(data["mirrors"]))
+    store = _section(data, "store")
+    if set(store) - {"path", "lock_timeout_s"}:
+        raise ConfigError(f"[store] unknown keys: {', '.join(sorted(set(store) - {'path', 'lock_timeout_s'}))}")
+    return Config(
+        trust=trust,
+        mirrors=mirrors,
+        crawl=_dataclass_from(CrawlConfig, _section(data, "crawl"), "crawl"),
+        alerts=_dataclass_from(AlertsConfig, _section(data, "alerts"), "alerts"),
+        metrics=_dataclass_from(MetricsConfig, _section(data, "metrics"), "metrics"),
+        db_path=str(store.get("path", default_db_path())),
+        lock_timeout_s=float(store.get("lock_timeout_s", 30.0)),
+        source=source,
+    )
+
+
+def load(path: str | None = None, environ: dict | None = None) -> Config:
+    """`--config PATH`, else $PITHSYNC_CONFIG, else the embedded defaults."""
+    env = os.environ if environ is None else environ
+    path = path or env.get("PITHSYNC_CONFIG")
+    if not path:
+        return Config(trust=TrustStore.registry_default(), db_path=default_db_path())
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from None
+    return from_toml(text, source=path)
+
+
+def replace_db(cfg: Config, path: str) -> Config:
+    from dataclasses import replace
+
+    return replace(cfg, db_path=path)
