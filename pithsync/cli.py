@@ -17,6 +17,7 @@ from pithsync.core import strictjson
 from pithsync.core.errors import MalformedDocument
 from pithsync.core.status import Status, Verdict
 from pithsync.core.verify import Report, Verifier, verify_document
+from pithsync.store import StoreError
 
 log = logging.getLogger("pithsync")
 
@@ -26,6 +27,7 @@ class ExitCode(IntEnum):
     FAILED = 1  # a document not ok, or a record diverged
     USAGE = 2  # usage or configuration error
     UNVERIFIABLE = 3  # some record has no verified copy anywhere, none diverged
+    STORE = 4  # the store cannot be used: locked by another run, read-only, full, corrupt
 
 
 class UsageError(Exception):
@@ -122,15 +124,21 @@ def cmd_verify(args, cfg: config_mod.Config, out: Output) -> ExitCode:
 # -- parser -------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", help="TOML configuration (default: $PITHSYNC_CONFIG, else embedded defaults)")
-    common.add_argument("--db", help="SQLite store (default: $PITHSYNC_DB, [store] path, or ./pithsync.db)")
-    common.add_argument("--json", action="store_true", help="machine-readable output")
-    common.add_argument("-v", "--verbose", action="count", default=0)
-    common.add_argument("-q", "--quiet", action="store_true")
+def _global_options(suppress: bool) -> argparse.ArgumentParser:
+    """The options every command takes, before or after its name.  The copy given to
+    subcommands has no defaults, so it never overwrites what was given before the command."""
+    p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS if suppress else None)
+    p.add_argument("--config", help="TOML configuration (default: $PITHSYNC_CONFIG, else embedded defaults)")
+    p.add_argument("--db", help="SQLite store (default: $PITHSYNC_DB, [store] path, or ./pithsync.db)")
+    p.add_argument("--json", action="store_true", help="machine-readable output", **({} if suppress else {"default": False}))
+    p.add_argument("-v", "--verbose", action="count", **({} if suppress else {"default": 0}))
+    p.add_argument("-q", "--quiet", action="store_true", **({} if suppress else {"default": False}))
+    return p
 
-    parser = argparse.ArgumentParser(prog="pithsync", description=__doc__, parents=[common])
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _global_options(suppress=True)
+    parser = argparse.ArgumentParser(prog="pithsync", description="Crawl, verify and compare Pith Open Graph mirrors.", parents=[_global_options(suppress=False)])
     parser.add_argument("--version", action="version", version=f"pithsync {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -176,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     except (config_mod.ConfigError, UsageError) as exc:
         print(f"pithsync: {exc}", file=sys.stderr)
         return int(ExitCode.USAGE)
+    except StoreError as exc:
+        print(f"pithsync: {exc}", file=sys.stderr)
+        return int(ExitCode.STORE)
     except KeyboardInterrupt:
         print("pithsync: interrupted", file=sys.stderr)
         return 130

@@ -1,3 +1,291 @@
-"""Registry of subcommands beyond `verify`; each shell module contributes its own."""
+"""Subcommands that drive the crawler and the store.  `REGISTER` lists functions that add
+subparsers; cli.main maps what they return to exit codes."""
 
-REGISTER: list = []
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+import anyio
+
+from pithsync.config import Config
+from pithsync.core import numbers
+from pithsync.core.errors import InvalidPithNumber
+from pithsync.core.merge import merge_state
+from pithsync.core.status import Verdict
+from pithsync.core.verify import Verifier
+from pithsync.fetch import Fetcher
+from pithsync.store import RecordWrite, Store, StoreError, run_lock
+from pithsync.sync import RecordResult, SyncEngine, Target
+
+
+def _cli():
+    from pithsync import cli  # late: cli imports this module to build its parser
+
+    return cli
+
+
+@contextmanager
+def open_store(cfg: Config, *, lock: bool) -> Iterator[Store]:
+    """The store, under the run lock when writing."""
+    if lock:
+        with run_lock(cfg.db_path, cfg.lock_timeout_s):
+            store = Store.open(cfg.db_path)
+            try:
+                yield store
+            finally:
+                store.close()
+    else:
+        store = Store.open(cfg.db_path)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+# -- pull / sync ----------------------------------------------------------------------------
+
+
+def parse_targets(refs: list[str], store: Store, depth: int) -> list[Target]:
+    cli = _cli()
+    targets: dict[str, Target] = {}
+    for text in refs:
+        try:
+            ref = numbers.parse_ref(text)
+        except InvalidPithNumber:
+            ref = None
+        if ref is not None and not ref.is_prefix:
+            full = f"pith:{ref.year:04d}:{ref.suffix}" if ref.year else None
+            if full is None:
+                known = store.resolve(ref.suffix)
+                full = known[0] if known else None
+            targets.setdefault(ref.suffix, Target(ref.suffix, full, depth))
+            continue
+        matches = store.resolve(text)
+        if not matches:
+            raise cli.UsageError(f"cannot resolve {text[:80]!r}: not a full pith number or suffix, and no stored record has that short form or alias")
+        if len(matches) > 1:
+            raise cli.UsageError(f"{text[:80]!r} is ambiguous: {', '.join(matches[:5])}")
+        suffix = matches[0].split(":")[2]
+        targets.setdefault(suffix, Target(suffix, matches[0], depth))
+    return list(targets.values())
+
+
+def read_list(source: str) -> list[str]:
+    cli = _cli()
+    try:
+        text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise cli.UsageError(f"cannot read {source}: {exc}") from None
+    return [line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()]
+
+
+def run_sync(cfg: Config, out, store: Store, targets: list[Target], command: str) -> int:
+    cli = _cli()
+    run_id = store.begin_run(command)
+    progress = _progress(out, len(targets))
+
+    async def main() -> list[RecordResult]:
+        async with Fetcher(cfg.crawl, SyncEngine.policy_for(cfg)) as fetcher:
+            engine = SyncEngine(cfg, store, fetcher, on_record=progress.advance if progress else None)
+            return await engine.run(run_id, targets)
+
+    try:
+        if progress:
+            with progress:
+                results = anyio.run(main)
+        else:
+            results = anyio.run(main)
+    finally:
+        pass
+    code = cli.exit_code_for_verdicts(r.verdict for r in results)
+    summary = {v.value: sum(1 for r in results if r.verdict is v) for v in Verdict}
+    store.finish_run(run_id, int(code), summary)
+    from pithsync import hooks
+
+    hooks.after_run(cfg, store, run_id, results, out)
+    show_results(out, results)
+    return code
+
+
+class _Progress:
+    def __init__(self, total: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.console import Console
+
+        self._p = Progress(TextColumn("syncing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=Console(file=sys.stderr), transient=True)
+        self._task = self._p.add_task("sync", total=total)
+
+    def __enter__(self):
+        self._p.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._p.__exit__(*exc)
+
+    def advance(self, _result) -> None:
+        self._p.advance(self._task)
+
+
+def _progress(out, total: int):
+    return _Progress(total) if out.rich and sys.stderr.isatty() and total > 1 else None
+
+
+def show_results(out, results: list[RecordResult]) -> None:
+    results = sorted(results, key=lambda r: r.pith_number)
+    if out.as_json:
+        out.json({"records": [r.to_json() for r in results]})
+        return
+    rows = [[r.pith_number, r.verdict.value, str(r.event_count if r.event_count is not None else "-"), "  ".join(f"{m.name}={m.status.value}" for m in r.mirrors)] for r in results]
+    out.table("pithsync", ["pith number", "verdict", "events", "mirrors"], rows)
+    for r in results:
+        for m in r.mirrors:
+            if m.status.value != "ok":
+                for reason in m.reasons[:3]:
+                    out.line(f"  {r.pith_number} {m.name}: {reason['status']}/{reason['code']}: {reason['message']}")
+        for h in r.refused_hints[:5]:
+            out.line(f"  {r.pith_number} refused hint {h['base_url']}: {h['reason']}")
+
+
+def cmd_pull(args, cfg: Config, out) -> int:
+    refs = list(args.pith)
+    if args.from_file:
+        refs += read_list(args.from_file)
+    if not refs:
+        raise _cli().UsageError("pull needs at least one pith number (or --from FILE)")
+    with open_store(cfg, lock=True) as store:
+        targets = parse_targets(refs, store, args.depth)
+        return run_sync(cfg, out, store, targets, "pull")
+
+
+def cmd_sync(args, cfg: Config, out) -> int:
+    with open_store(cfg, lock=True) as store:
+        targets = [Target(p.split(":")[2], p, args.depth) for p in store.tracked()]
+        if not targets:
+            out.line("no tracked records yet: add some with `pithsync pull PITH` or `pithsync import FILE`")
+        return run_sync(cfg, out, store, targets, "sync")
+
+
+# -- status / journal -----------------------------------------------------------------------
+
+
+def cmd_status(args, cfg: Config, out) -> int:
+    cli = _cli()
+    with open_store(cfg, lock=False) as store:
+        if args.pith:
+            matches = store.resolve(args.pith)
+            if not matches:
+                raise cli.UsageError(f"no stored record matches {args.pith[:80]!r}")
+            docs = []
+            for p in matches:
+                rec = store.record(p)
+                docs.append({"pith_number": p, "tracked": bool(rec["tracked"]), "event_count": rec["event_count"], "state_sha256": rec["state_sha256"], "updated_at": rec["updated_at"], "mirrors": [{"name": m["name"], "base_url": m["mirror"], "status": m["status"], "checked_at": m["checked_at"], "reasons": m["reasons"]} for m in store.mirror_statuses(p)]})
+            if out.as_json:
+                out.json(docs[0] if len(docs) == 1 else {"records": docs})
+            else:
+                for d in docs:
+                    out.line(f"{d['pith_number']}  events={d['event_count']}  state_sha256={d['state_sha256']}  tracked={d['tracked']}")
+                    out.table("mirrors", ["mirror", "status", "checked"], [[m["name"], m["status"], m["checked_at"] or "-"] for m in d["mirrors"]])
+            return cli.ExitCode.OK
+        recs = store.records()
+        if out.as_json:
+            out.json({"records": recs})
+        else:
+            out.table("records", ["pith number", "events", "state_sha256", "updated"], [[r["pith_number"], str(r["event_count"]), (r["state_sha256"] or "-")[:16], r["updated_at"] or "-"] for r in recs])
+        return cli.ExitCode.OK
+
+
+def cmd_journal(args, cfg: Config, out) -> int:
+    cli = _cli()
+    with open_store(cfg, lock=False) as store:
+        if args.action == "verify":
+            problems = store.verify_journal()
+            n = len(store.journal())
+            if out.as_json:
+                out.json({"ok": not problems, "entries": n, "problems": problems})
+            elif problems:
+                for p in problems:
+                    out.line(f"journal: {p}")
+            else:
+                out.line(f"journal ok: {n} entries, hash chain intact")
+            return cli.ExitCode.FAILED if problems else cli.ExitCode.OK
+        entries = store.journal(args.since)
+        if out.as_json:
+            out.json({"entries": [{**e, "detail": json.loads(e["detail"] or "{}")} for e in entries]})
+        else:
+            for e in entries:
+                out.line(" ".join(str(x) for x in (e["seq"], e["at"], e["kind"], e["pith_number"] or "", e["mirror"] or "", e["status"] or "") if x != ""))
+        return cli.ExitCode.OK
+
+
+# -- import ---------------------------------------------------------------------------------
+
+
+def cmd_import(args, cfg: Config, out) -> int:
+    cli = _cli()
+    verifier = Verifier(cfg.trust)
+    results = []
+    with open_store(cfg, lock=True) as store:
+        run_id = store.begin_run("import")
+        for path in args.files:
+            report = cli.verify_file(path, verifier, cfg.crawl.max_bytes)
+            results.append((path, report))
+            if not report.ok or report.kind not in ("bundle", "state"):
+                continue
+            body = open(path, "rb").read()
+            from pithsync.core.canonical import sha256hex
+
+            pith = report.pith_number
+            w = RecordWrite(pith_number=pith, verdict="imported", tracked=True)
+            w.documents.append((sha256hex(body), report.kind, body))
+            if report.kind == "bundle":
+                bundle = json.loads(body)
+                events = store.stored_events(pith)
+                for ev in report.valid_events:
+                    events.setdefault(ev["event_id"], ev)
+                    w.events.append((ev, f"file:{path}"))
+                w.canonical_record, w.source_aliases = bundle["canonical_record"], bundle["source_aliases"]
+                w.state = merge_state(pith, bundle["canonical_record"], bundle["source_aliases"], events.values(), {})
+            else:
+                state = json.loads(body)
+                w.canonical_record, w.source_aliases = state["current"]["canonical_record"], state["current"]["source_aliases"]
+            w.journal_detail = {"file": path, "kind": report.kind}
+            store.write_record(run_id, w)
+        code = cli.ExitCode.OK if all(r.ok for _, r in results) else cli.ExitCode.FAILED
+        store.finish_run(run_id, int(code), {"imported": sum(1 for _, r in results if r.ok), "rejected": sum(1 for _, r in results if not r.ok)})
+    if out.as_json:
+        out.json({"files": [{"file": p, "imported": r.ok, **r.to_json()} for p, r in results]})
+    else:
+        for p, r in results:
+            out.line(f"{'imported' if r.ok else 'rejected'}  {r.status.value}  {r.pith_number or '-'}  {p}  {'; '.join(str(x) for x in r.reasons)}")
+    return code
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser("pull", parents=[common], help="pull records from every mirror now, verify, compare and store them")
+    p.add_argument("pith", nargs="*", metavar="PITH", help="pith:YYYY:<26>, a bare suffix, pith:<8>, or an alias the store knows (arxiv id, doi)")
+    p.add_argument("--from", dest="from_file", metavar="FILE", help="read more pith numbers from FILE, one per line (- for stdin)")
+    p.add_argument("--depth", type=int, default=0, help="also pull pith numbers cited in verified payloads, this many hops away")
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("sync", parents=[common], help="pull every tracked record (what the timer runs)")
+    p.add_argument("--depth", type=int, default=0)
+    p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("status", parents=[common], help="what the store holds")
+    p.add_argument("pith", nargs="?", metavar="PITH")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("journal", parents=[common], help="the sync journal; `journal verify` checks its hash chain")
+    p.add_argument("action", nargs="?", choices=["verify"])
+    p.add_argument("--since", metavar="T", help="only entries at or after this ISO time")
+    p.set_defaults(func=cmd_journal)
+
+    p = sub.add_parser("import", parents=[common], help="verify local bundle or state files and store them")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=cmd_import)
+
+
+REGISTER: list = [register]

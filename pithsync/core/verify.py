@@ -350,6 +350,11 @@ class Verifier:
             if not isinstance(state, dict):
                 report.add(Status.MALFORMED, "state_schema", "state is not a JSON object")
             return report
+        self.check_served_state(report, state)
+        return report
+
+    def check_served_state(self, report: Report, state: dict) -> None:
+        """The state served beside a bundle must be that bundle's merge (report.merged_state)."""
         try:
             if state.get("pith_number") != report.pith_number:
                 report.add(Status.STATE_MISMATCH, "state_other_record", f"state.json is for {str(state.get('pith_number'))[:80]!r}, not {report.pith_number}")
@@ -357,7 +362,6 @@ class Verifier:
                 report.add(Status.STATE_MISMATCH, "state_not_merge", f"state.json is not the merge of the bundle's events ({_state_diff(state, report.merged_state)})")
         except PithError as exc:
             report.add(Status.MALFORMED, "unencodable", f"state.json: {exc}")
-        return report
 
 
 def _state_diff(claimed: Mapping, merged: Mapping) -> str:

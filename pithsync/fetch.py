@@ -1,0 +1,290 @@
+"""The one HTTP client: bounded, polite, retrying, and suspicious.
+
+Every URL a mirror or hint names passes `UrlPolicy` first, and every redirect is checked again;
+bodies are read as a stream and cut off at the size cap (after gzip/deflate decoding);
+validators make a re-sync of an unchanged mirror cost a 304.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import logging
+import socket
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Mapping
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+import anyio
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from pithsync.config import CrawlConfig
+from pithsync.core.compare import Fetched, Retrieval
+
+log = logging.getLogger("pithsync.fetch")
+
+
+def _is_public(ip: ipaddress._BaseAddress) -> bool:
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved)
+
+
+class PolicyError(Exception):
+    """A URL the safety policy refuses to fetch."""
+
+
+@dataclass(frozen=True)
+class UrlPolicy:
+    """Configured mirrors are always contacted.  Discovered URLs and every redirect go only over
+    https to public addresses, unless allow_http / allow_private say otherwise."""
+
+    trusted_origins: frozenset[tuple[str, str, int]]
+    allow_http: bool = False
+    allow_private: bool = False
+
+    @staticmethod
+    def origin(url: str) -> tuple[str, str, int]:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        try:
+            port = parts.port or (443 if scheme == "https" else 80)
+        except ValueError:
+            raise PolicyError(f"bad port in {url[:200]!r}") from None
+        return (scheme, (parts.hostname or "").lower(), port)
+
+    @classmethod
+    def for_mirrors(cls, base_urls, crawl: CrawlConfig) -> "UrlPolicy":
+        return cls(frozenset(cls.origin(u) for u in base_urls), crawl.allow_http, crawl.allow_private)
+
+    def is_trusted(self, url: str) -> bool:
+        try:
+            return self.origin(url) in self.trusted_origins
+        except PolicyError:
+            return False
+
+    def check(self, url: str) -> None:
+        """Raise PolicyError unless `url` may be fetched."""
+        if len(url) > 4096:
+            raise PolicyError("URL longer than 4096 characters")
+        scheme, host, _ = self.origin(url)
+        if scheme not in ("http", "https"):
+            raise PolicyError(f"scheme {scheme or '(none)'!r} is not http(s)")
+        if not host:
+            raise PolicyError("URL has no host")
+        if (scheme, host, self.origin(url)[2]) in self.trusted_origins:
+            return
+        if scheme != "https" and not self.allow_http:
+            raise PolicyError(f"{scheme}:// is refused for discovered URLs (allow_http = false)")
+        try:
+            ip = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
+                if not self.allow_private:
+                    raise PolicyError(f"host {host!r} is not public (allow_private = false)") from None
+            return  # names are checked again when resolved (PolicyResolver)
+        if not _is_public(ip) and not self.allow_private:
+            raise PolicyError(f"address {ip} is not public (allow_private = false)")
+
+    def trusted_hosts(self) -> frozenset[str]:
+        return frozenset(h for _, h, _ in self.trusted_origins)
+
+
+class PolicyResolver(AbstractResolver):
+    """Drops private addresses for hosts that are not configured mirrors, so a public-looking
+    name cannot resolve (or rebind) to the inside of the network."""
+
+    def __init__(self, policy: UrlPolicy, inner: AbstractResolver | None = None):
+        self._policy = policy
+        self._inner = inner or ThreadedResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        if self._policy.allow_private or host.lower() in self._policy.trusted_hosts():
+            return results
+        public = [r for r in results if _is_public(ipaddress.ip_address(r["host"]))]
+        if not public:
+            raise OSError(f"{host} resolves only to non-public addresses")
+        return public
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class _Retryable(Exception):
+    def __init__(self, fetched: Fetched, retry_after: float | None = None):
+        super().__init__(fetched.detail)
+        self.fetched = fetched
+        self.retry_after = retry_after
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - now) if when is not None else None
+
+
+@dataclass(frozen=True)
+class Validators:
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass(frozen=True)
+class Response:
+    """What one GET produced.  `not_modified` means the validators matched (no body sent)."""
+
+    fetched: Fetched
+    status: int | None = None
+    validators: Validators = Validators()
+    not_modified: bool = False
+    attempts: int = 1
+    wire_bytes: int = 0
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class Fetcher:
+    """GETs documents with one shared ClientSession.  Use as `async with Fetcher(...) as f:`."""
+
+    def __init__(self, crawl: CrawlConfig, policy: UrlPolicy, *, sleep: Sleep = anyio.sleep, clock: Callable[[], float] = time.time):
+        self.crawl = crawl
+        self.policy = policy
+        self._sleep = sleep
+        self._clock = clock
+        self._limiter = anyio.CapacityLimiter(max(1, crawl.concurrency))
+        self._session: aiohttp.ClientSession | None = None
+        self.requests = 0
+        self.bytes_received = 0
+
+    async def __aenter__(self) -> "Fetcher":
+        connector = aiohttp.TCPConnector(
+            limit=max(1, self.crawl.concurrency),
+            limit_per_host=max(1, self.crawl.per_host),
+            resolver=PolicyResolver(self.policy),
+            ttl_dns_cache=300,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None, connect=self.crawl.timeout_s, sock_read=self.crawl.timeout_s),
+            headers={"User-Agent": self.crawl.user_agent, "Accept": "application/json"},
+            auto_decompress=True,
+            cookie_jar=aiohttp.DummyCookieJar(),  # mirrors get no state from us
+        )
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def get(self, url: str, validators: Validators | None = None) -> Response:
+        """GET with retries.  Never raises for anything a server or the network does."""
+        try:
+            self.policy.check(url)
+        except PolicyError as exc:
+            return Response(Fetched(Retrieval.UNREACHABLE, url, detail=f"refused by policy: {exc}"))
+        attempts = 0
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            backoff = wait_random_exponential(multiplier=0.5, max=self.crawl.backoff_max_s)(state)
+            if isinstance(exc, _Retryable) and exc.retry_after is not None:
+                return min(max(exc.retry_after, 0.0), self.crawl.backoff_max_s)
+            return backoff
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.crawl.retries + 1),
+            wait=wait,
+            retry=retry_if_exception_type(_Retryable),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    response = await self._get_once(url, validators)
+                    return Response(response.fetched, response.status, response.validators, response.not_modified, attempts, response.wire_bytes)
+        except _Retryable as exc:
+            detail = f"{exc.fetched.detail} (after {attempts} attempt{'s' if attempts > 1 else ''})"
+            return Response(Fetched(Retrieval.UNREACHABLE, url, detail=detail), attempts=attempts)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _get_once(self, url: str, validators: Validators | None) -> Response:
+        assert self._session is not None, "use Fetcher as an async context manager"
+        async with self._limiter:
+            self.requests += 1
+            try:
+                with anyio.fail_after(self.crawl.deadline_s):
+                    return await self._follow(url, validators)
+            except TimeoutError:
+                raise _Retryable(Fetched(Retrieval.UNREACHABLE, url, detail=f"deadline of {self.crawl.deadline_s:g}s exceeded")) from None
+            except (aiohttp.ClientError, OSError, ValueError) as exc:
+                # ValueError: aiohttp rejects some malformed responses that way.
+                raise _Retryable(Fetched(Retrieval.UNREACHABLE, url, detail=f"{type(exc).__name__}: {str(exc)[:200]}")) from None
+
+    async def _follow(self, url: str, validators: Validators | None) -> Response:
+        headers = {}
+        if validators is not None:
+            if validators.etag:
+                headers["If-None-Match"] = validators.etag
+            if validators.last_modified:
+                headers["If-Modified-Since"] = validators.last_modified
+        current = url
+        for _ in range(self.crawl.max_redirects + 1):
+            async with self._session.get(current, headers=headers, allow_redirects=False) as resp:
+                if resp.status in (301, 302, 303, 307, 308):
+                    location = resp.headers.get("Location", "")
+                    target = urljoin(current, location)
+                    try:
+                        if not self._same_origin(url, target):
+                            self.policy.check(target)
+                    except PolicyError as exc:
+                        return Response(Fetched(Retrieval.UNREACHABLE, url, detail=f"redirect to {target[:200]!r} refused: {exc}"), resp.status)
+                    current = target
+                    headers = {}  # validators belong to the URL they were given for
+                    continue
+                return await self._read(url, resp)
+        return Response(Fetched(Retrieval.UNREACHABLE, url, detail=f"more than {self.crawl.max_redirects} redirects"))
+
+    def _same_origin(self, a: str, b: str) -> bool:
+        try:
+            return UrlPolicy.origin(a) == UrlPolicy.origin(b) and self.policy.is_trusted(a)
+        except PolicyError:
+            return False
+
+    async def _read(self, url: str, resp: aiohttp.ClientResponse) -> Response:
+        status = resp.status
+        v = Validators(resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
+        if status == 304:
+            return Response(Fetched(Retrieval.FOUND, url, detail="not modified"), status, v, not_modified=True)
+        if status == 404 or status == 410:
+            return Response(Fetched(Retrieval.NOT_FOUND, url, detail=f"HTTP {status}"), status)
+        if status == 429 or status >= 500:
+            raise _Retryable(Fetched(Retrieval.UNREACHABLE, url, detail=f"HTTP {status}"), parse_retry_after(resp.headers.get("Retry-After"), self._clock()))
+        if status != 200:
+            return Response(Fetched(Retrieval.UNREACHABLE, url, detail=f"HTTP {status}"), status)
+        cap = self.crawl.max_bytes
+        declared = resp.content_length
+        if declared is not None and declared > cap and "Content-Encoding" not in resp.headers:
+            return Response(Fetched(Retrieval.UNUSABLE, url, detail=f"Content-Length {declared} exceeds the {cap}-byte cap"), status)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > cap:
+                return Response(Fetched(Retrieval.UNUSABLE, url, detail=f"body exceeds the {cap}-byte cap"), status)
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        self.bytes_received += size
+        return Response(Fetched(Retrieval.FOUND, url, body=body), status, v, wire_bytes=size)

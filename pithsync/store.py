@@ -1,0 +1,419 @@
+"""The verified store: one SQLite file, written through sqlite-utils.
+
+Verified data (documents, events, record states) and evidence of bad copies live in separate
+tables; the only path into the verified tables is `write_record`, fed by the comparison.  Beside
+them, an append-only journal whose entries are hash-chained, with the head kept in `meta` so a
+removed tail is detected too.  The schema lives here and only here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+import sqlite_utils
+
+from pithsync.core import numbers
+from pithsync.core.canonical import canon, sha256hex
+
+SCHEMA_VERSION = 1
+GENESIS = "0" * 64
+
+
+class StoreError(Exception):
+    """The store cannot be opened or written (read-only, full disk, corrupt, locked)."""
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _schema_v1(db: sqlite_utils.Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key")
+    db["mirrors"].create({"name": str, "base_url": str, "configured": int, "first_seen": str, "last_seen": str}, pk="base_url")
+    db["records"].create(
+        {
+            "pith_number": str,
+            "suffix": str,
+            "tracked": int,
+            "canonical_sha256": str,
+            "canonical_record": str,
+            "source_aliases": str,
+            "state": str,  # canonical JSON of the merge of every verified event
+            "state_sha256": str,
+            "event_count": int,
+            "first_seen": str,
+            "updated_at": str,
+        },
+        pk="pith_number",
+    )
+    db["records"].create_index(["suffix"], unique=True)
+    db["aliases"].create({"alias_kind": str, "alias_value": str, "pith_number": str}, pk=("alias_kind", "alias_value"))
+    db["aliases"].create_index(["alias_value"])
+    # Exact bytes received, content-addressed; only documents that verified.
+    db["documents"].create({"sha256": str, "kind": str, "pith_number": str, "body": bytes, "size": int, "first_seen": str}, pk="sha256")
+    db["events"].create({"event_id": str, "pith_number": str, "event_type": str, "body": str, "first_seen": str}, pk="event_id")
+    db["events"].create_index(["pith_number"])
+    db["event_sources"].create({"event_id": str, "mirror": str, "first_seen": str, "last_seen": str}, pk=("event_id", "mirror"))
+    db["mirror_status"].create(
+        {
+            "pith_number": str,
+            "mirror": str,
+            "name": str,
+            "status": str,
+            "reasons": str,
+            "bundle_sha256": str,
+            "state_sha256": str,
+            "checked_at": str,
+            "unreachable_runs": int,
+        },
+        pk=("pith_number", "mirror"),
+    )
+    db["validators"].create({"url": str, "etag": str, "last_modified": str, "document_sha256": str, "updated_at": str}, pk="url")
+    # Bad copies, kept apart from verified data, as evidence.
+    db["evidence"].create(
+        {"id": int, "pith_number": str, "mirror": str, "url": str, "status": str, "reasons": str, "body_sha256": str, "body": bytes, "observed_at": str, "run_id": str},
+        pk="id",
+    )
+    db["evidence"].create_index(["pith_number"])
+    db["runs"].create({"run_id": str, "command": str, "started_at": str, "finished_at": str, "exit_code": int, "summary": str}, pk="run_id")
+    db["journal"].create(
+        {"seq": int, "run_id": str, "at": str, "kind": str, "pith_number": str, "mirror": str, "status": str, "detail": str, "prev_sha256": str, "entry_sha256": str},
+        pk="seq",
+        not_null=["run_id", "at", "kind", "prev_sha256", "entry_sha256"],
+    )
+    db["alerts"].create(
+        {"id": int, "pith_number": str, "kind": str, "mirror": str, "fingerprint": str, "state": str, "opened_at": str, "resolved_at": str, "payload": str},
+        pk="id",
+    )
+    db["alerts"].create_index(["pith_number", "state"])
+    # Alerts waiting for delivery, written in the same transaction as the evidence they report.
+    db["outbox"].create({"id": int, "alert_id": int, "channel": str, "payload": str, "created_at": str, "attempts": int, "last_error": str, "delivered_at": str}, pk="id")
+
+
+MIGRATIONS = {1: _schema_v1}  # version -> function that brings the schema from version-1
+
+
+@dataclass
+class MirrorRow:
+    base_url: str
+    name: str
+    configured: bool
+    status: str
+    reasons: list[dict]
+    bundle_sha256: str | None = None
+    state_sha256: str | None = None
+    unreachable: bool = False
+
+
+@dataclass
+class RecordWrite:
+    """Everything one sync learned about one record, written in one transaction."""
+
+    pith_number: str
+    verdict: str
+    tracked: bool
+    canonical_record: dict | None = None
+    source_aliases: list | None = None
+    state: dict | None = None  # the new merge of all verified events, if any
+    documents: list[tuple[str, str, bytes]] = field(default_factory=list)  # (sha256, kind, body)
+    events: list[tuple[dict, str]] = field(default_factory=list)  # (verified event, mirror base_url)
+    mirrors: list[MirrorRow] = field(default_factory=list)
+    evidence: list[dict] = field(default_factory=list)  # mirror, url, status, reasons, body
+    validators: list[tuple[str, str | None, str | None, str | None]] = field(default_factory=list)
+    journal_detail: dict = field(default_factory=dict)
+
+
+class Store:
+    def __init__(self, db: sqlite_utils.Database, path: str):
+        self.db = db
+        self.path = path
+
+    # -- opening --------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str) -> "Store":
+        try:
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, timeout=30, isolation_level="DEFERRED")
+            db = sqlite_utils.Database(conn)
+            db.execute("PRAGMA busy_timeout = 30000")
+            if path != ":memory:":
+                db.enable_wal()
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA foreign_keys = ON")
+            store = cls(db, path)
+            store._migrate()
+            return store
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open store {path}: {exc}") from None
+        except OSError as exc:
+            raise StoreError(f"cannot open store {path}: {exc.strerror or exc}") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _migrate(self) -> None:
+        version = self.schema_version()
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"store schema {version} is newer than this pithsync ({SCHEMA_VERSION})")
+        with self.db.atomic():
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[v](self.db)
+                self.db["meta"].upsert({"key": "schema_version", "value": str(v)}, pk="key")
+
+    def schema_version(self) -> int:
+        if not self.db["meta"].exists():
+            return 0
+        row = self.db.execute("select value from meta where key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        try:
+            with self.db.atomic():
+                yield
+        except sqlite3.OperationalError as exc:
+            raise StoreError(_explain(exc, self.path)) from None
+
+    # -- reading ----------------------------------------------------------------------------
+    def record(self, pith_number: str) -> dict | None:
+        rows = list(self.db.query("select * from records where pith_number = ?", [pith_number]))
+        return rows[0] if rows else None
+
+    def tracked(self) -> list[str]:
+        return [r["pith_number"] for r in self.db.query("select pith_number from records where tracked = 1 order by pith_number")]
+
+    def records(self) -> list[dict]:
+        return list(self.db.query("select pith_number, event_count, state_sha256, tracked, updated_at from records order by pith_number"))
+
+    def stored_events(self, pith_number: str) -> dict[str, dict]:
+        return {r["event_id"]: json.loads(r["body"]) for r in self.db.query("select event_id, body from events where pith_number = ?", [pith_number])}
+
+    def mirror_statuses(self, pith_number: str) -> list[dict]:
+        rows = list(self.db.query("select * from mirror_status where pith_number = ? order by name", [pith_number]))
+        for r in rows:
+            r["reasons"] = json.loads(r["reasons"] or "[]")
+        return rows
+
+    def validators_for(self, urls: list[str]) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        for i in range(0, len(urls), 500):
+            chunk = urls[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.db.query(f"select * from validators where url in ({marks})", chunk):
+                out[r["url"]] = r
+        return out
+
+    def document_body(self, sha256: str) -> bytes | None:
+        row = self.db.execute("select body from documents where sha256 = ?", [sha256]).fetchone()
+        if row is None:
+            row = self.db.execute("select body from evidence where body_sha256 = ? and body is not null limit 1", [sha256]).fetchone()
+        return bytes(row[0]) if row else None
+
+    def resolve(self, text: str) -> list[str]:
+        """Full numbers of the stored records that `text` names: a suffix prefix, or an alias."""
+        ref = None
+        try:
+            ref = numbers.parse_ref(text)
+        except Exception:
+            pass
+        if ref is not None:
+            like = ref.suffix + ("%" if ref.is_prefix else "")
+            rows = self.db.execute("select pith_number from records where suffix like ?", [like]).fetchall()
+            if rows:
+                return sorted(r[0] for r in rows)
+        value = text.strip()
+        for candidate in {value, value.lower()}:
+            rows = self.db.execute("select distinct pith_number from aliases where alias_value = ? or lower(alias_value) = ?", [candidate, candidate]).fetchall()
+            if rows:
+                return sorted(r[0] for r in rows)
+        return []
+
+    def evidence_for(self, pith_number: str) -> list[dict]:
+        rows = list(self.db.query("select * from evidence where pith_number = ? order by id", [pith_number]))
+        for r in rows:
+            r["reasons"] = json.loads(r["reasons"] or "[]")
+        return rows
+
+    # -- runs and the journal -------------------------------------------------------------
+    def begin_run(self, command: str) -> str:
+        run_id = uuid.uuid4().hex
+        with self.transaction():
+            self.db["runs"].insert({"run_id": run_id, "command": command, "started_at": utcnow()})
+            self._journal(run_id, "run_started", detail={"command": command})
+        return run_id
+
+    def finish_run(self, run_id: str, exit_code: int, summary: dict) -> None:
+        with self.transaction():
+            self.db["runs"].update(run_id, {"finished_at": utcnow(), "exit_code": exit_code, "summary": json.dumps(summary)})
+            self._journal(run_id, "run_finished", status=str(exit_code), detail=summary)
+
+    def _journal(self, run_id: str, kind: str, pith_number: str | None = None, mirror: str | None = None, status: str | None = None, detail: dict | None = None) -> None:
+        head = self.db.execute("select value from meta where key = 'journal_head'").fetchone()
+        seq, prev = (0, GENESIS) if head is None else (int(head[0].split(":")[0]), head[0].split(":")[1])
+        entry = {"seq": seq + 1, "run_id": run_id, "at": utcnow(), "kind": kind, "pith_number": pith_number, "mirror": mirror, "status": status, "detail": json.dumps(detail or {}, sort_keys=True), "prev_sha256": prev}
+        entry["entry_sha256"] = journal_entry_sha256(entry)
+        self.db["journal"].insert(entry)
+        self.db["meta"].upsert({"key": "journal_head", "value": f"{entry['seq']}:{entry['entry_sha256']}"}, pk="key")
+
+    def journal(self, since: str | None = None) -> list[dict]:
+        if since:
+            return list(self.db.query("select * from journal where at >= ? order by seq", [since]))
+        return list(self.db.query("select * from journal order by seq"))
+
+    def verify_journal(self) -> list[str]:
+        """Problems found in the journal's hash chain (empty when intact)."""
+        problems: list[str] = []
+        prev, expected_seq = GENESIS, 1
+        for row in self.db.query("select * from journal order by seq"):
+            if row["seq"] != expected_seq:
+                problems.append(f"entry {expected_seq} is missing (next is {row['seq']})")
+            if row["prev_sha256"] != prev:
+                problems.append(f"entry {row['seq']}: prev_sha256 does not match entry {row['seq'] - 1}")
+            if journal_entry_sha256(row) != row["entry_sha256"]:
+                problems.append(f"entry {row['seq']}: content does not match its entry_sha256 (edited)")
+            prev, expected_seq = row["entry_sha256"], row["seq"] + 1
+        head = self.db.execute("select value from meta where key = 'journal_head'").fetchone()
+        last = f"{expected_seq - 1}:{prev}"
+        if head is None and expected_seq > 1:
+            problems.append("journal head is missing from meta")
+        elif head is not None and head[0] != last:
+            problems.append(f"journal ends at {last.split(':')[0]} but its head says {head[0].split(':')[0]} (entries removed from the end?)")
+        return problems
+
+    # -- writing ----------------------------------------------------------------------------
+    def write_record(self, run_id: str, w: RecordWrite, extra=None) -> None:
+        """All of one record's results, in one transaction.  `extra(db)` runs inside it too
+        (alerts use it to put their outbox rows beside the evidence)."""
+        now = utcnow()
+        with self.transaction():
+            existing = self.record(w.pith_number)
+            for m in w.mirrors:
+                self.db.execute(
+                    "insert into mirrors (base_url, name, configured, first_seen, last_seen) values (?,?,?,?,?) "
+                    "on conflict(base_url) do update set last_seen = excluded.last_seen, configured = max(configured, excluded.configured)",
+                    [m.base_url, m.name, int(m.configured), now, now],
+                )
+            for sha, kind, body in w.documents:
+                self.db.execute(
+                    "insert or ignore into documents (sha256, kind, pith_number, body, size, first_seen) values (?,?,?,?,?,?)",
+                    [sha, kind, w.pith_number, body, len(body), now],
+                )
+            for event, mirror in w.events:
+                self.db.execute(
+                    "insert or ignore into events (event_id, pith_number, event_type, body, first_seen) values (?,?,?,?,?)",
+                    [event["event_id"], w.pith_number, event.get("event_type"), canon(event).decode("utf-8"), now],
+                )
+                self.db.execute(
+                    "insert into event_sources (event_id, mirror, first_seen, last_seen) values (?,?,?,?) "
+                    "on conflict(event_id, mirror) do update set last_seen = excluded.last_seen",
+                    [event["event_id"], mirror, now, now],
+                )
+            self._write_state(w, existing, now)
+            previous = {r["mirror"]: r for r in self.db.query("select mirror, unreachable_runs from mirror_status where pith_number = ?", [w.pith_number])}
+            for m in w.mirrors:
+                runs = (previous.get(m.base_url, {}).get("unreachable_runs") or 0) + 1 if m.unreachable else 0
+                self.db["mirror_status"].upsert(
+                    {"pith_number": w.pith_number, "mirror": m.base_url, "name": m.name, "status": m.status, "reasons": json.dumps(m.reasons), "bundle_sha256": m.bundle_sha256, "state_sha256": m.state_sha256, "checked_at": now, "unreachable_runs": runs},
+                    pk=("pith_number", "mirror"),
+                )
+            for ev in w.evidence:
+                body = ev.get("body")
+                self.db["evidence"].insert(
+                    {"pith_number": w.pith_number, "mirror": ev["mirror"], "url": ev["url"], "status": ev["status"], "reasons": json.dumps(ev["reasons"]), "body_sha256": sha256hex(body) if body is not None else None, "body": body, "observed_at": now, "run_id": run_id}
+                )
+            for url, etag, last_modified, doc_sha in w.validators:
+                self.db["validators"].upsert({"url": url, "etag": etag, "last_modified": last_modified, "document_sha256": doc_sha, "updated_at": now}, pk="url")
+            for m in w.mirrors:
+                self._journal(run_id, "mirror_outcome", w.pith_number, m.base_url, m.status, {"reasons": [r.get("code") for r in m.reasons]})
+            self._journal(run_id, "record_outcome", w.pith_number, None, w.verdict, w.journal_detail)
+            if extra is not None:
+                extra(self.db)
+
+    def _write_state(self, w: RecordWrite, existing: dict | None, now: str) -> None:
+        suffix = w.pith_number.split(":")[-1]
+        if existing is None:
+            if w.state is None and not w.tracked:
+                return
+            self.db["records"].insert({"pith_number": w.pith_number, "suffix": suffix, "tracked": int(w.tracked), "first_seen": now, "updated_at": now, "event_count": 0})
+            existing = self.record(w.pith_number)
+        elif w.tracked and not existing["tracked"]:
+            self.db["records"].update(w.pith_number, {"tracked": 1})
+        if w.state is None:
+            return
+        # Never roll back: the new state must contain every event the stored one counted.
+        if (existing.get("event_count") or 0) > w.state["event_count"]:
+            raise StoreError(f"refusing to roll {w.pith_number} back from {existing['event_count']} to {w.state['event_count']} events")
+        if existing.get("state_sha256") != w.state["state_sha256"]:
+            self.db["records"].update(
+                w.pith_number,
+                {
+                    "canonical_sha256": sha256hex(canon(w.canonical_record)),
+                    "canonical_record": canon(w.canonical_record).decode(),
+                    "source_aliases": canon(w.source_aliases).decode(),
+                    "state": canon(w.state).decode(),
+                    "state_sha256": w.state["state_sha256"],
+                    "event_count": w.state["event_count"],
+                    "updated_at": now,
+                },
+            )
+        for alias in w.source_aliases or []:
+            if isinstance(alias, dict) and isinstance(alias.get("alias_kind"), str) and isinstance(alias.get("alias_value"), str):
+                self.db.execute("insert or ignore into aliases (alias_kind, alias_value, pith_number) values (?,?,?)", [alias["alias_kind"], alias["alias_value"], w.pith_number])
+
+
+def journal_entry_sha256(entry: dict) -> str:
+    fields = {k: entry.get(k) for k in ("seq", "run_id", "at", "kind", "pith_number", "mirror", "status", "detail", "prev_sha256")}
+    return sha256hex(canon(fields))
+
+
+def _explain(exc: sqlite3.OperationalError, path: str) -> str:
+    msg = str(exc)
+    if "readonly" in msg or "read-only" in msg:
+        return f"store {path} is read-only: {msg}"
+    if "disk is full" in msg or "database or disk is full" in msg:
+        return f"no space left for store {path}: {msg}"
+    return f"store {path}: {msg}"
+
+
+@contextlib.contextmanager
+def run_lock(db_path: str, timeout_s: float, poll_s: float = 0.1) -> Iterator[None]:
+    """One sync or pull at a time per store: wait up to `timeout_s` for the lock, then give up."""
+    lock_path = f"{db_path}.lock" if db_path != ":memory:" else None
+    if lock_path is None:
+        yield
+        return
+    try:
+        fh = open(lock_path, "a+")
+    except OSError as exc:
+        raise StoreError(f"cannot open lock file {lock_path}: {exc.strerror or exc}") from None
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise StoreError(f"cannot lock {lock_path}: {exc.strerror}") from None
+                if time.monotonic() >= deadline:
+                    raise StoreError(f"another pithsync run holds {lock_path}; gave up after {timeout_s:g}s") from None
+                time.sleep(poll_s)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        yield
+    finally:
+        fh.close()

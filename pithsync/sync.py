@@ -1,0 +1,290 @@
+"""One sync run: fetch -> verify -> compare -> store, for many records at once.
+
+Data flows one way.  The only thing read back from the store is trusted input the comparison
+needs (events verified on earlier runs, validators for conditional requests).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+import anyio
+
+from pithsync.config import Config
+from pithsync.core import numbers
+from pithsync.core.compare import Assessment, Assessor, Fetched, MirrorCopy, RecordComparison, Retrieval, compare_record
+from pithsync.core.merge import merge_state
+from pithsync.core.status import Status, Verdict
+from pithsync.core.urls import MirrorSpec, hinted_mirrors
+from pithsync.core.verify import Verifier
+from pithsync.fetch import Fetcher, PolicyError, UrlPolicy, Validators
+from pithsync.store import MirrorRow, RecordWrite, Store
+
+log = logging.getLogger("pithsync.sync")
+
+
+@dataclass(frozen=True)
+class Target:
+    suffix: str
+    pith_number: str | None = None  # when known
+    depth: int = 0
+
+
+@dataclass
+class MirrorResult:
+    name: str
+    base_url: str
+    status: Status
+    reasons: list[dict]
+    configured: bool
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "base_url": self.base_url, "status": self.status.value, "configured": self.configured, "reasons": self.reasons}
+
+
+@dataclass
+class RecordResult:
+    pith_number: str
+    verdict: Verdict
+    mirrors: list[MirrorResult]
+    event_count: int | None = None
+    state_sha256: str | None = None
+    refused_hints: list[dict] = field(default_factory=list)
+    new_events: int = 0
+    found_numbers: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "pith_number": self.pith_number,
+            "verdict": self.verdict.value,
+            "event_count": self.event_count,
+            "state_sha256": self.state_sha256,
+            "new_events": self.new_events,
+            "mirrors": [m.to_json() for m in self.mirrors],
+            "refused_hints": self.refused_hints,
+        }
+
+
+@dataclass
+class _Fetched:
+    copy: MirrorCopy
+    validators: dict  # url -> (Validators, sha256 of body or None)
+
+
+def _base_key(url: str) -> str:
+    return url.rstrip("/").lower()
+
+
+class SyncEngine:
+    def __init__(self, cfg: Config, store: Store, fetcher: Fetcher, *, on_record: Callable[[RecordResult], None] | None = None):
+        self.cfg = cfg
+        self.store = store
+        self.fetcher = fetcher
+        self.assessor = Assessor(Verifier(cfg.trust), cfg.crawl.max_bytes)
+        self.on_record = on_record
+        self.results: dict[str, RecordResult] = {}
+
+    @staticmethod
+    def policy_for(cfg: Config) -> UrlPolicy:
+        return UrlPolicy.for_mirrors([m.base_url for m in cfg.mirrors], cfg.crawl)
+
+    async def run(self, run_id: str, targets: list[Target], *, track: bool = True) -> list[RecordResult]:
+        """Sync every target (and, within their depth, the records they cite)."""
+        queued = {t.suffix for t in targets}
+        send, receive = anyio.create_memory_object_stream[Target](max_buffer_size=len(targets) + 1_000_000)
+        pending = len(targets)
+        for t in targets:
+            send.send_nowait(t)
+        if not targets:
+            send.close()
+        workers = max(1, min(self.cfg.crawl.concurrency // 2 or 1, 64))
+
+        async def worker() -> None:
+            nonlocal pending
+            async for target in receive:
+                try:
+                    result = await self.sync_record(run_id, target, track=track)
+                    if target.depth > 0:
+                        for number in result.found_numbers:
+                            suffix = number.split(":")[2]
+                            if suffix not in queued:
+                                queued.add(suffix)
+                                pending += 1
+                                send.send_nowait(Target(suffix, number, target.depth - 1))
+                finally:
+                    pending -= 1
+                    if pending == 0:
+                        send.close()
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(workers):
+                tg.start_soon(worker)
+        return list(self.results.values())
+
+    # -- one record ---------------------------------------------------------------------------
+    async def sync_record(self, run_id: str, target: Target, *, track: bool = True) -> RecordResult:
+        suffix = target.suffix
+        configured = list(self.cfg.mirrors)
+        fetched = await self._fetch_all(configured, suffix)
+        assessments = [self.assessor.assess(f.copy, suffix) for f in fetched]
+        specs = {_base_key(m.base_url): m for m in configured}
+
+        refused: list[dict] = []
+        if self.cfg.crawl.follow_hints:
+            discovered = self._discover(assessments, suffix, specs, refused)
+            if discovered:
+                more = await self._fetch_all(discovered, suffix)
+                fetched += more
+                assessments += [self.assessor.assess(f.copy, suffix) for f in more]
+                specs.update({_base_key(m.base_url): m for m in discovered})
+
+        pith_number = target.pith_number or next((a.bundle["pith_number"] for a in assessments if a.bundle_ok), None)
+        if pith_number is None:
+            stored = self.store.resolve(suffix)
+            pith_number = stored[0] if stored else f"pith:{suffix}"
+        stored_events = self.store.stored_events(pith_number)
+        comparison = compare_record(assessments, stored_events)
+        result, write = self._plan_write(pith_number, comparison, stored_events, fetched, specs, track, refused)
+        self.store.write_record(run_id, write)
+        self.results[pith_number] = result
+        log.info("record=%s verdict=%s events=%s mirrors=%s", pith_number, result.verdict.value, result.event_count, ",".join(f"{m.name}:{m.status.value}" for m in result.mirrors))
+        if self.on_record is not None:
+            self.on_record(result)
+        return result
+
+    def _discover(self, assessments: list[Assessment], suffix: str, known: dict, refused: list[dict]) -> list[MirrorSpec]:
+        """Mirrors named by verified bundles, under the safety policy and the per-record cap."""
+        found: list[MirrorSpec] = []
+        seen = set(known)
+        for a in assessments:
+            if not a.bundle_ok:
+                continue  # hints from unverified documents are never followed
+            for spec in hinted_mirrors(a.bundle, suffix):
+                key = _base_key(spec.base_url)
+                if key in seen:
+                    continue
+                seen.add(key)
+                if len(found) >= self.cfg.crawl.max_discovered_mirrors:
+                    refused.append({"base_url": spec.base_url[:200], "reason": f"over the cap of {self.cfg.crawl.max_discovered_mirrors} discovered mirrors per record"})
+                    continue
+                try:
+                    self.fetcher.policy.check(spec.bundle_url(suffix))
+                except PolicyError as exc:
+                    refused.append({"base_url": spec.base_url[:200], "reason": str(exc)})
+                    continue
+                found.append(spec)
+        if len(refused) > 50:  # a hostile hint list must not flood the report either
+            extra = len(refused) - 50
+            del refused[50:]
+            refused.append({"base_url": "...", "reason": f"{extra} more refused"})
+        return found
+
+    async def _fetch_all(self, mirrors: list[MirrorSpec], suffix: str) -> list[_Fetched]:
+        results: list[_Fetched | None] = [None] * len(mirrors)
+
+        async def one(i: int, m: MirrorSpec) -> None:
+            results[i] = await self._fetch_copy(m, suffix)
+
+        async with anyio.create_task_group() as tg:
+            for i, m in enumerate(mirrors):
+                tg.start_soon(one, i, m)
+        return [r for r in results if r is not None]
+
+    async def _fetch_copy(self, mirror: MirrorSpec, suffix: str) -> _Fetched:
+        bundle_url, state_url = mirror.bundle_url(suffix), mirror.state_url(suffix)
+        known = self.store.validators_for([bundle_url, state_url, mirror.well_known_url(suffix)])
+        validators: dict = {}
+        out: dict[str, Fetched] = {}
+
+        async def get(kind: str, url: str) -> None:
+            fetched, v, sha = await self._get(url, known.get(url))
+            if kind == "bundle" and fetched.retrieval is Retrieval.NOT_FOUND:
+                wk = mirror.well_known_url(suffix)
+                if wk != url:
+                    fetched, v, sha = await self._get(wk, known.get(wk))
+                    url = wk
+            out[kind] = fetched
+            if v is not None:
+                validators[url] = (v, sha)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(get, "bundle", bundle_url)
+            tg.start_soon(get, "state", state_url)
+        return _Fetched(MirrorCopy(mirror.base_url, out["bundle"], out["state"]), validators)
+
+    async def _get(self, url: str, known: dict | None) -> tuple[Fetched, Validators | None, str | None]:
+        cached_body = None
+        validators = None
+        if known and known.get("document_sha256"):
+            cached_body = self.store.document_body(known["document_sha256"])
+            if cached_body is not None:
+                validators = Validators(known.get("etag"), known.get("last_modified"))
+        resp = await self.fetcher.get(url, validators)
+        if resp.not_modified:
+            if cached_body is None:  # a 304 we did not ask for: ask again without validators
+                resp = await self.fetcher.get(url, None)
+            else:
+                return Fetched(Retrieval.FOUND, url, cached_body, "not modified"), None, None
+        f = resp.fetched
+        if f.retrieval is Retrieval.FOUND and f.body is not None and (resp.validators.etag or resp.validators.last_modified):
+            return f, resp.validators, f.sha256
+        return f, None, None
+
+    # -- what to write --------------------------------------------------------------------
+    def _plan_write(self, pith_number: str, comparison: RecordComparison, stored_events: dict, fetched: list[_Fetched], specs: dict, track: bool, refused: list[dict]) -> tuple[RecordResult, RecordWrite]:
+        by_mirror = {f.copy.mirror: f for f in fetched}
+        write = RecordWrite(pith_number=pith_number, verdict=comparison.verdict.value, tracked=track and pith_number.count(":") == 2)
+        mirrors: list[MirrorResult] = []
+        best: Assessment | None = None
+        for outcome in comparison.outcomes:
+            a = outcome.assessment
+            spec = specs.get(_base_key(outcome.mirror))
+            reasons = [r.to_json() for r in outcome.reasons]
+            copy = a.copy
+            mirrors.append(MirrorResult(spec.name if spec else outcome.mirror, outcome.mirror, outcome.status, reasons, bool(spec and spec.configured)))
+            write.mirrors.append(
+                MirrorRow(
+                    outcome.mirror, spec.name if spec else outcome.mirror, bool(spec and spec.configured), outcome.status.value, reasons,
+                    copy.bundle.sha256 if copy else None, copy.state.sha256 if copy else None, unreachable=outcome.status is Status.UNREACHABLE,
+                )
+            )
+            f = by_mirror.get(outcome.mirror)
+            if a.bundle_ok and copy is not None:
+                write.documents.append((copy.bundle.sha256, "bundle", copy.bundle.body))
+                if best is None or len(a.valid_events) > len(best.valid_events):
+                    best = a
+            if a.state_ok and copy is not None:
+                write.documents.append((copy.state.sha256, "state", copy.state.body))
+            for ev in a.valid_events:
+                write.events.append((ev, outcome.mirror))
+            if outcome.status is not Status.OK and copy is not None:
+                for kind, doc in (("bundle", copy.bundle), ("state", copy.state)):
+                    bad_doc = doc.body is not None and not (kind == "bundle" and a.bundle_ok) and not (kind == "state" and a.state_ok)
+                    if bad_doc or (kind == "bundle" and outcome.status in (Status.EQUIVOCATION, Status.STALE) and doc.body is not None):
+                        write.evidence.append({"mirror": outcome.mirror, "url": doc.url, "status": outcome.status.value, "reasons": reasons, "body": doc.body})
+            if f is not None:
+                for url, (v, sha) in f.validators.items():
+                    write.validators.append((url, v.etag, v.last_modified, sha))
+
+        # The stored state: the merge of every verified event, seen now or before.
+        state = None
+        new_ids = set(comparison.valid_events) - set(stored_events)
+        stored = self.store.record(pith_number)
+        if best is not None and (new_ids or stored is None or not stored.get("state")):
+            record_json, aliases = best.bundle["canonical_record"], best.bundle["source_aliases"]
+            state = merge_state(pith_number, record_json, aliases, comparison.valid_events.values(), {})
+            write.canonical_record, write.source_aliases, write.state = record_json, aliases, state
+        write.journal_detail = {"new_events": len(new_ids), "refused_hints": len(refused)}
+        result = RecordResult(pith_number, comparison.verdict, mirrors, refused_hints=refused, new_events=len(new_ids))
+        if state is not None:
+            result.event_count, result.state_sha256 = state["event_count"], state["state_sha256"]
+        elif stored is not None:
+            result.event_count, result.state_sha256 = stored.get("event_count"), stored.get("state_sha256")
+        found = set()
+        for ev in comparison.valid_events.values():
+            found |= numbers.find_in(ev.get("payload"))
+        found.discard(pith_number)
+        result.found_numbers = sorted(found)
+        return result, write

@@ -1,0 +1,409 @@
+"""Crawl, compare and store against real local mirrors: every status and verdict of issue 3."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import anyio
+import pytest
+
+from synctools import NoSleep, make_config, pull, statuses
+from pithsync import cli
+from pithsync.core import strictjson
+from pithsync.core.canonical import sha256hex
+from pithsync.store import Store
+from pithsync.testing import forge
+from pithsync.testing.mirror import HOSTILE_BODIES, MirrorServer, bundle_path, refused_spec, state_path, well_known_path
+
+
+@pytest.fixture
+def record():
+    return forge.forge_record(1, n_events=3)
+
+
+def verified_shas(db_path) -> set[str]:
+    with sqlite3.connect(db_path) as conn:
+        return {r[0] for r in conn.execute("select sha256 from documents")}
+
+
+def stored_state(db_path, pith):
+    store = Store.open(db_path)
+    try:
+        rec = store.record(pith)
+        return json.loads(rec["state"]) if rec and rec["state"] else None
+    finally:
+        store.close()
+
+
+async def test_in_sync_and_state_stored(tmp_path, record):
+    async with MirrorServer("a") as a, MirrorServer("b") as b:
+        bundle = record.bundle()
+        a.put_record(bundle)
+        b.put_record(bundle)
+        cfg = make_config(tmp_path, [a.spec(), b.spec()])
+        res = (await pull(cfg, record.pith_number))[record.pith_number]
+    assert res.verdict.value == "in_sync"
+    assert statuses(res) == {"a": "ok", "b": "ok"}
+    state = stored_state(cfg.db_path, record.pith_number)
+    assert state == bundle["state"]
+    assert res.state_sha256 == bundle["state"]["state_sha256"]
+    assert sha256hex(forge.dumps(bundle)) in verified_shas(cfg.db_path)
+
+
+async def test_stale_mirror(tmp_path, record):
+    async with MirrorServer("a") as a, MirrorServer("b") as b:
+        a.put_record(record.bundle())
+        b.put_record(record.bundle(upto=2))
+        cfg = make_config(tmp_path, [a.spec(), b.spec()])
+        res = (await pull(cfg, record.pith_number))[record.pith_number]
+    assert statuses(res) == {"a": "ok", "b": "stale"}
+    assert res.verdict.value == "diverged"
+    assert stored_state(cfg.db_path, record.pith_number)["event_count"] == 3
+
+
+@pytest.mark.parametrize(
+    "variant,expected",
+    [
+        ("tampered", "tampered"),
+        ("rewritten", "bad_signature"),
+        ("lying_state_json", "state_mismatch"),
+        ("lying_embedded_state", "state_mismatch"),
+        ("html", "malformed"),
+        ("wrong_record", "tampered"),
+    ],
+)
+async def test_bad_copies(tmp_path, record, variant, expected):
+    good = record.bundle()
+    async with MirrorServer("a") as a, MirrorServer("b") as b:
+        a.put_record(good)
+        suffix = record.suffix
+        if variant == "tampered":
+            b.put_record(forge.tampered(good), state=good["state"])
+        elif variant == "rewritten":
+            b.put_record(forge.rewritten_with(good))
+        elif variant == "lying_state_json":
+            b.put_record(good, state=forge.lying_state(good["state"]))
+        elif variant == "lying_embedded_state":
+            b.put_record(forge.bundle_with_lying_state(record))
+        elif variant == "html":
+            b.put(bundle_path(suffix), HOSTILE_BODIES["html"], "text/html")
+            b.put(state_path(suffix), forge.dumps(good["state"]))
+        elif variant == "wrong_record":
+            other = forge.forge_record(2).bundle()
+            b.put(bundle_path(suffix), forge.dumps(other))
+            b.put(state_path(suffix), forge.dumps(other["state"]))
+        cfg = make_config(tmp_path, [a.spec(), b.spec()])
+        res = (await pull(cfg, record.pith_number))[record.pith_number]
+        served_b = b.resources[bundle_path(suffix)].body
+        served_state_b = b.resources[state_path(suffix)].body
+    assert statuses(res) == {"a": "ok", "b": expected}, res.mirrors[1].reasons
+    assert res.verdict.value == "diverged"
+    shas = verified_shas(cfg.db_path)
+    # Nothing from the bad copy is in the verified store, but it is kept as evidence.
+    bad = [sha256hex(served_b)] if variant != "lying_state_json" else [sha256hex(served_state_b)]
+    assert not set(bad) & shas
+    store = Store.open(cfg.db_path)
+    evidence = store.evidence_for(record.pith_number)
+    store.close()
+    assert any(e["body_sha256"] in bad and e["status"] == expected for e in evidence)
+    assert stored_state(cfg.db_path, record.pith_number) == good["state"]
+
+
+async def test_equivocation(tmp_path, record):
+    left, right = forge.equivocating_pair(record)
+    async with MirrorServer("a") as a, MirrorServer("b") as b, MirrorServer("c") as c:
+        a.put_record(left)
+        b.put_record(right)
+        c.put_record(record.bundle())
+        cfg = make_config(tmp_path, [a.spec(), b.spec(), c.spec()])
+        res = (await pull(cfg, record.pith_number))[record.pith_number]
+    assert statuses(res) == {"a": "equivocation", "b": "equivocation", "c": "ok"}
+    assert res.verdict.value == "diverged"
+    state = stored_state(cfg.db_path, record.pith_number)
+    assert state["equivocation_count"] == 1
+    fork_ids = {left["events"][-1]["event_id"], right["events"][-1]["event_id"]}
+    assert set(state["equivocations"][0]["event_ids"]) == fork_ids
+    assert not fork_ids & set(state["applied_event_ids"])
+    store = Store.open(cfg.db_path)
+    evidence = store.evidence_for(record.pith_number)
+    store.close()
+    assert {e["mirror"] for e in evidence if e["status"] == "equivocation"} == {a.base_url, b.base_url}
+
+
+async def test_missing_unreachable_degraded_unverifiable(tmp_path, record):
+    async with MirrorServer("a") as a, MirrorServer("b") as b:
+        a.put_record(record.bundle())
+        down = refused_spec("down")
+        cfg = make_config(tmp_path, [a.spec(), b.spec(), down])
+        res = (await pull(cfg, record.pith_number))[record.pith_number]
+        assert statuses(res) == {"a": "ok", "b": "missing", "down": "unreachable"}
+        assert res.verdict.value == "diverged"
+
+        cfg2 = make_config(tmp_path / "2", [a.spec(), down])
+        res = (await pull(cfg2, record.pith_number))[record.pith_number]
+        assert statuses(res) == {"a": "ok", "down": "unreachable"}
+        assert res.verdict.value == "degraded"
+
+        other = forge.forge_record(7)
+        cfg3 = make_config(tmp_path / "3", [b.spec(), down])
+        res = (await pull(cfg3, other.pith_number))[other.pith_number]
+        assert res.verdict.value == "unverifiable"
+        assert statuses(res) == {"b": "missing", "down": "unreachable"}
+
+
+async def test_well_known_fallback(tmp_path, record):
+    async with MirrorServer("a") as a:
+        bundle = record.bundle()
+        a.put_well_known(record.suffix, forge.dumps(bundle))
+        a.put_state(record.suffix, forge.dumps(bundle["state"]))
+        cfg = make_config(tmp_path, [a.spec()])
+        res = (await pull(cfg, record.pith_number))[record.pith_number]
+        assert a.count(bundle_path(record.suffix), status=404) == 1
+        assert a.count(well_known_path(record.suffix), status=200) == 1
+    assert res.verdict.value == "in_sync"
+
+
+async def test_rollback_is_stale_and_store_keeps_newer_state(tmp_path, record):
+    async with MirrorServer("a") as a, MirrorServer("b") as b:
+        a.put_record(record.bundle())
+        b.put_record(record.bundle())
+        cfg = make_config(tmp_path, [a.spec(), b.spec()])
+        await pull(cfg, record.pith_number)
+        newer = stored_state(cfg.db_path, record.pith_number)
+        assert newer["event_count"] == 3
+        # Both mirrors roll back to an older copy.
+        a.put_record(record.bundle(upto=2))
+        b.put_record(record.bundle(upto=2))
+        res = (await pull(cfg, record.pith_number))[record.pith_number]
+    assert statuses(res) == {"a": "stale", "b": "stale"}
+    assert res.verdict.value == "diverged"
+    assert "store" in res.mirrors[0].reasons[0]["message"]
+    assert stored_state(cfg.db_path, record.pith_number) == newer
+
+
+async def test_resync_of_unchanged_mirrors_gets_304s(tmp_path):
+    records = [forge.forge_record(i) for i in range(5)]
+    async with MirrorServer("a") as a, MirrorServer("b") as b:
+        for r in records:
+            a.put_record(r.bundle())
+            b.put_record(r.bundle())
+        cfg = make_config(tmp_path, [a.spec(), b.spec()])
+        first = await pull(cfg, *[r.pith_number for r in records])
+        assert {r.verdict.value for r in first.values()} == {"in_sync"}
+        a.clear_log()
+        b.clear_log()
+        second = await pull(cfg, *[r.pith_number for r in records])
+        assert {r.verdict.value for r in second.values()} == {"in_sync"}
+        total = a.count() + b.count()
+        not_modified = a.count(status=304) + b.count(status=304)
+        assert total == 20 and not_modified == 20
+        assert all(r.headers.get("If-None-Match") for r in a.requests)
+
+
+async def test_retry_honours_retry_after_without_sleeping(tmp_path, record):
+    async with MirrorServer("a") as a:
+        a.put_record(record.bundle())
+        a.fault("status", path=bundle_path(record.suffix), status=503, retry_after="7", times=2)
+        cfg = make_config(tmp_path, [a.spec()], retries=3)
+        sleep = NoSleep()
+        res = (await pull(cfg, record.pith_number, sleep=sleep))[record.pith_number]
+        assert a.count(bundle_path(record.suffix), status=503) == 2
+    assert res.verdict.value == "in_sync"
+    assert sleep.waits == [7.0, 7.0]
+
+
+async def test_no_retry_on_4xx_and_unreachable_after_retries(tmp_path, record):
+    async with MirrorServer("a") as a, MirrorServer("b") as b:
+        a.put_record(record.bundle())
+        b.put_record(record.bundle())
+        b.fault("status", path=bundle_path(record.suffix), status=403)
+        b.fault("status", path=state_path(record.suffix), status=500)
+        cfg = make_config(tmp_path, [a.spec(), b.spec()], retries=2)
+        res = (await pull(cfg, record.pith_number))[record.pith_number]
+        assert b.count(bundle_path(record.suffix)) == 1
+        assert b.count(state_path(record.suffix)) == 3
+    assert statuses(res)["b"] == "unreachable"
+    assert any("after 3 attempts" in r["message"] for r in res.mirrors[1].reasons)
+
+
+async def test_hints_followed_when_policy_allows(tmp_path, record):
+    async with MirrorServer("a") as a, MirrorServer("hinted") as h:
+        hint = {"mirror_type": "https", "name": "hinted", "base_url": h.base_url, "status": "mirror"}
+        bundle = record.bundle(mirror_hints=[hint], base_url=a.base_url)
+        a.put_record(bundle)
+        h.put_record(bundle)
+        cfg = make_config(tmp_path, [a.spec()], follow_hints=True, allow_http=True, allow_private=True)
+        res = (await pull(cfg, record.pith_number))[record.pith_number]
+        assert h.count(bundle_path(record.suffix)) == 1
+    assert {m.base_url for m in res.mirrors} == {a.base_url, h.base_url}
+    assert res.verdict.value == "in_sync"
+    assert [m.configured for m in res.mirrors if m.base_url == h.base_url] == [False]
+
+
+async def test_hints_refused_by_default_policy(tmp_path, record):
+    async with MirrorServer("a") as a, MirrorServer("hinted") as h:
+        hints = [{"name": "plain-http", "base_url": h.base_url}, {"name": "ftp", "base_url": "ftp://example.org"}]
+        hints += [{"name": f"h{i}", "base_url": f"https://10.0.0.{i}"} for i in range(3)]
+        bundle = record.bundle(mirror_hints=hints, base_url=a.base_url)
+        a.put_record(bundle)
+        h.put_record(bundle)
+        cfg = make_config(tmp_path, [a.spec()], follow_hints=True)
+        res = (await pull(cfg, record.pith_number))[record.pith_number]
+        assert h.count() == 0
+    refused = {r["base_url"]: r["reason"] for r in res.refused_hints}
+    assert "http://" in refused[h.base_url] or "not public" in refused[h.base_url]
+    assert "scheme" in refused["ftp://example.org"]
+    assert "not public" in refused["https://10.0.0.1"]
+    assert res.verdict.value == "in_sync"
+
+
+async def test_discovered_mirror_cap(tmp_path, record):
+    async with MirrorServer("a") as a:
+        hints = [{"name": f"h{i}", "base_url": f"http://127.0.0.{i + 2}:9"} for i in range(10_000)]
+        bundle = record.bundle(mirror_hints=hints, base_url=a.base_url)
+        a.put_record(bundle)
+        cfg = make_config(tmp_path, [a.spec()], follow_hints=True, allow_http=True, allow_private=True, max_discovered_mirrors=3, retries=0, timeout_s=0.5)
+        res = (await pull(cfg, record.pith_number))[record.pith_number]
+    assert len(res.mirrors) == 1 + 3
+    assert len(res.refused_hints) <= 51
+    assert "cap" in res.refused_hints[0]["reason"]
+
+
+async def test_depth_follows_cited_records(tmp_path):
+    cited = forge.forge_record(20)
+    citing = forge.forge_record(21, cites=[cited.pith_number])
+    async with MirrorServer("a") as a:
+        a.put_record(citing.bundle())
+        a.put_record(cited.bundle())
+        cfg = make_config(tmp_path, [a.spec()])
+        shallow = await pull(cfg, citing.pith_number)
+        assert set(shallow) == {citing.pith_number}
+        deep = await pull(cfg, citing.pith_number, depth=1)
+    assert set(deep) == {citing.pith_number, cited.pith_number}
+    assert deep[cited.pith_number].verdict.value == "in_sync"
+
+
+# -- through the CLI ---------------------------------------------------------------------------
+
+
+def write_config(tmp_path, mirrors, *, keys=None, extra="") -> str:
+    keys = keys or [forge.TEST_KEY]
+    text = ""
+    for k in keys:
+        text += f'[[trust.keys]]\nkey_id = "{k.key_id}"\npublic_key_b64 = "{k.public_key_b64}"\n\n'
+    text += '[[trust.keys]]\nkey_id = "pith-v1-2026-05"\npublic_key_b64 = "stVStoiQhXFxp4s2pdzPNoqVNBMojDU/fJ2db5S3CbM="\n\n'
+    for m in mirrors:
+        text += f'[[mirrors]]\nname = "{m.name}"\nbase_url = "{m.base_url}"\n\n'
+    text += f"[crawl]\nretries = 0\ntimeout_s = 2\nfollow_hints = false\n{extra}\n"
+    path = tmp_path / "pithsync.toml"
+    path.write_text(text)
+    return str(path)
+
+
+async def run_cli(*argv):
+    """cli.main in a worker thread: it runs its own event loop while our mirrors serve."""
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+
+    def call():
+        with contextlib.redirect_stdout(buf):
+            return cli.main(list(argv))
+
+    code = await anyio.to_thread.run_sync(call)
+    return code, buf.getvalue()
+
+
+async def test_cli_pull_json_exit_codes_and_status(tmp_path, record):
+    async with MirrorServer("a") as a, MirrorServer("b") as b:
+        a.put_record(record.bundle())
+        b.put_record(record.bundle(upto=2))
+        conf = write_config(tmp_path, [a.spec(), b.spec()])
+        db = str(tmp_path / "s.db")
+        code, out = await run_cli("--config", conf, "--db", db, "pull", "--json", record.pith_number)
+        assert code == 1
+        doc = json.loads(out)
+        rec = doc["records"][0]
+        assert rec["pith_number"] == record.pith_number and rec["verdict"] == "diverged"
+        assert {m["name"]: m["status"] for m in rec["mirrors"]} == {"a": "ok", "b": "stale"}
+        assert all({"name", "status", "reasons"} <= set(m) for m in rec["mirrors"])
+
+        b.put_record(record.bundle())
+        code, out = await run_cli("--config", conf, "--db", db, "sync", "--json")
+        assert code == 0, out
+        assert json.loads(out)["records"][0]["verdict"] == "in_sync"
+
+        code, out = await run_cli("--config", conf, "--db", db, "status", "--json", record.pith_number)
+        st = json.loads(out)
+        assert code == 0 and st["event_count"] == 3 and st["state_sha256"] == record.bundle()["state"]["state_sha256"]
+        assert {m["name"]: m["status"] for m in st["mirrors"]} == {"a": "ok", "b": "ok"}
+
+        # Short forms and aliases resolve through the store; unknown ones are a usage error.
+        code, out = await run_cli("--config", conf, "--db", db, "pull", "--json", f"pith:{record.suffix[:8]}")
+        assert code == 0 and json.loads(out)["records"][0]["pith_number"] == record.pith_number
+        code, out = await run_cli("--config", conf, "--db", db, "pull", "--json", record.record["source"]["id"])
+        assert code == 0 and json.loads(out)["records"][0]["pith_number"] == record.pith_number
+        code, _ = await run_cli("--config", conf, "--db", db, "pull", "pith:ZZZZZZZZ")
+        assert code == 2
+        code, _ = await run_cli("--config", conf, "--db", db, "pull", "not-a-number")
+        assert code == 2
+
+        down = refused_spec("down")
+        conf2 = write_config(tmp_path, [down])
+        code, out = await run_cli("--config", conf2, "--db", str(tmp_path / "u.db"), "pull", "--json", record.pith_number)
+        assert code == 3 and json.loads(out)["records"][0]["verdict"] == "unverifiable"
+
+
+async def test_seed_imported_then_served_pulls_in_sync(tmp_path, seeds):
+    name = "000_919069ef98e1b946.txt"
+    path = tmp_path / name
+    path.write_bytes(seeds[name])
+    bundle = strictjson.loads_object(seeds[name])
+    async with MirrorServer("local") as m:
+        m.put_bundle(bundle["pith_number"].split(":")[2], seeds[name])
+        m.put_state(bundle["pith_number"].split(":")[2], forge.dumps(bundle["state"]))
+        conf = write_config(tmp_path, [m.spec()])
+        db = str(tmp_path / "s.db")
+        code, out = await run_cli("--config", conf, "--db", db, "import", str(path))
+        assert code == 0, out
+        code, out = await run_cli("--config", conf, "--db", db, "sync", "--json")
+    assert code == 0, out
+    rec = json.loads(out)["records"][0]
+    assert rec["pith_number"] == "pith:2026:JTEVEPWHOAFN5TRRVEXHEIPZ22" and rec["verdict"] == "in_sync"
+    assert rec["state_sha256"] == bundle["state"]["state_sha256"]
+
+
+async def test_journal_verify_detects_edit_and_removal(tmp_path, record):
+    async with MirrorServer("a") as a:
+        a.put_record(record.bundle())
+        conf = write_config(tmp_path, [a.spec()])
+        db = str(tmp_path / "s.db")
+        for _ in range(2):
+            code, _ = await run_cli("--config", conf, "--db", db, "pull", record.pith_number)
+            assert code == 0
+    code, out = await run_cli("--db", db, "journal", "verify")
+    assert code == 0 and "intact" in out
+    code, out = await run_cli("--db", db, "journal", "--json")
+    entries = json.loads(out)["entries"]
+    assert [e["kind"] for e in entries][:2] == ["run_started", "mirror_outcome"]
+
+    def tamper(sql):
+        import shutil
+
+        copy = tmp_path / f"t{abs(hash(sql))}.db"
+        shutil.copy(db, copy)
+        with sqlite3.connect(copy) as conn:
+            conn.execute(sql)
+        return str(copy)
+
+    for sql in (
+        "update journal set status = 'ok' where seq = 3",
+        "update journal set detail = '{}' where seq = 2",
+        "delete from journal where seq = 4",
+        "delete from journal where seq = (select max(seq) from journal)",
+    ):
+        code, out = await run_cli("--db", tamper(sql), "journal", "verify")
+        assert code == 1, sql
+        assert out.strip(), sql
