@@ -288,4 +288,10 @@ def register(sub, common) -> None:
     p.set_defaults(func=cmd_import)
 
 
-REGISTER: list = [register]
+def _registrations() -> list:
+    from pithsync import alerts, ops
+
+    return [register, alerts.register, ops.register]
+
+
+REGISTER: list = _registrations()
