@@ -118,6 +118,8 @@ def _mirror(table: object, i: int) -> MirrorSpec:
 
 
 def _trust(table: dict) -> TrustStore:
+    if set(table) - {"keys"}:
+        raise ConfigError(f"[trust] unknown keys: {', '.join(sorted(set(table) - {'keys'}))}")
     keys = table.get("keys")
     if not isinstance(keys, list) or not keys:
         raise ConfigError("[trust] needs at least one [[trust.keys]] entry")
@@ -125,11 +127,26 @@ def _trust(table: dict) -> TrustStore:
     for i, k in enumerate(keys):
         if not isinstance(k, dict) or not isinstance(k.get("key_id"), str) or not isinstance(k.get("public_key_b64"), str):
             raise ConfigError(f"[[trust.keys]] entry {i}: key_id and public_key_b64 (strings) are required")
+        if set(k) - {"key_id", "public_key_b64"}:
+            raise ConfigError(f"[[trust.keys]] entry {i}: unknown keys: {', '.join(sorted(set(k) - {'key_id', 'public_key_b64'}))}")
         try:
             pinned.append(PinnedKey.from_b64(k["key_id"], k["public_key_b64"]))
         except InvalidKey as exc:
             raise ConfigError(str(exc)) from None
     return TrustStore(pinned)
+
+
+def _store_path(store: dict) -> str:
+    path = store.get("path", default_db_path())
+    if not isinstance(path, str) or not path:
+        raise ConfigError("[store] path must be a non-empty string")
+    return path
+
+
+def _non_negative(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigError(f"{where} must be a non-negative number")
+    return float(value)
 
 
 def from_toml(text: str, source: str = "<string>") -> Config:
@@ -155,8 +172,8 @@ def from_toml(text: str, source: str = "<string>") -> Config:
         crawl=_dataclass_from(CrawlConfig, _section(data, "crawl"), "crawl"),
         alerts=_dataclass_from(AlertsConfig, _section(data, "alerts"), "alerts"),
         metrics=_dataclass_from(MetricsConfig, _section(data, "metrics"), "metrics"),
-        db_path=str(store.get("path", default_db_path())),
-        lock_timeout_s=float(store.get("lock_timeout_s", 30.0)),
+        db_path=_store_path(store),
+        lock_timeout_s=_non_negative(store.get("lock_timeout_s", 30.0), "[store] lock_timeout_s"),
         source=source,
     )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
-from pithsync.core.canonical import canon_sha256
+from pithsync.core.canonical import canon, canon_sha256
 
 MERGE_VERSION = "pith-open-graph-merge-v1"
 STATE_TYPE = "pith_open_graph_state"
@@ -45,21 +45,22 @@ def entry(event: Mapping) -> dict:
     return {k: event.get(k) for k in ("event_id", "target", "created_at", "signer", "payload")}
 
 
-def _signer_id(event: Mapping):
+def _signer_id(event: Mapping) -> tuple[str, str]:
+    """Who signed: verify has bound `signer` to the signing key, so its key_id is the key's."""
     signer = event.get("signer")
     if isinstance(signer, dict):
-        return (signer.get("signer_id"), signer.get("key_id"))
-    return (None, None)
+        return (str(signer.get("signer_id")), str(signer.get("key_id")))
+    return ("None", "None")
 
 
-def _supersedes(event: Mapping) -> list:
+def _supersedes(event: Mapping) -> list[str]:
     s = event.get("supersedes")
-    return s if isinstance(s, list) else []
+    return [x for x in s if isinstance(x, str)] if isinstance(s, list) else []
 
 
 def _place(event: Mapping) -> tuple:
     """The place an event claims: same signer, subject, target and predecessor."""
-    return (_signer_id(event), event.get("subject_pith_number"), str(event.get("target")), str(event.get("prev_event")))
+    return (_signer_id(event), str(event.get("subject_pith_number")), str(event.get("target")), str(event.get("prev_event")))
 
 
 def find_equivocations(valid_events: Iterable[Mapping]) -> list[dict]:
@@ -103,7 +104,12 @@ def merge_state(
     """The state that follows from `events`; `invalid` maps event_id -> why it failed verification."""
     distinct: dict[str, Mapping] = {}
     for ev in events:
-        distinct.setdefault(str(ev.get("event_id")), ev)
+        eid = str(ev.get("event_id"))
+        seen = distinct.get(eid)
+        # Two different copies under one id (one of them forged): keep the same one whatever
+        # the arrival order.  The verifier passes the valid copy alone when there is one.
+        if seen is None or (seen is not ev and canon(ev) < canon(seen)):
+            distinct[eid] = ev
     ordered = sorted(distinct.values(), key=order_key)
 
     valid = [ev for ev in ordered if ev["event_id"] not in invalid]

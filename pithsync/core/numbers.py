@@ -12,10 +12,10 @@ from pithsync.core.errors import InvalidPithNumber
 SUFFIX_LEN = 26
 SHORT_LEN = 8
 _B32 = "[A-Z2-7]"
-_FULL = re.compile(rf"^pith:(\d{{4}}):({_B32}{{{SUFFIX_LEN}}})$")
-_BARE = re.compile(rf"^({_B32}{{{SUFFIX_LEN}}})$")
+_FULL = re.compile(rf"^pith:([0-9]{{4}}):({_B32}{{{SUFFIX_LEN}}})\Z")
+_BARE = re.compile(rf"^({_B32}{{{SUFFIX_LEN}}})\Z")
 # Short forms name a prefix of the suffix: pith:XXXXXXXX, or the 8/12/16-char aliases.
-_SHORT = re.compile(rf"^(?:pith:)?({_B32}{{8}}|{_B32}{{12}}|{_B32}{{16}})$")
+_SHORT = re.compile(rf"^(?:pith:)?({_B32}{{8}}|{_B32}{{12}}|{_B32}{{16}})\Z")
 
 
 @dataclass(frozen=True, order=True)
@@ -41,7 +41,8 @@ class PithRef:
 
 
 def parse_full(text: str) -> PithNumber:
-    m = _FULL.match(text.strip()) if isinstance(text, str) else None
+    # Exact: a number inside a signed document must be written canonically, not merely parse.
+    m = _FULL.match(text) if isinstance(text, str) else None
     if not m:
         raise InvalidPithNumber(f"not a full pith number (pith:YYYY:{SUFFIX_LEN} base32 chars): {str(text)[:80]!r}")
     return PithNumber(int(m.group(1)), m.group(2))
@@ -71,7 +72,7 @@ def suffix_from_sha256(canonical_sha256: str) -> str:
 def year_of(canonical_record: dict) -> int:
     # Inferred (PROTOCOL.md): the year of metadata.submitted_at.
     submitted = canonical_record["metadata"]["submitted_at"]
-    if not (isinstance(submitted, str) and re.match(r"^\d{4}-", submitted)):
+    if not (isinstance(submitted, str) and re.match(r"^[0-9]{4}-", submitted)):
         raise InvalidPithNumber(f"canonical record has no usable submitted_at: {submitted!r}")
     return int(submitted[:4])
 
@@ -80,7 +81,7 @@ def derive(canonical_record: dict) -> PithNumber:
     return PithNumber(year_of(canonical_record), suffix_from_sha256(canon_sha256(canonical_record)))
 
 
-PITH_IN_TEXT = re.compile(rf"pith:\d{{4}}:{_B32}{{{SUFFIX_LEN}}}(?!{_B32})")
+PITH_IN_TEXT = re.compile(rf"pith:[0-9]{{4}}:{_B32}{{{SUFFIX_LEN}}}(?!{_B32})")
 
 
 def find_in(value: object) -> set[str]:

@@ -183,9 +183,22 @@ class Verifier:
             reasons.append(Reason(Status.TAMPERED, "event_subject_mismatch", f"{what}: subject {event['subject_pith_number'][:80]!r} is not {subject}"))
         if not reasons:
             reasons.extend(self._check_signature(event["signature"], digest, what, SIGNED_MESSAGE["event"]))
+        if not reasons:
+            reasons.extend(self._check_signer(event, what))
         if not reasons and event["event_type"] == "record_created":
             reasons.extend(self._check_record_created(event, what))
         return EventCheck(event_id, tuple(reasons))
+
+    def _check_signer(self, event: dict, what: str) -> list[Reason]:
+        """The merge groups events by signer, so the signer an event names must be the key
+        that signed it: otherwise one pinned key could speak for another."""
+        signer, sig = event["signer"], event["signature"]
+        key = self.trust.get(sig.get("key_id"))
+        if signer.get("key_id") != sig.get("key_id") or key is None or signer.get("public_key_fingerprint") != key.fingerprint:
+            return [Reason(Status.BAD_SIGNATURE, "signer_mismatch", f"{what}: signer names key {str(signer.get('key_id'))[:80]!r}, but it is signed by {str(sig.get('key_id'))[:80]!r}")]
+        if not isinstance(signer.get("signer_id"), str):
+            return [Reason(Status.MALFORMED, "event_schema", f"{what}: signer.signer_id is not a string")]
+        return []
 
     def _check_record_created(self, event: dict, what: str) -> list[Reason]:
         """The receipt: the registry's signature over the canonical record's digest."""
@@ -216,7 +229,7 @@ class Verifier:
         except (InvalidPithNumber, KeyError, TypeError) as exc:
             report.add(Status.MALFORMED, "record_schema", f"cannot derive a pith number: {exc}")
             return
-        if derived != claimed:
+        if str(derived) != claimed_number:
             report.add(Status.TAMPERED, "pith_number_mismatch", f"pith number {claimed} does not match its record, which gives {derived}")
 
     # -- documents ---------------------------------------------------------------------
@@ -256,7 +269,11 @@ class Verifier:
                 if ev["payload"].get("canonical_sha256") not in (None, report.canonical_sha256) and ev["event_type"] == "record_created":
                     report.add(Status.TAMPERED, "receipt_other_record", f"event {ev['event_id'][:80]}: receipt is for another canonical record")
             else:
-                invalid[ev["event_id"]] = check.reasons[0].code
+                invalid.setdefault(ev["event_id"], check.reasons[0].code)
+        # An id with a valid copy is valid: the merge sees that copy alone, never a forged twin.
+        valid_ids = {ev["event_id"] for ev in report.valid_events}
+        events = report.valid_events + [ev for ev in events if ev["event_id"] not in valid_ids]
+        invalid = {eid: code for eid, code in invalid.items() if eid not in valid_ids}
         if not seen_record_created:
             report.add(Status.TAMPERED, "no_valid_receipt", "no validly signed record_created event (receipt) for this record")
 
@@ -326,8 +343,11 @@ class Verifier:
                 entries.append(value)
             elif isinstance(value, list) and name not in ("source_aliases",):
                 entries.extend(v for v in value if isinstance(v, dict) and "event_id" in v)
-        listed = {e.get("event_id") for e in entries}
         applied = state["applied_event_ids"]
+        if not all(isinstance(e.get("event_id"), str) for e in entries) or not all(isinstance(a, str) for a in applied):
+            report.add(Status.MALFORMED, "state_schema", "event ids in current or applied_event_ids are not all strings")
+            return
+        listed = {e["event_id"] for e in entries}
         problems = []
         if set(applied) != listed or len(set(applied)) != len(applied):
             problems.append("applied_event_ids do not name the entries in current")

@@ -1,0 +1,67 @@
+"""Shared helpers and constants for the protocol-core tests (imported by test modules)."""
+
+from __future__ import annotations
+
+import base64
+import copy
+from pathlib import Path
+
+import pithsync
+from pithsync.core.canonical import canon_sha256, without
+from pithsync.core.verify import EVENT_HASH_EXCLUDES
+from pithsync.testing import forge
+
+SEED_DIR = Path(pithsync.__file__).parent / "data" / "seeds"
+
+# PROTOCOL.md, "The seeds".
+EXPECTED_PITH = {
+    "000_919069ef98e1b946.txt": "pith:2026:JTEVEPWHOAFN5TRRVEXHEIPZ22",
+    "001_48f7170eadf0f997.txt": "pith:2026:D43WT376NFJ6FYAJUONUGVGFFS",
+    "002_c29682bb9f15fda1.txt": "pith:2026:CNPMIFD42NONUMCBYNP4XLPY53",
+    "003_6e91d627b8b42126.txt": "pith:2026:7EWU5DCQS5YPYOCE7L36SQEXQI",
+    "004_e70a4c243637bb3a.txt": "pith:2026:MVBWYJXHQT5HUHVFAKRI63NKTK",
+}
+STATE_SEED = "001_48f7170eadf0f997.txt"
+BUNDLE_SEEDS = tuple(n for n in EXPECTED_PITH if n != STATE_SEED)
+SEED_NAMES = tuple(EXPECTED_PITH)
+
+# A key that is never pinned anywhere (distinct key_id from every pinned key).
+UNPINNED_KEY = forge.ForgeKey.from_seed("unpinned-2026", "never pinned by anyone")
+# A second, pinnable signer for supersedes / multi-key tests.
+OTHER_KEY = forge.ForgeKey.from_seed("other-signer-2026", "a second pinned signer")
+
+
+def codes(report) -> list[str]:
+    return [r.code for r in report.reasons]
+
+
+def flip_b64(signature_b64: str, byte: int = 0) -> str:
+    """The same signature with one bit flipped (still valid base64 of 64 bytes)."""
+    raw = bytearray(base64.b64decode(signature_b64))
+    raw[byte] ^= 0x01
+    return base64.b64encode(bytes(raw)).decode("ascii")
+
+
+def rehash_state(state: dict) -> dict:
+    state["state_sha256"] = canon_sha256(without(state, "state_sha256"))
+    return state
+
+
+def rehash_event(event: dict) -> dict:
+    """Recompute content_sha256 and event_id, leaving the (now stale) signature alone."""
+    digest = canon_sha256(without(event, *EVENT_HASH_EXCLUDES))
+    event["content_sha256"] = digest
+    event["event_id"] = "sha256:" + digest
+    return event
+
+
+def other_suffix(suffix: str) -> str:
+    """A different, syntactically valid 26-char suffix."""
+    first = "A" if suffix[0] != "A" else "B"
+    return first + suffix[1:]
+
+
+def forged(i: int = 7, n_events: int = 3) -> forge.ForgedRecord:
+    """A fresh forged record: record_created + (n_events - 1) chained graph snapshots."""
+    fr = forge.forge_record(i, n_events)
+    return forge.ForgedRecord(fr.record, copy.deepcopy(fr.events))
