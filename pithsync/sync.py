@@ -20,7 +20,7 @@ from pithsync.core.status import Status, Verdict
 from pithsync.core.urls import MirrorSpec, hinted_mirrors
 from pithsync.core.verify import Verifier
 from pithsync.fetch import Fetcher, PolicyError, UrlPolicy, Validators
-from pithsync.store import MirrorRow, RecordWrite, Store
+from pithsync.store import MirrorRow, RecordWrite, Store, StoreError
 
 log = logging.getLogger("pithsync.sync")
 
@@ -54,6 +54,7 @@ class RecordResult:
     refused_hints: list[dict] = field(default_factory=list)
     new_events: int = 0
     found_numbers: list[str] = field(default_factory=list)
+    error: str | None = None  # set when pithsync itself failed on this record
 
     def to_json(self) -> dict:
         return {
@@ -64,6 +65,7 @@ class RecordResult:
             "new_events": self.new_events,
             "mirrors": [m.to_json() for m in self.mirrors],
             "refused_hints": self.refused_hints,
+            **({"error": self.error} if self.error else {}),
         }
 
 
@@ -105,7 +107,13 @@ class SyncEngine:
             nonlocal pending
             async for target in receive:
                 try:
-                    result = await self.sync_record(run_id, target, track=track)
+                    try:
+                        result = await self.sync_record(run_id, target, track=track)
+                    except StoreError:
+                        raise  # the store is unusable: stop the run, say why (exit 4)
+                    except Exception as exc:  # a bug must not stop the other records
+                        log.exception("record=%s error=%r", target.pith_number or target.suffix, exc)
+                        result = self._failed(target, exc)
                     if target.depth > 0:
                         for number in result.found_numbers:
                             suffix = number.split(":")[2]
@@ -122,6 +130,12 @@ class SyncEngine:
             for _ in range(workers):
                 tg.start_soon(worker)
         return list(self.results.values())
+
+    def _failed(self, target: Target, exc: Exception) -> RecordResult:
+        # Not the mirrors' fault: no mirror status is claimed, the record is just not verified.
+        result = RecordResult(target.pith_number or f"pith:{target.suffix}", Verdict.UNVERIFIABLE, [], error=f"internal error: {type(exc).__name__}: {str(exc)[:200]}")
+        self.results[result.pith_number] = result
+        return result
 
     # -- one record ---------------------------------------------------------------------------
     async def sync_record(self, run_id: str, target: Target, *, track: bool = True) -> RecordResult:
