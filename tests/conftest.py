@@ -57,3 +57,59 @@ def forge_trust() -> TrustStore:
 @pytest.fixture
 def forge_verifier(forge_trust) -> Verifier:
     return Verifier(forge_trust)
+
+
+# -- no test reaches the network -----------------------------------------------------------------
+
+import ipaddress
+import socket
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+_real_getaddrinfo = socket.getaddrinfo
+_LOCAL_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+class NetworkBlocked(OSError):
+    """A test tried to leave the machine."""
+
+
+BLOCKED: list[str] = []  # what the guard refused, for the guard's own test
+
+
+def _check_host(host) -> None:
+    if host is None or (isinstance(host, str) and host.lower() in _LOCAL_NAMES):
+        return
+    try:
+        ip = ipaddress.ip_address(host.decode() if isinstance(host, bytes) else str(host).split("%")[0])
+    except ValueError:
+        BLOCKED.append(str(host))
+        raise NetworkBlocked(f"test tried to resolve {host!r}: tests run offline") from None
+    if not ip.is_loopback:
+        BLOCKED.append(str(ip))
+        raise NetworkBlocked(f"test tried to reach {ip}: tests may only use loopback")
+
+
+def _guarded_connect(self, address):
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        _check_host(address[0])
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self, address):
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        _check_host(address[0])
+    return _real_connect_ex(self, address)
+
+
+def _guarded_getaddrinfo(host, *args, **kwargs):
+    _check_host(host)
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """Every test runs with the network closed: only loopback can be reached or resolved."""
+    monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", _guarded_getaddrinfo)
