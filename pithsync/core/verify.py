@@ -233,23 +233,28 @@ class Verifier:
             report.add(Status.TAMPERED, "pith_number_mismatch", f"pith number {claimed} does not match its record, which gives {derived}")
 
     # -- documents ---------------------------------------------------------------------
-    def verify_bundle(self, bundle: object) -> Report:
-        report = Report("bundle")
+    @staticmethod
+    def _checked(kind: str, doc: object, fields: Mapping[str, Any], type_field: str, type_value: str, check: Callable[[dict, Report], None]) -> Report:
+        """The schema gate every document passes, then `check`; bad input never raises."""
+        report = Report(kind)
+        if not isinstance(doc, dict):
+            report.add(Status.MALFORMED, f"{kind}_schema", f"{kind} is not a JSON object")
+            return report
+        bad = _missing_fields(doc, fields)
+        if bad or doc[type_field] != type_value:
+            report.add(Status.MALFORMED, f"{kind}_schema", f"not a {type_value}: bad fields: {', '.join(bad) or type_field}")
+            return report
+        report.pith_number = doc["pith_number"][:80]
         try:
-            self._verify_bundle(bundle, report)
+            check(doc, report)
         except PithError as exc:  # e.g. a value with no canonical encoding
             report.add(Status.MALFORMED, "unencodable", str(exc))
         return report
 
-    def _verify_bundle(self, bundle: object, report: Report) -> None:
-        if not isinstance(bundle, dict):
-            report.add(Status.MALFORMED, "bundle_schema", "bundle is not a JSON object")
-            return
-        bad = _missing_fields(bundle, _BUNDLE_FIELDS)
-        if bad or bundle["bundle_type"] != BUNDLE_TYPE:
-            report.add(Status.MALFORMED, "bundle_schema", f"not a {BUNDLE_TYPE}: bad fields: {', '.join(bad) or 'bundle_type'}")
-            return
-        report.pith_number = bundle["pith_number"][:80]
+    def verify_bundle(self, bundle: object) -> Report:
+        return self._checked("bundle", bundle, _BUNDLE_FIELDS, "bundle_type", BUNDLE_TYPE, self._verify_bundle)
+
+    def _verify_bundle(self, bundle: dict, report: Report) -> None:
         self._check_record(report, bundle["canonical_record"], bundle["canonical_sha256"], bundle["pith_number"])
         if report.status is Status.MALFORMED:
             return
@@ -301,22 +306,9 @@ class Verifier:
     def verify_state(self, state: object) -> Report:
         """A standalone state: its hash, its number, and its receipt.  Its events carry no
         signatures, so a state alone cannot prove them (reported as a note)."""
-        report = Report("state")
-        try:
-            self._verify_state(state, report)
-        except PithError as exc:
-            report.add(Status.MALFORMED, "unencodable", str(exc))
-        return report
+        return self._checked("state", state, _STATE_FIELDS, "state_type", STATE_TYPE, self._verify_state)
 
-    def _verify_state(self, state: object, report: Report) -> None:
-        if not isinstance(state, dict):
-            report.add(Status.MALFORMED, "state_schema", "state is not a JSON object")
-            return
-        bad = _missing_fields(state, _STATE_FIELDS)
-        if bad or state["state_type"] != STATE_TYPE:
-            report.add(Status.MALFORMED, "state_schema", f"not a {STATE_TYPE}: bad fields: {', '.join(bad) or 'state_type'}")
-            return
-        report.pith_number = state["pith_number"][:80]
+    def _verify_state(self, state: dict, report: Report) -> None:
         if state.get("merge_version") != MERGE_VERSION:
             report.notes.append(f"merge_version {str(state.get('merge_version'))[:40]!r} is not {MERGE_VERSION}")
         self._check_state_hash(report, state, "state")
