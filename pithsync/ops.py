@@ -1,7 +1,728 @@
-"""Operations: `serve`, `export`, `demo`.  (Being built: see issue 4.)"""
+"""Operations: `serve` (the verified store as a conforming mirror), `export` (the same tree as
+static files for any web server) and `demo` (an offline walk-through on local mirrors built
+from the seeds shipped with pithsync).
+
+What a pithsync mirror publishes for a record (`Catalog`): the exact bytes of the stored,
+verified bundle whose events match the record's stored state best, re-verified against the
+pinned keys of the running configuration, and beside it a state.json that is exactly that
+bundle's merge (its embedded `state`: a verified bundle's embedded state is the merge of its
+events).  The stored state may merge events from several bundles; it is not served, because no
+single signed bundle proves it, and a second pithsync pulling from us must see `in_sync`.
+Records without a verified bundle (a record known only from a standalone state) are not
+published.  The store is only ever read here: no run lock, read-only SQLite connection.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import email.utils
+import hashlib
+import importlib.resources
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import sqlite3
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import quote
+
+import sqlite_utils
+from aiohttp import web
+
+from pithsync import __version__
+from pithsync.config import AlertsConfig, Config, CrawlConfig, MetricsConfig
+from pithsync.core import strictjson
+from pithsync.core.canonical import canon
+from pithsync.core.keys import TrustStore, fingerprint_b32
+from pithsync.core.merge import MERGE_VERSION
+from pithsync.core.urls import BUNDLE_PATTERN, STATE_PATTERN, WELL_KNOWN_PATTERN
+from pithsync.core.verify import BUNDLE_TYPE, Verifier
+from pithsync.store import SCHEMA_VERSION, Store, StoreError
+
+log = logging.getLogger("pithsync.ops")
+
+SUFFIX_RE = re.compile(r"^[A-Z2-7]{26}$")
+MANIFEST_PATH = "/pith-mirrors.json"
+JSON_TYPE = "application/json"
+
+
+def _cli():
+    from pithsync import cli  # late: cli imports the command modules to build its parser
+
+    return cli
+
+
+# -- the store, read-only ---------------------------------------------------------------------
+
+
+def open_readonly(path: str) -> Store:
+    """The store through a read-only SQLite connection (never migrates, never writes)."""
+    if path == ":memory:" or not Path(path).is_file():
+        raise StoreError(f"no store at {path}: run `pithsync pull` (or `sync`) first")
+    try:
+        conn = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True, timeout=30)
+        db = sqlite_utils.Database(conn)
+        db.execute("PRAGMA busy_timeout = 30000")
+        store = Store(db, path)
+        version = store.schema_version()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot open store {path} read-only: {exc}") from None
+    if version == 0:
+        store.close()
+        raise StoreError(f"{path} is not a pithsync store (no schema)")
+    if version > SCHEMA_VERSION:
+        store.close()
+        raise StoreError(f"store schema {version} is newer than this pithsync ({SCHEMA_VERSION})")
+    return store
+
+
+# -- what this store publishes -----------------------------------------------------------------
+
+
+def _etag(body: bytes) -> str:
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def _parse_time(text: str | None) -> datetime:
+    if text:
+        try:
+            return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc).replace(microsecond=0)
+        except ValueError:
+            pass
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+@dataclass(frozen=True)
+class Published:
+    """One record as this mirror serves it."""
+
+    pith_number: str
+    suffix: str
+    bundle: bytes  # exact bytes of a stored verified bundle
+    state: bytes  # that bundle's merge
+    bundle_sha256: str
+    state_sha256: str
+    event_count: int
+    last_modified: datetime  # when the served bundle was first stored
+
+    @property
+    def bundle_etag(self) -> str:
+        return _etag(self.bundle)
+
+    @property
+    def state_etag(self) -> str:
+        return _etag(self.state)
+
+    def files(self) -> dict[str, bytes]:
+        """URL path -> body, for the mirror layout of PROTOCOL.md."""
+        return {
+            f"/pith/{self.suffix}/bundle.json": self.bundle,
+            f"/pith/{self.suffix}/state.json": self.state,
+            f"/.well-known/pith/{self.suffix}/bundle.json": self.bundle,
+        }
+
+
+class Catalog:
+    """The records this store publishes, computed lazily and cached per record.
+
+    The store may be written by a sync while we serve: `PRAGMA data_version` (checked at most
+    every `refresh_s` seconds) tells when another connection committed; a record is then rebuilt
+    only if its stored state or its set of verified documents changed."""
+
+    def __init__(self, store: Store, verifier: Verifier | None, *, refresh_s: float = 2.0):
+        self.store = store
+        self.verifier = verifier
+        self.refresh_s = refresh_s
+        self._checked = float("-inf")
+        self._version: int | None = None
+        self._records: dict[str, str] = {}  # suffix -> pith number (records with a state and a bundle)
+        self._bundles: dict[str, list[str]] = {}
+        self._states: dict[str, list[str]] = {}
+        self._cache: dict[str, tuple[int | None, tuple, Published | None]] = {}
+        self.rejected: dict[str, str] = {}  # pith number -> why nothing of it is published
+
+    def refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked < self.refresh_s:
+            return
+        self._checked = now
+        version = self.store.db.execute("PRAGMA data_version").fetchone()[0]
+        if version == self._version and not force:
+            return
+        self._version = version
+        self._bundles = self.store.document_index("bundle")
+        self._states = self.store.document_index("state")
+        self._records = {
+            suffix: pith
+            for pith, suffix in self.store.db.execute("select pith_number, suffix from records where state is not null order by suffix")
+            if pith in self._bundles
+        }
+
+    def suffixes(self) -> list[str]:
+        self.refresh()
+        return sorted(self._records)
+
+    def get(self, suffix: str) -> Published | None:
+        self.refresh()
+        pith = self._records.get(suffix)
+        if pith is None:
+            return None
+        cached = self._cache.get(suffix)
+        if cached is not None and cached[0] == self._version:
+            return cached[2]
+        row = self.store.db.execute("select state_sha256 from records where pith_number = ?", [pith]).fetchone()
+        key = (row[0] if row else None, tuple(self._bundles.get(pith, ())), tuple(self._states.get(pith, ())))
+        if cached is not None and cached[1] == key:
+            self._cache[suffix] = (self._version, key, cached[2])
+            return cached[2]
+        published = self._build(pith, suffix)
+        self._cache[suffix] = (self._version, key, published)
+        return published
+
+    def _build(self, pith: str, suffix: str) -> Published | None:
+        shas = list(self._bundles.get(pith, ()))
+        while shas:
+            best = self.store.best_bundle(pith, shas)
+            if best is None:
+                break
+            sha, body, bundle = best
+            shas.remove(sha)
+            if self.verifier is not None:
+                report = self.verifier.verify_bundle(bundle)
+                if not report.ok or canon(bundle["state"]) != canon(report.merged_state):
+                    # Stored under other pinned keys, say: never publish what we would not accept.
+                    self.rejected[pith] = f"bundle {sha[:16]} does not verify with the pinned keys: " + "; ".join(str(r) for r in report.reasons[:2])
+                    log.warning("not publishing bundle %s of %s: %s", sha[:16], pith, self.rejected[pith])
+                    continue
+            self.rejected.pop(pith, None)
+            state = bundle["state"]
+            return Published(
+                pith_number=pith,
+                suffix=suffix,
+                bundle=body,
+                state=self._state_bytes(pith, state),
+                bundle_sha256=sha,
+                state_sha256=state["state_sha256"],
+                event_count=state["event_count"],
+                last_modified=_parse_time(self.store.document_first_seen(sha)),
+            )
+        return None
+
+    def _state_bytes(self, pith: str, state: dict) -> bytes:
+        """The exact bytes of a stored verified state.json equal to `state`, else `state`
+        serialised compactly (as the registry does)."""
+        want = canon(state)
+        for sha in self._states.get(pith, ()):
+            body = self.store.document_body(sha)
+            if body is None:
+                continue
+            try:
+                if canon(json.loads(body)) == want:
+                    return body
+            except ValueError:
+                continue
+        return json.dumps(state, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+# -- the mirror manifest -----------------------------------------------------------------------
+
+
+def key_entry(key) -> dict:
+    """A pinned key in the `public_keys` form of PROTOCOL.md ("Keys")."""
+    return {
+        "key_id": key.key_id,
+        "algorithm": "ed25519",
+        "format": "raw",
+        "public_key_b64": key.public_key_b64,
+        "public_key_hex": key.raw.hex(),
+        "fingerprint_sha256_hex": key.fingerprint,
+        "fingerprint_sha256_b32_first128bits": fingerprint_b32(key.raw),
+        "rotates_at": None,
+        "url": None,
+    }
+
+
+def _fill(pattern: str, base: str) -> str:
+    return pattern.replace("{base}", base)
+
+
+def manifest(base_url: str, trust: TrustStore, *, name: str = "pithsync mirror", records: int | None = None) -> dict:
+    """`pith-mirrors.json` for this mirror.  `public_key` is the first pinned key and
+    `public_keys` lists them all: what this mirror checked the documents with (a consumer must
+    still trust only its own pinned keys)."""
+    base = base_url.rstrip("/")
+    keys = [key_entry(k) for k in trust]
+    notes = (
+        f"Served by pithsync {__version__} from its verified store: every bundle is the exact signed "
+        "bytes pithsync verified against the pinned keys, and every state.json is the merge of the "
+        "bundle beside it.  Verify with your own pinned keys; do not trust this manifest's keys."
+    )
+    if records is not None:
+        notes += f"  Records published: {records}."
+    return {
+        "manifest_type": "pith_mirror_manifest",
+        "manifest_version": "1.0",
+        "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "merge_version": MERGE_VERSION,
+        "mirrors": [
+            {
+                "name": name,
+                "mirror_type": "https" if base.startswith("https://") else "http",
+                "base_url": base,
+                "bundle_pattern": _fill(BUNDLE_PATTERN, base),
+                "state_pattern": _fill(STATE_PATTERN, base),
+                "well_known_pattern": _fill(WELL_KNOWN_PATTERN, base),
+                "public_key": keys[0] if keys else None,
+                "public_keys": keys,
+                "status": "mirror",
+            }
+        ],
+        "notes": notes,
+    }
+
+
+def _manifest_bytes(doc: dict) -> bytes:
+    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+# -- serve -------------------------------------------------------------------------------------
+
+CATALOG = web.AppKey("pithsync_catalog", Catalog)
+
+
+def build_app(cfg: Config, *, base_url: str | None = None, name: str = "pithsync mirror", refresh_s: float = 2.0) -> web.Application:
+    """The aiohttp application that serves `cfg.db_path` as a Pith mirror.  The store is opened
+    (read-only) when the app starts, in the serving thread, and closed on cleanup.
+    `base_url` is what the manifest announces; by default the origin the request came to."""
+    app = web.Application()
+
+    async def open_store(app: web.Application) -> None:
+        app[CATALOG] = Catalog(open_readonly(cfg.db_path), Verifier(cfg.trust), refresh_s=refresh_s)
+
+    async def close_store(app: web.Application) -> None:
+        if CATALOG in app:
+            app[CATALOG].store.close()
+
+    def conditional(request: web.Request, etag: str, last_modified: datetime) -> bool:
+        """True when the client's copy is current (answer 304)."""
+        inm = request.headers.get("If-None-Match")
+        if inm is not None:
+            return inm.strip() == "*" or etag in {t.strip().removeprefix("W/") for t in inm.split(",")}
+        ims = request.headers.get("If-Modified-Since")
+        if ims is not None:
+            try:
+                since = email.utils.parsedate_to_datetime(ims)
+            except (TypeError, ValueError, IndexError):
+                return False
+            if since.tzinfo is None:
+                since = since.replace(tzinfo=timezone.utc)
+            return last_modified <= since
+        return False
+
+    def not_found() -> web.Response:
+        return web.Response(status=404, body=b'{"error":"not_found"}', content_type=JSON_TYPE)
+
+    def document(request: web.Request, kind: str) -> web.Response:
+        suffix = request.match_info["suffix"]
+        if not SUFFIX_RE.match(suffix):
+            return not_found()
+        pub = request.app[CATALOG].get(suffix)
+        if pub is None:
+            return not_found()
+        body, etag = (pub.bundle, pub.bundle_etag) if kind == "bundle" else (pub.state, pub.state_etag)
+        headers = {"ETag": etag, "Last-Modified": email.utils.format_datetime(pub.last_modified, usegmt=True), "Cache-Control": "no-cache"}
+        if conditional(request, etag, pub.last_modified):
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=body, headers={**headers, "Content-Type": JSON_TYPE})
+
+    async def bundle(request: web.Request) -> web.Response:
+        return document(request, "bundle")
+
+    async def state(request: web.Request) -> web.Response:
+        return document(request, "state")
+
+    async def mirrors(request: web.Request) -> web.Response:
+        base = base_url or f"{request.scheme}://{request.host}"
+        catalog = request.app[CATALOG]
+        body = _manifest_bytes(manifest(base, cfg.trust, name=name, records=len(catalog.suffixes())))
+        return web.Response(body=body, headers={"Content-Type": JSON_TYPE, "Cache-Control": "no-cache"})
+
+    async def index(request: web.Request) -> web.Response:
+        doc = {"pithsync": __version__, "records": len(request.app[CATALOG].suffixes()), "manifest": MANIFEST_PATH}
+        return web.json_response(doc)
+
+    app.on_startup.append(open_store)
+    app.on_cleanup.append(close_store)
+    app.router.add_get("/", index)
+    app.router.add_get(MANIFEST_PATH, mirrors)
+    app.router.add_get("/pith/{suffix}/bundle.json", bundle)
+    app.router.add_get("/pith/{suffix}/state.json", state)
+    app.router.add_get("/.well-known/pith/{suffix}/bundle.json", bundle)
+    return app
+
+
+def parse_bind(text: str) -> tuple[str, int]:
+    """`HOST:PORT`, `[v6]:PORT` or `:PORT` (all interfaces)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise _cli().UsageError(f"--bind wants HOST:PORT, got {text[:80]!r}")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def cmd_serve(args, cfg: Config, out) -> int:
+    cli = _cli()
+    host, port = parse_bind(args.bind)
+    store = open_readonly(cfg.db_path)  # fail now, with exit 4, rather than inside the server
+    try:
+        catalog = Catalog(store, Verifier(cfg.trust))
+        count = len(catalog.suffixes())
+    finally:
+        store.close()
+    app = build_app(cfg, base_url=args.base_url.rstrip("/") if args.base_url else None, name=args.name)
+    shown = f"[{host}]" if ":" in host else host
+    out.line(f"pithsync serve: {count} record(s) from {cfg.db_path} at http://{shown}:{port}/ (manifest {MANIFEST_PATH}); Ctrl-C stops")
+    try:
+        web.run_app(app, host=host, port=port, print=None, access_log=logging.getLogger("pithsync.access") if args.verbose else None, handle_signals=True)
+    except OSError as exc:
+        raise cli.UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return cli.ExitCode.OK
+
+
+# -- export ------------------------------------------------------------------------------------
+
+
+def write_atomic(path: Path, data: bytes, mtime: float | None = None) -> bool:
+    """Write `data` to `path` through a temporary file and a rename; False (file untouched)
+    when it already holds exactly `data`."""
+    try:
+        if path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        if mtime is not None:
+            os.utime(tmp, (mtime, mtime))  # a static server's Last-Modified
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return True
+
+
+def export_tree(store: Store, cfg: Config, directory: str, base_url: str, *, name: str = "pithsync mirror") -> dict:
+    """Write every published record and `pith-mirrors.json` under `directory`."""
+    root = Path(directory)
+    catalog = Catalog(store, Verifier(cfg.trust), refresh_s=0.0)
+    written = unchanged = 0
+    records = []
+    store.db.execute("BEGIN")  # one consistent snapshot, even while a sync writes
+    try:
+        for suffix in catalog.suffixes():
+            pub = catalog.get(suffix)
+            if pub is None:
+                continue
+            records.append(pub.pith_number)
+            for url_path, body in pub.files().items():
+                if write_atomic(root / url_path.lstrip("/"), body, pub.last_modified.timestamp()):
+                    written += 1
+                else:
+                    unchanged += 1
+    finally:
+        store.db.execute("ROLLBACK")
+    write_atomic(root / MANIFEST_PATH.lstrip("/"), _manifest_bytes(manifest(base_url, cfg.trust, name=name, records=len(records))))
+    return {"directory": str(root), "records": records, "files_written": written, "files_unchanged": unchanged, "not_published": dict(catalog.rejected)}
+
+
+def cmd_export(args, cfg: Config, out) -> int:
+    cli = _cli()
+    base = args.base_url.rstrip("/")
+    if not base.startswith(("https://", "http://")):
+        raise cli.UsageError(f"--base-url must be an http(s) URL, got {args.base_url[:80]!r}")
+    store = open_readonly(cfg.db_path)
+    try:
+        report = export_tree(store, cfg, args.directory, base, name=args.name)
+    except OSError as exc:
+        raise cli.UsageError(f"cannot write {exc.filename or args.directory}: {exc.strerror or exc}") from None
+    finally:
+        store.close()
+    if out.as_json:
+        out.json(report)
+    else:
+        out.line(f"exported {len(report['records'])} record(s) to {report['directory']}: {report['files_written']} file(s) written, {report['files_unchanged']} unchanged; manifest {base}{MANIFEST_PATH}")
+        for pith, why in report["not_published"].items():
+            out.line(f"  not published {pith}: {why}")
+    return cli.ExitCode.OK
+
+
+# -- demo --------------------------------------------------------------------------------------
+
+
+def seed_bundles() -> list[tuple[str, bytes, dict]]:
+    """The real seed bundles shipped in pithsync/data/seeds: (file name, exact bytes, parsed)."""
+    root = importlib.resources.files("pithsync").joinpath("data", "seeds")
+    found = []
+    for entry in sorted(root.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".txt"):
+            data = entry.read_bytes()
+            doc = strictjson.loads_object(data)
+            if doc.get("bundle_type") == BUNDLE_TYPE:
+                found.append((entry.name, data, doc))
+    return found
+
+
+def tamper_payload(bundle: dict) -> dict:
+    """A copy of `bundle` with one event payload edited after signing (hashes and signatures
+    left as they were): what a hostile mirror would serve."""
+    b = copy.deepcopy(bundle)
+    for ev in reversed(b["events"]):
+        paper = ev.get("payload", {}).get("graph_snapshot", {}).get("paper")
+        if isinstance(paper, dict):
+            paper["headline"] = "Retracted: results could not be reproduced"
+            return b
+    b["events"][-1]["payload"]["edited_by"] = "a hostile mirror"
+    return b
+
+
+def _dumps(doc: dict) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    numbers: list[str]
+    expected: dict[str, str]  # pith number -> verdict
+    expected_mirror: dict[str, tuple[str, str]]  # pith number -> (mirror name, status)
+    lagging_missing: str
+    tampered: str
+
+
+async def _start_demo_mirrors(seeds):
+    from pithsync.testing.mirror import MirrorServer
+
+    honest, lagging, hostile = MirrorServer("honest"), MirrorServer("lagging"), MirrorServer("tampered")
+    numbers = [doc["pith_number"] for _, _, doc in seeds]
+    missing, tampered = numbers[-2], numbers[-1]
+    for _, data, doc in seeds:
+        suffix = doc["pith_number"].split(":")[2]
+        state = _dumps(doc["state"])
+        honest.put_bundle(suffix, data)
+        honest.put_state(suffix, state)
+        if doc["pith_number"] != missing:
+            lagging.put_bundle(suffix, data)
+            lagging.put_state(suffix, state)
+        hostile.put_bundle(suffix, _dumps(tamper_payload(doc)) if doc["pith_number"] == tampered else data)
+        hostile.put_state(suffix, state)
+    servers = [honest, lagging, hostile]
+    started = []
+    try:
+        for s in servers:
+            started.append(await s.start())
+    except BaseException:
+        for s in started:
+            await s.stop()
+        raise
+    expected = {n: "in_sync" for n in numbers}
+    expected[missing] = expected[tampered] = "diverged"
+    plan = DemoPlan(numbers, expected, {missing: ("lagging", "missing"), tampered: ("tampered", "tampered")}, missing, tampered)
+    return servers, plan
+
+
+def demo_config(db_path: str, mirrors) -> Config:
+    """Default trust (the registry key only), the local mirrors only, hints never followed
+    (the seeds' hints name the real pith.science: the demo stays offline), no waiting."""
+    crawl = replace(CrawlConfig(), retries=0, timeout_s=2.0, deadline_s=5.0, backoff_max_s=0.5, follow_hints=False)
+    return Config(
+        trust=TrustStore.registry_default(),
+        mirrors=tuple(mirrors),
+        crawl=crawl,
+        alerts=AlertsConfig(webhook_url=None, command=(), log=True),
+        metrics=MetricsConfig(textfile=None),
+        db_path=db_path,
+        lock_timeout_s=5.0,
+        source="<pithsync demo>",
+    )
+
+
+def _alert_rows(store: Store) -> list[dict]:
+    """Alerts the run raised, oldest first: through the alerts work's `Store.alerts()` when this
+    build has it, else straight from the `alerts` table."""
+    fn = getattr(store, "alerts", None)
+    if callable(fn):
+        with contextlib.suppress(TypeError, sqlite3.OperationalError):
+            return sorted((dict(r) for r in fn()), key=lambda r: r.get("id") or 0)
+    if not store.db["alerts"].exists():
+        return []
+    rows = list(store.db.query("select * from alerts order by id"))
+    for r in rows:
+        with contextlib.suppress(TypeError, ValueError):
+            r["payload"] = json.loads(r.get("payload") or "{}")
+    return rows
+
+
+def _run_demo_pull(cfg: Config, numbers: list[str], out) -> dict:
+    """Worker thread: `pithsync pull` of the seed numbers through commands.run_sync, then what
+    the store says happened."""
+    from pithsync import commands
+
+    with commands.open_store(cfg, lock=True) as store:
+        targets = commands.parse_targets(numbers, store, 0)
+        code = commands.run_sync(cfg, out, store, targets, "demo")
+        last_run = store.db.execute("select run_id from runs order by started_at desc limit 1").fetchone()[0]
+        verdicts = {e["pith_number"]: e["status"] for e in store.journal() if e["run_id"] == last_run and e["kind"] == "record_outcome"}
+        statuses = {p: {m["name"]: {"status": m["status"], "reasons": m["reasons"]} for m in store.mirror_statuses(p)} for p in numbers}
+        alerts = _alert_rows(store)
+    return {"exit_code": int(code), "verdicts": verdicts, "mirrors": statuses, "alerts": alerts}
+
+
+def cmd_demo(args, cfg_ignored: Config, out) -> int:
+    cli = _cli()
+    seeds = seed_bundles()
+    if len(seeds) < 3:
+        out.line(f"pithsync demo: needs at least 3 seed bundles, found {len(seeds)}")
+        return cli.ExitCode.FAILED
+    workdir = tempfile.mkdtemp(prefix="pithsync-demo-")
+    db_path = str(Path(workdir) / "pithsync.db")
+    started = time.monotonic()
+    pull_out = cli.Output(True, stream=io.StringIO()) if out.as_json else out
+
+    async def main():
+        servers, plan = await _start_demo_mirrors(seeds)
+        try:
+            cfg = demo_config(db_path, [s.spec() for s in servers])
+            if not out.as_json:
+                _demo_intro(out, servers, plan, db_path, args.keep)
+            result = await asyncio.to_thread(_run_demo_pull, cfg, plan.numbers, pull_out)
+            requests = {s.name: len(s.requests) for s in servers}
+        finally:
+            for s in servers:
+                await s.stop()
+        return plan, result, requests
+
+    sync_log = logging.getLogger("pithsync.sync")
+    level = sync_log.level
+    if not args.verbose:
+        sync_log.setLevel(logging.WARNING)  # the table says it all; -v shows the per-record log
+    try:
+        plan, result, requests = asyncio.run(main())
+    finally:
+        sync_log.setLevel(level)
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    problems = []
+    for pith, verdict in plan.expected.items():
+        if result["verdicts"].get(pith) != verdict:
+            problems.append(f"{pith}: expected {verdict}, got {result['verdicts'].get(pith)}")
+    for pith, (mirror, status) in plan.expected_mirror.items():
+        got = result["mirrors"].get(pith, {}).get(mirror, {}).get("status")
+        if got != status:
+            problems.append(f"{pith}: expected mirror {mirror} {status}, got {got}")
+    as_expected = not problems
+    elapsed = time.monotonic() - started
+
+    if out.as_json:
+        records = json.loads(pull_out.stream.getvalue() or "{}").get("records", [])
+        out.json(
+            {
+                "as_expected": as_expected,
+                "problems": problems,
+                "expected": plan.expected,
+                "verdicts": result["verdicts"],
+                "pull_exit_code": result["exit_code"],
+                "records": records,
+                "alerts": result["alerts"],
+                "requests": requests,
+                "store": db_path if args.keep else None,
+                "seconds": round(elapsed, 3),
+            }
+        )
+    else:
+        _demo_outro(out, plan, result, problems, db_path if args.keep else None, elapsed)
+    return cli.ExitCode.OK if as_expected else cli.ExitCode.FAILED
+
+
+
+
+def _demo_intro(out, servers, plan: DemoPlan, db_path: str, keep: bool) -> None:
+    by = {s.name: s for s in servers}
+    n = len(plan.numbers)
+    out.line(f"pithsync demo: {n} real seed bundles (signed by the Pith registry key), served by three local mirrors on 127.0.0.1")
+    out.line(f"  honest    {by['honest'].base_url}  serves all {n} records as published")
+    out.line(f"  lagging   {by['lagging'].base_url}  has not caught up: no copy of {plan.lagging_missing}")
+    out.line(f"  tampered  {by['tampered'].base_url}  serves {plan.tampered} with an event payload edited after signing")
+    out.line("  trust: only the pinned registry key pith-v1-2026-05; mirror hints are not followed, nothing leaves this machine")
+    out.line(f"  store: {db_path} ({'kept' if keep else 'temporary, removed afterwards'})")
+    out.line("")
+    out.line(f"$ pithsync pull {' '.join(plan.numbers)}")
+
+
+def _demo_outro(out, plan: DemoPlan, result: dict, problems: list[str], kept: str | None, elapsed: float) -> None:
+    out.line("")
+    alerts = result["alerts"]
+    if alerts:
+        out.line(f"alerts raised ({len(alerts)}):")
+        for a in alerts:
+            payload = a.get("payload") if isinstance(a.get("payload"), dict) else {}
+            what = next((payload[k] for k in ("summary", "message", "title") if isinstance(payload.get(k), str)), "")
+            out.line(f"  #{a.get('id')} {a.get('state') or ''} {a.get('kind') or ''} {a.get('pith_number') or ''} {('mirror ' + a['mirror']) if a.get('mirror') else ''} {what}".rstrip())
+    else:
+        out.line("alerts: none recorded in this store (the sync writes no alert rows in this build); what an alert would report:")
+        for pith, verdict in sorted(result["verdicts"].items()):
+            if verdict == "in_sync":
+                continue
+            for name, m in sorted(result["mirrors"].get(pith, {}).items()):
+                if m["status"] != "ok":
+                    why = "; ".join(f"{r.get('code')}: {r.get('message')}" for r in m["reasons"][:2])
+                    out.line(f"  {pith} {verdict}: mirror {name} is {m['status']} ({why})")
+    out.line("")
+    counts: dict[str, int] = {}
+    for v in result["verdicts"].values():
+        counts[v] = counts.get(v, 0) + 1
+    summary = ", ".join(f"{c} {v}" for v, c in sorted(counts.items()))
+    if problems:
+        out.line(f"demo: NOT as expected ({summary}):")
+        for p in problems:
+            out.line(f"  {p}")
+        out.line("exit 1")
+    else:
+        out.line(f"demo: as expected in {elapsed:.1f}s: {summary}.  The honest copies agree; the lagging and the tampered")
+        out.line("mirror were caught and nothing they served entered the verified store.  A real `pithsync pull` exits 1")
+        out.line("on divergence; the demo exits 0 because divergence is exactly what it sets out to show.")
+    if kept:
+        out.line(f"store kept: pithsync --db {kept} status")
 
 
 def register(sub, common) -> None:
     """Adds `serve`, `export` and `demo` subcommands."""
+    p = sub.add_parser("serve", parents=[common], help="serve the verified store as a Pith mirror over HTTP (read-only)")
+    p.add_argument("--bind", default="127.0.0.1:8080", metavar="HOST:PORT", help="where to listen (default 127.0.0.1:8080; put TLS in front with a reverse proxy)")
+    p.add_argument("--base-url", metavar="URL", help="base URL announced in /pith-mirrors.json (default: the origin each request came to)")
+    p.add_argument("--name", default="pithsync mirror", help="mirror name in the manifest")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("export", parents=[common], help="write the verified store as a static mirror tree (atomic writes) for any web server")
+    p.add_argument("directory", metavar="DIR")
+    p.add_argument("--base-url", required=True, metavar="URL", help="the URL DIR will be served at, for pith-mirrors.json")
+    p.add_argument("--name", default="pithsync mirror", help="mirror name in the manifest")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("demo", parents=[common], help="offline demonstration: three local mirrors (honest, lagging, tampered) built from the shipped seeds; exits 0 when it shows what it should")
+    p.add_argument("--keep", action="store_true", help="keep the temporary store and print its path")
+    p.set_defaults(func=cmd_demo)

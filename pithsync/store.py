@@ -92,13 +92,39 @@ def _schema_v1(db: sqlite_utils.Database) -> None:
         pk="seq",
         not_null=["run_id", "at", "kind", "prev_sha256", "entry_sha256"],
     )
+    # One row per alert.  `scope` says what it is about ("record:<pith>" for a divergence,
+    # "mirror:<base_url>" for an unreachable mirror); at most one alert per (kind, scope) is open.
     db["alerts"].create(
-        {"id": int, "pith_number": str, "kind": str, "mirror": str, "fingerprint": str, "state": str, "opened_at": str, "resolved_at": str, "payload": str},
+        {
+            "id": int,
+            "kind": str,  # divergence | unreachable
+            "scope": str,
+            "pith_number": str,  # the record it is about (unreachable: the record that tripped it)
+            "mirror": str,  # unreachable: the mirror's base_url
+            "fingerprint": str,  # divergence: sha256 of the sorted (mirror, status) pairs
+            "state": str,  # open | resolved
+            "opened_at": str,
+            "opened_run_id": str,
+            "resolved_at": str,
+            "resolved_run_id": str,
+            "payload": str,  # the `opened` notification
+            "resolved_payload": str,  # the `resolved` notification
+        },
         pk="id",
+        not_null=["kind", "scope", "state", "opened_at", "payload"],
     )
-    db["alerts"].create_index(["pith_number", "state"])
-    # Alerts waiting for delivery, written in the same transaction as the evidence they report.
-    db["outbox"].create({"id": int, "alert_id": int, "channel": str, "payload": str, "created_at": str, "attempts": int, "last_error": str, "delivered_at": str}, pk="id")
+    db["alerts"].create_index(["state", "kind"])
+    db.execute("create unique index alerts_one_open on alerts (kind, scope) where state = 'open'")
+    # Notifications waiting for delivery, one per (alert, event, channel), written in the same
+    # transaction as the evidence they report; a failed delivery stays until it succeeds.
+    db["outbox"].create(
+        {"id": int, "alert_id": int, "event": str, "channel": str, "payload": str, "created_at": str, "attempts": int, "last_attempt_at": str, "last_error": str, "delivered_at": str},
+        pk="id",
+        not_null=["alert_id", "event", "channel", "payload", "created_at", "attempts"],
+        foreign_keys=[("alert_id", "alerts", "id")],
+    )
+    db["outbox"].create_index(["alert_id", "event", "channel"], unique=True)
+    db["outbox"].create_index(["delivered_at", "channel"])
 
 
 MIGRATIONS = {1: _schema_v1}  # version -> function that brings the schema from version-1
@@ -372,6 +398,139 @@ class Store:
             if isinstance(alias, dict) and isinstance(alias.get("alias_kind"), str) and isinstance(alias.get("alias_value"), str):
                 self.db.execute("insert or ignore into aliases (alias_kind, alias_value, pith_number) values (?,?,?)", [alias["alias_kind"], alias["alias_value"], w.pith_number])
 
+    # -- publishing (serve, export): read-only queries ----------------------------------------
+    def document_index(self, kind: str) -> dict[str, list[str]]:
+        """pith_number -> sha256 of every stored verified document of `kind` ("bundle" or
+        "state"), in one pass that reads no bodies (documents has no pith_number index)."""
+        out: dict[str, list[str]] = {}
+        for pith, sha in self.db.execute("select pith_number, sha256 from documents where kind = ? order by sha256", [kind]):
+            out.setdefault(pith, []).append(sha)
+        return out
+
+    def stored_event_ids(self, pith_number: str) -> set[str]:
+        return {r[0] for r in self.db.execute("select event_id from events where pith_number = ?", [pith_number])}
+
+    def document_first_seen(self, sha256: str) -> str | None:
+        row = self.db.execute("select first_seen from documents where sha256 = ?", [sha256]).fetchone()
+        return row[0] if row else None
+
+    def best_bundle(self, pith_number: str, shas: list[str] | None = None) -> tuple[str, bytes, dict] | None:
+        """The stored verified bundle of `pith_number` whose events match the record's stored
+        state best, as (sha256, exact bytes, parsed): the most events the store holds for the
+        record (its state is their merge), then the fewest it does not, then the latest
+        `built_at`, then the sha256.  `shas` narrows the candidates (from `document_index`);
+        without it the documents table is scanned."""
+        if shas is None:
+            shas = [r[0] for r in self.db.execute("select sha256 from documents where kind = 'bundle' and pith_number = ?", [pith_number])]
+        known = self.stored_event_ids(pith_number)
+        best_key, best = None, None
+        for sha in shas:
+            row = self.db.execute("select body from documents where sha256 = ? and kind = 'bundle' and pith_number = ?", [sha, pith_number]).fetchone()
+            if row is None:
+                continue
+            body = bytes(row[0])
+            try:
+                bundle = json.loads(body)
+                ids = {e["event_id"] for e in bundle["events"] if isinstance(e, dict) and isinstance(e.get("event_id"), str)}
+            except (ValueError, KeyError, TypeError):
+                continue  # cannot happen for a verified document; never serve one that is not
+            key = (len(ids & known), -len(ids - known), str(bundle.get("built_at", "")), sha)
+            if best_key is None or key > best_key:
+                best_key, best = key, (sha, body, bundle)
+        return best
+
+    # -- alerts and their outbox (pithsync/alerts.py) -----------------------------------------
+    # The first five run inside write_record's transaction (through its `extra`), so an alert
+    # and its notifications commit or roll back with the evidence they report.
+    def unreachable_counts(self, pith_number: str) -> dict[str, int]:
+        """mirror base_url -> consecutive runs it was unreachable for this record (this run included
+        when called after the record's mirror_status rows were written)."""
+        return {r[0]: int(r[1] or 0) for r in self.db.execute("select mirror, unreachable_runs from mirror_status where pith_number = ?", [pith_number])}
+
+    def open_alerts_for(self, pith_number: str, mirrors: list[str]) -> list[dict]:
+        """Open alerts a record's outcome can affect: its divergence, its mirrors' unreachability."""
+        scopes = [f"record:{pith_number}"] + [f"mirror:{m}" for m in mirrors]
+        marks = ",".join("?" * len(scopes))
+        rows = list(self.db.query(f"select * from alerts where state = 'open' and scope in ({marks}) order by id", scopes))
+        for r in rows:
+            r["payload"] = json.loads(r["payload"] or "{}")
+        return rows
+
+    def insert_alert(self, kind: str, scope: str, pith_number: str | None, mirror: str | None, fingerprint: str, opened_at: str, run_id: str) -> int:
+        cur = self.db.execute(
+            "insert into alerts (kind, scope, pith_number, mirror, fingerprint, state, opened_at, opened_run_id, payload) values (?,?,?,?,?,'open',?,?,'{}')",
+            [kind, scope, pith_number, mirror, fingerprint, opened_at, run_id],
+        )
+        return int(cur.lastrowid)
+
+    def set_alert_payload(self, alert_id: int, payload: dict) -> None:
+        self.db.execute("update alerts set payload = ? where id = ?", [json.dumps(payload, sort_keys=True), alert_id])
+
+    def resolve_alert(self, alert_id: int, resolved_at: str, run_id: str, payload: dict) -> None:
+        self.db.execute(
+            "update alerts set state = 'resolved', resolved_at = ?, resolved_run_id = ?, resolved_payload = ? where id = ? and state = 'open'",
+            [resolved_at, run_id, json.dumps(payload, sort_keys=True), alert_id],
+        )
+
+    def enqueue_notification(self, alert_id: int, event: str, channels: list[str], payload: dict, created_at: str) -> None:
+        body = json.dumps(payload, sort_keys=True)
+        for channel in channels:
+            self.db.execute(
+                "insert or ignore into outbox (alert_id, event, channel, payload, created_at, attempts) values (?,?,?,?,?,0)",
+                [alert_id, event, channel, body, created_at],
+            )
+
+    def pending_notifications(self, channel: str, limit: int = 1000) -> list[dict]:
+        """Undelivered notifications for one channel, oldest first."""
+        rows = list(self.db.query("select * from outbox where delivered_at is null and channel = ? order by id limit ?", [channel, limit]))
+        for r in rows:
+            r["payload"] = json.loads(r["payload"])
+        return rows
+
+    def mark_delivered(self, outbox_id: int, at: str) -> None:
+        with self.transaction():
+            self.db.execute("update outbox set delivered_at = ?, last_attempt_at = ?, attempts = attempts + 1 where id = ?", [at, at, outbox_id])
+
+    def mark_failed(self, outbox_id: int, at: str, error: str) -> None:
+        with self.transaction():
+            self.db.execute("update outbox set last_attempt_at = ?, attempts = attempts + 1, last_error = ? where id = ?", [at, error[:1000], outbox_id])
+
+    def alerts(self, open_only: bool = False) -> list[dict]:
+        """Alerts, newest first, each with its notifications' delivery state."""
+        where = "where a.state = 'open'" if open_only else ""
+        rows = list(
+            self.db.query(
+                "select a.*, (select count(*) from outbox o where o.alert_id = a.id and o.delivered_at is null) as undelivered, "
+                "(select count(*) from outbox o where o.alert_id = a.id) as notifications "
+                f"from alerts a {where} order by a.id desc"
+            )
+        )
+        for r in rows:
+            r["payload"] = json.loads(r["payload"] or "{}")
+            r["resolved_payload"] = json.loads(r["resolved_payload"]) if r["resolved_payload"] else None
+        return rows
+
+    def open_alert_counts(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.db.execute("select kind, count(*) from alerts where state = 'open' group by kind")}
+
+    def undelivered_counts(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.db.execute("select channel, count(*) from outbox where delivered_at is null group by channel")}
+
+    # -- evidence files and metrics (pithsync/evidence.py, pithsync/metrics.py) ----------------
+    def verified_documents(self, pith_number: str, kind: str) -> list[tuple[str, bytes]]:
+        """(sha256, exact bytes) of every verified document of `kind` stored for a record."""
+        return [(r[0], bytes(r[1])) for r in self.db.execute("select sha256, body from documents where pith_number = ? and kind = ? order by first_seen, sha256", [pith_number, kind])]
+
+    def run(self, run_id: str) -> dict | None:
+        rows = list(self.db.query("select * from runs where run_id = ?", [run_id]))
+        return rows[0] if rows else None
+
+    def last_finished_run(self, *, success: bool) -> dict | None:
+        """The latest finished crawl run (not an import); with success, the latest that exited 0."""
+        cond = " and exit_code = 0" if success else ""
+        rows = list(self.db.query(f"select * from runs where finished_at is not null and command != 'import'{cond} order by finished_at desc limit 1"))
+        return rows[0] if rows else None
+
 
 def journal_entry_sha256(entry: dict) -> str:
     fields = {k: entry.get(k) for k in ("seq", "run_id", "at", "kind", "pith_number", "mirror", "status", "detail", "prev_sha256")}
@@ -395,6 +554,7 @@ def run_lock(db_path: str, timeout_s: float, poll_s: float = 0.1) -> Iterator[No
         yield
         return
     try:
+        Path(lock_path).parent.mkdir(parents=True, exist_ok=True)  # as Store.open would, but first
         fh = open(lock_path, "a+")
     except OSError as exc:
         raise StoreError(f"cannot open lock file {lock_path}: {exc.strerror or exc}") from None
@@ -410,10 +570,9 @@ def run_lock(db_path: str, timeout_s: float, poll_s: float = 0.1) -> Iterator[No
                 if time.monotonic() >= deadline:
                     raise StoreError(f"another pithsync run holds {lock_path}; gave up after {timeout_s:g}s") from None
                 time.sleep(poll_s)
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
+        with contextlib.suppress(OSError):  # the pid is informational: a full disk fails later, clearly
+            os.ftruncate(fh.fileno(), 0)
+            os.write(fh.fileno(), f"{os.getpid()}\n".encode())  # unbuffered: close() has nothing to flush
         yield
     finally:
         fh.close()
