@@ -7,7 +7,10 @@ import argparse
 import json
 import logging
 import os
+import re
+import sqlite3
 import sys
+from datetime import datetime, timezone
 from enum import IntEnum
 from pathlib import Path
 
@@ -158,10 +161,47 @@ def _command_modules():
     return commands.REGISTER
 
 
+_KV_BARE = re.compile(r'[^\s"=\\]+')
+_KV_PAIR = r'[A-Za-z_][\w.]*=(?:"(?:[^"\\\n]|\\.)*"|[^\s"]*)'
+_KV_MESSAGE = re.compile(rf"{_KV_PAIR}(?: {_KV_PAIR})*")
+
+
+def kv(fields: dict | None = None, **more) -> str:
+    """`key=value key2="with spaces"`: one line, whatever the values hold (journald-friendly)."""
+    parts = []
+    for key, value in {**(fields or {}), **more}.items():
+        text = "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        if not _KV_BARE.fullmatch(text):
+            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t") + '"'
+        parts.append(f"{key}={text}")
+    return " ".join(parts)
+
+
+class KeyValueFormatter(logging.Formatter):
+    """One line per event: `level=info logger=pithsync.sync record=... verdict=...`.  A message
+    that already is key=value pairs is kept; any other becomes msg="...".  No ts= under journald,
+    which stamps its own time."""
+
+    def __init__(self, with_time: bool = True):
+        super().__init__()
+        self.with_time = with_time
+
+    def format(self, record: logging.LogRecord) -> str:
+        head: dict = {}
+        if self.with_time:
+            head["ts"] = datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        head.update(level=record.levelname.lower(), logger=record.name)
+        message = record.getMessage()
+        line = kv(head) + " " + (message if _KV_MESSAGE.fullmatch(message) else kv(msg=message))
+        if record.exc_info:
+            line += " " + kv(exc=self.formatException(record.exc_info))
+        return line
+
+
 def configure_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else logging.INFO if verbose == 0 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.setFormatter(KeyValueFormatter(with_time=not os.environ.get("JOURNAL_STREAM")))
     root = logging.getLogger("pithsync")
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -176,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     configure_logging(args.verbose, args.quiet)
     out = Output(args.json, args.quiet)
+    cfg = None
     try:
         cfg = config_mod.load(args.config)
         if args.db or os.environ.get("PITHSYNC_DB"):
@@ -184,9 +225,29 @@ def main(argv: list[str] | None = None) -> int:
     except (config_mod.ConfigError, UsageError) as exc:
         print(f"pithsync: {exc}", file=sys.stderr)
         return int(ExitCode.USAGE)
-    except StoreError as exc:
-        print(f"pithsync: {exc}", file=sys.stderr)
+    except (StoreError, sqlite3.Error) as exc:
+        print(f"pithsync: {_store_message(exc, cfg)}", file=sys.stderr)
+        return int(ExitCode.STORE)
+    except BaseExceptionGroup as group:  # the crawler's task group wraps what its tasks raise
+        found = group.subgroup(lambda e: isinstance(e, (StoreError, sqlite3.Error)))
+        if found is None:
+            raise
+        while isinstance(found, BaseExceptionGroup):
+            found = found.exceptions[0]
+        print(f"pithsync: {_store_message(found, cfg)}", file=sys.stderr)
         return int(ExitCode.STORE)
     except KeyboardInterrupt:
         print("pithsync: interrupted", file=sys.stderr)
         return 130
+
+
+def _store_message(exc: BaseException, cfg) -> str:
+    """A StoreError says what went wrong; a bare sqlite3 error (raised outside a store
+    transaction: a read, a checkpoint) is explained the same way."""
+    if isinstance(exc, sqlite3.OperationalError):
+        from pithsync.store import _explain
+
+        return _explain(exc, cfg.db_path if cfg is not None else "(store)")
+    if isinstance(exc, sqlite3.Error):
+        return f"store error: {type(exc).__name__}: {exc}"
+    return str(exc)

@@ -1,8 +1,30 @@
 """What happens after a run's results are stored (alerts delivery, metrics).  Kept apart so
-the data still flows one way: store -> alert."""
+the data still flows one way: store -> alert.
+
+Nothing here changes the run's exit code: a webhook that is down or a metrics file that cannot
+be written is logged, and the notifications wait in the outbox for the next run.
+"""
 
 from __future__ import annotations
 
+import logging
+
+log = logging.getLogger("pithsync.hooks")
+
 
 def after_run(cfg, store, run_id, results, out) -> None:
-    return None
+    from pithsync import alerts, metrics
+    from pithsync.cli import kv
+
+    try:
+        report = alerts.deliver(cfg, store)
+        if report.delivered or report.failed or report.deferred:
+            log.info(kv({"alert_delivery": "done", "run_id": run_id, **{f"delivered_{c}": n for c, n in report.delivered.items()}, **{f"failed_{c}": n for c, n in report.failed.items()}, **{f"deferred_{c}": n for c, n in report.deferred.items()}}))
+    except Exception as exc:  # noqa: BLE001 - delivery never fails the run; the outbox keeps everything
+        log.error(kv({"alert_delivery": "error", "run_id": run_id, "error": f"{type(exc).__name__}: {exc}"}), exc_info=log.isEnabledFor(logging.DEBUG))
+
+    if cfg.metrics.textfile:
+        try:
+            metrics.write_textfile(cfg.metrics.textfile, store, run_id, results)
+        except Exception as exc:  # noqa: BLE001
+            log.error(kv({"metrics": "error", "textfile": cfg.metrics.textfile, "error": f"{type(exc).__name__}: {exc}"}), exc_info=log.isEnabledFor(logging.DEBUG))

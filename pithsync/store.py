@@ -182,7 +182,7 @@ class Store:
             store._migrate()
             return store
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open store {path}: {exc}") from None
+            raise StoreError(f"cannot open store {path}: {exc}{_read_only_hint(path)}") from None
         except OSError as exc:
             raise StoreError(f"cannot open store {path}: {exc.strerror or exc}") from None
 
@@ -544,6 +544,15 @@ def _explain(exc: sqlite3.OperationalError, path: str) -> str:
     if "disk is full" in msg or "database or disk is full" in msg:
         return f"no space left for store {path}: {msg}"
     return f"store {path}: {msg}"
+
+
+def _read_only_hint(path: str) -> str:
+    """Why SQLite could not open a store, when it is a read-only directory (a WAL store needs to
+    create its -wal and -shm files beside it, even to read)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if path != ":memory:" and os.path.isdir(parent) and not os.access(parent, os.W_OK):
+        return f" (its directory {parent} is read-only)"
+    return ""
 
 
 @contextlib.contextmanager

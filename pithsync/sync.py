@@ -161,7 +161,9 @@ class SyncEngine:
         stored_events = self.store.stored_events(pith_number)
         comparison = compare_record(assessments, stored_events)
         result, write = self._plan_write(pith_number, comparison, stored_events, fetched, specs, track, refused)
-        self.store.write_record(run_id, write)
+        from pithsync import alerts  # its rows commit in the record's transaction, beside the evidence
+
+        self.store.write_record(run_id, write, extra=alerts.on_record(self.cfg, self.store, run_id, result))
         self.results[pith_number] = result
         log.info("record=%s verdict=%s events=%s mirrors=%s", pith_number, result.verdict.value, result.event_count, ",".join(f"{m.name}:{m.status.value}" for m in result.mirrors))
         if self.on_record is not None:
