@@ -225,7 +225,7 @@ class Verifier:
             report.add(Status.MALFORMED, "pith_number_syntax", str(exc))
             return
         try:
-            derived = numbers.derive(record)
+            derived = numbers.PithNumber(numbers.year_of(record), numbers.suffix_from_sha256(digest))
         except (InvalidPithNumber, KeyError, TypeError) as exc:
             report.add(Status.MALFORMED, "record_schema", f"cannot derive a pith number: {exc}")
             return
@@ -291,17 +291,18 @@ class Verifier:
 
         merged = merge_state(bundle["pith_number"], bundle["canonical_record"], bundle["source_aliases"], events, invalid)
         report.merged_state = merged
-        self._check_state_hash(report, bundle["state"], "embedded state")
-        if canon(bundle["state"]) != canon(merged):
-            report.add(Status.STATE_MISMATCH, "state_not_merge", f"embedded state is not the merge of the bundle's events ({_state_diff(bundle['state'], merged)})")
+        self._check_state(report, bundle["state"], "embedded state", merged)
 
-    def _check_state_hash(self, report: Report, state: Mapping, what: str) -> bool:
-        claimed = state.get("state_sha256")
+    def _check_state(self, report: Report, state: Mapping, what: str, merged: Mapping | None = None) -> None:
+        """A state's own hash, and (given the merge) whether its content is that merge.
+
+        One canonical encoding per state: the merge carries the hash of its content, so equal
+        digests mean byte-identical canonical content."""
         digest = canon_sha256(without(state, "state_sha256"))
-        if claimed != digest:
+        if state.get("state_sha256") != digest:
             report.add(Status.TAMPERED, "state_hash_mismatch", f"{what}: state_sha256 does not match its content (computed {digest})")
-            return False
-        return True
+        if merged is not None and digest != merged["state_sha256"]:
+            report.add(Status.STATE_MISMATCH, "state_not_merge", f"{what} is not the merge of the bundle's events ({_state_diff(state, merged)})")
 
     def verify_state(self, state: object) -> Report:
         """A standalone state: its hash, its number, and its receipt.  Its events carry no
@@ -311,7 +312,7 @@ class Verifier:
     def _verify_state(self, state: dict, report: Report) -> None:
         if state.get("merge_version") != MERGE_VERSION:
             report.notes.append(f"merge_version {str(state.get('merge_version'))[:40]!r} is not {MERGE_VERSION}")
-        self._check_state_hash(report, state, "state")
+        self._check_state(report, state, "state")
         current = state["current"]
         self._check_record(report, current.get("canonical_record"), None, state["pith_number"])
         if report.status is Status.MALFORMED:
@@ -370,8 +371,8 @@ class Verifier:
         try:
             if state.get("pith_number") != report.pith_number:
                 report.add(Status.STATE_MISMATCH, "state_other_record", f"state.json is for {str(state.get('pith_number'))[:80]!r}, not {report.pith_number}")
-            elif self._check_state_hash(report, state, "state.json") and canon(state) != canon(report.merged_state):
-                report.add(Status.STATE_MISMATCH, "state_not_merge", f"state.json is not the merge of the bundle's events ({_state_diff(state, report.merged_state)})")
+            else:
+                self._check_state(report, state, "state.json", report.merged_state)
         except PithError as exc:
             report.add(Status.MALFORMED, "unencodable", f"state.json: {exc}")
 
