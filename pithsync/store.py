@@ -26,7 +26,7 @@ import sqlite_utils
 from pithsync.core import numbers
 from pithsync.core.canonical import canon, sha256hex
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 GENESIS = "0" * 64
 
 
@@ -127,7 +127,17 @@ def _schema_v1(db: sqlite_utils.Database) -> None:
     db["outbox"].create_index(["delivered_at", "channel"])
 
 
-MIGRATIONS = {1: _schema_v1}  # version -> function that brings the schema from version-1
+def _schema_v2(db: sqlite_utils.Database) -> None:
+    # Pairs of exact documents that verified together under one set of pinned keys: a mirror
+    # that serves the same bytes again (a 304, or an unchanged copy) need not be re-verified.
+    db["verified_copies"].create(
+        {"bundle_sha256": str, "state_sha256": str, "trust_id": str, "pith_number": str, "first_seen": str},
+        pk=("bundle_sha256", "state_sha256", "trust_id"),
+    )
+    db["verified_copies"].create_index(["pith_number", "trust_id"])
+
+
+MIGRATIONS = {1: _schema_v1, 2: _schema_v2}  # version -> function that brings the schema from version-1
 
 
 @dataclass
@@ -149,6 +159,7 @@ class RecordWrite:
     pith_number: str
     verdict: str
     tracked: bool
+    run_id: str = ""
     canonical_record: dict | None = None
     source_aliases: list | None = None
     state: dict | None = None  # the new merge of all verified events, if any
@@ -157,6 +168,8 @@ class RecordWrite:
     mirrors: list[MirrorRow] = field(default_factory=list)
     evidence: list[dict] = field(default_factory=list)  # mirror, url, status, reasons, body
     validators: list[tuple[str, str | None, str | None, str | None]] = field(default_factory=list)
+    verified_copies: list[tuple[str, str]] = field(default_factory=list)  # (bundle sha, state sha)
+    trust_id: str = ""
     journal_detail: dict = field(default_factory=dict)
 
 
@@ -164,6 +177,8 @@ class Store:
     def __init__(self, db: sqlite_utils.Database, path: str):
         self.db = db
         self.path = path
+        self._batch_started: float | None = None
+        self._batch_records = 0
 
     # -- opening --------------------------------------------------------------------------
     @classmethod
@@ -204,6 +219,23 @@ class Store:
         row = self.db.execute("select value from meta where key = 'schema_version'").fetchone()
         return int(row[0]) if row else 0
 
+    def commit_batch(self) -> None:
+        """End the batch of records written so far (see write_record)."""
+        if self._batch_started is not None:
+            self._batch_started = None
+            self._batch_records = 0
+            try:
+                self.db.commit()
+            except sqlite3.OperationalError as exc:
+                self.db.rollback()
+                raise StoreError(_explain(exc, self.path)) from None
+
+    def rollback_batch(self) -> None:
+        if self._batch_started is not None:
+            self._batch_started = None
+            self._batch_records = 0
+            self.db.rollback()
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         try:
@@ -240,6 +272,24 @@ class Store:
             for r in self.db.query(f"select * from validators where url in ({marks})", chunk):
                 out[r["url"]] = r
         return out
+
+    def document_bodies(self, shas: list[str]) -> dict[str, bytes]:
+        """sha256 -> exact bytes, from verified documents or from evidence (a bad copy served
+        again unchanged is still that bad copy)."""
+        out: dict[str, bytes] = {}
+        wanted = sorted(set(shas))
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update((r[0], bytes(r[1])) for r in self.db.conn.execute(f"select sha256, body from documents where sha256 in ({marks})", chunk))
+            missing = [x for x in chunk if x not in out]
+            if missing:
+                marks = ",".join("?" * len(missing))
+                out.update((r[0], bytes(r[1])) for r in self.db.conn.execute(f"select body_sha256, body from evidence where body is not null and body_sha256 in ({marks}) group by body_sha256", missing))
+        return out
+
+    def verified_pairs(self, pith_number: str, trust_id: str) -> set[tuple[str, str]]:
+        return {(r[0], r[1]) for r in self.db.conn.execute("select bundle_sha256, state_sha256 from verified_copies where pith_number = ? and trust_id = ?", [pith_number, trust_id])}
 
     def document_body(self, sha256: str) -> bytes | None:
         row = self.db.execute("select body from documents where sha256 = ?", [sha256]).fetchone()
@@ -281,17 +331,29 @@ class Store:
         return run_id
 
     def finish_run(self, run_id: str, exit_code: int, summary: dict) -> None:
+        self.commit_batch()
         with self.transaction():
             self.db["runs"].update(run_id, {"finished_at": utcnow(), "exit_code": exit_code, "summary": json.dumps(summary)})
             self._journal(run_id, "run_finished", status=str(exit_code), detail=summary)
 
     def _journal(self, run_id: str, kind: str, pith_number: str | None = None, mirror: str | None = None, status: str | None = None, detail: dict | None = None) -> None:
-        head = self.db.execute("select value from meta where key = 'journal_head'").fetchone()
+        self._journal_many(run_id, [(kind, pith_number, mirror, status, detail)], utcnow())
+
+    _JOURNAL_COLUMNS = ("seq", "run_id", "at", "kind", "pith_number", "mirror", "status", "detail", "prev_sha256", "entry_sha256")
+
+    def _journal_many(self, run_id: str, entries: list[tuple], at: str) -> None:
+        """Append entries (kind, pith_number, mirror, status, detail), each chained to the last.
+        Must run inside a transaction: the head moves with the entries or not at all."""
+        head = self.db.conn.execute("select value from meta where key = 'journal_head'").fetchone()
         seq, prev = (0, GENESIS) if head is None else (int(head[0].split(":")[0]), head[0].split(":")[1])
-        entry = {"seq": seq + 1, "run_id": run_id, "at": utcnow(), "kind": kind, "pith_number": pith_number, "mirror": mirror, "status": status, "detail": json.dumps(detail or {}, sort_keys=True), "prev_sha256": prev}
-        entry["entry_sha256"] = journal_entry_sha256(entry)
-        self.db["journal"].insert(entry)
-        self.db["meta"].upsert({"key": "journal_head", "value": f"{entry['seq']}:{entry['entry_sha256']}"}, pk="key")
+        rows = []
+        for kind, pith_number, mirror, status, detail in entries:
+            seq += 1
+            entry = {"seq": seq, "run_id": run_id, "at": at, "kind": kind, "pith_number": pith_number, "mirror": mirror, "status": status, "detail": json.dumps(detail or {}, sort_keys=True), "prev_sha256": prev}
+            entry["entry_sha256"] = prev = journal_entry_sha256(entry)
+            rows.append(tuple(entry[c] for c in self._JOURNAL_COLUMNS))
+        self.db.conn.executemany(f"insert into journal ({','.join(self._JOURNAL_COLUMNS)}) values ({','.join('?' * len(self._JOURNAL_COLUMNS))})", rows)
+        self.db.conn.execute("insert into meta (key, value) values ('journal_head', ?) on conflict(key) do update set value = excluded.value", [f"{seq}:{prev}"])
 
     def journal(self, since: str | None = None) -> list[dict]:
         if since:
@@ -319,84 +381,109 @@ class Store:
         return problems
 
     # -- writing ----------------------------------------------------------------------------
-    def write_record(self, run_id: str, w: RecordWrite, extra=None) -> None:
-        """All of one record's results, in one transaction.  `extra(db)` runs inside it too
-        (alerts use it to put their outbox rows beside the evidence)."""
-        now = utcnow()
+    def write_record(self, run_id: str, w: RecordWrite, extra=None, *, batch_records: int = 1, batch_seconds: float = 1.0) -> None:
+        """All of one record's results, atomically.  `extra(db)` runs inside it too (alerts put
+        their outbox rows beside the evidence).
+
+        With batch_records > 1, records accumulate in one open transaction (each still atomic
+        within it, through a savepoint) until that many are written or batch_seconds pass;
+        commit_batch() ends it.  A crash loses the open batch whole, never part of a record."""
+        if batch_records > 1 and self._batch_started is None:
+            self.db.conn.execute("BEGIN")
+            self._batch_started = time.monotonic()
         with self.transaction():
-            existing = self.record(w.pith_number)
-            for m in w.mirrors:
-                self.db.execute(
-                    "insert into mirrors (base_url, name, configured, first_seen, last_seen) values (?,?,?,?,?) "
-                    "on conflict(base_url) do update set last_seen = excluded.last_seen, configured = max(configured, excluded.configured)",
-                    [m.base_url, m.name, int(m.configured), now, now],
-                )
-            for sha, kind, body in w.documents:
-                self.db.execute(
-                    "insert or ignore into documents (sha256, kind, pith_number, body, size, first_seen) values (?,?,?,?,?,?)",
-                    [sha, kind, w.pith_number, body, len(body), now],
-                )
-            for event, mirror in w.events:
-                self.db.execute(
-                    "insert or ignore into events (event_id, pith_number, event_type, body, first_seen) values (?,?,?,?,?)",
-                    [event["event_id"], w.pith_number, event.get("event_type"), canon(event).decode("utf-8"), now],
-                )
-                self.db.execute(
-                    "insert into event_sources (event_id, mirror, first_seen, last_seen) values (?,?,?,?) "
-                    "on conflict(event_id, mirror) do update set last_seen = excluded.last_seen",
-                    [event["event_id"], mirror, now, now],
-                )
-            self._write_state(w, existing, now)
-            previous = {r["mirror"]: r for r in self.db.query("select mirror, unreachable_runs from mirror_status where pith_number = ?", [w.pith_number])}
-            for m in w.mirrors:
-                runs = (previous.get(m.base_url, {}).get("unreachable_runs") or 0) + 1 if m.unreachable else 0
-                self.db["mirror_status"].upsert(
-                    {"pith_number": w.pith_number, "mirror": m.base_url, "name": m.name, "status": m.status, "reasons": json.dumps(m.reasons), "bundle_sha256": m.bundle_sha256, "state_sha256": m.state_sha256, "checked_at": now, "unreachable_runs": runs},
-                    pk=("pith_number", "mirror"),
-                )
-            for ev in w.evidence:
-                body = ev.get("body")
-                self.db["evidence"].insert(
-                    {"pith_number": w.pith_number, "mirror": ev["mirror"], "url": ev["url"], "status": ev["status"], "reasons": json.dumps(ev["reasons"]), "body_sha256": sha256hex(body) if body is not None else None, "body": body, "observed_at": now, "run_id": run_id}
-                )
-            for url, etag, last_modified, doc_sha in w.validators:
-                self.db["validators"].upsert({"url": url, "etag": etag, "last_modified": last_modified, "document_sha256": doc_sha, "updated_at": now}, pk="url")
-            for m in w.mirrors:
-                self._journal(run_id, "mirror_outcome", w.pith_number, m.base_url, m.status, {"reasons": [r.get("code") for r in m.reasons]})
-            self._journal(run_id, "record_outcome", w.pith_number, None, w.verdict, w.journal_detail)
-            if extra is not None:
-                extra(self.db)
+            self._write_record(run_id, w, extra)
+        if self._batch_started is not None:
+            self._batch_records += 1
+            if self._batch_records >= batch_records or time.monotonic() - self._batch_started >= batch_seconds:
+                self.commit_batch()
+
+    def _write_record(self, run_id: str, w: RecordWrite, extra) -> None:
+        now = utcnow()
+        pith = w.pith_number
+        conn = self.db.conn
+        existing = self.record(pith)
+        conn.executemany(
+            "insert into mirrors (base_url, name, configured, first_seen, last_seen) values (?,?,?,?,?) "
+            "on conflict(base_url) do update set last_seen = excluded.last_seen, configured = max(configured, excluded.configured)",
+            [(m.base_url, m.name, int(m.configured), now, now) for m in w.mirrors],
+        )
+        conn.executemany(
+            "insert or ignore into documents (sha256, kind, pith_number, body, size, first_seen) values (?,?,?,?,?,?)",
+            [(sha, kind, pith, body, len(body), now) for sha, kind, body in w.documents],
+        )
+        known = {r[0] for r in conn.execute("select event_id from events where pith_number = ?", [pith])} if w.events else set()
+        new_events = {ev["event_id"]: ev for ev, _ in w.events if ev["event_id"] not in known}
+        conn.executemany(
+            "insert or ignore into events (event_id, pith_number, event_type, body, first_seen) values (?,?,?,?,?)",
+            [(eid, pith, ev.get("event_type"), canon(ev).decode("utf-8"), now) for eid, ev in new_events.items()],
+        )
+        conn.executemany(
+            "insert into event_sources (event_id, mirror, first_seen, last_seen) values (?,?,?,?) "
+            "on conflict(event_id, mirror) do update set last_seen = excluded.last_seen",
+            [(ev["event_id"], mirror, now, now) for ev, mirror in w.events],
+        )
+        self._write_state(w, existing, now)
+        previous = dict(conn.execute("select mirror, unreachable_runs from mirror_status where pith_number = ?", [pith]).fetchall())
+        conn.executemany(
+            "insert or replace into mirror_status (pith_number, mirror, name, status, reasons, bundle_sha256, state_sha256, checked_at, unreachable_runs) values (?,?,?,?,?,?,?,?,?)",
+            [
+                (pith, m.base_url, m.name, m.status, json.dumps(m.reasons), m.bundle_sha256, m.state_sha256, now, (previous.get(m.base_url) or 0) + 1 if m.unreachable else 0)
+                for m in w.mirrors
+            ],
+        )
+        conn.executemany(
+            "insert into evidence (pith_number, mirror, url, status, reasons, body_sha256, body, observed_at, run_id) values (?,?,?,?,?,?,?,?,?)",
+            [
+                (pith, ev["mirror"], ev["url"], ev["status"], json.dumps(ev["reasons"]), sha256hex(ev["body"]) if ev.get("body") is not None else None, ev.get("body"), now, run_id)
+                for ev in w.evidence
+            ],
+        )
+        conn.executemany(
+            "insert or replace into validators (url, etag, last_modified, document_sha256, updated_at) values (?,?,?,?,?)",
+            [(url, etag, lm, sha, now) for url, etag, lm, sha in w.validators],
+        )
+        conn.executemany(
+            "insert or ignore into verified_copies (bundle_sha256, state_sha256, trust_id, pith_number, first_seen) values (?,?,?,?,?)",
+            [(b, st, w.trust_id, pith, now) for b, st in w.verified_copies],
+        )
+        entries = [("mirror_outcome", pith, m.base_url, m.status, {"reasons": [r.get("code") for r in m.reasons]}) for m in w.mirrors]
+        entries.append(("record_outcome", pith, None, w.verdict, w.journal_detail))
+        self._journal_many(run_id, entries, now)
+        if extra is not None:
+            extra(self.db)
 
     def _write_state(self, w: RecordWrite, existing: dict | None, now: str) -> None:
         suffix = w.pith_number.split(":")[-1]
         if existing is None:
             if w.state is None and not w.tracked:
                 return
-            self.db["records"].insert({"pith_number": w.pith_number, "suffix": suffix, "tracked": int(w.tracked), "first_seen": now, "updated_at": now, "event_count": 0})
-            existing = self.record(w.pith_number)
+            self.db.conn.execute(
+                "insert into records (pith_number, suffix, tracked, first_seen, updated_at, event_count) values (?,?,?,?,?,0)",
+                [w.pith_number, suffix, int(w.tracked), now, now],
+            )
+            existing = {"pith_number": w.pith_number, "tracked": int(w.tracked), "event_count": 0, "state_sha256": None}
         elif w.tracked and not existing["tracked"]:
-            self.db["records"].update(w.pith_number, {"tracked": 1})
+            self.db.conn.execute("update records set tracked = 1 where pith_number = ?", [w.pith_number])
         if w.state is None:
             return
         # Never roll back: the new state must contain every event the stored one counted.
         if (existing.get("event_count") or 0) > w.state["event_count"]:
             raise StoreError(f"refusing to roll {w.pith_number} back from {existing['event_count']} to {w.state['event_count']} events")
         if existing.get("state_sha256") != w.state["state_sha256"]:
-            self.db["records"].update(
-                w.pith_number,
-                {
-                    "canonical_sha256": sha256hex(canon(w.canonical_record)),
-                    "canonical_record": canon(w.canonical_record).decode(),
-                    "source_aliases": canon(w.source_aliases).decode(),
-                    "state": canon(w.state).decode(),
-                    "state_sha256": w.state["state_sha256"],
-                    "event_count": w.state["event_count"],
-                    "updated_at": now,
-                },
+            record_json = canon(w.canonical_record)
+            self.db.conn.execute(
+                "update records set canonical_sha256 = ?, canonical_record = ?, source_aliases = ?, state = ?, state_sha256 = ?, event_count = ?, updated_at = ? where pith_number = ?",
+                [sha256hex(record_json), record_json.decode(), canon(w.source_aliases).decode(), canon(w.state).decode(), w.state["state_sha256"], w.state["event_count"], now, w.pith_number],
             )
-        for alias in w.source_aliases or []:
-            if isinstance(alias, dict) and isinstance(alias.get("alias_kind"), str) and isinstance(alias.get("alias_value"), str):
-                self.db.execute("insert or ignore into aliases (alias_kind, alias_value, pith_number) values (?,?,?)", [alias["alias_kind"], alias["alias_value"], w.pith_number])
+        self.db.conn.executemany(
+            "insert or ignore into aliases (alias_kind, alias_value, pith_number) values (?,?,?)",
+            [
+                (a["alias_kind"], a["alias_value"], w.pith_number)
+                for a in w.source_aliases or []
+                if isinstance(a, dict) and isinstance(a.get("alias_kind"), str) and isinstance(a.get("alias_value"), str)
+            ],
+        )
 
     # -- publishing (serve, export): read-only queries ----------------------------------------
     def document_index(self, kind: str) -> dict[str, list[str]]:

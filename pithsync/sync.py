@@ -80,11 +80,13 @@ def _base_key(url: str) -> str:
 
 
 class SyncEngine:
-    def __init__(self, cfg: Config, store: Store, fetcher: Fetcher, *, on_record: Callable[[RecordResult], None] | None = None):
+    def __init__(self, cfg: Config, store: Store, fetcher: Fetcher, *, on_record: Callable[[RecordResult], None] | None = None, batch_records: int = 200):
         self.cfg = cfg
         self.store = store
         self.fetcher = fetcher
         self.assessor = Assessor(Verifier(cfg.trust), cfg.crawl.max_bytes)
+        self.trust_id = cfg.trust.trust_id
+        self.batch_records = batch_records
         self.on_record = on_record
         self.results: dict[str, RecordResult] = {}
 
@@ -126,9 +128,14 @@ class SyncEngine:
                     if pending == 0:
                         send.close()
 
-        async with anyio.create_task_group() as tg:
-            for _ in range(workers):
-                tg.start_soon(worker)
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(workers):
+                    tg.start_soon(worker)
+        except BaseException:
+            self.store.rollback_batch()
+            raise
+        self.store.commit_batch()
         return list(self.results.values())
 
     def _failed(self, target: Target, exc: Exception) -> RecordResult:
@@ -141,8 +148,10 @@ class SyncEngine:
     async def sync_record(self, run_id: str, target: Target, *, track: bool = True) -> RecordResult:
         suffix = target.suffix
         configured = list(self.cfg.mirrors)
+        known_pith = target.pith_number or next(iter(self.store.resolve(suffix)), None)
+        known_good = self.store.verified_pairs(known_pith, self.trust_id) if known_pith else set()
         fetched = await self._fetch_all(configured, suffix)
-        assessments = [self.assessor.assess(f.copy, suffix) for f in fetched]
+        assessments = [self.assessor.assess(f.copy, suffix, known_good) for f in fetched]
         specs = {_base_key(m.base_url): m for m in configured}
 
         refused: list[dict] = []
@@ -151,19 +160,16 @@ class SyncEngine:
             if discovered:
                 more = await self._fetch_all(discovered, suffix)
                 fetched += more
-                assessments += [self.assessor.assess(f.copy, suffix) for f in more]
+                assessments += [self.assessor.assess(f.copy, suffix, known_good) for f in more]
                 specs.update({_base_key(m.base_url): m for m in discovered})
 
-        pith_number = target.pith_number or next((a.bundle["pith_number"] for a in assessments if a.bundle_ok), None)
-        if pith_number is None:
-            stored = self.store.resolve(suffix)
-            pith_number = stored[0] if stored else f"pith:{suffix}"
+        pith_number = known_pith or next((a.bundle["pith_number"] for a in assessments if a.bundle_ok), None) or f"pith:{suffix}"
         stored_events = self.store.stored_events(pith_number)
         comparison = compare_record(assessments, stored_events)
         result, write = self._plan_write(pith_number, comparison, stored_events, fetched, specs, track, refused)
         from pithsync import alerts  # its rows commit in the record's transaction, beside the evidence
 
-        self.store.write_record(run_id, write, extra=alerts.on_record(self.cfg, self.store, run_id, result))
+        self.store.write_record(run_id, write, extra=alerts.on_record(self.cfg, self.store, run_id, result), batch_records=self.batch_records)
         self.results[pith_number] = result
         log.info("record=%s verdict=%s events=%s mirrors=%s", pith_number, result.verdict.value, result.event_count, ",".join(f"{m.name}:{m.status.value}" for m in result.mirrors))
         if self.on_record is not None:
@@ -198,45 +204,31 @@ class SyncEngine:
         return found
 
     async def _fetch_all(self, mirrors: list[MirrorSpec], suffix: str) -> list[_Fetched]:
-        results: list[_Fetched | None] = [None] * len(mirrors)
+        """Bundle and state from every mirror at once: one task group per record."""
+        urls = [u for m in mirrors for u in (m.bundle_url(suffix), m.state_url(suffix), m.well_known_url(suffix))]
+        known = self.store.validators_for(urls)
+        bodies = self.store.document_bodies([v["document_sha256"] for v in known.values() if v.get("document_sha256")])
+        out: list[dict] = [{} for _ in mirrors]
+        validators: list[dict] = [{} for _ in mirrors]
 
-        async def one(i: int, m: MirrorSpec) -> None:
-            results[i] = await self._fetch_copy(m, suffix)
+        async def get(i: int, kind: str, url: str, fallback: str | None) -> None:
+            fetched, v, sha = await self._get(url, known.get(url), bodies)
+            if fallback is not None and fetched.retrieval is Retrieval.NOT_FOUND and fallback != url:
+                url = fallback
+                fetched, v, sha = await self._get(url, known.get(url), bodies)
+            out[i][kind] = fetched
+            if v is not None:
+                validators[i][url] = (v, sha)
 
         async with anyio.create_task_group() as tg:
             for i, m in enumerate(mirrors):
-                tg.start_soon(one, i, m)
-        return [r for r in results if r is not None]
+                tg.start_soon(get, i, "bundle", m.bundle_url(suffix), m.well_known_url(suffix))
+                tg.start_soon(get, i, "state", m.state_url(suffix), None)
+        return [_Fetched(MirrorCopy(m.base_url, out[i]["bundle"], out[i]["state"]), validators[i]) for i, m in enumerate(mirrors)]
 
-    async def _fetch_copy(self, mirror: MirrorSpec, suffix: str) -> _Fetched:
-        bundle_url, state_url = mirror.bundle_url(suffix), mirror.state_url(suffix)
-        known = self.store.validators_for([bundle_url, state_url, mirror.well_known_url(suffix)])
-        validators: dict = {}
-        out: dict[str, Fetched] = {}
-
-        async def get(kind: str, url: str) -> None:
-            fetched, v, sha = await self._get(url, known.get(url))
-            if kind == "bundle" and fetched.retrieval is Retrieval.NOT_FOUND:
-                wk = mirror.well_known_url(suffix)
-                if wk != url:
-                    fetched, v, sha = await self._get(wk, known.get(wk))
-                    url = wk
-            out[kind] = fetched
-            if v is not None:
-                validators[url] = (v, sha)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(get, "bundle", bundle_url)
-            tg.start_soon(get, "state", state_url)
-        return _Fetched(MirrorCopy(mirror.base_url, out["bundle"], out["state"]), validators)
-
-    async def _get(self, url: str, known: dict | None) -> tuple[Fetched, Validators | None, str | None]:
-        cached_body = None
-        validators = None
-        if known and known.get("document_sha256"):
-            cached_body = self.store.document_body(known["document_sha256"])
-            if cached_body is not None:
-                validators = Validators(known.get("etag"), known.get("last_modified"))
+    async def _get(self, url: str, known: dict | None, bodies: dict[str, bytes]) -> tuple[Fetched, Validators | None, str | None]:
+        cached_body = bodies.get(known["document_sha256"]) if known and known.get("document_sha256") else None
+        validators = Validators(known.get("etag"), known.get("last_modified")) if cached_body is not None else None
         resp = await self.fetcher.get(url, validators)
         if resp.not_modified:
             if cached_body is None:  # a 304 we did not ask for: ask again without validators
@@ -251,7 +243,7 @@ class SyncEngine:
     # -- what to write --------------------------------------------------------------------
     def _plan_write(self, pith_number: str, comparison: RecordComparison, stored_events: dict, fetched: list[_Fetched], specs: dict, track: bool, refused: list[dict]) -> tuple[RecordResult, RecordWrite]:
         by_mirror = {f.copy.mirror: f for f in fetched}
-        write = RecordWrite(pith_number=pith_number, verdict=comparison.verdict.value, tracked=track and pith_number.count(":") == 2)
+        write = RecordWrite(pith_number=pith_number, verdict=comparison.verdict.value, tracked=track and pith_number.count(":") == 2, trust_id=self.trust_id)
         mirrors: list[MirrorResult] = []
         best: Assessment | None = None
         for outcome in comparison.outcomes:
@@ -273,6 +265,7 @@ class SyncEngine:
                     best = a
             if a.state_ok and copy is not None:
                 write.documents.append((copy.state.sha256, "state", copy.state.body))
+                write.verified_copies.append((copy.bundle.sha256, copy.state.sha256))
             for ev in a.valid_events:
                 write.events.append((ev, outcome.mirror))
             if outcome.status is not Status.OK and copy is not None:

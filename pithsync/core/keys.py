@@ -68,6 +68,13 @@ class TrustStore:
     def registry_default(cls) -> "TrustStore":
         return cls([PinnedKey.from_b64(REGISTRY_KEY_ID, REGISTRY_KEY_B64)])
 
+    @property
+    def trust_id(self) -> str:
+        """Names this exact set of pinned keys: a verification remembered under one set is
+        never reused under another."""
+        parts = sorted(f"{k.key_id}:{k.raw.hex()}" for k in self._keys.values())
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
     def get(self, key_id: object) -> PinnedKey | None:
         return self._keys.get(key_id) if isinstance(key_id, str) else None
 
