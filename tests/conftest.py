@@ -12,10 +12,12 @@ from pithsync.testing import forge
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    """No test may pick up an operator's configuration or database."""
+def _clean_env(monkeypatch, tmp_path):
+    """No test may pick up an operator's configuration or database, or leave one behind: each
+    runs in its own empty directory, so a default ./pithsync.db lands there."""
     for name in ("PITHSYNC_CONFIG", "PITHSYNC_DB", "STATE_DIRECTORY"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture(scope="session")

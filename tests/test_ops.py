@@ -292,7 +292,9 @@ async def test_concurrent_syncs_wait_or_refuse_and_store_stays_sound(tmp_path):
         hasty = write_config(tmp_path / "hasty.toml", [m.spec()], extra="[store]\nlock_timeout_s = 0.3\n")
         code, out = await run_cli("--config", patient, "--db", db, "pull", r.pith_number)
         assert code == 0, out
-        m.fault("delay", path=bundle_path(r.suffix), seconds=1.0)
+        # Long enough that the hasty run starts (a Python start-up, slow on a loaded machine)
+        # while the first still holds the lock.
+        m.fault("delay", path=bundle_path(r.suffix), seconds=3.0)
 
         async def sync(conf):
             return await asyncio.create_subprocess_exec(sys.executable, "-m", "pithsync", "--config", conf, "--db", db, "sync", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env)
