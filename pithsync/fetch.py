@@ -8,6 +8,7 @@ validators make a re-sync of an unchanged mirror cost a 304.
 from __future__ import annotations
 
 import email.utils
+import errno
 import ipaddress
 import logging
 import socket
@@ -29,7 +30,25 @@ log = logging.getLogger("pithsync.fetch")
 
 
 def _is_public(ip: ipaddress._BaseAddress) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
     return ip.is_global and not (ip.is_multicast or ip.is_reserved)
+
+
+def _ip_literal(host: str) -> ipaddress._BaseAddress | None:
+    """The address a URL host names literally, including the legacy IPv4 spellings that
+    inet_aton (and so the resolver) accepts: `167772161`, `0x0a000001`, `10.1`, `012.0.0.1`."""
+    host = host.strip("[]")
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    if host and all(c in "0123456789abcdefxABCDEFX." for c in host) and host[0].isdigit():
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
 
 
 class PolicyError(Exception):
@@ -66,27 +85,26 @@ class UrlPolicy:
             return False
 
     def check(self, url: str) -> None:
-        """Raise PolicyError unless `url` may be fetched."""
+        """Raise PolicyError unless `url` may be fetched.  Decided from the URL alone: nothing is
+        resolved or connected to here."""
         if len(url) > 4096:
             raise PolicyError("URL longer than 4096 characters")
-        scheme, host, _ = self.origin(url)
+        scheme, host, port = self.origin(url)
         if scheme not in ("http", "https"):
             raise PolicyError(f"scheme {scheme or '(none)'!r} is not http(s)")
         if not host:
             raise PolicyError("URL has no host")
-        if (scheme, host, self.origin(url)[2]) in self.trusted_origins:
+        if (scheme, host, port) in self.trusted_origins:
             return
+        ip = _ip_literal(host)
+        # The address first: "10.0.0.1 is not public" says more than "http is refused".
+        if ip is not None and not _is_public(ip) and not self.allow_private:
+            raise PolicyError(f"address {ip} is not public (allow_private = false)")
+        if ip is None and (host == "localhost" or host.endswith((".localhost", ".local", ".internal"))) and not self.allow_private:
+            raise PolicyError(f"host {host!r} is not public (allow_private = false)")
         if scheme != "https" and not self.allow_http:
             raise PolicyError(f"{scheme}:// is refused for discovered URLs (allow_http = false)")
-        try:
-            ip = ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
-            if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
-                if not self.allow_private:
-                    raise PolicyError(f"host {host!r} is not public (allow_private = false)") from None
-            return  # names are checked again when resolved (PolicyResolver)
-        if not _is_public(ip) and not self.allow_private:
-            raise PolicyError(f"address {ip} is not public (allow_private = false)")
+        # Other names are checked again when resolved (PolicyResolver).
 
     def trusted_hosts(self) -> frozenset[str]:
         return frozenset(h for _, h, _ in self.trusted_origins)
@@ -111,6 +129,40 @@ class PolicyResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+# Newer aiohttp names these; on older ones the checks below fall through to the general cases.
+_CONNECT_TIMEOUT = getattr(aiohttp, "ConnectionTimeoutError", ())
+_RESET = tuple(c for c in (getattr(aiohttp, "ClientConnectionResetError", None),) if c is not None)
+
+
+def _describe(exc: BaseException) -> tuple[str, str]:
+    """(code, sentence) for a failure on the wire, so a report says what actually happened."""
+    text = f"{type(exc).__name__}: {str(exc)[:200]}"
+    if isinstance(exc, _CONNECT_TIMEOUT):
+        return "connect_timeout", f"no connection within the timeout ({text})"
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return "timeout", f"no data within the read timeout ({text})"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        os_error = getattr(exc, "os_error", None)
+        if isinstance(os_error, ConnectionRefusedError) or getattr(os_error, "errno", None) == errno.ECONNREFUSED:
+            return "connection_refused", f"connection refused ({text})"
+        if isinstance(exc, aiohttp.ClientSSLError):
+            return "tls_error", f"TLS failed ({text})"
+        return "connect_failed", f"cannot connect ({text})"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "connection_closed", f"server closed the connection without a complete response ({text})"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        if "ConnectionResetError" in str(exc):
+            return "connection_reset", f"connection reset in the middle of the body ({text})"
+        if "ContentLengthError" in str(exc) or "not completed" in str(exc):
+            return "truncated_body", f"body ended before its declared length ({text})"
+        return "bad_transfer", f"body could not be decoded ({text})"
+    if isinstance(exc, (ConnectionResetError, *_RESET)) or getattr(exc, "errno", None) == errno.ECONNRESET:
+        return "connection_reset", f"connection reset ({text})"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return "bad_response", f"not a valid HTTP response ({text})"
+    return "network_error", text
 
 
 class _Retryable(Exception):
@@ -192,7 +244,7 @@ class Fetcher:
         try:
             self.policy.check(url)
         except PolicyError as exc:
-            return Response(Fetched(Retrieval.UNREACHABLE, url, detail=f"refused by policy: {exc}"))
+            return Response(Fetched(Retrieval.UNREACHABLE, url, detail=f"refused by policy: {exc}", code="refused_by_policy"))
         attempts = 0
 
         def wait(state: RetryCallState) -> float:
@@ -217,21 +269,25 @@ class Fetcher:
                     return Response(response.fetched, response.status, response.validators, response.not_modified, attempts, response.wire_bytes)
         except _Retryable as exc:
             detail = f"{exc.fetched.detail} (after {attempts} attempt{'s' if attempts > 1 else ''})"
-            return Response(Fetched(Retrieval.UNREACHABLE, url, detail=detail), attempts=attempts)
+            return Response(Fetched(Retrieval.UNREACHABLE, url, detail=detail, code=exc.fetched.code), attempts=attempts)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _get_once(self, url: str, validators: Validators | None) -> Response:
         assert self._session is not None, "use Fetcher as an async context manager"
         async with self._limiter:
             self.requests += 1
+            scope = None
             try:
-                with anyio.fail_after(self.crawl.deadline_s):
+                with anyio.fail_after(self.crawl.deadline_s) as scope:
                     return await self._follow(url, validators)
-            except TimeoutError:
-                raise _Retryable(Fetched(Retrieval.UNREACHABLE, url, detail=f"deadline of {self.crawl.deadline_s:g}s exceeded")) from None
             except (aiohttp.ClientError, OSError, ValueError) as exc:
+                # TimeoutError is an OSError: the deadline's own, or aiohttp's read/connect timeout.
                 # ValueError: aiohttp rejects some malformed responses that way.
-                raise _Retryable(Fetched(Retrieval.UNREACHABLE, url, detail=f"{type(exc).__name__}: {str(exc)[:200]}")) from None
+                if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ClientError) and scope is not None and scope.cancel_called:
+                    code, detail = "deadline_exceeded", f"no complete response within the deadline of {self.crawl.deadline_s:g}s"
+                else:
+                    code, detail = _describe(exc)
+                raise _Retryable(Fetched(Retrieval.UNREACHABLE, url, detail=detail, code=code)) from None
 
     async def _follow(self, url: str, validators: Validators | None) -> Response:
         headers = {}
@@ -250,12 +306,12 @@ class Fetcher:
                         if not self._same_origin(url, target):
                             self.policy.check(target)
                     except PolicyError as exc:
-                        return Response(Fetched(Retrieval.UNREACHABLE, url, detail=f"redirect to {target[:200]!r} refused: {exc}"), resp.status)
+                        return Response(Fetched(Retrieval.UNREACHABLE, url, detail=f"redirect to {target[:200]!r} refused: {exc}", code="redirect_refused"), resp.status)
                     current = target
                     headers = {}  # validators belong to the URL they were given for
                     continue
                 return await self._read(url, resp)
-        return Response(Fetched(Retrieval.UNREACHABLE, url, detail=f"more than {self.crawl.max_redirects} redirects"))
+        return Response(Fetched(Retrieval.UNREACHABLE, url, detail=f"more than {self.crawl.max_redirects} redirects", code="too_many_redirects"))
 
     def _same_origin(self, a: str, b: str) -> bool:
         try:
@@ -271,19 +327,21 @@ class Fetcher:
         if status == 404 or status == 410:
             return Response(Fetched(Retrieval.NOT_FOUND, url, detail=f"HTTP {status}"), status)
         if status == 429 or status >= 500:
-            raise _Retryable(Fetched(Retrieval.UNREACHABLE, url, detail=f"HTTP {status}"), parse_retry_after(resp.headers.get("Retry-After"), self._clock()))
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"), self._clock())
+            detail = f"HTTP {status}" + (f" (Retry-After {retry_after:g}s)" if retry_after is not None else "")
+            raise _Retryable(Fetched(Retrieval.UNREACHABLE, url, detail=detail, code="rate_limited" if status == 429 else "server_error"), retry_after)
         if status != 200:
-            return Response(Fetched(Retrieval.UNREACHABLE, url, detail=f"HTTP {status}"), status)
+            return Response(Fetched(Retrieval.UNREACHABLE, url, detail=f"HTTP {status}", code="http_status"), status)
         cap = self.crawl.max_bytes
         declared = resp.content_length
         if declared is not None and declared > cap and "Content-Encoding" not in resp.headers:
-            return Response(Fetched(Retrieval.UNUSABLE, url, detail=f"Content-Length {declared} exceeds the {cap}-byte cap"), status)
+            return Response(Fetched(Retrieval.UNUSABLE, url, detail=f"Content-Length {declared} exceeds the {cap}-byte cap", code="too_large"), status)
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_chunked(64 * 1024):
             size += len(chunk)
             if size > cap:
-                return Response(Fetched(Retrieval.UNUSABLE, url, detail=f"body exceeds the {cap}-byte cap"), status)
+                return Response(Fetched(Retrieval.UNUSABLE, url, detail=f"body exceeds the {cap}-byte cap (after decoding)", code="too_large"), status)
             chunks.append(chunk)
         body = b"".join(chunks)
         self.bytes_received += size

@@ -115,3 +115,7 @@ def _offline(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
     monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
     monkeypatch.setattr(socket, "getaddrinfo", _guarded_getaddrinfo)
+
+
+# The reliability counts (issue 6) in the closing summary: faults, kills, fuzz examples.
+from conftest_reliability import pytest_terminal_summary  # noqa: E402,F401

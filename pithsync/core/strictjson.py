@@ -56,16 +56,22 @@ _DECODER = json.JSONDecoder(
 )
 
 
+_CONTAINERS = (dict, list)
+
+
 def _check_depth(value: Any, limit: int) -> None:
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
+    # Level by level, touching only containers: on the hot path for every document.
+    level = [value] if type(value) in _CONTAINERS else []
+    depth = 0
+    while level:
+        depth += 1
         if depth > limit:
             raise MalformedDocument(f"nesting deeper than {limit} levels")
-        if isinstance(node, dict):
-            stack.extend((child, depth + 1) for child in node.values() if isinstance(child, (dict, list)))
-        elif isinstance(node, list):
-            stack.extend((child, depth + 1) for child in node if isinstance(child, (dict, list)))
+        below = []
+        for node in level:
+            children = node.values() if type(node) is dict else node
+            below += [c for c in children if type(c) in _CONTAINERS]
+        level = below
 
 
 def loads(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int = MAX_DEPTH) -> Any:
@@ -88,13 +94,21 @@ def loads(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int = M
         raise MalformedDocument(f"nesting deeper than {max_depth} levels") from None
     except ValueError as exc:
         # JSONDecodeError carries position; int() overflow of huge numbers lands here too.
+        if not text.strip():
+            raise MalformedDocument("empty document, not JSON") from None
+        if isinstance(exc, json.JSONDecodeError) and exc.pos == len(text) - len(text.lstrip()):
+            # Not JSON from the first byte: say what it looks like (an HTML error page, text).
+            raise MalformedDocument(f"not JSON: begins with {text.lstrip()[:40]!r}") from None
         raise MalformedDocument(f"not JSON: {exc}") from None
     _check_depth(value, max_depth)
     return value
 
 
+_JSON_NAMES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean", type(None): "null"}
+
+
 def loads_object(data: bytes, **kwargs: Any) -> dict:
     value = loads(data, **kwargs)
     if not isinstance(value, dict):
-        raise MalformedDocument(f"expected a JSON object, got {type(value).__name__}")
+        raise MalformedDocument(f"expected a JSON object, got {_JSON_NAMES.get(type(value), type(value).__name__)}")
     return value
