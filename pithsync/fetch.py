@@ -214,7 +214,6 @@ class Fetcher:
         self.policy = policy
         self._sleep = sleep
         self._clock = clock
-        self._limiter = anyio.CapacityLimiter(max(1, crawl.concurrency))
         self._session: aiohttp.ClientSession | None = None
         self.requests = 0
         self.bytes_received = 0
@@ -228,7 +227,7 @@ class Fetcher:
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None, connect=self.crawl.timeout_s, sock_read=self.crawl.timeout_s),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.crawl.timeout_s, sock_read=self.crawl.timeout_s),
             headers={"User-Agent": self.crawl.user_agent, "Accept": "application/json"},
             auto_decompress=True,
             cookie_jar=aiohttp.DummyCookieJar(),  # mirrors get no state from us
@@ -245,7 +244,21 @@ class Fetcher:
             self.policy.check(url)
         except PolicyError as exc:
             return Response(Fetched(Retrieval.UNREACHABLE, url, detail=f"refused by policy: {exc}", code="refused_by_policy"))
+        try:
+            # Most requests succeed at once: the retry machinery starts at the first failure.
+            return await self._get_once(url, validators)
+        except _Retryable as exc:
+            if self.crawl.retries == 0:
+                return self._gave_up(url, exc, 1)
+            replay = [exc]
         attempts = 0
+
+        async def attempt_once() -> Response:
+            # tenacity's first attempt is the failure we already have, so it counts the attempts
+            # and computes every wait (Retry-After, backoff with jitter) itself.
+            if replay:
+                raise replay.pop()
+            return await self._get_once(url, validators)
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
@@ -265,29 +278,34 @@ class Fetcher:
             async for attempt in retrying:
                 with attempt:
                     attempts += 1
-                    response = await self._get_once(url, validators)
+                    response = await attempt_once()
                     return Response(response.fetched, response.status, response.validators, response.not_modified, attempts, response.wire_bytes)
         except _Retryable as exc:
-            detail = f"{exc.fetched.detail} (after {attempts} attempt{'s' if attempts > 1 else ''})"
-            return Response(Fetched(Retrieval.UNREACHABLE, url, detail=detail, code=exc.fetched.code), attempts=attempts)
+            return self._gave_up(url, exc, attempts)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _gave_up(url: str, exc: _Retryable, attempts: int) -> Response:
+        detail = f"{exc.fetched.detail} (after {attempts} attempt{'s' if attempts > 1 else ''})"
+        return Response(Fetched(Retrieval.UNREACHABLE, url, detail=detail, code=exc.fetched.code), attempts=attempts)
 
     async def _get_once(self, url: str, validators: Validators | None) -> Response:
         assert self._session is not None, "use Fetcher as an async context manager"
-        async with self._limiter:
-            self.requests += 1
-            scope = None
-            try:
-                with anyio.fail_after(self.crawl.deadline_s) as scope:
-                    return await self._follow(url, validators)
-            except (aiohttp.ClientError, OSError, ValueError) as exc:
-                # TimeoutError is an OSError: the deadline's own, or aiohttp's read/connect timeout.
-                # ValueError: aiohttp rejects some malformed responses that way.
-                if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ClientError) and scope is not None and scope.cancel_called:
-                    code, detail = "deadline_exceeded", f"no complete response within the deadline of {self.crawl.deadline_s:g}s"
-                else:
-                    code, detail = _describe(exc)
-                raise _Retryable(Fetched(Retrieval.UNREACHABLE, url, detail=detail, code=code)) from None
+        # The connector caps connections (overall and per host); waiting for one counts toward
+        # the deadline, not toward the connect timeout.
+        self.requests += 1
+        scope = None
+        try:
+            with anyio.fail_after(self.crawl.deadline_s) as scope:
+                return await self._follow(url, validators)
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            # TimeoutError is an OSError: the deadline's own, or aiohttp's read/connect timeout.
+            # ValueError: aiohttp rejects some malformed responses that way.
+            if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ClientError) and scope is not None and scope.cancel_called:
+                code, detail = "deadline_exceeded", f"no complete response within the deadline of {self.crawl.deadline_s:g}s"
+            else:
+                code, detail = _describe(exc)
+            raise _Retryable(Fetched(Retrieval.UNREACHABLE, url, detail=detail, code=code)) from None
 
     async def _follow(self, url: str, validators: Validators | None) -> Response:
         headers = {}

@@ -124,7 +124,7 @@ class Verifier:
     give the same answer), so an event served by three mirrors is checked once.
     """
 
-    def __init__(self, trust: TrustStore, cache_size: int = 200_000):
+    def __init__(self, trust: TrustStore, cache_size: int = 50_000):
         self.trust = trust
         self._sig_cache: dict[tuple, bool] = {}
         self._cache_size = cache_size
