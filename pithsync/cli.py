@@ -79,6 +79,8 @@ class Output:
                 t.add_row(*r)
             Console(file=self.stream).print(t)
         else:
+            if rows:
+                self.line("  ".join(c.upper().replace(" ", "_") for c in columns))
             for r in rows:
                 self.line("  ".join(r))
 
@@ -239,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pithsync: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`pithsync journal | head`): stop quietly, as a pipeline expects.
+        # stdout is pointed at /dev/null so the interpreter's final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def _store_message(exc: BaseException, cfg) -> str:

@@ -181,3 +181,18 @@ def test_quiet_prints_nothing_but_keeps_exit_code(tmp_path, seed_paths, capsys):
     bad.write_bytes(b"{")
     code, out, _ = run(["verify", "-q", seed_paths[BUNDLE_SEEDS[0]], str(bad)], capsys)
     assert code == 1 and out == ""
+
+
+def test_a_closed_pipe_ends_quietly(seed_paths):
+    """`pithsync verify ... | head -1`: no traceback when the reader stops early."""
+    import subprocess
+    import sys
+
+    many = list(seed_paths.values()) * 400
+    proc = subprocess.Popen([sys.executable, "-m", "pithsync", "verify", *many], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait(timeout=60)
+    assert b"Traceback" not in err, err.decode()[-2000:]
+    assert proc.returncode in (0, 141)
