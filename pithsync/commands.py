@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import anyio
+import logging
 
 from pithsync.config import Config
 from pithsync.core import numbers
@@ -19,6 +20,9 @@ from pithsync.core.verify import Verifier
 from pithsync.fetch import Fetcher
 from pithsync.store import RecordWrite, Store, StoreError, run_lock
 from pithsync.sync import RecordResult, SyncEngine, Target
+
+
+log = logging.getLogger("pithsync.sync")
 
 
 def _cli():
@@ -103,6 +107,7 @@ def run_sync(cfg: Config, out, store: Store, targets: list[Target], command: str
     code = cli.exit_code_for_verdicts(r.verdict for r in results)
     summary = {v.value: sum(1 for r in results if r.verdict is v) for v in Verdict}
     store.finish_run(run_id, int(code), summary)
+    log.info("run=%s command=%s records=%d %s exit=%d", run_id, command, len(results), " ".join(f"{k}={n}" for k, n in summary.items()), int(code))
     from pithsync import hooks
 
     hooks.after_run(cfg, store, run_id, results, out)

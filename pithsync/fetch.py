@@ -78,6 +78,12 @@ class UrlPolicy:
     def for_mirrors(cls, base_urls, crawl: CrawlConfig) -> "UrlPolicy":
         return cls(frozenset(cls.origin(u) for u in base_urls), crawl.allow_http, crawl.allow_private)
 
+    @property
+    def trusted_prefixes(self) -> tuple[str, ...]:
+        """URL prefixes inside configured mirrors: URLs built from a configured base need no
+        check (the redirects they lead to still get one)."""
+        return tuple(f"{scheme}://{host}:{port}/" for scheme, host, port in self.trusted_origins)
+
     def is_trusted(self, url: str) -> bool:
         try:
             return self.origin(url) in self.trusted_origins
@@ -215,6 +221,11 @@ class Fetcher:
         self._sleep = sleep
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
+        # Exact prefixes as the engine writes them (base URL with an explicit default port is
+        # rare; such URLs just take the full check).
+        self._trusted_prefixes = tuple(p for p in policy.trusted_prefixes) + tuple(
+            f"{scheme}://{host}/" for scheme, host, port in policy.trusted_origins if port == (443 if scheme == "https" else 80)
+        )
         self.requests = 0
         self.bytes_received = 0
 
@@ -240,10 +251,11 @@ class Fetcher:
 
     async def get(self, url: str, validators: Validators | None = None) -> Response:
         """GET with retries.  Never raises for anything a server or the network does."""
-        try:
-            self.policy.check(url)
-        except PolicyError as exc:
-            return Response(Fetched(Retrieval.UNREACHABLE, url, detail=f"refused by policy: {exc}", code="refused_by_policy"))
+        if not url.startswith(self._trusted_prefixes):
+            try:
+                self.policy.check(url)
+            except PolicyError as exc:
+                return Response(Fetched(Retrieval.UNREACHABLE, url, detail=f"refused by policy: {exc}", code="refused_by_policy"))
         try:
             # Most requests succeed at once: the retry machinery starts at the first failure.
             return await self._get_once(url, validators)

@@ -246,8 +246,9 @@ class Store:
 
     # -- reading ----------------------------------------------------------------------------
     def record(self, pith_number: str) -> dict | None:
-        rows = list(self.db.query("select * from records where pith_number = ?", [pith_number]))
-        return rows[0] if rows else None
+        cur = self.db.conn.execute("select * from records where pith_number = ?", [pith_number])
+        row = cur.fetchone()
+        return dict(zip((d[0] for d in cur.description), row)) if row else None
 
     def tracked(self) -> list[str]:
         return [r["pith_number"] for r in self.db.query("select pith_number from records where tracked = 1 order by pith_number")]
@@ -256,7 +257,7 @@ class Store:
         return list(self.db.query("select pith_number, event_count, state_sha256, tracked, updated_at from records order by pith_number"))
 
     def stored_events(self, pith_number: str) -> dict[str, dict]:
-        return {r["event_id"]: json.loads(r["body"]) for r in self.db.query("select event_id, body from events where pith_number = ?", [pith_number])}
+        return {eid: json.loads(body) for eid, body in self.db.conn.execute("select event_id, body from events where pith_number = ?", [pith_number])}
 
     def mirror_statuses(self, pith_number: str) -> list[dict]:
         rows = list(self.db.query("select * from mirror_status where pith_number = ? order by name", [pith_number]))
