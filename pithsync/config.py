@@ -35,7 +35,6 @@ class CrawlConfig:
     allow_private: bool = False
     max_discovered_mirrors: int = 8  # per record
     max_redirects: int = 5
-    verify_workers: int = 1  # processes verifying beside the fetching (0: in the main process)
     user_agent: str = f"pithsync/{__version__} (+https://pith.science)"
 
 

@@ -21,7 +21,6 @@ from pithsync.core.urls import MirrorSpec, hinted_mirrors
 from pithsync.core.verify import Verifier
 from pithsync.fetch import Fetcher, PolicyError, UrlPolicy, Validators
 from pithsync.store import MirrorRow, RecordWrite, Store, StoreError
-from pithsync.workers import AssessPool
 
 log = logging.getLogger("pithsync.sync")
 
@@ -81,15 +80,12 @@ def _base_key(url: str) -> str:
 
 
 class SyncEngine:
-    WORKERS_FROM = 64  # records in a run before verification moves to worker processes
-
     def __init__(self, cfg: Config, store: Store, fetcher: Fetcher, *, on_record: Callable[[RecordResult], None] | None = None, batch_records: int = 200):
         self.cfg = cfg
         self.store = store
         self.fetcher = fetcher
         self.assessor = Assessor(Verifier(cfg.trust), cfg.crawl.max_bytes)
         self.trust_id = cfg.trust.trust_id
-        self.pool = AssessPool(self.assessor, cfg.trust, cfg.crawl.max_bytes, 0)
         self.batch_records = batch_records
         self.on_record = on_record
         self.results: dict[str, RecordResult] = {}
@@ -100,9 +96,6 @@ class SyncEngine:
 
     async def run(self, run_id: str, targets: list[Target], *, track: bool = True) -> list[RecordResult]:
         """Sync every target (and, within their depth, the records they cite)."""
-        # Worker processes pay for their start-up only on runs of some size.
-        workers = self.cfg.crawl.verify_workers if len(targets) >= self.WORKERS_FROM else 0
-        self.pool = AssessPool(self.assessor, self.cfg.trust, self.cfg.crawl.max_bytes, workers)
         queued = {t.suffix for t in targets}
         send, receive = anyio.create_memory_object_stream[Target](max_buffer_size=len(targets) + 1_000_000)
         pending = len(targets)
@@ -158,7 +151,7 @@ class SyncEngine:
         known_pith = target.pith_number or next(iter(self.store.resolve(suffix)), None)
         known_good = self.store.verified_pairs(known_pith, self.trust_id) if known_pith else set()
         fetched = await self._fetch_all(configured, suffix)
-        assessments = await self.pool.assess([f.copy for f in fetched], suffix, known_good)
+        assessments = [self.assessor.assess(f.copy, suffix, known_good) for f in fetched]
         specs = {_base_key(m.base_url): m for m in configured}
 
         refused: list[dict] = []
@@ -167,7 +160,7 @@ class SyncEngine:
             if discovered:
                 more = await self._fetch_all(discovered, suffix)
                 fetched += more
-                assessments += await self.pool.assess([f.copy for f in more], suffix, known_good)
+                assessments += [self.assessor.assess(f.copy, suffix, known_good) for f in more]
                 specs.update({_base_key(m.base_url): m for m in discovered})
 
         pith_number = known_pith or next((a.bundle["pith_number"] for a in assessments if a.bundle_ok), None) or f"pith:{suffix}"
