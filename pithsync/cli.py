@@ -12,7 +12,6 @@ import sqlite3
 import sys
 from datetime import datetime, timezone
 from enum import IntEnum
-from pathlib import Path
 
 from pithsync import __version__
 from pithsync import config as config_mod

@@ -18,7 +18,7 @@ from pithsync.core.merge import merge_state
 from pithsync.core.status import Verdict
 from pithsync.core.verify import Verifier
 from pithsync.fetch import Fetcher
-from pithsync.store import RecordWrite, Store, StoreError, run_lock
+from pithsync.store import RecordWrite, Store, run_lock
 from pithsync.sync import RecordResult, SyncEngine, Target
 
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any
 
 from pithsync import __version__

@@ -14,7 +14,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Mapping
+from typing import Awaitable, Callable
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp

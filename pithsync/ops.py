@@ -38,6 +38,7 @@ import sqlite_utils
 from aiohttp import web
 
 from pithsync import __version__
+from pithsync.httpcache import not_modified
 from pithsync.config import AlertsConfig, Config, CrawlConfig, MetricsConfig
 from pithsync.core import strictjson
 from pithsync.core.canonical import canon
@@ -312,20 +313,7 @@ def build_app(cfg: Config, *, base_url: str | None = None, name: str = "pithsync
             app[CATALOG].store.close()
 
     def conditional(request: web.Request, etag: str, last_modified: datetime) -> bool:
-        """True when the client's copy is current (answer 304)."""
-        inm = request.headers.get("If-None-Match")
-        if inm is not None:
-            return inm.strip() == "*" or etag in {t.strip().removeprefix("W/") for t in inm.split(",")}
-        ims = request.headers.get("If-Modified-Since")
-        if ims is not None:
-            try:
-                since = email.utils.parsedate_to_datetime(ims)
-            except (TypeError, ValueError, IndexError):
-                return False
-            if since.tzinfo is None:
-                since = since.replace(tzinfo=timezone.utc)
-            return last_modified <= since
-        return False
+        return not_modified(request.headers, (etag,), last_modified)
 
     def not_found() -> web.Response:
         return web.Response(status=404, body=b'{"error":"not_found"}', content_type=JSON_TYPE)

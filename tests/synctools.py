@@ -55,3 +55,46 @@ async def pull(cfg: Config, *pith_numbers: str, depth: int = 0, sleep=None, stor
 
 def statuses(result) -> dict[str, str]:
     return {m.name: m.status.value for m in result.mirrors}
+
+
+# -- the CLI, in process ----------------------------------------------------------------------
+
+REGISTRY_KEY = ("pith-v1-2026-05", "stVStoiQhXFxp4s2pdzPNoqVNBMojDU/fJ2db5S3CbM=")
+
+
+def write_config(path, mirrors, *, test_key: bool = True, timeout_s: float = 2, extra: str = "") -> str:
+    """A pithsync.toml pinning the forge's test key (unless test_key=False) and the registry
+    key, with `mirrors`, retries off and hints not followed; `extra` is appended (more sections).
+    `path` is the file, or a directory to put pithsync.toml in."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.suffix != ".toml":
+        path = path / "pithsync.toml"
+    keys = ([(forge.TEST_KEY.key_id, forge.TEST_KEY.public_key_b64)] if test_key else []) + [REGISTRY_KEY]
+    text = "".join(f'[[trust.keys]]\nkey_id = "{k}"\npublic_key_b64 = "{b}"\n\n' for k, b in keys)
+    text += "".join(f'[[mirrors]]\nname = "{m.name}"\nbase_url = "{m.base_url}"\n\n' for m in mirrors)
+    text += f"[crawl]\nretries = 0\ntimeout_s = {timeout_s}\nfollow_hints = false\n\n{extra}\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return str(path)
+
+
+async def run_cli(*argv) -> tuple[int, str]:
+    """cli.main in a worker thread (it runs its own event loop while the test's mirrors serve);
+    returns (exit code, stdout)."""
+    import contextlib
+    import io
+
+    import anyio
+
+    from pithsync import cli
+
+    buf = io.StringIO()
+
+    def call():
+        with contextlib.redirect_stdout(buf):
+            return cli.main([str(a) for a in argv])
+
+    code = await anyio.to_thread.run_sync(call)
+    return code, buf.getvalue()

@@ -4,12 +4,9 @@ mirrors."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import logging
-import socket
-import sqlite3
 import sys
 from dataclasses import replace
 
@@ -17,7 +14,7 @@ import anyio
 import pytest
 from aiohttp import web
 
-from synctools import make_config, pull
+from synctools import make_config, pull, run_cli, write_config
 from pithsync import alerts, cli
 from pithsync.alerts import MirrorView, OpenAlert, decide
 from pithsync.config import AlertsConfig
@@ -103,26 +100,6 @@ async def run_once(cfg, store, *piths, **deliver):
 
 def outbox(store) -> list[dict]:
     return list(store.db.query("select * from outbox order by id"))
-
-
-def write_config(tmp_path, mirrors, extra: str = "") -> str:
-    text = f'[[trust.keys]]\nkey_id = "{forge.TEST_KEY.key_id}"\npublic_key_b64 = "{forge.TEST_KEY.public_key_b64}"\n\n'
-    for m in mirrors:
-        text += f'[[mirrors]]\nname = "{m.name}"\nbase_url = "{m.base_url}"\n\n'
-    text += "[crawl]\nretries = 0\ntimeout_s = 2\nfollow_hints = false\n\n" + extra
-    path = tmp_path / "pithsync.toml"
-    path.write_text(text)
-    return str(path)
-
-
-async def run_cli(*argv):
-    buf = io.StringIO()
-
-    def call():
-        with contextlib.redirect_stdout(buf):
-            return cli.main(list(argv))
-
-    return await anyio.to_thread.run_sync(call), buf.getvalue()
 
 
 def free_port() -> int:
@@ -416,7 +393,7 @@ async def test_cli_delivery_failure_never_changes_exit_code_and_alerts_command(t
     async with MirrorServer("a") as a, MirrorServer("b") as b:
         a.put_record(record.bundle())
         b.put_record(record.bundle(upto=2))
-        conf = write_config(tmp_path, [a.spec(), b.spec()], f'[alerts]\nwebhook_url = "http://127.0.0.1:{port}/hook"\nlog = false\n')
+        conf = write_config(tmp_path, [a.spec(), b.spec()], extra=f'[alerts]\nwebhook_url = "http://127.0.0.1:{port}/hook"\nlog = false\n')
         db = str(tmp_path / "s.db")
         code, out = await run_cli("--config", conf, "--db", db, "pull", "--json", record.pith_number)
         assert code == 1 and json.loads(out)["records"][0]["verdict"] == "diverged"  # as without alerts

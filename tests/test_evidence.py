@@ -5,31 +5,18 @@ keys, and an edited file that claims something false fails."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import copy
-import io
 import json
 
-import anyio
 import pytest
 
-from synctools import make_config, pull
-from pithsync import cli, evidence
+from synctools import make_config, pull, run_cli
+from pithsync import evidence
 from pithsync.core.canonical import canon, sha256hex
 from pithsync.core.verify import Verifier
 from pithsync.store import Store
 from pithsync.testing import forge
 from pithsync.testing.mirror import HOSTILE_BODIES, MirrorServer, bundle_path, state_path
-
-
-async def run_cli(*argv):
-    buf = io.StringIO()
-
-    def call():
-        with contextlib.redirect_stdout(buf):
-            return cli.main(list(argv))
-
-    return await anyio.to_thread.run_sync(call), buf.getvalue()
 
 
 def trust_config(tmp_path, keys=(forge.TEST_KEY,)) -> str:

@@ -2,41 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import re
 
-import anyio
 import pytest
 
-from pithsync import cli, metrics
+from synctools import run_cli
+from synctools import write_config as shared_write_config
+from pithsync import metrics
 from pithsync.testing import forge
 from pithsync.testing.mirror import MirrorServer
 
 SAMPLE = re.compile(r'^([a-z_]+)(\{([a-z_]+="(?:[^"\\]|\\.)*"(?:,[a-z_]+="(?:[^"\\]|\\.)*")*)\})? (-?[0-9.e+]+)$')
 
 
-async def run_cli(*argv):
-    buf = io.StringIO()
-
-    def call():
-        with contextlib.redirect_stdout(buf):
-            return cli.main(list(argv))
-
-    return await anyio.to_thread.run_sync(call), buf.getvalue()
-
-
 def write_config(tmp_path, mirrors, textfile) -> str:
-    text = f'[[trust.keys]]\nkey_id = "{forge.TEST_KEY.key_id}"\npublic_key_b64 = "{forge.TEST_KEY.public_key_b64}"\n\n'
-    for m in mirrors:
-        text += f'[[mirrors]]\nname = "{m.name}"\nbase_url = "{m.base_url}"\n\n'
-    text += "[crawl]\nretries = 0\ntimeout_s = 2\nfollow_hints = false\n\n[alerts]\nlog = false\n\n"
-    text += f'[metrics]\ntextfile = "{textfile}"\n'
-    path = tmp_path / "pithsync.toml"
-    path.write_text(text)
-    return str(path)
-
+    return shared_write_config(tmp_path, mirrors, extra=f'[alerts]\nlog = false\n\n[metrics]\ntextfile = "{textfile}"\n')
 
 def parse(text: str) -> dict[tuple, float]:
     """Strict parse of the exposition format: every metric has HELP and TYPE, every sample parses."""

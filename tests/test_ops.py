@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import os
 import re
@@ -17,11 +16,10 @@ import time
 from pathlib import Path
 
 import aiohttp
-import anyio
 import pytest
 from aiohttp import web
 
-from synctools import make_config, pull, statuses
+from synctools import make_config, pull, run_cli, statuses, write_config
 from pithsync import cli, ops
 from pithsync.core.canonical import canon
 from pithsync.core.keys import TrustStore
@@ -32,32 +30,6 @@ from pithsync.testing.mirror import MirrorServer, bundle_path, state_path, well_
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEMD = REPO / "systemd"
-REGISTRY_KEY = ('pith-v1-2026-05', "stVStoiQhXFxp4s2pdzPNoqVNBMojDU/fJ2db5S3CbM=")
-
-
-def write_config(path: Path, mirrors, *, test_key: bool = True, extra: str = "") -> str:
-    text = ""
-    keys = ([(forge.TEST_KEY.key_id, forge.TEST_KEY.public_key_b64)] if test_key else []) + [REGISTRY_KEY]
-    for key_id, b64 in keys:
-        text += f'[[trust.keys]]\nkey_id = "{key_id}"\npublic_key_b64 = "{b64}"\n\n'
-    for m in mirrors:
-        text += f'[[mirrors]]\nname = "{m.name}"\nbase_url = "{m.base_url}"\n\n'
-    text += f"[crawl]\nretries = 0\ntimeout_s = 5\nfollow_hints = false\n\n{extra}\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return str(path)
-
-
-async def run_cli(*argv):
-    """cli.main in a worker thread (it runs its own event loop while our servers serve)."""
-    buf = io.StringIO()
-
-    def call():
-        with contextlib.redirect_stdout(buf):
-            return cli.main([str(a) for a in argv])
-
-    code = await anyio.to_thread.run_sync(call)
-    return code, buf.getvalue()
 
 
 @contextlib.asynccontextmanager
@@ -288,8 +260,8 @@ async def test_concurrent_syncs_wait_or_refuse_and_store_stays_sound(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     async with MirrorServer("slow") as m:
         m.put_record(r.bundle())
-        patient = write_config(tmp_path / "patient.toml", [m.spec()], extra="[store]\nlock_timeout_s = 20\n")
-        hasty = write_config(tmp_path / "hasty.toml", [m.spec()], extra="[store]\nlock_timeout_s = 0.3\n")
+        patient = write_config(tmp_path / "patient.toml", [m.spec()], timeout_s=5, extra="[store]\nlock_timeout_s = 20\n")
+        hasty = write_config(tmp_path / "hasty.toml", [m.spec()], timeout_s=5, extra="[store]\nlock_timeout_s = 0.3\n")
         code, out = await run_cli("--config", patient, "--db", db, "pull", r.pith_number)
         assert code == 0, out
         # Long enough that the hasty run starts (a Python start-up, slow on a loaded machine)

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import sqlite3
 
-import anyio
 import pytest
 
-from synctools import NoSleep, make_config, pull, statuses
-from pithsync import cli
+from synctools import NoSleep, make_config, pull, run_cli, statuses, write_config
 from pithsync.core import strictjson
 from pithsync.core.canonical import sha256hex
 from pithsync.store import Store
@@ -285,35 +283,6 @@ async def test_depth_follows_cited_records(tmp_path):
 
 
 # -- through the CLI ---------------------------------------------------------------------------
-
-
-def write_config(tmp_path, mirrors, *, keys=None, extra="") -> str:
-    keys = keys or [forge.TEST_KEY]
-    text = ""
-    for k in keys:
-        text += f'[[trust.keys]]\nkey_id = "{k.key_id}"\npublic_key_b64 = "{k.public_key_b64}"\n\n'
-    text += '[[trust.keys]]\nkey_id = "pith-v1-2026-05"\npublic_key_b64 = "stVStoiQhXFxp4s2pdzPNoqVNBMojDU/fJ2db5S3CbM="\n\n'
-    for m in mirrors:
-        text += f'[[mirrors]]\nname = "{m.name}"\nbase_url = "{m.base_url}"\n\n'
-    text += f"[crawl]\nretries = 0\ntimeout_s = 2\nfollow_hints = false\n{extra}\n"
-    path = tmp_path / "pithsync.toml"
-    path.write_text(text)
-    return str(path)
-
-
-async def run_cli(*argv):
-    """cli.main in a worker thread: it runs its own event loop while our mirrors serve."""
-    import contextlib
-    import io
-
-    buf = io.StringIO()
-
-    def call():
-        with contextlib.redirect_stdout(buf):
-            return cli.main(list(argv))
-
-    code = await anyio.to_thread.run_sync(call)
-    return code, buf.getvalue()
 
 
 async def test_cli_pull_json_exit_codes_and_status(tmp_path, record):

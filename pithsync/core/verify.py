@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from pithsync.core import numbers
-from pithsync.core.canonical import canon, canon_sha256, sha256hex, without
+from pithsync.core.canonical import canon_sha256, without
 from pithsync.core.errors import InvalidPithNumber, PithError
 from pithsync.core.keys import TrustStore, decode_signature
 from pithsync.core.merge import MERGE_VERSION, STATE_TYPE, merge_state

@@ -34,6 +34,7 @@ from typing import Any, AsyncIterator
 from aiohttp import web
 
 from pithsync.core.urls import MirrorSpec
+from pithsync.httpcache import not_modified
 from pithsync.testing.forge import dumps
 
 LOCALHOST = "127.0.0.1"
@@ -221,14 +222,6 @@ def _accepts_gzip(accept_encoding: str) -> bool:
                     return False
             return True
     return False
-
-
-def _etag_list_matches(header: str, etags: tuple[str, ...]) -> bool:
-    """If-None-Match uses the weak comparison (RFC 9110 13.1.2)."""
-    if header.strip() == "*":
-        return True
-    opaque = {e.removeprefix("W/") for e in etags}
-    return any(t.strip().removeprefix("W/") in opaque for t in header.split(","))
 
 
 def _raw_head(status: int, reason: str, headers: list[tuple[str, str]]) -> bytes:
@@ -477,19 +470,7 @@ class MirrorServer:
 
     @staticmethod
     def _not_modified(request: web.Request, res: Resource) -> bool:
-        inm = request.headers.get("If-None-Match")
-        if inm is not None:
-            return _etag_list_matches(inm, (res.etag, res.gzip_etag))
-        ims = request.headers.get("If-Modified-Since")
-        if ims is not None:
-            try:
-                since = email.utils.parsedate_to_datetime(ims)
-            except (TypeError, ValueError, IndexError):
-                return False
-            if since.tzinfo is None:
-                since = since.replace(tzinfo=timezone.utc)
-            return res.last_modified <= since
-        return False
+        return not_modified(request.headers, (res.etag, res.gzip_etag), res.last_modified)
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep; True (at once) when the server is stopping."""

@@ -1,0 +1,113 @@
+"""The benchmark harness (bench/, issue 5) at N=200, so it cannot rot.
+
+Runs the harness's own functions end to end -- forged tree, three local mirrors (nginx when
+installed, else the Python fallback, which the harness announces), the curl and aiohttp floors,
+full sync, re-sync, in-process verification, the size curve -- and checks the *structure* of the
+results.  It never asserts a timing ratio: those depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench import harness  # noqa: E402
+from bench.floor import FloorVerifier  # noqa: E402
+from bench.servers import find_nginx  # noqa: E402
+
+needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="the harness's curl floor needs curl")
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def _run(tmp_path: Path, records: int, curve: list[int], server: str = "auto") -> tuple[dict, str]:
+    lines: list[str] = []
+
+    def log(*args) -> None:
+        text = " ".join(str(a) for a in args)
+        lines.append(text)
+        print(text)
+
+    opts = harness.Options(
+        records=records, curve=curve, server=server, repeat=1, baseline_repeat=1, verify_repeat=1,
+        out_dir=tmp_path / "out", cache_dir=tmp_path / "cache", log=log,
+    )
+    return harness.run_benchmark(opts), "\n".join(lines)
+
+
+def _check_structure(results: dict, n: int, sizes: list[int]) -> None:
+    f = results["figures"]
+    assert set(f) >= {"full_sync_ratio", "stack_ratio", "resync", "verification", "memory_and_scaling"}
+    # 1 and 2: the full sync against curl and against bare aiohttp
+    assert _positive(f["full_sync_ratio"]["value"]) and _positive(f["full_sync_ratio"]["curl_s"]) and _positive(f["full_sync_ratio"]["pithsync_s"])
+    assert _positive(f["stack_ratio"]["value"]) and _positive(f["stack_ratio"]["aiohttp_s"])
+    # 3: the re-sync
+    r = f["resync"]
+    assert _positive(r["time_ratio"]) and _positive(r["resync_s"])
+    assert 0 < r["share_304"] <= 1 and r["requests"] == n * 6
+    assert r["bytes_ratio"] is not None and 0 <= r["bytes_ratio"] < 1 and _positive(r["full_body_bytes"])
+    assert r["in_sync"] is True
+    # 4: verification in process, against the floor, every document verified by both
+    v = f["verification"]
+    assert _positive(v["ratio"]) and _positive(v["pithsync_s"]) and _positive(v["floor_s"]) and _positive(v["pithsync_3_copies_s"])
+    assert v["all_verified"] is True and v["n"] == n
+    # 5: peak RSS and time per record at every size of the curve
+    m = f["memory_and_scaling"]
+    assert sorted(int(k) for k in m["peak_rss_mb"]) == sizes == sorted(int(k) for k in m["time_per_record_ms"])
+    assert all(_positive(x) for x in m["peak_rss_mb"].values()) and all(_positive(x) for x in m["time_per_record_ms"].values())
+    if len(sizes) > 1:
+        assert _positive(m["growth"])
+    # the sync itself worked, and the table has a row per target with a verdict
+    assert results["in_sync"] is True and results["valid"] is True
+    assert all(v is not False for v in results["sanity"].values()), results["sanity"]
+    assert results["sanity"]["full_sync_requests"] == n * 6
+    assert len(results["checks"]) == 9 and {c["status"] for c in results["checks"]} <= {"PASS", "FAIL", "n/a", "info"}
+    m_info = results["machine"]
+    assert _positive(m_info["nproc"]) and m_info["cpu_model"] and _positive(m_info["ram_gib"])
+
+
+@needs_curl
+def test_bench_smoke(tmp_path):
+    results, log = _run(tmp_path, 200, [100, 200])
+    _check_structure(results, 200, [100, 200])
+    if find_nginx() is None:
+        assert results["server"]["fallback"] and "FALLBACK" in log  # said loudly, not silently
+    else:
+        assert results["server"]["kind"] == "nginx" and not results["server"]["fallback"]
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["figures"].keys() == results["figures"].keys()
+    table = harness.render_table(results)
+    for row in ("full sync ratio", "stack ratio", "re-sync", "verification ratio", "peak RSS", "time per record", "nproc"):
+        assert row in table
+
+
+@needs_curl
+@pytest.mark.skipif(find_nginx() is None, reason="without nginx the test above already runs the fallback")
+def test_bench_smoke_fallback_server(tmp_path):
+    results, log = _run(tmp_path, 40, [40], server="python")
+    assert results["server"]["fallback"] and "FALLBACK" in log
+    assert "FALLBACK" in harness.render_table(results)
+    _check_structure(results, 40, [40])
+
+
+def test_floor_rejects_what_pithsync_rejects():
+    """The floor is a verifier, not just a parser: a tampered copy fails it."""
+    from pithsync.testing import forge
+
+    bundle = forge.forge_record(1).bundle()
+    fv = FloorVerifier(forge.TEST_KEY.key_id, forge.TEST_KEY.public_key_b64)
+    assert fv.verify(forge.dumps(bundle), forge.dumps(bundle["state"]))
+    assert not fv.verify(forge.dumps(forge.tampered(bundle)), forge.dumps(bundle["state"]))
+    assert not fv.verify(forge.dumps(forge.rewritten_with(bundle)), forge.dumps(bundle["state"]))
+    assert not fv.verify(forge.dumps(bundle), forge.dumps(forge.lying_state(bundle["state"])))
