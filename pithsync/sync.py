@@ -166,7 +166,7 @@ class SyncEngine:
         pith_number = known_pith or next((a.bundle["pith_number"] for a in assessments if a.bundle_ok), None) or f"pith:{suffix}"
         stored_events = self.store.stored_events(pith_number)
         comparison = compare_record(assessments, stored_events)
-        result, write = self._plan_write(pith_number, comparison, stored_events, fetched, specs, track, refused)
+        result, write = self._plan_write(pith_number, comparison, stored_events, fetched, specs, track, refused, known_good)
         from pithsync import alerts  # its rows commit in the record's transaction, beside the evidence
 
         self.store.write_record(run_id, write, extra=alerts.on_record(self.cfg, self.store, run_id, result), batch_records=self.batch_records)
@@ -242,11 +242,12 @@ class SyncEngine:
         return f, None, None
 
     # -- what to write --------------------------------------------------------------------
-    def _plan_write(self, pith_number: str, comparison: RecordComparison, stored_events: dict, fetched: list[_Fetched], specs: dict, track: bool, refused: list[dict]) -> tuple[RecordResult, RecordWrite]:
+    def _plan_write(self, pith_number: str, comparison: RecordComparison, stored_events: dict, fetched: list[_Fetched], specs: dict, track: bool, refused: list[dict], known_good: set) -> tuple[RecordResult, RecordWrite]:
         by_mirror = {f.copy.mirror: f for f in fetched}
         write = RecordWrite(pith_number=pith_number, verdict=comparison.verdict.value, tracked=track and pith_number.count(":") == 2, trust_id=self.trust_id)
         mirrors: list[MirrorResult] = []
         best: Assessment | None = None
+        documents: dict[str, tuple[str, bytes]] = {}  # each distinct verified document once
         for outcome in comparison.outcomes:
             a = outcome.assessment
             spec = specs.get(_base_key(outcome.mirror))
@@ -260,12 +261,14 @@ class SyncEngine:
                 )
             )
             f = by_mirror.get(outcome.mirror)
+            stored_pair = copy is not None and (copy.bundle.sha256, copy.state.sha256) in known_good
             if a.bundle_ok and copy is not None:
-                write.documents.append((copy.bundle.sha256, "bundle", copy.bundle.body))
+                if not stored_pair and copy.bundle.sha256 not in documents:
+                    documents[copy.bundle.sha256] = ("bundle", copy.bundle.body)
                 if best is None or len(a.valid_events) > len(best.valid_events):
                     best = a
-            if a.state_ok and copy is not None:
-                write.documents.append((copy.state.sha256, "state", copy.state.body))
+            if a.state_ok and copy is not None and not stored_pair:
+                documents.setdefault(copy.state.sha256, ("state", copy.state.body))
                 write.verified_copies.append((copy.bundle.sha256, copy.state.sha256))
             for ev in a.valid_events:
                 write.events.append((ev, outcome.mirror))
@@ -278,6 +281,7 @@ class SyncEngine:
                 for url, (v, sha) in f.validators.items():
                     write.validators.append((url, v.etag, v.last_modified, sha))
 
+        write.documents = [(sha, kind, body) for sha, (kind, body) in documents.items()]
         # The stored state: the merge of every verified event, seen now or before.
         state = None
         new_ids = set(comparison.valid_events) - set(stored_events)
