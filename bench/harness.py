@@ -9,7 +9,8 @@
                      body bytes / the full sync's (counted from the mirrors' access log)
 4. verification      pithsync's Assessor.assess (strict JSON, verify_bundle, served-state check)
                      on a fresh Verifier / bench/floor.py, in process, on the same N documents
-5. memory, scaling   max RSS of the pull subprocess (os.wait4), and full-sync time per record over
+5. memory, scaling   peak RSS of the pull (os.wait4, and its worker processes summed from /proc),
+                     and full-sync time per record over
                      the size curve (1k, 5k and N; 50k with --scale)
 
 Results go to stdout as a table and to <out>/results.json (and results-N<records>.json).
@@ -139,18 +140,71 @@ def _env() -> dict:
     return env
 
 
-def run_measured(cmd: list[str], stdout_path: Path, stderr_path: Path) -> dict:
-    """Wall time, exit code and the child's own rusage (os.wait4: max RSS, CPU)."""
+def _tree_rss_kib(pid: int) -> int:
+    """RSS of `pid` and all its descendants now (Linux /proc), in KiB; 0 when it is gone."""
+    total, todo, seen = 0, [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as fh:
+                    todo += [int(c) for c in fh.read().split()]
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+class _TreeSampler:
+    """Samples the RSS of a process tree (a pull with worker processes) every `interval` s."""
+
+    def __init__(self, pid: int, interval: float = 0.05):
+        import threading
+
+        self.pid, self.interval, self.peak_kib = pid, interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_kib = max(self.peak_kib, _tree_rss_kib(self.pid))
+            self._stop.wait(self.interval)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak_kib / 1024
+
+
+def run_measured(cmd: list[str], stdout_path: Path, stderr_path: Path, *, sample_tree: bool = False) -> dict:
+    """Wall time, exit code and the child's rusage (os.wait4: its max RSS; CPU including the
+    workers it waited for).  With `sample_tree`, also the peak of the summed RSS of the process
+    and its descendants (worker processes), sampled from /proc every 50 ms."""
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=_env(), cwd=REPO)
+        sampler = _TreeSampler(proc.pid) if sample_tree and os.path.isdir("/proc") else None
         _, status, ru = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
+        tree = sampler.stop() if sampler else None
+    maxrss = ru.ru_maxrss / 1024  # Linux: KiB
     return {
         "wall_s": wall,
         "exit_code": proc.returncode,
-        "maxrss_mb": ru.ru_maxrss / 1024,  # Linux: KiB
+        "maxrss_mb": maxrss,
+        # The figure checked against the target: the whole tree when sampled (never below the
+        # main process's own exact peak).
+        "peak_rss_mb": max(maxrss, tree or 0.0),
+        "tree_peak_rss_mb": tree,
         "cpu_user_s": ru.ru_utime,
         "cpu_sys_s": ru.ru_stime,
     }
@@ -234,11 +288,11 @@ class Bench:
     def pull(self, what: str, cfg: Path, db: Path, list_path: Path, n: int) -> dict:
         out, err = self._next(what)
         mark = self.mirrors.mark()
-        r = run_measured(pithsync_cmd(cfg, db, list_path), out, err)
+        r = run_measured(pithsync_cmd(cfg, db, list_path), out, err, sample_tree=True)
         r.update(n=n, kind=what, verdicts=verdicts_of(out), log=self.mirrors.since(mark, expect=n * 6).to_json(), stdout=str(out), stderr=str(err))
         r["in_sync"] = r["verdicts"].get("by_verdict", {}).get("in_sync", 0) == n and r["verdicts"].get("records") == n
         r["time_per_record_ms"] = r["wall_s"] / n * 1000
-        self.log(f"  {what:<10} N={n:<6} {r['wall_s']:8.2f}s  exit={r['exit_code']}  rss={r['maxrss_mb']:.0f}MB  requests={r['log']['requests']} 304s={r['log']['by_status'].get('304', 0)}  in_sync={r['in_sync']}")
+        self.log(f"  {what:<10} N={n:<6} {r['wall_s']:8.2f}s  exit={r['exit_code']}  rss={r['maxrss_mb']:.0f}MB (tree {r['peak_rss_mb']:.0f}MB)  requests={r['log']['requests']} 304s={r['log']['by_status'].get('304', 0)}  in_sync={r['in_sync']}")
         return r
 
     def curl(self, urls: list[str], what: str) -> dict:
@@ -416,7 +470,8 @@ class Bench:
         fl, rl = full["log"], resync["log"]
         tpr = {str(s): curve[s]["time_per_record_ms"] for s in sorted(curve)}
         tpr_adj = {str(s): (curve[s]["wall_s"] - startup_s) / s * 1000 for s in sorted(curve)}
-        rss = {str(s): curve[s]["maxrss_mb"] for s in sorted(curve)}
+        rss = {str(s): curve[s]["peak_rss_mb"] for s in sorted(curve)}
+        rss_main = {str(s): curve[s]["maxrss_mb"] for s in sorted(curve)}
         growth = max(tpr.values()) / min(tpr.values()) if len(tpr) > 1 else None
 
         def check(name: str, value, target: float, higher_is_better: bool = False, note: str = "") -> dict:
@@ -435,8 +490,8 @@ class Bench:
             check("3b. re-sync share of 304s", rl["share_304"] if rl["requests"] else None, TARGETS["resync_share_304"], higher_is_better=True, note=f"{rl['by_status'].get('304', 0)} of {rl['requests']} requests"),
             check("3c. re-sync bytes / full sync", rl["body_bytes"] / fl["body_bytes"] if fl["body_bytes"] else None, TARGETS["resync_bytes_ratio"], note=f"{rl['body_bytes']} / {fl['body_bytes']} body bytes"),
             check("4. verification ratio (pithsync / floor)", verification["ratio"], TARGETS["verification_ratio"], note=f"{verification['pithsync_us_per_record']:.0f} / {verification['floor_us_per_record']:.0f} us per record"),
-            check(f"5a. peak RSS of the full sync at N={n} (MB)", full["maxrss_mb"], TARGETS["peak_rss_mb_50k"], note="target is for 50k; shown for reference" if n < 50000 else ""),
-            check("5b. peak RSS of the full sync at N=50000 (MB)", curve[50000]["maxrss_mb"] if 50000 in curve else None, TARGETS["peak_rss_mb_50k"], note="" if 50000 in curve else "run with --scale"),
+            check(f"5a. peak RSS of the full sync at N={n} (MB)", full["peak_rss_mb"], TARGETS["peak_rss_mb_50k"], note="target is for 50k; shown for reference" if n < 50000 else ""),
+            check("5b. peak RSS of the full sync at N=50000 (MB)", curve[50000]["peak_rss_mb"] if 50000 in curve else None, TARGETS["peak_rss_mb_50k"], note="" if 50000 in curve else "run with --scale"),
             check("5c. time per record growth (max/min)", growth, TARGETS["time_per_record_growth"], note=sizes_note),
         ]
         if n < 50000:  # the RSS target is for 50k: at smaller N the figure is for reference
@@ -469,7 +524,7 @@ class Bench:
             },
             "verification": verification,
             "memory_and_scaling": {
-                "peak_rss_mb": rss, "time_per_record_ms": tpr, "time_per_record_ms_minus_startup": tpr_adj,
+                "peak_rss_mb": rss, "main_process_maxrss_mb": rss_main, "time_per_record_ms": tpr, "time_per_record_ms_minus_startup": tpr_adj,
                 "growth": growth, "cpu_s": {str(s): curve[s]["cpu_user_s"] + curve[s]["cpu_sys_s"] for s in sorted(curve)},
                 "in_sync": {str(s): curve[s]["in_sync"] for s in sorted(curve)},
             },
@@ -524,7 +579,7 @@ def render_table(results: dict) -> str:
             lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 6)
     ms = results["figures"]["memory_and_scaling"]
     lines.append("")
-    lines.append("full sync by size:  " + "   ".join(f"N={k}: {ms['time_per_record_ms'][k]:.2f} ms/record ({ms['time_per_record_ms_minus_startup'][k]:.2f} w/o startup), {ms['peak_rss_mb'][k]:.0f} MB RSS, {ms['cpu_s'][k]:.1f}s CPU" + ("" if ms["in_sync"][k] else " NOT IN SYNC") for k in ms["time_per_record_ms"]))
+    lines.append("full sync by size:  " + "   ".join(f"N={k}: {ms['time_per_record_ms'][k]:.2f} ms/record ({ms['time_per_record_ms_minus_startup'][k]:.2f} w/o startup), {ms['peak_rss_mb'][k]:.0f} MB RSS (main process {ms['main_process_maxrss_mb'][k]:.0f}), {ms['cpu_s'][k]:.1f}s CPU" + ("" if ms["in_sync"][k] else " NOT IN SYNC") for k in ms["time_per_record_ms"]))
     v = results["figures"]["verification"]
     lines.append(f"verification:       pithsync {v['pithsync_us_per_record']:.0f} us/record (3 mirror copies: {v['pithsync_3_copies_s'] / v['n'] * 1e6:.0f} us/record), floor {v['floor_us_per_record']:.0f} us/record")
     san = results["sanity"]

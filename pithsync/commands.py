@@ -15,11 +15,10 @@ from pithsync.config import Config
 from pithsync.core import numbers
 from pithsync.core.errors import InvalidPithNumber
 from pithsync.core.merge import merge_state
-from pithsync.core.status import Verdict
 from pithsync.core.verify import Verifier
 from pithsync.fetch import Fetcher
 from pithsync.store import RecordWrite, Store, run_lock
-from pithsync.sync import RecordResult, SyncEngine, Target
+from pithsync.sync import RecordResult, RunTally, SyncEngine, Target
 
 
 log = logging.getLogger("pithsync.sync")
@@ -90,28 +89,33 @@ def run_sync(cfg: Config, out, store: Store, targets: list[Target], command: str
     cli = _cli()
     run_id = store.begin_run(command)
     progress = _progress(out, len(targets))
+    tally = RunTally()
+    writer = ResultWriter(out)
 
-    async def main() -> list[RecordResult]:
-        async with Fetcher(cfg.crawl, SyncEngine.policy_for(cfg)) as fetcher:
-            engine = SyncEngine(cfg, store, fetcher, on_record=progress.advance if progress else None)
-            return await engine.run(run_id, targets)
-
-    try:
+    def on_record(result: RecordResult) -> None:
+        tally.add(result)
+        writer.add(result)
         if progress:
-            with progress:
-                results = anyio.run(main)
-        else:
-            results = anyio.run(main)
-    finally:
-        pass
-    code = cli.exit_code_for_verdicts(r.verdict for r in results)
-    summary = {v.value: sum(1 for r in results if r.verdict is v) for v in Verdict}
+            progress.advance(result)
+
+    async def main() -> None:
+        async with Fetcher(cfg.crawl, SyncEngine.policy_for(cfg)) as fetcher:
+            engine = SyncEngine(cfg, store, fetcher, on_record=on_record, keep_results=False)
+            await engine.run(run_id, targets)
+
+    if progress:
+        with progress:
+            anyio.run(main)
+    else:
+        anyio.run(main)
+    writer.finish()
+    code = cli.exit_code_for_verdicts(v for v, n in tally.by_verdict.items() if n)
+    summary = tally.summary()
     store.finish_run(run_id, int(code), summary)
-    log.info("run=%s command=%s records=%d %s exit=%d", run_id, command, len(results), " ".join(f"{k}={n}" for k, n in summary.items()), int(code))
+    log.info("run=%s command=%s records=%d %s exit=%d", run_id, command, tally.records, " ".join(f"{k}={n}" for k, n in summary.items()), int(code))
     from pithsync import hooks
 
-    hooks.after_run(cfg, store, run_id, results, out)
-    show_results(out, results)
+    hooks.after_run(cfg, store, run_id, tally, out)
     return code
 
 
@@ -138,20 +142,53 @@ def _progress(out, total: int):
     return _Progress(total) if out.rich and sys.stderr.isatty() and total > 1 else None
 
 
-def show_results(out, results: list[RecordResult]) -> None:
-    results = sorted(results, key=lambda r: r.pith_number)
-    if out.as_json:
-        out.json({"records": [r.to_json() for r in results]})
-        return
-    rows = [[r.pith_number, r.verdict.value, str(r.event_count if r.event_count is not None else "-"), "  ".join(f"{m.name}={m.status.value}" for m in r.mirrors)] for r in results]
-    out.table("pithsync", ["pith number", "verdict", "events", "mirrors"], rows)
-    for r in results:
+class ResultWriter:
+    """Each record's result as it completes: JSON is streamed ({"records": [...]}, in the order
+    records finish), plain lines too; only a table on a terminal waits for the end, sorted."""
+
+    COLUMNS = ["pith number", "verdict", "events", "mirrors"]
+
+    def __init__(self, out):
+        self.out = out
+        self._count = 0
+        self._table: list[RecordResult] | None = [] if (out.rich and not out.as_json) else None
+
+    def add(self, r: RecordResult) -> None:
+        out = self.out
+        if out.as_json:
+            out.stream.write(('{"records": [\n' if self._count == 0 else ",\n") + json.dumps(r.to_json(), ensure_ascii=False))
+        elif self._table is not None:
+            self._table.append(r)
+        else:
+            if self._count == 0:
+                out.line("  ".join(c.upper().replace(" ", "_") for c in self.COLUMNS))
+            out.line("  ".join(self._row(r)))
+            self._problems(r)
+        self._count += 1
+
+    def finish(self) -> None:
+        out = self.out
+        if out.as_json:
+            out.stream.write(("\n]}\n" if self._count else '{"records": []}\n'))
+        elif self._table:
+            results = sorted(self._table, key=lambda r: r.pith_number)
+            out.table("pithsync", self.COLUMNS, [self._row(r) for r in results])
+            for r in results:
+                self._problems(r)
+
+    @staticmethod
+    def _row(r: RecordResult) -> list[str]:
+        return [r.pith_number, r.verdict.value, str(r.event_count if r.event_count is not None else "-"), "  ".join(f"{m.name}={m.status.value}" for m in r.mirrors)]
+
+    def _problems(self, r: RecordResult) -> None:
         for m in r.mirrors:
             if m.status.value != "ok":
                 for reason in m.reasons[:3]:
-                    out.line(f"  {r.pith_number} {m.name}: {reason['status']}/{reason['code']}: {reason['message']}")
+                    self.out.line(f"  {r.pith_number} {m.name}: {reason['status']}/{reason['code']}: {reason['message']}")
         for h in r.refused_hints[:5]:
-            out.line(f"  {r.pith_number} refused hint {h['base_url']}: {h['reason']}")
+            self.out.line(f"  {r.pith_number} refused hint {h['base_url']}: {h['reason']}")
+        if r.error:
+            self.out.line(f"  {r.pith_number}: {r.error}")
 
 
 def cmd_pull(args, cfg: Config, out) -> int:

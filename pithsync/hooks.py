@@ -12,7 +12,7 @@ import logging
 log = logging.getLogger("pithsync.hooks")
 
 
-def after_run(cfg, store, run_id, results, out) -> None:
+def after_run(cfg, store, run_id, tally, out) -> None:
     from pithsync import alerts, metrics
     from pithsync.cli import kv
 
@@ -25,6 +25,6 @@ def after_run(cfg, store, run_id, results, out) -> None:
 
     if cfg.metrics.textfile:
         try:
-            metrics.write_textfile(cfg.metrics.textfile, store, run_id, results)
+            metrics.write_textfile(cfg.metrics.textfile, store, run_id, tally)
         except Exception as exc:  # noqa: BLE001
             log.error(kv({"metrics": "error", "textfile": cfg.metrics.textfile, "error": f"{type(exc).__name__}: {exc}"}), exc_info=log.isEnabledFor(logging.DEBUG))

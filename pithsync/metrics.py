@@ -20,7 +20,6 @@ import tempfile
 from datetime import datetime, timezone
 from typing import Iterable
 
-from pithsync.core.status import Status, Verdict
 
 ALERT_KINDS = ("divergence", "unreachable")
 CHANNELS = ("webhook", "command", "log")
@@ -55,8 +54,8 @@ class _Text:
         return "\n".join(self.lines) + "\n"
 
 
-def render(store, run_id: str, results) -> str:
-    """The metrics text after run `run_id` produced `results` (RecordResults)."""
+def render(store, run_id: str, tally) -> str:
+    """The metrics text after run `run_id`; `tally` is its sync.RunTally."""
     t = _Text()
     run = store.run(run_id) or {}
     last = store.last_finished_run(success=False) or run
@@ -67,14 +66,8 @@ def render(store, run_id: str, results) -> str:
     started, finished = _ts(run.get("started_at")), _ts(run.get("finished_at"))
     t.metric("pithsync_run_duration_seconds", "Duration of the last run.", [({}, round(finished - started, 6) if started and finished else 0.0)])
 
-    results = list(results)
-    by_verdict = {v.value: 0 for v in Verdict}
-    mirrors: dict[tuple[str, str], dict[str, int]] = {}
-    for r in results:
-        by_verdict[r.verdict.value] = by_verdict.get(r.verdict.value, 0) + 1
-        for m in r.mirrors:
-            counts = mirrors.setdefault((m.name, m.base_url), {s.value: 0 for s in Status})
-            counts[m.status.value] = counts.get(m.status.value, 0) + 1
+    by_verdict = tally.summary()
+    mirrors = tally.mirrors
     t.metric("pithsync_records", "Records by verdict in the last run.", [({"verdict": v}, n) for v, n in by_verdict.items()])
     t.metric(
         "pithsync_mirror_records",
@@ -106,5 +99,5 @@ def write_atomically(path: str, data: bytes, mode: int = 0o644) -> None:
         raise
 
 
-def write_textfile(path: str, store, run_id: str, results) -> None:
-    write_atomically(path, render(store, run_id, results).encode("utf-8"))
+def write_textfile(path: str, store, run_id: str, tally) -> None:
+    write_atomically(path, render(store, run_id, tally).encode("utf-8"))

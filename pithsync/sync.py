@@ -69,6 +69,35 @@ class RecordResult:
         }
 
 
+class RunTally:
+    """What a run produced, counted record by record, so that a run over many records keeps
+    none of them: verdicts (the exit code, the journal summary) and statuses per mirror (metrics)."""
+
+    def __init__(self) -> None:
+        self.by_verdict: dict[Verdict, int] = {v: 0 for v in Verdict}
+        self.mirrors: dict[tuple[str, str], dict[str, int]] = {}  # (name, base_url) -> status -> n
+
+    @classmethod
+    def of(cls, results) -> "RunTally":
+        tally = cls()
+        for r in results:
+            tally.add(r)
+        return tally
+
+    def add(self, result: RecordResult) -> None:
+        self.by_verdict[result.verdict] += 1
+        for m in result.mirrors:
+            counts = self.mirrors.setdefault((m.name, m.base_url), {s.value: 0 for s in Status})
+            counts[m.status.value] += 1
+
+    @property
+    def records(self) -> int:
+        return sum(self.by_verdict.values())
+
+    def summary(self) -> dict[str, int]:
+        return {v.value: n for v, n in self.by_verdict.items()}
+
+
 @dataclass
 class _Fetched:
     copy: MirrorCopy
@@ -80,7 +109,7 @@ def _base_key(url: str) -> str:
 
 
 class SyncEngine:
-    def __init__(self, cfg: Config, store: Store, fetcher: Fetcher, *, on_record: Callable[[RecordResult], None] | None = None, batch_records: int = 200):
+    def __init__(self, cfg: Config, store: Store, fetcher: Fetcher, *, on_record: Callable[[RecordResult], None] | None = None, batch_records: int = 200, keep_results: bool = True):
         self.cfg = cfg
         self.store = store
         self.fetcher = fetcher
@@ -89,6 +118,7 @@ class SyncEngine:
         self.batch_records = batch_records
         self.on_record = on_record
         self.results: dict[str, RecordResult] = {}
+        self.keep_results = keep_results  # False: results go only to on_record (large runs)
 
     @staticmethod
     def policy_for(cfg: Config) -> UrlPolicy:
@@ -141,7 +171,10 @@ class SyncEngine:
     def _failed(self, target: Target, exc: Exception) -> RecordResult:
         # Not the mirrors' fault: no mirror status is claimed, the record is just not verified.
         result = RecordResult(target.pith_number or f"pith:{target.suffix}", Verdict.UNVERIFIABLE, [], error=f"internal error: {type(exc).__name__}: {str(exc)[:200]}")
-        self.results[result.pith_number] = result
+        if self.keep_results:
+            self.results[result.pith_number] = result
+        if self.on_record is not None:
+            self.on_record(result)
         return result
 
     # -- one record ---------------------------------------------------------------------------
@@ -170,7 +203,8 @@ class SyncEngine:
         from pithsync import alerts  # its rows commit in the record's transaction, beside the evidence
 
         self.store.write_record(run_id, write, extra=alerts.on_record(self.cfg, self.store, run_id, result), batch_records=self.batch_records)
-        self.results[pith_number] = result
+        if self.keep_results:
+            self.results[pith_number] = result
         # Journald hears about records that need attention; -v shows every record.
         log.log(logging.DEBUG if result.verdict is Verdict.IN_SYNC else logging.INFO, "record=%s verdict=%s events=%s mirrors=%s", pith_number, result.verdict.value, result.event_count, ",".join(f"{m.name}:{m.status.value}" for m in result.mirrors))
         if self.on_record is not None:
