@@ -205,8 +205,9 @@ def cmd_pull(args, cfg: Config, out) -> int:
 def cmd_sync(args, cfg: Config, out) -> int:
     with open_store(cfg, lock=True) as store:
         targets = [Target(p.split(":")[2], p, args.depth) for p in store.tracked()]
-        if not targets:
-            out.line("no tracked records yet: add some with `pithsync pull PITH` or `pithsync import FILE`")
+        if not targets and not out.quiet:
+            # A hint for people, on stderr: stdout stays valid JSON with --json.
+            print("pithsync: no tracked records yet: add some with `pithsync pull PITH` or `pithsync import FILE`", file=sys.stderr)
         return run_sync(cfg, out, store, targets, "sync")
 
 

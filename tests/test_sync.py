@@ -405,3 +405,9 @@ async def test_cli_pull_of_many_records_in_a_subprocess(tmp_path):
     assert {r["verdict"] for r in json.loads(out)["records"]} == {"in_sync"}
     assert len(json.loads(out)["records"]) == 70
     assert requests == 140  # one run's worth of requests
+
+
+async def test_sync_with_nothing_tracked_prints_valid_json(tmp_path):
+    code, out = await run_cli("--db", tmp_path / "empty.db", "sync", "--json")
+    assert code == 0
+    assert json.loads(out) == {"records": []}
