@@ -42,7 +42,7 @@ from pithsync.httpcache import not_modified
 from pithsync.config import AlertsConfig, Config, CrawlConfig, MetricsConfig
 from pithsync.core import strictjson
 from pithsync.core.canonical import canon
-from pithsync.core.keys import TrustStore, fingerprint_b32
+from pithsync.core.keys import TrustStore, public_key_entry
 from pithsync.core.merge import MERGE_VERSION
 from pithsync.core.urls import BUNDLE_PATTERN, STATE_PATTERN, WELL_KNOWN_PATTERN
 from pithsync.core.verify import BUNDLE_TYPE, Verifier
@@ -236,21 +236,6 @@ class Catalog:
 # -- the mirror manifest -----------------------------------------------------------------------
 
 
-def key_entry(key) -> dict:
-    """A pinned key in the `public_keys` form of PROTOCOL.md ("Keys")."""
-    return {
-        "key_id": key.key_id,
-        "algorithm": "ed25519",
-        "format": "raw",
-        "public_key_b64": key.public_key_b64,
-        "public_key_hex": key.raw.hex(),
-        "fingerprint_sha256_hex": key.fingerprint,
-        "fingerprint_sha256_b32_first128bits": fingerprint_b32(key.raw),
-        "rotates_at": None,
-        "url": None,
-    }
-
-
 def _fill(pattern: str, base: str) -> str:
     return pattern.replace("{base}", base)
 
@@ -260,7 +245,7 @@ def manifest(base_url: str, trust: TrustStore, *, name: str = "pithsync mirror",
     `public_keys` lists them all: what this mirror checked the documents with (a consumer must
     still trust only its own pinned keys)."""
     base = base_url.rstrip("/")
-    keys = [key_entry(k) for k in trust]
+    keys = [public_key_entry(k.key_id, k.raw) for k in trust]
     notes = (
         f"Served by pithsync {__version__} from its verified store: every bundle is the exact signed "
         "bytes pithsync verified against the pinned keys, and every state.json is the merge of the "

@@ -98,3 +98,34 @@ async def run_cli(*argv) -> tuple[int, str]:
 
     code = await anyio.to_thread.run_sync(call)
     return code, buf.getvalue()
+
+
+# -- bad copies a mirror serves ----------------------------------------------------------------
+
+BAD_VARIANTS = ("tampered", "rewritten", "lying_state_json", "lying_embedded_state", "html", "wrong_record", "stale")
+
+
+def serve_bad_copy(mirror, record, variant: str, *, other: int = 2) -> None:
+    """Make `mirror` serve a bad copy of forged `record`: one of BAD_VARIANTS."""
+    from pithsync.testing.mirror import HOSTILE_BODIES, bundle_path, state_path
+
+    good, suffix = record.bundle(), record.suffix
+    if variant == "tampered":
+        mirror.put_record(forge.tampered(good), state=good["state"])
+    elif variant == "rewritten":
+        mirror.put_record(forge.rewritten_with(good))
+    elif variant == "lying_state_json":
+        mirror.put_record(good, state=forge.lying_state(good["state"]))
+    elif variant == "lying_embedded_state":
+        mirror.put_record(forge.bundle_with_lying_state(record))
+    elif variant == "html":
+        mirror.put(bundle_path(suffix), HOSTILE_BODIES["html"], "text/html")
+        mirror.put(state_path(suffix), forge.dumps(good["state"]))
+    elif variant == "wrong_record":
+        bundle = forge.forge_record(other).bundle()
+        mirror.put(bundle_path(suffix), forge.dumps(bundle))
+        mirror.put(state_path(suffix), forge.dumps(bundle["state"]))
+    elif variant == "stale":
+        mirror.put_record(record.bundle(upto=2))
+    else:
+        raise ValueError(f"unknown variant {variant!r}")

@@ -10,13 +10,13 @@ import json
 
 import pytest
 
-from synctools import make_config, pull, run_cli
+from synctools import make_config, pull, run_cli, serve_bad_copy
 from pithsync import evidence
 from pithsync.core.canonical import canon, sha256hex
 from pithsync.core.verify import Verifier
 from pithsync.store import Store
 from pithsync.testing import forge
-from pithsync.testing.mirror import HOSTILE_BODIES, MirrorServer, bundle_path, state_path
+from pithsync.testing.mirror import MirrorServer
 
 
 def trust_config(tmp_path, keys=(forge.TEST_KEY,)) -> str:
@@ -77,24 +77,7 @@ async def test_evidence_round_trip(tmp_path, record, variant):
     good = record.bundle()
     async with MirrorServer("a") as a, MirrorServer("b") as b:
         a.put_record(good)
-        s = record.suffix
-        if variant == "tampered":
-            b.put_record(forge.tampered(good), state=good["state"])
-        elif variant == "rewritten":
-            b.put_record(forge.rewritten_with(good))
-        elif variant == "lying_state_json":
-            b.put_record(good, state=forge.lying_state(good["state"]))
-        elif variant == "lying_embedded_state":
-            b.put_record(forge.bundle_with_lying_state(record))
-        elif variant == "html":
-            b.put(bundle_path(s), HOSTILE_BODIES["html"], "text/html")
-            b.put(state_path(s), forge.dumps(good["state"]))
-        elif variant == "wrong_record":
-            other = forge.forge_record(32).bundle()
-            b.put(bundle_path(s), forge.dumps(other))
-            b.put(state_path(s), forge.dumps(other["state"]))
-        elif variant == "stale":
-            b.put_record(record.bundle(upto=2))
+        serve_bad_copy(b, record, variant, other=32)
         cfg = make_config(tmp_path, [a.spec(), b.spec()])
         res = (await pull(cfg, record.pith_number))[record.pith_number]
         assert res.verdict.value == "diverged"

@@ -7,12 +7,12 @@ import sqlite3
 
 import pytest
 
-from synctools import NoSleep, make_config, pull, run_cli, statuses, write_config
+from synctools import NoSleep, make_config, pull, run_cli, serve_bad_copy, statuses, write_config
 from pithsync.core import strictjson
 from pithsync.core.canonical import sha256hex
 from pithsync.store import Store
 from pithsync.testing import forge
-from pithsync.testing.mirror import HOSTILE_BODIES, MirrorServer, bundle_path, refused_spec, state_path, well_known_path
+from pithsync.testing.mirror import MirrorServer, bundle_path, refused_spec, state_path, well_known_path
 
 
 @pytest.fixture
@@ -76,21 +76,7 @@ async def test_bad_copies(tmp_path, record, variant, expected):
     async with MirrorServer("a") as a, MirrorServer("b") as b:
         a.put_record(good)
         suffix = record.suffix
-        if variant == "tampered":
-            b.put_record(forge.tampered(good), state=good["state"])
-        elif variant == "rewritten":
-            b.put_record(forge.rewritten_with(good))
-        elif variant == "lying_state_json":
-            b.put_record(good, state=forge.lying_state(good["state"]))
-        elif variant == "lying_embedded_state":
-            b.put_record(forge.bundle_with_lying_state(record))
-        elif variant == "html":
-            b.put(bundle_path(suffix), HOSTILE_BODIES["html"], "text/html")
-            b.put(state_path(suffix), forge.dumps(good["state"]))
-        elif variant == "wrong_record":
-            other = forge.forge_record(2).bundle()
-            b.put(bundle_path(suffix), forge.dumps(other))
-            b.put(state_path(suffix), forge.dumps(other["state"]))
+        serve_bad_copy(b, record, variant)
         cfg = make_config(tmp_path, [a.spec(), b.spec()])
         res = (await pull(cfg, record.pith_number))[record.pith_number]
         served_b = b.resources[bundle_path(suffix)].body

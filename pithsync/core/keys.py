@@ -25,6 +25,21 @@ def fingerprint_b32(raw: bytes) -> str:
     return base64.b32encode(hashlib.sha256(raw).digest()).decode("ascii")[:26]
 
 
+def public_key_entry(key_id: str, raw: bytes, url: str | None = None) -> dict:
+    """A key in the `public_keys` form of PROTOCOL.md ("Keys"), as bundles and manifests list it."""
+    return {
+        "key_id": key_id,
+        "algorithm": "ed25519",
+        "format": "raw",
+        "public_key_b64": base64.b64encode(raw).decode("ascii"),
+        "public_key_hex": raw.hex(),
+        "fingerprint_sha256_hex": fingerprint_hex(raw),
+        "fingerprint_sha256_b32_first128bits": fingerprint_b32(raw),
+        "rotates_at": None,
+        "url": url,
+    }
+
+
 @dataclass(frozen=True)
 class PinnedKey:
     key_id: str

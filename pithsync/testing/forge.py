@@ -16,7 +16,7 @@ from nacl.signing import SigningKey
 
 from pithsync.core import numbers
 from pithsync.core.canonical import canon_sha256, without
-from pithsync.core.keys import PinnedKey, TrustStore, fingerprint_b32, fingerprint_hex
+from pithsync.core.keys import PinnedKey, TrustStore, fingerprint_hex, public_key_entry
 from pithsync.core.merge import merge_state
 from pithsync.core.verify import BUNDLE_TYPE, EVENT_HASH_EXCLUDES, SIGNED_MESSAGE
 
@@ -62,17 +62,7 @@ class ForgeKey:
         return base64.b64encode(self.signing_key.sign(bytes.fromhex(digest_hex)).signature).decode()
 
     def public_key_entry(self) -> dict:
-        return {
-            "key_id": self.key_id,
-            "algorithm": "ed25519",
-            "format": "raw",
-            "public_key_b64": self.public_key_b64,
-            "public_key_hex": self.raw_public.hex(),
-            "fingerprint_sha256_b32_first128bits": fingerprint_b32(self.raw_public),
-            "fingerprint_sha256_hex": self.fingerprint,
-            "rotates_at": None,
-            "url": "https://mirror.test/pith-signing-key.json",
-        }
+        return public_key_entry(self.key_id, self.raw_public, "https://mirror.test/pith-signing-key.json")
 
     def signer(self) -> dict:
         return {"signer_id": "pith.science", "signer_type": "pith_registry", "key_id": self.key_id, "public_key_fingerprint": self.fingerprint}
