@@ -23,8 +23,6 @@ class Status(str, Enum):
         return self.value
 
 
-MirrorStatus = Status
-
 # Most severe first (issue 3): when several apply to one mirror, the first wins.
 SEVERITY: tuple[Status, ...] = (
     Status.EQUIVOCATION,
