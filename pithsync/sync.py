@@ -77,13 +77,6 @@ class RunTally:
         self.by_verdict: dict[Verdict, int] = {v: 0 for v in Verdict}
         self.mirrors: dict[tuple[str, str], dict[str, int]] = {}  # (name, base_url) -> status -> n
 
-    @classmethod
-    def of(cls, results) -> "RunTally":
-        tally = cls()
-        for r in results:
-            tally.add(r)
-        return tally
-
     def add(self, result: RecordResult) -> None:
         self.by_verdict[result.verdict] += 1
         for m in result.mirrors:
@@ -102,6 +95,15 @@ class RunTally:
 class _Fetched:
     copy: MirrorCopy
     validators: dict  # url -> (Validators, sha256 of body or None)
+
+
+def _cited(events, pith_number: str) -> list[str]:
+    """Pith numbers that verified events mention, other than their own record's."""
+    found: set[str] = set()
+    for ev in events:
+        found |= numbers.find_in(ev.get("payload"))
+    found.discard(pith_number)
+    return sorted(found)
 
 
 def _base_key(url: str) -> str:
@@ -171,11 +173,14 @@ class SyncEngine:
     def _failed(self, target: Target, exc: Exception) -> RecordResult:
         # Not the mirrors' fault: no mirror status is claimed, the record is just not verified.
         result = RecordResult(target.pith_number or f"pith:{target.suffix}", Verdict.UNVERIFIABLE, [], error=f"internal error: {type(exc).__name__}: {str(exc)[:200]}")
+        self._report(result)
+        return result
+
+    def _report(self, result: RecordResult) -> None:
         if self.keep_results:
             self.results[result.pith_number] = result
         if self.on_record is not None:
             self.on_record(result)
-        return result
 
     # -- one record ---------------------------------------------------------------------------
     async def sync_record(self, run_id: str, target: Target, *, track: bool = True) -> RecordResult:
@@ -203,12 +208,11 @@ class SyncEngine:
         from pithsync import alerts  # its rows commit in the record's transaction, beside the evidence
 
         self.store.write_record(run_id, write, extra=alerts.on_record(self.cfg, self.store, run_id, result), batch_records=self.batch_records)
-        if self.keep_results:
-            self.results[pith_number] = result
+        if target.depth > 0:  # only --depth needs the numbers cited in the payloads
+            result.found_numbers = _cited(comparison.valid_events.values(), pith_number)
         # Journald hears about records that need attention; -v shows every record.
         log.log(logging.DEBUG if result.verdict is Verdict.IN_SYNC else logging.INFO, "record=%s verdict=%s events=%s mirrors=%s", pith_number, result.verdict.value, result.event_count, ",".join(f"{m.name}:{m.status.value}" for m in result.mirrors))
-        if self.on_record is not None:
-            self.on_record(result)
+        self._report(result)
         return result
 
     def _discover(self, assessments: list[Assessment], suffix: str, known: dict, refused: list[dict]) -> list[MirrorSpec]:
@@ -330,9 +334,4 @@ class SyncEngine:
             result.event_count, result.state_sha256 = state["event_count"], state["state_sha256"]
         elif stored is not None:
             result.event_count, result.state_sha256 = stored.get("event_count"), stored.get("state_sha256")
-        found = set()
-        for ev in comparison.valid_events.values():
-            found |= numbers.find_in(ev.get("payload"))
-        found.discard(pith_number)
-        result.found_numbers = sorted(found)
         return result, write
