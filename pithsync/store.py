@@ -159,7 +159,6 @@ class RecordWrite:
     pith_number: str
     verdict: str
     tracked: bool
-    run_id: str = ""
     canonical_record: dict | None = None
     source_aliases: list | None = None
     state: dict | None = None  # the new merge of all verified events, if any
@@ -293,10 +292,7 @@ class Store:
         return {(r[0], r[1]) for r in self.db.conn.execute("select bundle_sha256, state_sha256 from verified_copies where pith_number = ? and trust_id = ?", [pith_number, trust_id])}
 
     def document_body(self, sha256: str) -> bytes | None:
-        row = self.db.execute("select body from documents where sha256 = ?", [sha256]).fetchone()
-        if row is None:
-            row = self.db.execute("select body from evidence where body_sha256 = ? and body is not null limit 1", [sha256]).fetchone()
-        return bytes(row[0]) if row else None
+        return self.document_bodies([sha256]).get(sha256)
 
     def resolve(self, text: str) -> list[str]:
         """Full numbers of the stored records that `text` names: a suffix prefix, or an alias."""
