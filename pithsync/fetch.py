@@ -80,9 +80,12 @@ class UrlPolicy:
 
     @property
     def trusted_prefixes(self) -> tuple[str, ...]:
-        """URL prefixes inside configured mirrors: URLs built from a configured base need no
-        check (the redirects they lead to still get one)."""
-        return tuple(f"{scheme}://{host}:{port}/" for scheme, host, port in self.trusted_origins)
+        """URL prefixes inside configured mirrors, with the port written or (when it is the
+        scheme's default) left out: URLs built from a configured base need no check (the
+        redirects they lead to still get one)."""
+        explicit = [f"{scheme}://{host}:{port}/" for scheme, host, port in self.trusted_origins]
+        implicit = [f"{scheme}://{host}/" for scheme, host, port in self.trusted_origins if port == (443 if scheme == "https" else 80)]
+        return tuple(explicit + implicit)
 
     def is_trusted(self, url: str) -> bool:
         try:
@@ -221,11 +224,7 @@ class Fetcher:
         self._sleep = sleep
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
-        # Exact prefixes as the engine writes them (base URL with an explicit default port is
-        # rare; such URLs just take the full check).
-        self._trusted_prefixes = tuple(p for p in policy.trusted_prefixes) + tuple(
-            f"{scheme}://{host}/" for scheme, host, port in policy.trusted_origins if port == (443 if scheme == "https" else 80)
-        )
+        self._trusted_prefixes = policy.trusted_prefixes  # computed once: checked on every request
         self.requests = 0
         self.bytes_received = 0
 
