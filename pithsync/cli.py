@@ -87,28 +87,32 @@ class Output:
 # -- commands -----------------------------------------------------------------------------------
 
 
-def _read_document(path: str, max_bytes: int):
-    """Read and strictly parse one local file, within the size cap."""
+def read_file(path: str, max_bytes: int) -> bytes:
+    """One local file's bytes, read once and no further than one byte past the size cap."""
     try:
         with open(path, "rb") as fh:
-            data = fh.read(max_bytes + 1)
+            return fh.read(max_bytes + 1)
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return strictjson.loads(data, max_bytes=max_bytes)
 
 
-def verify_file(path: str, verifier: Verifier, max_bytes: int) -> Report:
+def verify_bytes(data: bytes, verifier: Verifier, max_bytes: int) -> tuple[Report, object]:
+    """The report for one document's bytes, and the document (None when it is not strict JSON)."""
     from pithsync import evidence
 
     try:
-        doc = _read_document(path, max_bytes)
+        doc = strictjson.loads(data, max_bytes=max_bytes)
     except MalformedDocument as exc:
         report = Report("unknown")
         report.add(Status.MALFORMED, "not_strict_json", str(exc))
-        return report
+        return report, None
     if evidence.is_evidence(doc):
-        return evidence.verify_evidence(doc, verifier)
-    return verify_document(doc, verifier)
+        return evidence.verify_evidence(doc, verifier), doc
+    return verify_document(doc, verifier), doc
+
+
+def verify_file(path: str, verifier: Verifier, max_bytes: int) -> Report:
+    return verify_bytes(read_file(path, max_bytes), verifier, max_bytes)[0]
 
 
 def cmd_verify(args, cfg: config_mod.Config, out: Output) -> ExitCode:

@@ -14,6 +14,7 @@ import logging
 from pithsync.config import Config
 from pithsync.core import numbers
 from pithsync.core.errors import InvalidPithNumber
+from pithsync.core.canonical import sha256hex
 from pithsync.core.merge import merge_state
 from pithsync.core.verify import Verifier
 from pithsync.fetch import Fetcher
@@ -273,18 +274,17 @@ def cmd_import(args, cfg: Config, out) -> int:
     with open_store(cfg, lock=True) as store:
         run_id = store.begin_run("import")
         for path in args.files:
-            report = cli.verify_file(path, verifier, cfg.crawl.max_bytes)
+            # Read once: the bytes stored are the bytes that verified.
+            body = cli.read_file(path, cfg.crawl.max_bytes)
+            report, doc = cli.verify_bytes(body, verifier, cfg.crawl.max_bytes)
             results.append((path, report))
             if not report.ok or report.kind not in ("bundle", "state"):
                 continue
-            body = open(path, "rb").read()
-            from pithsync.core.canonical import sha256hex
-
             pith = report.pith_number
             w = RecordWrite(pith_number=pith, verdict="imported", tracked=True)
             w.documents.append((sha256hex(body), report.kind, body))
             if report.kind == "bundle":
-                bundle = json.loads(body)
+                bundle = doc
                 events = store.stored_events(pith)
                 for ev in report.valid_events:
                     events.setdefault(ev["event_id"], ev)
@@ -292,7 +292,7 @@ def cmd_import(args, cfg: Config, out) -> int:
                 w.canonical_record, w.source_aliases = bundle["canonical_record"], bundle["source_aliases"]
                 w.state = merge_state(pith, bundle["canonical_record"], bundle["source_aliases"], events.values(), {})
             else:
-                state = json.loads(body)
+                state = doc
                 w.canonical_record, w.source_aliases = state["current"]["canonical_record"], state["current"]["source_aliases"]
             w.journal_detail = {"file": path, "kind": report.kind}
             store.write_record(run_id, w)
