@@ -249,6 +249,13 @@ class Store:
         row = cur.fetchone()
         return dict(zip((d[0] for d in cur.description), row)) if row else None
 
+    def record_summary(self, pith_number: str) -> dict | None:
+        """A record's row without its (large) state and record JSON: what a sync decides on."""
+        row = self.db.conn.execute(
+            "select tracked, event_count, state_sha256, state is not null from records where pith_number = ?", [pith_number]
+        ).fetchone()
+        return None if row is None else {"tracked": row[0], "event_count": row[1], "state_sha256": row[2], "has_state": bool(row[3])}
+
     def tracked(self) -> list[str]:
         return [r["pith_number"] for r in self.db.query("select pith_number from records where tracked = 1 order by pith_number")]
 
@@ -399,7 +406,7 @@ class Store:
         now = utcnow()
         pith = w.pith_number
         conn = self.db.conn
-        existing = self.record(pith)
+        existing = self.record_summary(pith)
         conn.executemany(
             "insert into mirrors (base_url, name, configured, first_seen, last_seen) values (?,?,?,?,?) "
             "on conflict(base_url) do update set last_seen = excluded.last_seen, configured = max(configured, excluded.configured)",

@@ -323,8 +323,8 @@ class SyncEngine:
         # The stored state: the merge of every verified event, seen now or before.
         state = None
         new_ids = set(comparison.valid_events) - set(stored_events)
-        stored = self.store.record(pith_number)
-        if best is not None and (new_ids or stored is None or not stored.get("state")):
+        stored = self.store.record_summary(pith_number)
+        if best is not None and (new_ids or stored is None or not stored["has_state"]):
             record_json, aliases = best.bundle["canonical_record"], best.bundle["source_aliases"]
             state = merge_state(pith_number, record_json, aliases, comparison.valid_events.values(), {})
             write.canonical_record, write.source_aliases, write.state = record_json, aliases, state
