@@ -72,6 +72,28 @@ class Options:
         return sorted({*curve, self.records})
 
 
+def canonical_encoder(docs: list[tuple]) -> dict:
+    """pithsync's canon (orjson, falling back to json.dumps where they differ) against json.dumps,
+    the definition, on every bundle, state and event of the run: byte identity and time."""
+    from pithsync.core.canonical import canon
+
+    def reference(value) -> bytes:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    values = []
+    for _, _, bb, _, sb in docs:
+        bundle = json.loads(bb)
+        values += [bundle, json.loads(sb), *bundle.get("events", [])]
+    identical = all(canon(v) == reference(v) for v in values)
+    timing = {}
+    for name, fn in (("json", reference), ("pithsync", canon), ("json ", reference), ("pithsync ", canon)):
+        t0 = time.perf_counter()
+        for v in values:
+            fn(v)
+        timing[name.strip()] = min(timing.get(name.strip(), float("inf")), time.perf_counter() - t0)
+    return {"values": len(values), "byte_identical": identical, "json_s": timing["json"], "pithsync_s": timing["pithsync"], "speedup": timing["json"] / timing["pithsync"]}
+
+
 # -- the machine ------------------------------------------------------------------------------
 
 
@@ -365,6 +387,7 @@ class Bench:
                 ok += fv.verify(bb, sb)
             return time.perf_counter() - t0, ok
 
+        encoder = canonical_encoder(docs)
         runs = {"pithsync": [], "pithsync_3_copies": [], "floor": []}
         oks = {}
         for _ in range(max(1, self.opts.verify_repeat)):
@@ -384,7 +407,9 @@ class Bench:
             "all_runs_s": runs,
             "verified": oks,
             "all_verified": oks.get("pithsync") == n and oks.get("floor") == n and oks.get("pithsync_3_copies") == 3 * n,
+            "canonical_encoder": encoder,
         }
+        self.log(f"  canonical  {encoder['values']} values: json.dumps {encoder['json_s']:.2f}s, pithsync canon {encoder['pithsync_s']:.2f}s ({encoder['speedup']:.1f}x), byte-identical={encoder['byte_identical']}")
         self.log(f"  verify     N={n:<6} pithsync {r['pithsync_s']:.2f}s ({r['pithsync_us_per_record']:.0f} us/record)  floor {r['floor_s']:.2f}s ({r['floor_us_per_record']:.0f} us/record)  3 copies {r['pithsync_3_copies_s']:.2f}s  all verified={r['all_verified']}")
         return r
 
@@ -507,6 +532,7 @@ class Bench:
             "full_sync_requests": fl["requests"],
             "expected_requests": n * 6,
             "verification_all_verified": verification["all_verified"],
+            "canonical_byte_identical": verification["canonical_encoder"]["byte_identical"],
         }
         valid = all(v is not False for v in sanity.values())
         if not valid:  # a mirror or sync that failed makes every time meaningless: say so on every row
@@ -582,6 +608,8 @@ def render_table(results: dict) -> str:
     lines.append("full sync by size:  " + "   ".join(f"N={k}: {ms['time_per_record_ms'][k]:.2f} ms/record ({ms['time_per_record_ms_minus_startup'][k]:.2f} w/o startup), {ms['peak_rss_mb'][k]:.0f} MB RSS (main process {ms['main_process_maxrss_mb'][k]:.0f}), {ms['cpu_s'][k]:.1f}s CPU" + ("" if ms["in_sync"][k] else " NOT IN SYNC") for k in ms["time_per_record_ms"]))
     v = results["figures"]["verification"]
     lines.append(f"verification:       pithsync {v['pithsync_us_per_record']:.0f} us/record (3 mirror copies: {v['pithsync_3_copies_s'] / v['n'] * 1e6:.0f} us/record), floor {v['floor_us_per_record']:.0f} us/record")
+    enc = v["canonical_encoder"]
+    lines.append(f"canonical encoding: pithsync canon {enc['speedup']:.1f}x faster than json.dumps over {enc['values']} bundles, states and events; byte-identical: {enc['byte_identical']}")
     san = results["sanity"]
     bad = [k for k, val in san.items() if val is False]
     lines.append(f"sanity:             {'all good' if not bad else 'PROBLEMS: ' + ', '.join(bad)} (every record in_sync: {results['in_sync']}; full sync made {san['full_sync_requests']} of {san['expected_requests']} expected requests)")

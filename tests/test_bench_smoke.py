@@ -62,6 +62,8 @@ def _check_structure(results: dict, n: int, sizes: list[int]) -> None:
     v = f["verification"]
     assert _positive(v["ratio"]) and _positive(v["pithsync_s"]) and _positive(v["floor_s"]) and _positive(v["pithsync_3_copies_s"])
     assert v["all_verified"] is True and v["n"] == n
+    enc = v["canonical_encoder"]
+    assert enc["byte_identical"] is True and enc["values"] >= 2 * n and _positive(enc["speedup"])
     # 5: peak RSS and time per record at every size of the curve
     m = f["memory_and_scaling"]
     assert sorted(int(k) for k in m["peak_rss_mb"]) == sizes == sorted(int(k) for k in m["time_per_record_ms"])

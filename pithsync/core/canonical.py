@@ -1,7 +1,15 @@
 """The one canonical encoder of the project (PROTOCOL.md, "Canonical JSON and hashes").
 
-This is Python's own `json.dumps` output, not RFC 8785; nothing else in pithsync may encode
-bytes that get hashed.
+The definition is Python's own `json.dumps` output, not RFC 8785; nothing else in pithsync may
+encode bytes that get hashed.  orjson produces the same bytes about ten times faster for every
+JSON value except in three cases, where the standard encoder (the definition itself) is used:
+- integers beyond 64 bits, which orjson refuses;
+- floats below 1e-4 in magnitude, which orjson writes as `0.00001` or `1e-9` where Python writes
+  `1e-05` and `1e-09`.  The guard is on the output: such a float always shows `0.0000` or a digit
+  before `e-`, and a string that happens to contain one only costs the slower path;
+- NaN and infinities, which orjson writes as `null` where the definition refuses them: output
+  with a `null` in it must decode back to the value it came from.
+tests/test_canonical.py checks byte identity with hypothesis; bench/README.md has the timing.
 """
 
 from __future__ import annotations
@@ -10,18 +18,44 @@ import hashlib
 import json
 from typing import Any
 
+import orjson
+
 from pithsync.core.errors import MalformedDocument
 
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+# Anything orjson would encode differently from json (subclasses, dataclasses, dates, enums)
+# raises instead, and falls through to the definition.
+_ORJSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
 
 
-def canon(value: Any) -> bytes:
-    """canon(x) = json.dumps(x, sort_keys=True, separators=(",", ":"), ensure_ascii=False) as UTF-8."""
+def _reference(value: Any) -> bytes:
     try:
         return _ENCODER.encode(value).encode("utf-8")
     except (UnicodeEncodeError, ValueError, TypeError) as exc:
         # Lone surrogates, NaN or non-JSON types cannot have a canonical form.
         raise MalformedDocument(f"value has no canonical JSON encoding: {exc}") from None
+
+
+def _small_float_in(out: bytes) -> bool:
+    if b"0.0000" in out:
+        return True
+    i = out.find(b"e-")
+    while i > 0:
+        if 48 <= out[i - 1] <= 57:  # a digit: an exponent, not text such as "merge-v1"
+            return True
+        i = out.find(b"e-", i + 2)
+    return False
+
+
+def canon(value: Any) -> bytes:
+    """canon(x) = json.dumps(x, sort_keys=True, separators=(",", ":"), ensure_ascii=False) as UTF-8."""
+    try:
+        out = orjson.dumps(value, option=_ORJSON_OPTIONS)
+    except (orjson.JSONEncodeError, TypeError):
+        return _reference(value)
+    if _small_float_in(out) or (b"null" in out and orjson.loads(out) != value):
+        return _reference(value)
+    return out
 
 
 def sha256hex(data: bytes) -> str:
