@@ -7,6 +7,7 @@ validators make a re-sync of an unchanged mirror cost a 304.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import errno
 import ipaddress
@@ -305,14 +306,16 @@ class Fetcher:
         # The connector caps connections (overall and per host); waiting for one counts toward
         # the deadline, not toward the connect timeout.
         self.requests += 1
-        scope = None
+        deadline = None
         try:
-            with anyio.fail_after(self.crawl.deadline_s) as scope:
+            # asyncio's own timeout, not anyio.fail_after: aiohttp runs only on asyncio anyway,
+            # and an anyio cancel scope per request cost 5% of a full sync.
+            async with asyncio.timeout(self.crawl.deadline_s) as deadline:
                 return await self._follow(url, validators)
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             # TimeoutError is an OSError: the deadline's own, or aiohttp's read/connect timeout.
             # ValueError: aiohttp rejects some malformed responses that way.
-            if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ClientError) and scope is not None and scope.cancel_called:
+            if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ClientError) and deadline is not None and deadline.expired():
                 code, detail = "deadline_exceeded", f"no complete response within the deadline of {self.crawl.deadline_s:g}s"
             else:
                 code, detail = _describe(exc)

@@ -6,6 +6,7 @@ needs (events verified on earlier runs, validators for conditional requests).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Callable
@@ -259,10 +260,12 @@ class SyncEngine:
             if v is not None:
                 validators[i][url] = (v, sha)
 
-        async with anyio.create_task_group() as tg:
+        # asyncio's TaskGroup, not anyio's: aiohttp needs asyncio anyway, and anyio's per-task
+        # bookkeeping was 8% of a full sync at six tasks per record.
+        async with asyncio.TaskGroup() as tg:
             for i, m in enumerate(mirrors):
-                tg.start_soon(get, i, "bundle", m.bundle_url(suffix), m.well_known_url(suffix))
-                tg.start_soon(get, i, "state", m.state_url(suffix), None)
+                tg.create_task(get(i, "bundle", m.bundle_url(suffix), m.well_known_url(suffix)))
+                tg.create_task(get(i, "state", m.state_url(suffix), None))
         return [_Fetched(MirrorCopy(m.base_url, out[i]["bundle"], out[i]["state"]), validators[i]) for i, m in enumerate(mirrors)]
 
     async def _get(self, url: str, known: dict | None, bodies: dict[str, bytes]) -> tuple[Fetched, Validators | None, str | None]:
