@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import contextlib
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -19,7 +20,8 @@ from pithsync.core.merge import merge_state
 from pithsync.core.verify import Verifier
 from pithsync.fetch import Fetcher
 from pithsync.store import RecordWrite, Store, run_lock
-from pithsync.sync import RecordResult, RunTally, SyncEngine, Target
+from pithsync import shards
+from pithsync.sync import RecordResult, RecordSink, RunTally, SyncEngine, Target
 
 
 log = logging.getLogger("pithsync.sync")
@@ -99,16 +101,19 @@ def run_sync(cfg: Config, out, store: Store, targets: list[Target], command: str
         if progress:
             progress.advance(result)
 
-    async def main() -> None:
-        async with Fetcher(cfg.crawl, SyncEngine.policy_for(cfg)) as fetcher:
-            engine = SyncEngine(cfg, store, fetcher, on_record=on_record, keep_results=False)
-            await engine.run(run_id, targets)
+    sink = RecordSink(cfg, store, on_record=on_record, keep_results=False)
+    workers = shards.worker_count(cfg, targets, store.path)
+    pool = shards.WorkerPool.start(cfg, store, run_id, targets, workers) if workers else None
 
-    if progress:
-        with progress:
-            anyio.run(main)
-    else:
-        anyio.run(main)
+    async def run_in_process() -> None:
+        async with Fetcher(cfg.crawl, SyncEngine.policy_for(cfg)) as fetcher:
+            await SyncEngine(cfg, store, fetcher, sink=sink).run(run_id, targets)
+
+    with progress or contextlib.nullcontext():
+        if pool is not None:
+            pool.collect(sink)
+        else:
+            anyio.run(run_in_process)
     writer.finish()
     code = cli.exit_code_for_verdicts(v for v, n in tally.by_verdict.items() if n)
     summary = tally.summary()

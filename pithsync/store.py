@@ -15,6 +15,7 @@ import json
 import os
 import sqlite3
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -182,23 +183,34 @@ class Store:
     # -- opening --------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str) -> "Store":
+        store = cls(_connect(path), path)
         try:
-            if path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, timeout=30, isolation_level="DEFERRED")
-            db = sqlite_utils.Database(conn)
-            db.execute("PRAGMA busy_timeout = 30000")
-            if path != ":memory:":
-                db.enable_wal()
-            db.execute("PRAGMA synchronous = NORMAL")
-            db.execute("PRAGMA foreign_keys = ON")
-            store = cls(db, path)
             store._migrate()
-            return store
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open store {path}: {exc}{_read_only_hint(path)}") from None
-        except OSError as exc:
-            raise StoreError(f"cannot open store {path}: {exc.strerror or exc}") from None
+        return store
+
+    @classmethod
+    def open_reader(cls, path: str) -> "Store":
+        """A read-only connection to a store another connection has opened (and migrated):
+        what a sync worker process reads its trusted input through."""
+        store = cls(_connect(path, read_only=True), path)
+        version = store.schema_version()
+        if version != SCHEMA_VERSION:
+            raise StoreError(f"store {path} has schema {version}, expected {SCHEMA_VERSION}")
+        return store
+
+    @contextlib.contextmanager
+    def disconnected(self) -> Iterator[None]:
+        """No connection open while the block runs: SQLite state must not cross a fork()
+        (sqlite.org/howtocorrupt.html), so sync workers are forked inside this."""
+        if self._batch_started is not None:
+            raise StoreError("cannot disconnect in the middle of a batch")
+        self.db.close()
+        try:
+            yield
+        finally:
+            self.db = _connect(self.path)
 
     def close(self) -> None:
         self.db.close()
@@ -621,6 +633,28 @@ class Store:
         cond = " and exit_code = 0" if success else ""
         rows = list(self.db.query(f"select * from runs where finished_at is not null and command != 'import'{cond} order by finished_at desc limit 1"))
         return rows[0] if rows else None
+
+
+def _connect(path: str, *, read_only: bool = False) -> sqlite_utils.Database:
+    try:
+        if read_only:
+            conn = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True, timeout=30, isolation_level="DEFERRED")
+        else:
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, timeout=30, isolation_level="DEFERRED")
+        db = sqlite_utils.Database(conn)
+        db.execute("PRAGMA busy_timeout = 30000")
+        if not read_only:
+            if path != ":memory:":
+                db.enable_wal()
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA foreign_keys = ON")
+        return db
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot open store {path}: {exc}{_read_only_hint(path)}") from None
+    except OSError as exc:
+        raise StoreError(f"cannot open store {path}: {exc.strerror or exc}") from None
 
 
 def journal_entry_sha256(entry: dict) -> str:

@@ -111,17 +111,63 @@ def _base_key(url: str) -> str:
     return url.rstrip("/").lower()
 
 
+class RecordSink:
+    """Where examined records go, in this order: the store (with their alerts, in one
+    transaction), the log, the caller.  The one place a record is committed, whichever process
+    examined it (see shards.py)."""
+
+    def __init__(self, cfg: Config, store: Store, *, on_record: Callable[[RecordResult], None] | None = None, batch_records: int = 200, keep_results: bool = True):
+        self.cfg = cfg
+        self.store = store
+        self.on_record = on_record
+        self.batch_records = batch_records
+        self.keep_results = keep_results  # False: results go only to on_record (large runs)
+        self.results: dict[str, RecordResult] = {}
+
+    def commit(self, run_id: str, result: RecordResult, write: RecordWrite | None) -> None:
+        if write is not None:
+            from pithsync import alerts  # its rows commit in the record's transaction, beside the evidence
+
+            self.store.write_record(run_id, write, extra=alerts.on_record(self.cfg, self.store, run_id, result), batch_records=self.batch_records)
+            # Journald hears about records that need attention; -v shows every record.
+            log.log(logging.DEBUG if result.verdict is Verdict.IN_SYNC else logging.INFO, "record=%s verdict=%s events=%s mirrors=%s", result.pith_number, result.verdict.value, result.event_count, ",".join(f"{m.name}:{m.status.value}" for m in result.mirrors))
+        if self.keep_results:
+            self.results[result.pith_number] = result
+        if self.on_record is not None:
+            self.on_record(result)
+
+    def finish(self) -> None:
+        self.store.commit_batch()
+
+    def abort(self) -> None:
+        self.store.rollback_batch()
+
+
+def failed_result(target: Target, error: str) -> RecordResult:
+    # Not the mirrors' fault: no mirror status is claimed, the record is just not verified.
+    return RecordResult(target.pith_number or f"pith:{target.suffix}", Verdict.UNVERIFIABLE, [], error=error[:300])
+
+
+Commit = Callable[[str, RecordResult, "RecordWrite | None"], None]
+
+
 class SyncEngine:
-    def __init__(self, cfg: Config, store: Store, fetcher: Fetcher, *, on_record: Callable[[RecordResult], None] | None = None, batch_records: int = 200, keep_results: bool = True):
+    """Fetches, verifies and compares records, and hands each one to `commit` (by default a
+    RecordSink on `store`).  It reads the store only for trusted input: events verified on
+    earlier runs, validators and bodies for conditional requests."""
+
+    def __init__(self, cfg: Config, store: Store, fetcher: Fetcher, *, sink: RecordSink | None = None, commit: Commit | None = None, on_record: Callable[[RecordResult], None] | None = None):
         self.cfg = cfg
         self.store = store
         self.fetcher = fetcher
         self.assessor = Assessor(Verifier(cfg.trust), cfg.crawl.max_bytes)
         self.trust_id = cfg.trust.trust_id
-        self.batch_records = batch_records
-        self.on_record = on_record
-        self.results: dict[str, RecordResult] = {}
-        self.keep_results = keep_results  # False: results go only to on_record (large runs)
+        self.sink = sink or RecordSink(cfg, store, on_record=on_record)
+        self.commit = commit or self.sink.commit  # a worker process sends instead (shards.py)
+
+    @property
+    def results(self) -> dict[str, RecordResult]:
+        return self.sink.results
 
     @staticmethod
     def policy_for(cfg: Config) -> UrlPolicy:
@@ -148,7 +194,8 @@ class SyncEngine:
                         raise  # the store is unusable: stop the run, say why (exit 4)
                     except Exception as exc:  # a bug must not stop the other records
                         log.exception("record=%s error=%r", target.pith_number or target.suffix, exc)
-                        result = self._failed(target, exc)
+                        result = failed_result(target, f"internal error: {type(exc).__name__}: {str(exc)[:200]}")
+                        self.commit(run_id, result, None)
                     if target.depth > 0:
                         for number in result.found_numbers:
                             suffix = number.split(":")[2]
@@ -166,25 +213,21 @@ class SyncEngine:
                 for _ in range(workers):
                     tg.start_soon(worker)
         except BaseException:
-            self.store.rollback_batch()
+            self.sink.abort()
             raise
-        self.store.commit_batch()
+        self.sink.finish()
         return list(self.results.values())
-
-    def _failed(self, target: Target, exc: Exception) -> RecordResult:
-        # Not the mirrors' fault: no mirror status is claimed, the record is just not verified.
-        result = RecordResult(target.pith_number or f"pith:{target.suffix}", Verdict.UNVERIFIABLE, [], error=f"internal error: {type(exc).__name__}: {str(exc)[:200]}")
-        self._report(result)
-        return result
-
-    def _report(self, result: RecordResult) -> None:
-        if self.keep_results:
-            self.results[result.pith_number] = result
-        if self.on_record is not None:
-            self.on_record(result)
 
     # -- one record ---------------------------------------------------------------------------
     async def sync_record(self, run_id: str, target: Target, *, track: bool = True) -> RecordResult:
+        result, write, valid_events = await self.examine(target, track=track)
+        self.commit(run_id, result, write)
+        if target.depth > 0:  # only --depth needs the numbers cited in the payloads
+            result.found_numbers = _cited(valid_events, result.pith_number)
+        return result
+
+    async def examine(self, target: Target, *, track: bool = True) -> tuple[RecordResult, RecordWrite, list[dict]]:
+        """Fetch, verify and compare one record: its result, what to store, its verified events."""
         suffix = target.suffix
         configured = list(self.cfg.mirrors)
         known_pith = target.pith_number or next(iter(self.store.resolve(suffix)), None)
@@ -206,15 +249,7 @@ class SyncEngine:
         stored_events = self.store.stored_events(pith_number)
         comparison = compare_record(assessments, stored_events)
         result, write = self._plan_write(pith_number, comparison, stored_events, fetched, specs, track, refused, known_good)
-        from pithsync import alerts  # its rows commit in the record's transaction, beside the evidence
-
-        self.store.write_record(run_id, write, extra=alerts.on_record(self.cfg, self.store, run_id, result), batch_records=self.batch_records)
-        if target.depth > 0:  # only --depth needs the numbers cited in the payloads
-            result.found_numbers = _cited(comparison.valid_events.values(), pith_number)
-        # Journald hears about records that need attention; -v shows every record.
-        log.log(logging.DEBUG if result.verdict is Verdict.IN_SYNC else logging.INFO, "record=%s verdict=%s events=%s mirrors=%s", pith_number, result.verdict.value, result.event_count, ",".join(f"{m.name}:{m.status.value}" for m in result.mirrors))
-        self._report(result)
-        return result
+        return result, write, list(comparison.valid_events.values())
 
     def _discover(self, assessments: list[Assessment], suffix: str, known: dict, refused: list[dict]) -> list[MirrorSpec]:
         """Mirrors named by verified bundles, under the safety policy and the per-record cap."""

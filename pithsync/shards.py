@@ -1,0 +1,182 @@
+"""A sync run over several processes: workers fetch, verify and compare; the parent stores.
+
+One process cannot go faster than its one core, and a full sync is CPU-bound (HTTP parsing,
+Ed25519, canonical encoding).  So a large run deals its records out to worker processes, one
+share each, and each worker runs the ordinary SyncEngine on its share with its slice of the
+connection limits.  Workers only read the store (trusted input: earlier events, validators);
+every (result, write) they produce is sent to the parent, which commits it through the same
+RecordSink a one-process run uses: one writer, one journal chain, alerts beside their evidence.
+Data still flows one way: fetch -> verify -> compare (workers) -> store -> alert (parent).
+
+Workers are forked, so they start in milliseconds with everything imported; the parent closes
+its SQLite connection around the fork (SQLite state must not cross one) and no thread or event
+loop is running in it then.  A worker that dies costs only its unfinished records, which are
+reported `unverifiable` with the reason; the other workers' records are stored as usual.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+from multiprocessing.connection import Connection, wait
+
+import anyio
+
+from pithsync.config import Config
+from pithsync.store import Store, StoreError
+from pithsync.sync import RecordResult, RecordSink, SyncEngine, Target, failed_result
+
+log = logging.getLogger("pithsync.sync")
+
+# Below this many records a run stays in one process: forking and pickling would cost more than
+# a second core gives back.
+MIN_RECORDS_PER_WORKER = 250
+SEND_EVERY = 16  # records per message from a worker: fewer, larger writes to the pipe
+
+
+def worker_count(cfg: Config, targets: list[Target], db_path: str) -> int:
+    """How many worker processes a run over `targets` uses; 0 means none (run in process)."""
+    if db_path == ":memory:" or "fork" not in multiprocessing.get_all_start_methods():
+        return 0
+    if any(t.depth > 0 for t in targets):
+        return 0  # following citations needs one queue of records, deduplicated as it grows
+    wanted = cfg.crawl.processes or _usable_cpus()
+    n = min(wanted, len(targets) // MIN_RECORDS_PER_WORKER if not cfg.crawl.processes else len(targets))
+    return n if n >= 2 else 0
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _share(cfg: Config, workers: int) -> Config:
+    """The config a worker runs with: its slice of the connection limits, so that all workers
+    together stay within [crawl] concurrency and per_host."""
+    crawl = dataclasses.replace(cfg.crawl, concurrency=max(1, cfg.crawl.concurrency // workers), per_host=max(1, cfg.crawl.per_host // workers))
+    return dataclasses.replace(cfg, crawl=crawl)
+
+
+class WorkerPool:
+    """The workers of one run.  `start` forks them (before any thread, such as a progress bar,
+    is running); `collect` commits what they send until all have finished."""
+
+    def __init__(self, run_id: str, procs: dict):
+        self.run_id = run_id
+        self._procs = procs  # receiving end -> (process, its targets, suffixes reported so far)
+
+    @classmethod
+    def start(cls, cfg: Config, store: Store, run_id: str, targets: list[Target], workers: int) -> "WorkerPool":
+        ctx = multiprocessing.get_context("fork")
+        worker_cfg = _share(cfg, workers)
+        for stream in (sys.stdout, sys.stderr):  # a child must not flush the parent's buffered output again
+            stream.flush()
+        procs: dict = {}
+        try:
+            with store.disconnected():
+                for i in range(workers):
+                    share = targets[i::workers]
+                    receive, send = ctx.Pipe(duplex=False)
+                    proc = ctx.Process(target=_worker_main, args=(worker_cfg, store.path, run_id, share, send, os.getpid()), name=f"pithsync-worker-{i}", daemon=True)
+                    proc.start()
+                    send.close()
+                    procs[receive] = (proc, share, set())
+        except BaseException:
+            cls(run_id, procs).kill()
+            raise
+        return cls(run_id, procs)
+
+    def kill(self) -> None:
+        for proc, _, _ in self._procs.values():
+            proc.kill()
+            proc.join()
+        self._procs.clear()
+
+    def collect(self, sink: RecordSink) -> None:
+        procs, run_id = self._procs, self.run_id
+        fatal: str | None = None
+        try:
+            while procs:
+                for conn in wait(list(procs)):
+                    proc, share, done = procs[conn]
+                    try:
+                        kind, payload = conn.recv()
+                    except (EOFError, OSError):
+                        kind, payload = "gone", None
+                    if kind == "records":
+                        for result, write in payload:
+                            done.add(result.pith_number.rsplit(":", 1)[-1])
+                            sink.commit(run_id, result, write)
+                        continue
+                    if kind == "store_error":
+                        fatal = fatal or payload
+                    conn.close()
+                    del procs[conn]
+                    proc.join()
+                    lost = [t for t in share if t.suffix not in done]
+                    if lost and fatal is None:
+                        why = payload if kind == "error" else f"sync worker process exited with code {proc.exitcode}"
+                        log.error("sync worker pid=%s failed: %s; %d of its %d records were not synced", proc.pid, why, len(lost), len(share))
+                        for t in lost:
+                            sink.commit(run_id, failed_result(t, f"internal error: {why}"), None)
+        except BaseException:
+            self.kill()
+            sink.abort()
+            raise
+        if fatal is not None:
+            sink.abort()
+            raise StoreError(fatal)
+        sink.finish()
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: the kernel kills this worker when the parent dies, even by SIGKILL, so no orphan
+    keeps syncing (or keeps the run lock's inherited descriptor) after its run is gone."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # elsewhere a worker notices when its next send fails
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _worker_main(cfg: Config, db_path: str, run_id: str, targets: list[Target], conn: Connection, parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
+    outbox: list[tuple] = []
+
+    def send(run_id_: str, result: RecordResult, write) -> None:
+        outbox.append((result, write))
+        if len(outbox) >= SEND_EVERY:
+            conn.send(("records", outbox))
+            outbox.clear()
+
+    async def main() -> None:
+        from pithsync.fetch import Fetcher
+
+        async with Fetcher(cfg.crawl, SyncEngine.policy_for(cfg)) as fetcher:
+            engine = SyncEngine(cfg, store, fetcher, sink=RecordSink(cfg, store, keep_results=False), commit=send)
+            await engine.run(run_id, targets)
+
+    try:
+        store = Store.open_reader(db_path)
+        try:
+            anyio.run(main)
+        finally:
+            store.close()
+        if outbox:
+            conn.send(("records", outbox))
+        conn.send(("done", None))
+    except StoreError as exc:
+        conn.send(("store_error", str(exc)))
+    except BaseException as exc:  # reported by the parent with the records it cost
+        conn.send(("error", f"{type(exc).__name__}: {str(exc)[:200]}"))
+    finally:
+        conn.close()

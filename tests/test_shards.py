@@ -1,0 +1,154 @@
+"""A run over worker processes (shards.py) stores and reports exactly what a one-process run
+does, keeps its connection limits, and survives a worker that dies or cannot read the store."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+
+from synctools import run_cli, serve_bad_copy, write_config
+
+from pithsync import shards
+from pithsync.config import from_toml
+from pithsync.store import Store, StoreError
+from pithsync.sync import SyncEngine, Target
+from pithsync.testing import forge
+from pithsync.testing.mirror import MirrorServer
+
+RECORDS = [forge.forge_record(500 + i, 3) for i in range(8)]
+BAD = {1: "tampered", 3: "stale", 4: "lying_state_json", 6: "html"}  # record index -> what mirror b serves
+
+
+async def _mirrors(a: MirrorServer, b: MirrorServer) -> None:
+    for i, r in enumerate(RECORDS):
+        a.put_record(r.bundle())
+        if i in BAD:
+            serve_bad_copy(b, r, BAD[i])
+        else:
+            b.put_record(r.bundle())
+
+
+async def _pull(tmp_path, name: str, mirrors, processes: int) -> tuple[int, dict, str]:
+    conf = write_config(tmp_path / f"{name}.toml", mirrors, extra=f"processes = {processes}\n")
+    db = tmp_path / f"{name}.db"
+    code, out = await run_cli("--config", conf, "--db", db, "--json", "pull", *[r.pith_number for r in RECORDS])
+    records = json.loads(out)["records"] if out.strip() else []  # nothing on stdout when the store fails
+    return code, {r["pith_number"]: r for r in records}, str(db)
+
+
+def _store_contents(db: str) -> dict:
+    conn = sqlite3.connect(db)
+    q = lambda sql: sorted(conn.execute(sql).fetchall())  # noqa: E731
+    return {
+        "records": q("select pith_number, event_count, state_sha256, canonical_sha256, state from records"),
+        "events": q("select event_id, pith_number, body from events"),
+        "documents": q("select sha256, kind, pith_number, body from documents"),
+        "mirror_status": q("select pith_number, mirror, status, reasons, bundle_sha256, state_sha256 from mirror_status"),
+        "evidence": q("select pith_number, mirror, status, body_sha256 from evidence"),
+        "validators": q("select url, etag, document_sha256 from validators"),
+        "journal_kinds": q("select kind, pith_number, mirror, status from journal where kind != 'run_started' and kind != 'run_finished'"),
+        "alerts": q("select kind, scope, pith_number, mirror, state from alerts"),
+    }
+
+
+def _comparable(results: dict) -> dict:
+    return {p: {**r, "mirrors": sorted(r["mirrors"], key=lambda m: m["name"])} for p, r in results.items()}
+
+
+async def test_sharded_run_stores_and_reports_what_one_process_does(tmp_path):
+    async with MirrorServer("a") as a, MirrorServer("b") as b:
+        await _mirrors(a, b)
+        code1, one, db1 = await _pull(tmp_path, "one", [a, b], processes=1)
+        code2, two, db2 = await _pull(tmp_path, "two", [a, b], processes=2)
+    assert code1 == code2 == 1  # diverged records in both
+    assert set(one) == {r.pith_number for r in RECORDS}
+    assert _comparable(one) == _comparable(two)
+    verdicts = {p: r["verdict"] for p, r in two.items()}
+    assert sum(v == "diverged" for v in verdicts.values()) >= 3 and sum(v == "in_sync" for v in verdicts.values()) == 4
+    # The rows may differ only in times and run ids, which are not compared.
+    assert _store_contents(db1) == _store_contents(db2)
+    for db in (db1, db2):
+        code, out = await run_cli("--db", db, "journal", "verify")
+        assert code == 0, out
+
+
+async def test_sharded_run_that_loses_a_worker_keeps_the_other_records(tmp_path, monkeypatch):
+    victim = RECORDS[5]
+    real_examine = SyncEngine.examine
+
+    async def examine(self, target, **kw):
+        if target.suffix == victim.suffix:
+            os._exit(7)  # the worker process dies here, as if killed
+        return await real_examine(self, target, **kw)
+
+    # Workers are forked from this process, so they inherit the patch; the parent never examines.
+    monkeypatch.setattr(SyncEngine, "examine", examine)
+    async with MirrorServer("a") as a, MirrorServer("b") as b:
+        for r in RECORDS:
+            a.put_record(r.bundle())
+            b.put_record(r.bundle())
+        code, results, db = await _pull(tmp_path, "lost", [a, b], processes=2)
+    assert code == 3 and set(results) == {r.pith_number for r in RECORDS}  # every record is reported
+    lost = {p for p, r in results.items() if r["verdict"] == "unverifiable"}
+    assert victim.pith_number in lost
+    assert all("exited with code 7" in results[p]["error"] for p in lost)
+    assert all(r["verdict"] == "in_sync" for p, r in results.items() if p not in lost)
+    # The other worker's share (every other record) is stored in full.
+    other_share = {r.pith_number for r in RECORDS[0::2]} if RECORDS.index(victim) % 2 else {r.pith_number for r in RECORDS[1::2]}
+    assert not (other_share & lost)
+    store = Store.open(db)
+    try:
+        assert all(store.record(p)["event_count"] == 3 for p in other_share)
+        assert all(store.record(p) is None for p in lost)
+        assert store.verify_journal() == []
+    finally:
+        store.close()
+
+
+async def test_worker_that_cannot_read_the_store_stops_the_run_with_exit_4(tmp_path, monkeypatch):
+    def refuse(cls, path):
+        raise StoreError(f"cannot open store {path}: refused for the test")
+
+    monkeypatch.setattr(Store, "open_reader", classmethod(refuse))
+    async with MirrorServer("a") as a:
+        for r in RECORDS:
+            a.put_record(r.bundle())
+        code, results, db = await _pull(tmp_path, "noread", [a], processes=2)
+    assert code == 4 and results == {}
+    store = Store.open(db)
+    try:
+        assert all(store.record(r.pith_number) is None for r in RECORDS)  # nothing half-written
+        assert store.verify_journal() == []
+    finally:
+        store.close()
+
+
+def _cfg(processes: int | None = None, concurrency: int = 64, per_host: int = 16):
+    text = f"[crawl]\nconcurrency = {concurrency}\nper_host = {per_host}\n" + (f"processes = {processes}\n" if processes is not None else "")
+    return from_toml(text)
+
+
+def _targets(n: int, depth: int = 0) -> list[Target]:
+    return [Target(f"S{i}", None, depth) for i in range(n)]
+
+
+def test_worker_count_forks_only_where_it_pays(monkeypatch):
+    monkeypatch.setattr(shards, "_usable_cpus", lambda: 2)
+    assert shards.worker_count(_cfg(), _targets(10), "x.db") == 0  # too small to pay for a fork
+    assert shards.worker_count(_cfg(), _targets(2 * shards.MIN_RECORDS_PER_WORKER), "x.db") == 2
+    assert shards.worker_count(_cfg(), _targets(5000, depth=1), "x.db") == 0  # --depth needs one queue
+    assert shards.worker_count(_cfg(), _targets(5000), ":memory:") == 0
+    assert shards.worker_count(_cfg(processes=1), _targets(5000), "x.db") == 0
+    assert shards.worker_count(_cfg(processes=3), _targets(5), "x.db") == 3  # asked for: no size floor
+    assert shards.worker_count(_cfg(processes=3), _targets(2), "x.db") == 2  # never more than records
+    monkeypatch.setattr(shards, "_usable_cpus", lambda: 1)
+    assert shards.worker_count(_cfg(), _targets(5000), "x.db") == 0
+
+
+def test_workers_share_the_connection_limits_instead_of_multiplying_them():
+    shared = shards._share(_cfg(concurrency=64, per_host=16), 3)
+    assert (shared.crawl.concurrency, shared.crawl.per_host) == (21, 5)
+    assert 3 * shared.crawl.concurrency <= 64 and 3 * shared.crawl.per_host <= 16
+    tiny = shards._share(_cfg(concurrency=2, per_host=1), 4)
+    assert (tiny.crawl.concurrency, tiny.crawl.per_host) == (1, 1)  # at least one each
