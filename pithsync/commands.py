@@ -19,7 +19,7 @@ from pithsync.core.canonical import sha256hex
 from pithsync.core.merge import merge_state
 from pithsync.core.verify import Verifier
 from pithsync.fetch import Fetcher
-from pithsync.store import RecordWrite, Store, run_lock
+from pithsync.store import EncodedState, RecordWrite, Store, run_lock
 from pithsync import shards
 from pithsync.sync import RecordResult, RecordSink, RunTally, SyncEngine, Target
 
@@ -291,14 +291,11 @@ def cmd_import(args, cfg: Config, out) -> int:
             if report.kind == "bundle":
                 bundle = doc
                 events = store.stored_events(pith)
+                w.add_events(report.valid_events, f"file:{path}", stored=events)
                 for ev in report.valid_events:
                     events.setdefault(ev["event_id"], ev)
-                    w.events.append((ev, f"file:{path}"))
-                w.canonical_record, w.source_aliases = bundle["canonical_record"], bundle["source_aliases"]
-                w.state = merge_state(pith, bundle["canonical_record"], bundle["source_aliases"], events.values(), {})
-            else:
-                state = doc
-                w.canonical_record, w.source_aliases = state["current"]["canonical_record"], state["current"]["source_aliases"]
+                merged = merge_state(pith, bundle["canonical_record"], bundle["source_aliases"], events.values(), {})
+                w.state = EncodedState.of(bundle["canonical_record"], bundle["source_aliases"], merged)
             w.journal_detail = {"file": path, "kind": report.kind}
             store.write_record(run_id, w)
         code = cli.ExitCode.OK if all(r.ok for _, r in results) else cli.ExitCode.FAILED

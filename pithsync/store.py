@@ -153,24 +153,56 @@ class MirrorRow:
     unreachable: bool = False
 
 
+@dataclass(frozen=True)
+class EncodedState:
+    """A record's merged state as the records table keeps it, encoded once by whoever merged it
+    (in a large run, a worker process), so that the one writer only writes."""
+
+    canonical_record: str
+    canonical_sha256: str
+    source_aliases: str
+    aliases: tuple[tuple[str, str], ...]  # (alias_kind, alias_value): the aliases table
+    state: str
+    state_sha256: str
+    event_count: int
+
+    @classmethod
+    def of(cls, canonical_record: dict, source_aliases: list, state: dict) -> "EncodedState":
+        record_json = canon(canonical_record)
+        aliases = tuple(
+            (a["alias_kind"], a["alias_value"])
+            for a in source_aliases or []
+            if isinstance(a, dict) and isinstance(a.get("alias_kind"), str) and isinstance(a.get("alias_value"), str)
+        )
+        return cls(record_json.decode(), sha256hex(record_json), canon(source_aliases).decode(), aliases, canon(state).decode(), state["state_sha256"], state["event_count"])
+
+
 @dataclass
 class RecordWrite:
-    """Everything one sync learned about one record, written in one transaction."""
+    """Everything one sync learned about one record, written in one transaction.  Documents and
+    events arrive encoded: the bytes to store, not objects to encode again."""
 
     pith_number: str
     verdict: str
     tracked: bool
-    canonical_record: dict | None = None
-    source_aliases: list | None = None
-    state: dict | None = None  # the new merge of all verified events, if any
+    state: EncodedState | None = None  # the new merge of all verified events, if any
     documents: list[tuple[str, str, bytes]] = field(default_factory=list)  # (sha256, kind, body)
-    events: list[tuple[dict, str]] = field(default_factory=list)  # (verified event, mirror base_url)
+    events: dict[str, tuple[str | None, str]] = field(default_factory=dict)  # event_id -> (event_type, canonical JSON), new ones only
+    event_sources: list[tuple[str, str]] = field(default_factory=list)  # (event_id, mirror base_url)
     mirrors: list[MirrorRow] = field(default_factory=list)
     evidence: list[dict] = field(default_factory=list)  # mirror, url, status, reasons, body
     validators: list[tuple[str, str | None, str | None, str | None]] = field(default_factory=list)
     verified_copies: list[tuple[str, str]] = field(default_factory=list)  # (bundle sha, state sha)
     trust_id: str = ""
     journal_detail: dict = field(default_factory=dict)
+
+    def add_events(self, events, source: str, stored: dict | set = frozenset()) -> None:
+        """Verified `events` seen at `source`: each encoded once, and only if not `stored` yet."""
+        for ev in events:
+            eid = ev["event_id"]
+            if eid not in stored and eid not in self.events:
+                self.events[eid] = (ev.get("event_type"), canon(ev).decode("utf-8"))
+            self.event_sources.append((eid, source))
 
 
 class Store:
@@ -428,16 +460,14 @@ class Store:
             "insert or ignore into documents (sha256, kind, pith_number, body, size, first_seen) values (?,?,?,?,?,?)",
             [(sha, kind, pith, body, len(body), now) for sha, kind, body in w.documents],
         )
-        known = {r[0] for r in conn.execute("select event_id from events where pith_number = ?", [pith])} if w.events else set()
-        new_events = {ev["event_id"]: ev for ev, _ in w.events if ev["event_id"] not in known}
         conn.executemany(
             "insert or ignore into events (event_id, pith_number, event_type, body, first_seen) values (?,?,?,?,?)",
-            [(eid, pith, ev.get("event_type"), canon(ev).decode("utf-8"), now) for eid, ev in new_events.items()],
+            [(eid, pith, event_type, body, now) for eid, (event_type, body) in w.events.items()],
         )
         conn.executemany(
             "insert into event_sources (event_id, mirror, first_seen, last_seen) values (?,?,?,?) "
             "on conflict(event_id, mirror) do update set last_seen = excluded.last_seen",
-            [(ev["event_id"], mirror, now, now) for ev, mirror in w.events],
+            [(eid, mirror, now, now) for eid, mirror in w.event_sources],
         )
         self._write_state(w, existing, now)
         previous = dict(conn.execute("select mirror, unreachable_runs from mirror_status where pith_number = ?", [pith]).fetchall())
@@ -484,22 +514,15 @@ class Store:
         if w.state is None:
             return
         # Never roll back: the new state must contain every event the stored one counted.
-        if (existing.get("event_count") or 0) > w.state["event_count"]:
-            raise StoreError(f"refusing to roll {w.pith_number} back from {existing['event_count']} to {w.state['event_count']} events")
-        if existing.get("state_sha256") != w.state["state_sha256"]:
-            record_json = canon(w.canonical_record)
+        st = w.state
+        if (existing.get("event_count") or 0) > st.event_count:
+            raise StoreError(f"refusing to roll {w.pith_number} back from {existing['event_count']} to {st.event_count} events")
+        if existing.get("state_sha256") != st.state_sha256:
             self.db.conn.execute(
                 "update records set canonical_sha256 = ?, canonical_record = ?, source_aliases = ?, state = ?, state_sha256 = ?, event_count = ?, updated_at = ? where pith_number = ?",
-                [sha256hex(record_json), record_json.decode(), canon(w.source_aliases).decode(), canon(w.state).decode(), w.state["state_sha256"], w.state["event_count"], now, w.pith_number],
+                [st.canonical_sha256, st.canonical_record, st.source_aliases, st.state, st.state_sha256, st.event_count, now, w.pith_number],
             )
-        self.db.conn.executemany(
-            "insert or ignore into aliases (alias_kind, alias_value, pith_number) values (?,?,?)",
-            [
-                (a["alias_kind"], a["alias_value"], w.pith_number)
-                for a in w.source_aliases or []
-                if isinstance(a, dict) and isinstance(a.get("alias_kind"), str) and isinstance(a.get("alias_value"), str)
-            ],
-        )
+        self.db.conn.executemany("insert or ignore into aliases (alias_kind, alias_value, pith_number) values (?,?,?)", [(kind, value, w.pith_number) for kind, value in st.aliases])
 
     # -- publishing (serve, export): read-only queries ----------------------------------------
     def document_index(self, kind: str) -> dict[str, list[str]]:

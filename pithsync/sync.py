@@ -21,7 +21,7 @@ from pithsync.core.status import Status, Verdict
 from pithsync.core.urls import MirrorSpec, hinted_mirrors
 from pithsync.core.verify import Verifier
 from pithsync.fetch import Fetcher, PolicyError, UrlPolicy, Validators
-from pithsync.store import MirrorRow, RecordWrite, Store, StoreError
+from pithsync.store import EncodedState, MirrorRow, RecordWrite, Store, StoreError
 
 log = logging.getLogger("pithsync.sync")
 
@@ -346,8 +346,7 @@ class SyncEngine:
             if a.state_ok and copy is not None and not stored_pair:
                 documents.setdefault(copy.state.sha256, ("state", copy.state.body))
                 write.verified_copies.append((copy.bundle.sha256, copy.state.sha256))
-            for ev in a.valid_events:
-                write.events.append((ev, outcome.mirror))
+            write.add_events(a.valid_events, outcome.mirror, stored=stored_events)
             if outcome.status is not Status.OK and copy is not None:
                 for kind, doc in (("bundle", copy.bundle), ("state", copy.state)):
                     bad_doc = doc.body is not None and not (kind == "bundle" and a.bundle_ok) and not (kind == "state" and a.state_ok)
@@ -365,7 +364,7 @@ class SyncEngine:
         if best is not None and (new_ids or stored is None or not stored["has_state"]):
             record_json, aliases = best.bundle["canonical_record"], best.bundle["source_aliases"]
             state = merge_state(pith_number, record_json, aliases, comparison.valid_events.values(), {})
-            write.canonical_record, write.source_aliases, write.state = record_json, aliases, state
+            write.state = EncodedState.of(record_json, aliases, state)
         write.journal_detail = {"new_events": len(new_ids), "refused_hints": len(refused)}
         result = RecordResult(pith_number, comparison.verdict, mirrors, refused_hints=refused, new_events=len(new_ids))
         if state is not None:
