@@ -211,6 +211,7 @@ class Store:
         self.path = path
         self._batch_started: float | None = None
         self._batch_records = 0
+        self._mirrors_in_batch: set[tuple[str, bool]] = set()  # mirrors rows written in the open batch
 
     # -- opening --------------------------------------------------------------------------
     @classmethod
@@ -267,6 +268,7 @@ class Store:
         if self._batch_started is not None:
             self._batch_started = None
             self._batch_records = 0
+            self._mirrors_in_batch.clear()
             try:
                 self.db.commit()
             except sqlite3.OperationalError as exc:
@@ -277,6 +279,7 @@ class Store:
         if self._batch_started is not None:
             self._batch_started = None
             self._batch_records = 0
+            self._mirrors_in_batch.clear()
             self.db.rollback()
 
     @contextlib.contextmanager
@@ -442,6 +445,7 @@ class Store:
         with self.transaction():
             self._write_record(run_id, w, extra)
         if self._batch_started is not None:
+            self._mirrors_in_batch.update((m.base_url, m.configured) for m in w.mirrors)
             self._batch_records += 1
             if self._batch_records >= batch_records or time.monotonic() - self._batch_started >= batch_seconds:
                 self.commit_batch()
@@ -451,10 +455,12 @@ class Store:
         pith = w.pith_number
         conn = self.db.conn
         existing = self.record_summary(pith)
+        # Each mirror once per batch: a run's records name the same few mirrors over and over.
+        mirrors = [m for m in w.mirrors if (m.base_url, m.configured) not in self._mirrors_in_batch]
         conn.executemany(
             "insert into mirrors (base_url, name, configured, first_seen, last_seen) values (?,?,?,?,?) "
             "on conflict(base_url) do update set last_seen = excluded.last_seen, configured = max(configured, excluded.configured)",
-            [(m.base_url, m.name, int(m.configured), now, now) for m in w.mirrors],
+            [(m.base_url, m.name, int(m.configured), now, now) for m in mirrors],
         )
         conn.executemany(
             "insert or ignore into documents (sha256, kind, pith_number, body, size, first_seen) values (?,?,?,?,?,?)",

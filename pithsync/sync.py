@@ -345,7 +345,8 @@ class SyncEngine:
                     best = a
             if a.state_ok and copy is not None and not stored_pair:
                 documents.setdefault(copy.state.sha256, ("state", copy.state.body))
-                write.verified_copies.append((copy.bundle.sha256, copy.state.sha256))
+                if (copy.bundle.sha256, copy.state.sha256) not in write.verified_copies:
+                    write.verified_copies.append((copy.bundle.sha256, copy.state.sha256))
             write.add_events(a.valid_events, outcome.mirror, stored=stored_events)
             if outcome.status is not Status.OK and copy is not None:
                 for kind, doc in (("bundle", copy.bundle), ("state", copy.state)):
