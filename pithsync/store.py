@@ -65,6 +65,8 @@ def _schema_v1(db: sqlite_utils.Database) -> None:
     db["documents"].create({"sha256": str, "kind": str, "pith_number": str, "body": bytes, "size": int, "first_seen": str}, pk="sha256")
     db["events"].create({"event_id": str, "pith_number": str, "event_type": str, "body": str, "first_seen": str}, pk="event_id")
     db["events"].create_index(["pith_number"])
+    # last_seen: the last run that fetched a copy containing the event from that mirror; a copy
+    # answered 304 is not fetched again (its mirror_status row says when it was last confirmed).
     db["event_sources"].create({"event_id": str, "mirror": str, "first_seen": str, "last_seen": str}, pk=("event_id", "mirror"))
     db["mirror_status"].create(
         {

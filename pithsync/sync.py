@@ -107,6 +107,9 @@ def _cited(events, pith_number: str) -> list[str]:
     return sorted(found)
 
 
+NOT_MODIFIED = "not_modified"  # Fetched.code of a copy answered 304: the stored bytes, unchanged
+
+
 def _base_key(url: str) -> str:
     return url.rstrip("/").lower()
 
@@ -311,7 +314,7 @@ class SyncEngine:
             if cached_body is None:  # a 304 we did not ask for: ask again without validators
                 resp = await self.fetcher.get(url, None)
             else:
-                return Fetched(Retrieval.FOUND, url, cached_body, "not modified"), None, None
+                return Fetched(Retrieval.FOUND, url, cached_body, "not modified", code=NOT_MODIFIED), None, None
         f = resp.fetched
         if f.retrieval is Retrieval.FOUND and f.body is not None and (resp.validators.etag or resp.validators.last_modified):
             return f, resp.validators, f.sha256
@@ -347,7 +350,10 @@ class SyncEngine:
                 documents.setdefault(copy.state.sha256, ("state", copy.state.body))
                 if (copy.bundle.sha256, copy.state.sha256) not in write.verified_copies:
                     write.verified_copies.append((copy.bundle.sha256, copy.state.sha256))
-            write.add_events(a.valid_events, outcome.mirror, stored=stored_events)
+            if copy is None or copy.bundle.code != NOT_MODIFIED:
+                # A copy answered 304 serves the events it served when its row was written;
+                # mirror_status.checked_at says it was confirmed again.
+                write.add_events(a.valid_events, outcome.mirror, stored=stored_events)
             if outcome.status is not Status.OK and copy is not None:
                 for kind, doc in (("bundle", copy.bundle), ("state", copy.state)):
                     bad_doc = doc.body is not None and not (kind == "bundle" and a.bundle_ok) and not (kind == "state" and a.state_ok)
