@@ -102,8 +102,10 @@ class Assessor:
     """Parses and verifies mirror copies; identical bytes are assessed once per Assessor."""
 
     # Identical copies come from the mirrors of one record, assessed close together: a small
-    # cache catches them, and a long run does not hold every parsed bundle it has seen.
-    CACHE_SIZE = 512
+    # cache catches them (a process has at most 32 records in flight, a few documents each),
+    # and a long run does not hold parsed bundles it will never see again (512 entries held
+    # about 30 MB per process).
+    CACHE_SIZE = 128
 
     def __init__(self, verifier: Verifier, max_bytes: int = strictjson.DEFAULT_MAX_BYTES):
         self.verifier = verifier

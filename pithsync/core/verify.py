@@ -121,10 +121,11 @@ class Verifier:
     """Verifies documents against one TrustStore.
 
     Holds a cache of signature checks (pure: the same message, signature and pinned key always
-    give the same answer), so an event served by three mirrors is checked once.
+    give the same answer), so an event served by three mirrors is checked once.  An event
+    belongs to one record, so the cache only needs to span the records in flight.
     """
 
-    def __init__(self, trust: TrustStore, cache_size: int = 50_000):
+    def __init__(self, trust: TrustStore, cache_size: int = 8192):
         self.trust = trust
         self._sig_cache: dict[tuple, bool] = {}
         self._cache_size = cache_size
