@@ -319,6 +319,8 @@ def on_record(cfg, store, run_id: str, result) -> Callable[[object], None]:
     def extra(_db) -> None:
         from pithsync.store import utcnow
 
+        if result.verdict.value != "diverged" and all(m.status.value != "unreachable" for m in result.mirrors) and not store.any_open_alert():
+            return  # decide() could neither open nor resolve anything: skip its two queries
         now = utcnow()
         pith = result.pith_number
         counts = store.unreachable_counts(pith)

@@ -214,6 +214,7 @@ class Store:
         self._batch_started: float | None = None
         self._batch_records = 0
         self._mirrors_in_batch: set[tuple[str, bool]] = set()  # mirrors rows written in the open batch
+        self._any_open_alert: bool | None = None  # None: not known, ask the table
 
     # -- opening --------------------------------------------------------------------------
     @classmethod
@@ -282,6 +283,7 @@ class Store:
             self._batch_started = None
             self._batch_records = 0
             self._mirrors_in_batch.clear()
+            self._any_open_alert = None
             self.db.rollback()
 
     @contextlib.contextmanager
@@ -459,45 +461,45 @@ class Store:
         existing = self.record_summary(pith)
         # Each mirror once per batch: a run's records name the same few mirrors over and over.
         mirrors = [m for m in w.mirrors if (m.base_url, m.configured) not in self._mirrors_in_batch]
-        conn.executemany(
+        self._many(
             "insert into mirrors (base_url, name, configured, first_seen, last_seen) values (?,?,?,?,?) "
             "on conflict(base_url) do update set last_seen = excluded.last_seen, configured = max(configured, excluded.configured)",
             [(m.base_url, m.name, int(m.configured), now, now) for m in mirrors],
         )
-        conn.executemany(
+        self._many(
             "insert or ignore into documents (sha256, kind, pith_number, body, size, first_seen) values (?,?,?,?,?,?)",
             [(sha, kind, pith, body, len(body), now) for sha, kind, body in w.documents],
         )
-        conn.executemany(
+        self._many(
             "insert or ignore into events (event_id, pith_number, event_type, body, first_seen) values (?,?,?,?,?)",
             [(eid, pith, event_type, body, now) for eid, (event_type, body) in w.events.items()],
         )
-        conn.executemany(
+        self._many(
             "insert into event_sources (event_id, mirror, first_seen, last_seen) values (?,?,?,?) "
             "on conflict(event_id, mirror) do update set last_seen = excluded.last_seen",
             [(eid, mirror, now, now) for eid, mirror in w.event_sources],
         )
         self._write_state(w, existing, now)
         previous = dict(conn.execute("select mirror, unreachable_runs from mirror_status where pith_number = ?", [pith]).fetchall())
-        conn.executemany(
+        self._many(
             "insert or replace into mirror_status (pith_number, mirror, name, status, reasons, bundle_sha256, state_sha256, checked_at, unreachable_runs) values (?,?,?,?,?,?,?,?,?)",
             [
                 (pith, m.base_url, m.name, m.status, json.dumps(m.reasons), m.bundle_sha256, m.state_sha256, now, (previous.get(m.base_url) or 0) + 1 if m.unreachable else 0)
                 for m in w.mirrors
             ],
         )
-        conn.executemany(
+        self._many(
             "insert into evidence (pith_number, mirror, url, status, reasons, body_sha256, body, observed_at, run_id) values (?,?,?,?,?,?,?,?,?)",
             [
                 (pith, ev["mirror"], ev["url"], ev["status"], json.dumps(ev["reasons"]), sha256hex(ev["body"]) if ev.get("body") is not None else None, ev.get("body"), now, run_id)
                 for ev in w.evidence
             ],
         )
-        conn.executemany(
+        self._many(
             "insert or replace into validators (url, etag, last_modified, document_sha256, updated_at) values (?,?,?,?,?)",
             [(url, etag, lm, sha, now) for url, etag, lm, sha in w.validators],
         )
-        conn.executemany(
+        self._many(
             "insert or ignore into verified_copies (bundle_sha256, state_sha256, trust_id, pith_number, first_seen) values (?,?,?,?,?)",
             [(b, st, w.trust_id, pith, now) for b, st in w.verified_copies],
         )
@@ -506,6 +508,10 @@ class Store:
         self._journal_many(run_id, entries, now)
         if extra is not None:
             extra(self.db)
+
+    def _many(self, sql: str, rows: list) -> None:
+        if rows:  # most records have nothing for most tables; an empty call still costs
+            self.db.conn.executemany(sql, rows)
 
     def _write_state(self, w: RecordWrite, existing: dict | None, now: str) -> None:
         suffix = w.pith_number.split(":")[-1]
@@ -590,7 +596,15 @@ class Store:
             r["payload"] = json.loads(r["payload"] or "{}")
         return rows
 
+    def any_open_alert(self) -> bool:
+        """Whether any alert is open; kept up to date by this Store, so that a run of records in
+        sync asks the table once, not once per record."""
+        if self._any_open_alert is None:
+            self._any_open_alert = self.db.execute("select exists(select 1 from alerts where state = 'open')").fetchone()[0] == 1
+        return self._any_open_alert
+
     def insert_alert(self, kind: str, scope: str, pith_number: str | None, mirror: str | None, fingerprint: str, opened_at: str, run_id: str) -> int:
+        self._any_open_alert = True
         cur = self.db.execute(
             "insert into alerts (kind, scope, pith_number, mirror, fingerprint, state, opened_at, opened_run_id, payload) values (?,?,?,?,?,'open',?,?,'{}')",
             [kind, scope, pith_number, mirror, fingerprint, opened_at, run_id],
@@ -601,6 +615,7 @@ class Store:
         self.db.execute("update alerts set payload = ? where id = ?", [json.dumps(payload, sort_keys=True), alert_id])
 
     def resolve_alert(self, alert_id: int, resolved_at: str, run_id: str, payload: dict) -> None:
+        self._any_open_alert = None
         self.db.execute(
             "update alerts set state = 'resolved', resolved_at = ?, resolved_run_id = ?, resolved_payload = ? where id = ? and state = 'open'",
             [resolved_at, run_id, json.dumps(payload, sort_keys=True), alert_id],

@@ -314,7 +314,7 @@ class SyncEngine:
             if cached_body is None:  # a 304 we did not ask for: ask again without validators
                 resp = await self.fetcher.get(url, None)
             else:
-                return Fetched(Retrieval.FOUND, url, cached_body, "not modified", code=NOT_MODIFIED), None, None
+                return Fetched(Retrieval.FOUND, url, cached_body, "not modified", code=NOT_MODIFIED, stored_sha256=known["document_sha256"]), None, None
         f = resp.fetched
         if f.retrieval is Retrieval.FOUND and f.body is not None and (resp.validators.etag or resp.validators.last_modified):
             return f, resp.validators, f.sha256

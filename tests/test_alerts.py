@@ -439,3 +439,26 @@ def test_log_lines_are_key_value_one_line(monkeypatch):
     assert stream.getvalue().splitlines()[-1] == "level=debug logger=pithsync.test shown=yes"
     line = alerts.log_line({"event": "opened", "kind": "divergence", "alert_id": 3, "pith_number": "pith:2026:X", "verdict": "diverged", "divergent": [{"name": "my mirror", "status": "stale"}], "summary": "a b"})
     assert line == 'alert=opened kind=divergence alert_id=3 pith=pith:2026:X verdict=diverged mirrors="my mirror:stale" summary="a b"'
+
+
+def test_store_knows_whether_any_alert_is_open_without_asking_per_record(tmp_path):
+    # The in-sync fast path of alerts.on_record trusts this: it must never say "none open"
+    # while one is.
+    store = Store.open(str(tmp_path / "a.db"))
+    try:
+        assert store.any_open_alert() is False
+        run = store.begin_run("test")
+        store.db.conn.execute("BEGIN")
+        store._batch_started = 0.0  # a batch is open, as during a run
+        alert_id = store.insert_alert("divergence", "record:x", "pith:x", None, "f", "now", run)
+        assert store.any_open_alert() is True
+        store.rollback_batch()  # the alert never happened
+        assert store.any_open_alert() is False
+        alert_id = store.insert_alert("divergence", "record:x", "pith:x", None, "f", "now", run)
+        other = store.insert_alert("unreachable", "mirror:m", "pith:x", "m", "", "now", run)
+        store.resolve_alert(alert_id, "later", run, {})
+        assert store.any_open_alert() is True  # `other` is still open
+        store.resolve_alert(other, "later", run, {})
+        assert store.any_open_alert() is False
+    finally:
+        store.close()

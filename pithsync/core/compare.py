@@ -37,9 +37,12 @@ class Fetched:
     body: bytes | None = None
     detail: str = ""
     code: str = ""  # machine-readable why (connection_refused, timeout, too_large, ...); see fetch.py
+    stored_sha256: str | None = None  # the body is stored bytes, read back by this digest
 
     @cached_property
     def sha256(self) -> str | None:
+        if self.stored_sha256 is not None:
+            return self.stored_sha256
         return hashlib.sha256(self.body).hexdigest() if self.body is not None else None
 
 
