@@ -22,7 +22,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-import orjson
 import sqlite_utils
 
 from pithsync.core import numbers
@@ -315,7 +314,7 @@ class Store:
         return list(self.db.query("select pith_number, event_count, state_sha256, tracked, updated_at from records order by pith_number"))
 
     def stored_events(self, pith_number: str) -> dict[str, dict]:
-        return {eid: _load_own(body) for eid, body in self.db.conn.execute("select event_id, body from events where pith_number = ?", [pith_number])}
+        return {eid: json.loads(body) for eid, body in self.db.conn.execute("select event_id, body from events where pith_number = ?", [pith_number])}
 
     def mirror_statuses(self, pith_number: str) -> list[dict]:
         rows = list(self.db.query("select * from mirror_status where pith_number = ? order by name", [pith_number]))
@@ -680,15 +679,6 @@ class Store:
         cond = " and exit_code = 0" if success else ""
         rows = list(self.db.query(f"select * from runs where finished_at is not null and command != 'import'{cond} order by finished_at desc limit 1"))
         return rows[0] if rows else None
-
-
-def _load_own(text: str):
-    """JSON this store wrote (canonical, verified before it was stored): orjson reads it 3x
-    faster than json, which it falls back on for what orjson refuses (ints beyond 64 bits)."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
 
 
 def _connect(path: str, *, read_only: bool = False) -> sqlite_utils.Database:

@@ -185,6 +185,39 @@ async def test_resync_of_unchanged_mirrors_gets_304s(tmp_path):
         assert all(r.headers.get("If-None-Match") for r in a.requests)
 
 
+async def test_resync_reads_numbers_orjson_refuses_exactly(tmp_path):
+    # Bytes verified before are read back by the plain parser (the Assessor's known-good path,
+    # stored events): integers beyond 64 bits, which orjson would read as floats, and a float
+    # below 1e-4 must survive every re-read, and so must the merge built from them.
+    base = forge.forge_record(40, 1)
+    odd = forge.make_event(base.record, "graph_snapshot", {"graph_snapshot": {"big": 2**70 + 1, "tiny": 1.5e-07, "neg": -(2**65) - 3}}, created_at="2026-06-10T00:00:00Z")
+    record = forge.ForgedRecord(base.record, [*base.events, odd])
+    async with MirrorServer("a") as a, MirrorServer("b") as b:
+        a.put_record(record.bundle())
+        b.put_record(record.bundle())
+        cfg = make_config(tmp_path, [a.spec(), b.spec()])
+        first = (await pull(cfg, record.pith_number))[record.pith_number]
+        a.clear_log()
+        second = (await pull(cfg, record.pith_number))[record.pith_number]
+        assert a.count(status=304) == 2  # the second run went through the stored, known-good bytes
+        # A new event on b only: the merge now takes the odd event from a's re-read copy or
+        # from the store, and must still give the true state.
+        later = forge.make_event(base.record, "graph_snapshot", forge.graph_payload(40), created_at="2026-06-11T00:00:00Z", prev_event=odd["event_id"])
+        grown = forge.ForgedRecord(base.record, [*record.events, later])
+        b.put_record(grown.bundle())
+        third = (await pull(cfg, record.pith_number))[record.pith_number]
+    assert first.verdict.value == second.verdict.value == "in_sync"
+    assert first.event_count == second.event_count == 2 and first.state_sha256 == second.state_sha256 == record.bundle()["state"]["state_sha256"]
+    assert third.event_count == 3 and third.state_sha256 == grown.bundle()["state"]["state_sha256"]
+    store = Store.open(cfg.db_path)
+    try:
+        payload = store.stored_events(record.pith_number)[odd["event_id"]]["payload"]["graph_snapshot"]
+    finally:
+        store.close()
+    assert payload == {"big": 2**70 + 1, "tiny": 1.5e-07, "neg": -(2**65) - 3}
+    assert type(payload["big"]) is int and type(payload["neg"]) is int
+
+
 async def test_retry_honours_retry_after_without_sleeping(tmp_path, record):
     async with MirrorServer("a") as a:
         a.put_record(record.bundle())

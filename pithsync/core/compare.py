@@ -12,8 +12,6 @@ from enum import Enum
 from functools import cached_property
 from typing import Mapping
 
-import orjson
-
 from pithsync.core import strictjson
 from pithsync.core.errors import MalformedDocument
 from pithsync.core.merge import find_equivocations
@@ -143,13 +141,10 @@ class Assessor:
 
     @staticmethod
     def _known_good(copy: MirrorCopy) -> tuple:
-        # These exact bytes passed strict parsing and full verification before, so a plain
-        # parser reads them the same way: orjson (3x json.loads), or json for what orjson
-        # refuses (integers beyond 64 bits, escaped lone surrogates).
-        try:
-            bundle = orjson.loads(copy.bundle.body)
-        except orjson.JSONDecodeError:
-            bundle = json.loads(copy.bundle.body)
+        # These exact bytes passed strict parsing and full verification before, so the plain
+        # parser reads them the same way.  Not orjson: it reads integers beyond 64 bits as
+        # floats, silently (tests/test_sync.py checks such a payload survives re-syncs).
+        bundle = json.loads(copy.bundle.body)
         report = Report("bundle", pith_number=bundle["pith_number"], valid_events=bundle["events"], merged_state=bundle["state"])
         report.canonical_sha256 = bundle["canonical_sha256"]
         return [], bundle, True, True, report
