@@ -699,6 +699,11 @@ def _connect(path: str, *, read_only: bool = False) -> sqlite_utils.Database:
             # Each record is a savepoint inside its batch; its undo pages go to a temp file by
             # default, which was 100k small writes per 1000 records.
             db.execute("PRAGMA temp_store = MEMORY")
+            # The writer's page cache holds the indexes every record inserts into (2 MB did not:
+            # 45 page reads per record at N=5000), and a longer WAL between checkpoints copies
+            # the pages every record touches fewer times.  Measured: parent sys time -40%.
+            db.execute("PRAGMA cache_size = -16384")  # KiB
+            db.execute("PRAGMA wal_autocheckpoint = 4000")  # pages (16 MB at 4 KiB)
         return db
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"cannot open store {path}: {exc}{_read_only_hint(path)}") from None
