@@ -101,7 +101,6 @@ class WorkerPool:
 
     def collect(self, sink: RecordSink) -> None:
         procs, run_id = self._procs, self.run_id
-        fatal: str | None = None
         try:
             while procs:
                 for conn in wait(list(procs)):
@@ -116,12 +115,12 @@ class WorkerPool:
                             sink.commit(run_id, result, write)
                         continue
                     if kind == "store_error":
-                        fatal = fatal or payload
+                        raise StoreError(payload)  # as in one process: the run stops (exit 4)
                     conn.close()
                     del procs[conn]
                     proc.join()
                     lost = [t for t in share if t.suffix not in done]
-                    if lost and fatal is None:
+                    if lost:
                         why = payload if kind == "error" else f"sync worker process exited with code {proc.exitcode}"
                         log.error("sync worker pid=%s failed: %s; %d of its %d records were not synced", proc.pid, why, len(lost), len(share))
                         for t in lost:
@@ -130,9 +129,6 @@ class WorkerPool:
             self.kill()
             sink.abort()
             raise
-        if fatal is not None:
-            sink.abort()
-            raise StoreError(fatal)
         sink.finish()
 
 
@@ -152,7 +148,7 @@ def _worker_main(cfg: Config, db_path: str, run_id: str, targets: list[Target], 
     _die_with_parent(parent_pid)
     outbox: list[tuple] = []
 
-    def send(run_id_: str, result: RecordResult, write) -> None:
+    def send(_run_id: str, result: RecordResult, write) -> None:
         outbox.append((result, write))
         if len(outbox) >= SEND_EVERY:
             conn.send(("records", outbox))

@@ -189,9 +189,9 @@ class SyncEngine:
         # for the CPU work between fetches.  More only queue inside the connector, where each
         # waiting request costs a future and a wake-up (7% of a re-sync's CPU at twice this).
         per_record = 2 * max(1, len(self.cfg.mirrors))
-        workers = max(2, min(64, -(-3 * self.cfg.crawl.concurrency // (2 * per_record))))
+        in_flight = max(2, min(64, -(-3 * self.cfg.crawl.concurrency // (2 * per_record))))
 
-        async def worker() -> None:
+        async def take_records() -> None:
             nonlocal pending
             async for target in receive:
                 try:
@@ -217,8 +217,8 @@ class SyncEngine:
 
         try:
             async with anyio.create_task_group() as tg:
-                for _ in range(workers):
-                    tg.start_soon(worker)
+                for _ in range(in_flight):
+                    tg.start_soon(take_records)
         except BaseException:
             self.sink.abort()
             raise
