@@ -109,12 +109,15 @@ def run_sync(cfg: Config, out, store: Store, targets: list[Target], command: str
         async with Fetcher(cfg.crawl, SyncEngine.policy_for(cfg)) as fetcher:
             await SyncEngine(cfg, store, fetcher, sink=sink).run(run_id, targets)
 
-    with progress or contextlib.nullcontext():
-        if pool is not None:
-            pool.collect(sink)
-        else:
-            anyio.run(run_in_process)
-    writer.finish()
+    try:
+        with progress or contextlib.nullcontext():
+            if pool is not None:
+                pool.collect(sink)
+            else:
+                anyio.run(run_in_process)
+    finally:
+        # Even when the store fails mid-run (exit 4), stdout stays one valid JSON document.
+        writer.finish()
     code = cli.exit_code_for_verdicts(v for v, n in tally.by_verdict.items() if n)
     summary = tally.summary()
     store.finish_run(run_id, int(code), summary)

@@ -126,12 +126,21 @@ class RecordSink:
         self.batch_records = batch_records
         self.keep_results = keep_results  # False: results go only to on_record (large runs)
         self.results: dict[str, RecordResult] = {}
+        self._store_failed: str | None = None
 
     def commit(self, run_id: str, result: RecordResult, write: RecordWrite | None) -> None:
+        if self._store_failed is not None:
+            # The run is stopping (exit 4); records still finishing in the same turn of the
+            # event loop must not write into the batch that is about to be rolled back.
+            raise StoreError(self._store_failed)
         if write is not None:
             from pithsync import alerts  # its rows commit in the record's transaction, beside the evidence
 
-            self.store.write_record(run_id, write, extra=alerts.on_record(self.cfg, self.store, run_id, result), batch_records=self.batch_records)
+            try:
+                self.store.write_record(run_id, write, extra=alerts.on_record(self.cfg, self.store, run_id, result), batch_records=self.batch_records)
+            except StoreError as exc:
+                self._store_failed = str(exc)
+                raise
             # Journald hears about records that need attention; -v shows every record.
             log.log(logging.DEBUG if result.verdict is Verdict.IN_SYNC else logging.INFO, "record=%s verdict=%s events=%s mirrors=%s", result.pith_number, result.verdict.value, result.event_count, ",".join(f"{m.name}:{m.status.value}" for m in result.mirrors))
         if self.keep_results:

@@ -7,6 +7,8 @@ import json
 import os
 import sqlite3
 
+import pytest
+
 from synctools import run_cli, serve_bad_copy, write_config
 
 from pithsync import shards
@@ -152,3 +154,32 @@ def test_workers_share_the_connection_limits_instead_of_multiplying_them():
     assert 3 * shared.crawl.concurrency <= 64 and 3 * shared.crawl.per_host <= 16
     tiny = shards._share(_cfg(concurrency=2, per_host=1), 4)
     assert (tiny.crawl.concurrency, tiny.crawl.per_host) == (1, 1)  # at least one each
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+async def test_store_failure_mid_run_stops_everything_and_exits_4(tmp_path, monkeypatch, processes):
+    import multiprocessing
+
+    real_write = Store.write_record
+    calls = {"n": 0}
+
+    def failing_write(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the disk fills up in the middle of the run
+            raise StoreError("database or disk is full (for the test)")
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "write_record", failing_write)
+    async with MirrorServer("a") as a:
+        for r in RECORDS:
+            a.put_record(r.bundle())
+        code, results, db = await _pull(tmp_path, "full", [a], processes=processes)
+    assert code == 4 and calls["n"] == 3  # nothing was written after the failure
+    assert len(results) == 2  # stdout is still one JSON document, with the records reported
+    assert multiprocessing.active_children() == []  # no worker left behind
+    store = Store.open(db)
+    try:
+        assert store.verify_journal() == []
+        assert all(store.record(r.pith_number) is None for r in RECORDS)  # the open batch rolled back whole
+    finally:
+        store.close()
