@@ -41,8 +41,8 @@ SEND_EVERY = 16  # records per message from a worker: fewer, larger writes to th
 
 def worker_count(cfg: Config, targets: list[Target], db_path: str) -> int:
     """How many worker processes a run over `targets` uses; 0 means none (run in process)."""
-    if db_path == ":memory:" or "fork" not in multiprocessing.get_all_start_methods():
-        return 0
+    if db_path == ":memory:" or not sys.platform.startswith("linux"):
+        return 0  # fork() is only safe enough on Linux (macOS frameworks break after it)
     if any(t.depth > 0 for t in targets):
         return 0  # following citations needs one queue of records, deduplicated as it grows
     wanted = cfg.crawl.processes or _usable_cpus()
@@ -133,13 +133,13 @@ class WorkerPool:
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    """Linux: the kernel kills this worker when the parent dies, even by SIGKILL, so no orphan
-    keeps syncing (or keeps the run lock's inherited descriptor) after its run is gone."""
+    """The kernel kills this worker when the parent dies, even by SIGKILL, so no orphan keeps
+    syncing (or keeps the run lock's inherited descriptor) after its run is gone."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        pass  # elsewhere a worker notices when its next send fails
+        pass  # without prctl a worker still stops when its next send finds the pipe closed
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
 

@@ -146,6 +146,8 @@ def test_worker_count_forks_only_where_it_pays(monkeypatch):
     assert shards.worker_count(_cfg(processes=3), _targets(2), "x.db") == 2  # never more than records
     monkeypatch.setattr(shards, "_usable_cpus", lambda: 1)
     assert shards.worker_count(_cfg(), _targets(5000), "x.db") == 0
+    monkeypatch.setattr(shards.sys, "platform", "darwin")  # fork() is only trusted on Linux
+    assert shards.worker_count(_cfg(processes=2), _targets(5000), "x.db") == 0
 
 
 def test_workers_share_the_connection_limits_instead_of_multiplying_them():
