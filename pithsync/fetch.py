@@ -368,13 +368,19 @@ class Fetcher:
         declared = resp.content_length
         if declared is not None and declared > cap and "Content-Encoding" not in resp.headers:
             return Response(Fetched(Retrieval.UNUSABLE, url, detail=f"Content-Length {declared} exceeds the {cap}-byte cap", code="too_large"), status)
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in resp.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > cap:
-                return Response(Fetched(Retrieval.UNUSABLE, url, detail=f"body exceeds the {cap}-byte cap (after decoding)", code="too_large"), status)
-            chunks.append(chunk)
-        body = b"".join(chunks)
+        if declared is not None and "Content-Encoding" not in resp.headers:
+            # aiohttp reads exactly the declared length (within the cap, checked above), and
+            # fails a shorter body: one read instead of the chunk loop.
+            body = await resp.read()
+            size = len(body)
+        else:  # chunked or compressed: the cap counts decoded bytes as they arrive
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in resp.content.iter_chunked(64 * 1024):
+                size += len(chunk)
+                if size > cap:
+                    return Response(Fetched(Retrieval.UNUSABLE, url, detail=f"body exceeds the {cap}-byte cap (after decoding)", code="too_large"), status)
+                chunks.append(chunk)
+            body = b"".join(chunks)
         self.bytes_received += size
         return Response(Fetched(Retrieval.FOUND, url, body=body), status, v, wire_bytes=size)
