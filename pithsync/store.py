@@ -457,7 +457,6 @@ class Store:
     def _write_record(self, run_id: str, w: RecordWrite, extra) -> None:
         now = utcnow()
         pith = w.pith_number
-        conn = self.db.conn
         existing = self.record_summary(pith)
         # Each mirror once per batch: a run's records name the same few mirrors over and over.
         mirrors = [m for m in w.mirrors if (m.base_url, m.configured) not in self._mirrors_in_batch]
@@ -480,13 +479,14 @@ class Store:
             [(eid, mirror, now, now) for eid, mirror in w.event_sources],
         )
         self._write_state(w, existing, now)
-        previous = dict(conn.execute("select mirror, unreachable_runs from mirror_status where pith_number = ?", [pith]).fetchall())
+        # One statement, updated in place: unreachable_runs counts runs in a row that found the
+        # mirror unreachable for this record, and starts again at 0 when it is reached.
         self._many(
-            "insert or replace into mirror_status (pith_number, mirror, name, status, reasons, bundle_sha256, state_sha256, checked_at, unreachable_runs) values (?,?,?,?,?,?,?,?,?)",
-            [
-                (pith, m.base_url, m.name, m.status, json.dumps(m.reasons), m.bundle_sha256, m.state_sha256, now, (previous.get(m.base_url) or 0) + 1 if m.unreachable else 0)
-                for m in w.mirrors
-            ],
+            "insert into mirror_status (pith_number, mirror, name, status, reasons, bundle_sha256, state_sha256, checked_at, unreachable_runs) values (?,?,?,?,?,?,?,?,?) "
+            "on conflict(pith_number, mirror) do update set name = excluded.name, status = excluded.status, reasons = excluded.reasons, "
+            "bundle_sha256 = excluded.bundle_sha256, state_sha256 = excluded.state_sha256, checked_at = excluded.checked_at, "
+            "unreachable_runs = case when excluded.unreachable_runs > 0 then mirror_status.unreachable_runs + 1 else 0 end",
+            [(pith, m.base_url, m.name, m.status, json.dumps(m.reasons), m.bundle_sha256, m.state_sha256, now, 1 if m.unreachable else 0) for m in w.mirrors],
         )
         self._many(
             "insert into evidence (pith_number, mirror, url, status, reasons, body_sha256, body, observed_at, run_id) values (?,?,?,?,?,?,?,?,?)",
