@@ -3,9 +3,9 @@ subparsers; cli.main maps what they return to exit codes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-import contextlib
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -19,8 +19,8 @@ from pithsync.core.canonical import sha256hex
 from pithsync.core.merge import merge_state
 from pithsync.core.verify import Verifier
 from pithsync.fetch import Fetcher
-from pithsync.store import EncodedState, RecordWrite, Store, run_lock
 from pithsync import shards
+from pithsync.store import EncodedState, RecordWrite, Store, run_lock
 from pithsync.sync import RecordResult, RecordSink, RunTally, SyncEngine, Target
 
 

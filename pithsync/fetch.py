@@ -368,9 +368,10 @@ class Fetcher:
         declared = resp.content_length
         if declared is not None and declared > cap and "Content-Encoding" not in resp.headers:
             return Response(Fetched(Retrieval.UNUSABLE, url, detail=f"Content-Length {declared} exceeds the {cap}-byte cap", code="too_large"), status)
-        if declared is not None and "Content-Encoding" not in resp.headers:
+        if declared is not None and "Content-Encoding" not in resp.headers and "Transfer-Encoding" not in resp.headers:
             # aiohttp reads exactly the declared length (within the cap, checked above), and
-            # fails a shorter body: one read instead of the chunk loop.
+            # fails a shorter body: one read instead of the chunk loop.  Not when the response
+            # is also chunked: then the declared length would bound nothing.
             body = await resp.read()
             size = len(body)
         else:  # chunked or compressed: the cap counts decoded bytes as they arrive

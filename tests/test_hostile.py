@@ -263,6 +263,17 @@ async def test_endless_chunked_body(tmp_path):
     check(out, "endless chunked body", "malformed", "too_large", "cap")
 
 
+async def test_endless_chunked_body_that_also_declares_a_small_length(tmp_path):
+    # A small Content-Length beside chunked framing must not let the body past the cap: the
+    # client either refuses the response or counts what it decodes.
+    out = await run_case(tmp_path, lambda b: b.fault("endless_chunked", content_length=100))
+    bad = out.mirror("bad")
+    assert bad.status.value in ("malformed", "unreachable"), bad.reasons
+    assert any(r["code"] in ("too_large", "bad_response", "bad_transfer") for r in bad.reasons), bad.reasons
+    assert out.wall < budget(out.crawl)
+    assert_store_honest(out.cfg.db_path, HONEST, ())
+
+
 # -- redirects ----------------------------------------------------------------------------------
 
 

@@ -1,8 +1,9 @@
 """The one canonical encoder of the project (PROTOCOL.md, "Canonical JSON and hashes").
 
 The definition is Python's own `json.dumps` output, not RFC 8785; nothing else in pithsync may
-encode bytes that get hashed.  orjson produces the same bytes about ten times faster for every
-JSON value except in two cases, where the standard encoder (the definition itself) is used:
+encode bytes that get hashed.  orjson produces the same bytes faster (2.3x over the benchmark's
+bundles, states and events; bench/README.md) for every JSON value except in two cases, where the
+standard encoder (the definition itself) is used:
 - integers beyond 64 bits, which orjson refuses;
 - floats below 1e-4 in magnitude, which orjson writes as `0.00001` or `1e-9` where Python writes
   `1e-05` and `1e-09`.  The guard is on the output: such a float always shows `0.0000` or a digit
@@ -10,7 +11,8 @@ JSON value except in two cases, where the standard encoder (the definition itsel
 
 NaN and infinities are outside canon's domain: strictjson refuses them on input and nothing in
 pithsync computes a float, so none reaches here (orjson would write `null`; checking every
-`null` for that cost half of the speed on real bundles).  tests/test_canonical.py checks byte identity with hypothesis; bench/README.md has the timing.
+`null` for that cost half of the speed on real bundles).  tests/test_canonical.py checks byte
+identity with hypothesis.
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ class Assessor:
     """Parses and verifies mirror copies; identical bytes are assessed once per Assessor."""
 
     # Identical copies come from the mirrors of one record, assessed close together: a small
-    # cache catches them (a process has at most 32 records in flight, a few documents each),
+    # cache catches them (a process has at most 64 records in flight, a few documents each),
     # and a long run does not hold parsed bundles it will never see again (512 entries held
     # about 30 MB per process).
     CACHE_SIZE = 128

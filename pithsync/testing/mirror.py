@@ -54,7 +54,7 @@ FAULT_KINDS = frozenset(
         "truncated",  # full Content-Length declared, half the body sent, connection closed
         "content_length_mismatch",  # declared length = actual + `delta` (or `declared`)
         "gzip_bomb",  # Content-Encoding: gzip, small on the wire, `expanded_bytes` decoded
-        "endless_chunked",  # chunked body that never ends
+        "endless_chunked",  # chunked body that never ends (with `content_length`, that header too)
         "redirect_loop",  # 302 to itself, or ping-pong with `partner`
         "redirect",  # 302 to an arbitrary `location`
         "body",  # arbitrary `data` with arbitrary `content_type` and `status`
@@ -584,6 +584,8 @@ class MirrorServer:
         if t is None:
             return _Hijacked()
         head = [("Content-Type", "application/json"), ("Transfer-Encoding", "chunked"), ("Connection", "close")]
+        if "content_length" in fault.params:  # both framings at once, as a smuggling server would
+            head.insert(1, ("Content-Length", str(int(fault.params["content_length"]))))
         first = _to_bytes(fault.params.get("prefix", b'{"pith_number":"'))
         t.write(_raw_head(200, "OK", head) + (f"{len(first):x}\r\n".encode() + first + b"\r\n" if first else b""))
         rec.status, rec.bytes_sent = 200, len(first)
