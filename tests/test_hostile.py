@@ -269,9 +269,12 @@ async def test_endless_chunked_body_that_also_declares_a_small_length(tmp_path):
     out = await run_case(tmp_path, lambda b: b.fault("endless_chunked", content_length=100))
     bad = out.mirror("bad")
     assert bad.status.value in ("malformed", "unreachable"), bad.reasons
-    assert any(r["code"] in ("too_large", "bad_response", "bad_transfer") for r in bad.reasons), bad.reasons
+    matching = [r for r in bad.reasons if r["code"] in ("too_large", "bad_response", "bad_transfer")]
+    assert matching, bad.reasons
     assert out.wall < budget(out.crawl)
     assert_store_honest(out.cfg.db_path, HONEST, ())
+    reliability_counts.observe("chunked body with a small Content-Length too", bad.status.value, matching[0]["code"], matching[0]["message"])
+    reliability_counts.add("faults")
 
 
 # -- redirects ----------------------------------------------------------------------------------
