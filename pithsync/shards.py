@@ -84,7 +84,10 @@ class WorkerPool:
                 for i in range(workers):
                     share = targets[i::workers]
                     receive, send = ctx.Pipe(duplex=False)
-                    proc = ctx.Process(target=_worker_main, args=(worker_cfg, store.path, run_id, share, send, os.getpid()), name=f"pithsync-worker-{i}", daemon=True)
+                    # The earlier workers' receiving ends are passed so this one closes its
+                    # copies: else a worker outliving the parent could keep another's pipe open.
+                    siblings = list(procs)
+                    proc = ctx.Process(target=_worker_main, args=(worker_cfg, store.path, run_id, share, send, os.getpid(), siblings), name=f"pithsync-worker-{i}", daemon=True)
                     proc.start()
                     send.close()
                     procs[receive] = (proc, share, set())
@@ -144,8 +147,10 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _worker_main(cfg: Config, db_path: str, run_id: str, targets: list[Target], conn: Connection, parent_pid: int) -> None:
+def _worker_main(cfg: Config, db_path: str, run_id: str, targets: list[Target], conn: Connection, parent_pid: int, siblings: list[Connection]) -> None:
     _die_with_parent(parent_pid)
+    for other in siblings:
+        other.close()
     outbox: list[tuple] = []
 
     def send(_run_id: str, result: RecordResult, write) -> None:
