@@ -129,6 +129,25 @@ class Runner:
         code = await asyncio.wait_for(proc.wait(), timeout=300)
         return code, time.monotonic() - started, err.read_text(errors="replace")
 
+    @staticmethod
+    async def no_orphans(db: str, within: float = 5.0) -> None:
+        """No process of the killed run (a sync worker) may outlive it: the kernel kills them
+        with the parent (PR_SET_PDEATHSIG)."""
+        deadline = time.monotonic() + within
+        while True:
+            alive = []
+            for pid in os.listdir("/proc"):
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        if db.encode() in f.read():
+                            alive.append(int(pid))
+                except (OSError, ValueError):
+                    continue
+            if not alive:
+                return
+            assert time.monotonic() < deadline, f"processes of the killed run are still alive: {alive}"
+            await asyncio.sleep(0.05)
+
     async def killed_at(self, db: str, command: str, after: float) -> bool:
         """Run, and SIGKILL it `after` seconds from the start; False if it ended first."""
         proc, err = await self.start(db, command)
@@ -137,6 +156,7 @@ class Runner:
         except asyncio.TimeoutError:
             os.kill(proc.pid, signal.SIGKILL)  # our own child, by pid
             await proc.wait()
+            await self.no_orphans(db)
             return True
         stderr = err.read_text(errors="replace")
         assert "Traceback" not in stderr, stderr[-3000:]
