@@ -154,7 +154,10 @@ class Runner:
         try:
             code = await asyncio.wait_for(proc.wait(), timeout=after)
         except asyncio.TimeoutError:
-            os.kill(proc.pid, signal.SIGKILL)  # our own child, by pid
+            try:
+                os.kill(proc.pid, signal.SIGKILL)  # our own child, by pid
+            except ProcessLookupError:
+                pass  # it ended on its own in the same instant (and was reaped): a kill at its end
             await proc.wait()
             await self.no_orphans(db)
             return True
