@@ -514,29 +514,31 @@ class Store:
             self.db.conn.executemany(sql, rows)
 
     def _write_state(self, w: RecordWrite, existing: dict | None, now: str) -> None:
-        suffix = w.pith_number.split(":")[-1]
-        if existing is None:
-            if w.state is None and not w.tracked:
-                return
-            self.db.conn.execute(
-                "insert into records (pith_number, suffix, tracked, first_seen, updated_at, event_count) values (?,?,?,?,?,0)",
-                [w.pith_number, suffix, int(w.tracked), now, now],
-            )
-            existing = {"pith_number": w.pith_number, "tracked": int(w.tracked), "event_count": 0, "state_sha256": None}
-        elif w.tracked and not existing["tracked"]:
-            self.db.conn.execute("update records set tracked = 1 where pith_number = ?", [w.pith_number])
-        if w.state is None:
-            return
-        # Never roll back: the new state must contain every event the stored one counted.
         st = w.state
-        if (existing.get("event_count") or 0) > st.event_count:
-            raise StoreError(f"refusing to roll {w.pith_number} back from {existing['event_count']} to {st.event_count} events")
-        if existing.get("state_sha256") != st.state_sha256:
+        if existing is None:
+            if st is None and not w.tracked:
+                return
+            # A new record is one row, with its state when it has one.
+            state_columns = (st.canonical_sha256, st.canonical_record, st.source_aliases, st.state, st.state_sha256, st.event_count) if st else (None, None, None, None, None, 0)
             self.db.conn.execute(
-                "update records set canonical_sha256 = ?, canonical_record = ?, source_aliases = ?, state = ?, state_sha256 = ?, event_count = ?, updated_at = ? where pith_number = ?",
-                [st.canonical_sha256, st.canonical_record, st.source_aliases, st.state, st.state_sha256, st.event_count, now, w.pith_number],
+                "insert into records (pith_number, suffix, tracked, first_seen, updated_at, canonical_sha256, canonical_record, source_aliases, state, state_sha256, event_count) values (?,?,?,?,?,?,?,?,?,?,?)",
+                [w.pith_number, w.pith_number.split(":")[-1], int(w.tracked), now, now, *state_columns],
             )
-        self.db.conn.executemany("insert or ignore into aliases (alias_kind, alias_value, pith_number) values (?,?,?)", [(kind, value, w.pith_number) for kind, value in st.aliases])
+        else:
+            if w.tracked and not existing["tracked"]:
+                self.db.conn.execute("update records set tracked = 1 where pith_number = ?", [w.pith_number])
+            if st is None:
+                return
+            # Never roll back: the new state must contain every event the stored one counted.
+            if (existing.get("event_count") or 0) > st.event_count:
+                raise StoreError(f"refusing to roll {w.pith_number} back from {existing['event_count']} to {st.event_count} events")
+            if existing.get("state_sha256") != st.state_sha256:
+                self.db.conn.execute(
+                    "update records set canonical_sha256 = ?, canonical_record = ?, source_aliases = ?, state = ?, state_sha256 = ?, event_count = ?, updated_at = ? where pith_number = ?",
+                    [st.canonical_sha256, st.canonical_record, st.source_aliases, st.state, st.state_sha256, st.event_count, now, w.pith_number],
+                )
+        if st is not None:
+            self._many("insert or ignore into aliases (alias_kind, alias_value, pith_number) values (?,?,?)", [(kind, value, w.pith_number) for kind, value in st.aliases])
 
     # -- publishing (serve, export): read-only queries ----------------------------------------
     def document_index(self, kind: str) -> dict[str, list[str]]:
