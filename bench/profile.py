@@ -136,19 +136,17 @@ def summarise(raw: Path, top: int = 15) -> dict:
 
 def render(summary: dict, title: str) -> str:
     lines = [f"== profile: {title} ({summary['samples']} on-CPU samples; percentages are of all of them) =="]
-    if len(summary.get("by_process", [])) > 1:
-        lines.append("by process:")
-        for r in summary["by_process"]:
-            lines.append(f"  {r['pct']:5.1f}%  {r['process']}")
-    lines.append("top by self time:")
-    for r in summary["top_self"]:
-        lines.append(f"  {r['pct']:5.1f}%  {r['function']}")
-    lines.append("top by total (inclusive) time (wrappers on >= 80% of samples left out):")
-    for r in summary["top_total"]:
-        lines.append(f"  {r['pct']:5.1f}%  {r['function']}")
-    lines.append("self time by area:")
-    for r in summary["by_area_self"]:
-        lines.append(f"  {r['pct']:5.1f}%  {r['area']}")
+    sections = [
+        ("by process:", "by_process", "process"),
+        ("top by self time:", "top_self", "function"),
+        ("top by total (inclusive) time (wrappers on >= 80% of samples left out):", "top_total", "function"),
+        ("self time by area:", "by_area_self", "area"),
+    ]
+    for heading, key, name in sections:
+        if key == "by_process" and len(summary.get(key, [])) <= 1:
+            continue  # one process: nothing to split
+        lines.append(heading)
+        lines += [f"  {r['pct']:5.1f}%  {r[name]}" for r in summary[key]]
     return "\n".join(lines)
 
 
