@@ -297,8 +297,8 @@ class SyncEngine:
 
     async def _fetch_all(self, mirrors: list[MirrorSpec], suffix: str) -> list[_Fetched]:
         """Bundle and state from every mirror at once: one task group per record."""
-        urls = [u for m in mirrors for u in (m.bundle_url(suffix), m.state_url(suffix), m.well_known_url(suffix))]
-        known = self.store.validators_for(urls)
+        urls = [(m.bundle_url(suffix), m.state_url(suffix), m.well_known_url(suffix)) for m in mirrors]
+        known = self.store.validators_for([u for triple in urls for u in triple])
         bodies = self.store.document_bodies([v["document_sha256"] for v in known.values() if v.get("document_sha256")])
         out: list[dict] = [{} for _ in mirrors]
         validators: list[dict] = [{} for _ in mirrors]
@@ -315,9 +315,9 @@ class SyncEngine:
         # asyncio's TaskGroup, not anyio's: aiohttp needs asyncio anyway, and anyio's per-task
         # bookkeeping was 8% of a full sync at six tasks per record.
         async with asyncio.TaskGroup() as tg:
-            for i, m in enumerate(mirrors):
-                tg.create_task(get(i, "bundle", m.bundle_url(suffix), m.well_known_url(suffix)))
-                tg.create_task(get(i, "state", m.state_url(suffix), None))
+            for i, (bundle_url, state_url, well_known_url) in enumerate(urls):
+                tg.create_task(get(i, "bundle", bundle_url, well_known_url))
+                tg.create_task(get(i, "state", state_url, None))
         return [_Fetched(MirrorCopy(m.base_url, out[i]["bundle"], out[i]["state"]), validators[i]) for i, m in enumerate(mirrors)]
 
     async def _get(self, url: str, known: dict | None, bodies: dict[str, bytes]) -> tuple[Fetched, Validators | None, str | None]:
