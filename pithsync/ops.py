@@ -32,9 +32,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import quote
 
-import sqlite_utils
 from aiohttp import web
 
 from pithsync import __version__
@@ -46,7 +44,7 @@ from pithsync.core.keys import TrustStore, public_key_entry
 from pithsync.core.merge import MERGE_VERSION
 from pithsync.core.urls import BUNDLE_PATTERN, STATE_PATTERN, WELL_KNOWN_PATTERN
 from pithsync.core.verify import BUNDLE_TYPE, Verifier
-from pithsync.store import SCHEMA_VERSION, Store, StoreError
+from pithsync.store import Store
 
 log = logging.getLogger("pithsync.ops")
 
@@ -59,30 +57,6 @@ def _cli():
     from pithsync import cli  # late: cli imports the command modules to build its parser
 
     return cli
-
-
-# -- the store, read-only ---------------------------------------------------------------------
-
-
-def open_readonly(path: str) -> Store:
-    """The store through a read-only SQLite connection (never migrates, never writes)."""
-    if path == ":memory:" or not Path(path).is_file():
-        raise StoreError(f"no store at {path}: run `pithsync pull` (or `sync`) first")
-    try:
-        conn = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True, timeout=30)
-        db = sqlite_utils.Database(conn)
-        db.execute("PRAGMA busy_timeout = 30000")
-        store = Store(db, path)
-        version = store.schema_version()
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"cannot open store {path} read-only: {exc}") from None
-    if version == 0:
-        store.close()
-        raise StoreError(f"{path} is not a pithsync store (no schema)")
-    if version > SCHEMA_VERSION:
-        store.close()
-        raise StoreError(f"store schema {version} is newer than this pithsync ({SCHEMA_VERSION})")
-    return store
 
 
 # -- what this store publishes -----------------------------------------------------------------
@@ -291,7 +265,7 @@ def build_app(cfg: Config, *, base_url: str | None = None, name: str = "pithsync
     app = web.Application()
 
     async def open_store(app: web.Application) -> None:
-        app[CATALOG] = Catalog(open_readonly(cfg.db_path), Verifier(cfg.trust), refresh_s=refresh_s)
+        app[CATALOG] = Catalog(Store.open_reader(cfg.db_path), Verifier(cfg.trust), refresh_s=refresh_s)
 
     async def close_store(app: web.Application) -> None:
         if CATALOG in app:
@@ -354,7 +328,7 @@ def parse_bind(text: str) -> tuple[str, int]:
 def cmd_serve(args, cfg: Config, out) -> int:
     cli = _cli()
     host, port = parse_bind(args.bind)
-    store = open_readonly(cfg.db_path)  # fail now, with exit 4, rather than inside the server
+    store = Store.open_reader(cfg.db_path)  # fail now, with exit 4, rather than inside the server
     try:
         catalog = Catalog(store, Verifier(cfg.trust))
         count = len(catalog.suffixes())
@@ -428,7 +402,7 @@ def cmd_export(args, cfg: Config, out) -> int:
     base = args.base_url.rstrip("/")
     if not base.startswith(("https://", "http://")):
         raise cli.UsageError(f"--base-url must be an http(s) URL, got {args.base_url[:80]!r}")
-    store = open_readonly(cfg.db_path)
+    store = Store.open_reader(cfg.db_path)
     try:
         report = export_tree(store, cfg, args.directory, base, name=args.name)
     except OSError as exc:

@@ -228,12 +228,19 @@ class Store:
 
     @classmethod
     def open_reader(cls, path: str) -> "Store":
-        """A read-only connection to a store another connection has opened (and migrated):
-        what a sync worker process reads its trusted input through."""
+        """The store through a read-only SQLite connection: never migrates, never writes.  What
+        `serve`, `export` and the sync worker processes read through."""
+        if path == ":memory:" or not Path(path).is_file():
+            raise StoreError(f"no store at {path}: run `pithsync pull` (or `sync`) first")
         store = cls(_connect(path, read_only=True), path)
-        version = store.schema_version()
-        if version != SCHEMA_VERSION:
-            raise StoreError(f"store {path} has schema {version}, expected {SCHEMA_VERSION}")
+        try:
+            version = store.schema_version()
+        except sqlite3.DatabaseError as exc:
+            store.close()
+            raise StoreError(f"cannot open store {path} read-only: {exc}") from None
+        if version == 0 or version > SCHEMA_VERSION:
+            store.close()
+            raise StoreError(f"{path} is not a pithsync store (no schema)" if version == 0 else f"store schema {version} is newer than this pithsync ({SCHEMA_VERSION})")
         return store
 
     @contextlib.contextmanager
@@ -686,7 +693,7 @@ class Store:
 def _connect(path: str, *, read_only: bool = False) -> sqlite_utils.Database:
     try:
         if read_only:
-            conn = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True, timeout=30, isolation_level="DEFERRED")
+            conn = sqlite3.connect(f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro", uri=True, timeout=30, isolation_level="DEFERRED")
         else:
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
