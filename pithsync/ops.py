@@ -39,7 +39,7 @@ from pithsync import __version__
 from pithsync.httpcache import not_modified
 from pithsync.config import AlertsConfig, Config, CrawlConfig, MetricsConfig
 from pithsync.core import strictjson
-from pithsync.core.canonical import canon
+from pithsync.core.canonical import canon, compact
 from pithsync.core.keys import TrustStore, public_key_entry
 from pithsync.core.merge import MERGE_VERSION
 from pithsync.core.urls import BUNDLE_PATTERN, STATE_PATTERN, WELL_KNOWN_PATTERN
@@ -204,7 +204,7 @@ class Catalog:
                     return body
             except ValueError:
                 continue
-        return json.dumps(state, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return compact(state)
 
 
 # -- the mirror manifest -----------------------------------------------------------------------
@@ -447,10 +447,6 @@ def tamper_payload(bundle: dict) -> dict:
     return b
 
 
-def _dumps(doc: dict) -> bytes:
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
 @dataclass(frozen=True)
 class DemoPlan:
     numbers: list[str]
@@ -468,13 +464,13 @@ async def _start_demo_mirrors(seeds):
     missing, tampered = numbers[-2], numbers[-1]
     for _, data, doc in seeds:
         suffix = doc["pith_number"].split(":")[2]
-        state = _dumps(doc["state"])
+        state = compact(doc["state"])
         honest.put_bundle(suffix, data)
         honest.put_state(suffix, state)
         if doc["pith_number"] != missing:
             lagging.put_bundle(suffix, data)
             lagging.put_state(suffix, state)
-        hostile.put_bundle(suffix, _dumps(tamper_payload(doc)) if doc["pith_number"] == tampered else data)
+        hostile.put_bundle(suffix, compact(tamper_payload(doc)) if doc["pith_number"] == tampered else data)
         hostile.put_state(suffix, state)
     servers = [honest, lagging, hostile]
     started = []

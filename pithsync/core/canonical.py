@@ -59,6 +59,12 @@ def canon(value: Any) -> bytes:
     return _reference(value) if _small_float_in(out) else out
 
 
+def compact(value: Any) -> bytes:
+    """JSON as the registry serves it: compact, keys in their own order.  Not canonical (never
+    what a hash is computed over): the wire form pithsync writes when it has no original bytes."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
 def sha256hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
-import json
 from dataclasses import dataclass, field
 
 from nacl.signing import SigningKey
 
 from pithsync.core import numbers
-from pithsync.core.canonical import canon_sha256, without
+from pithsync.core.canonical import canon_sha256, compact, without
 from pithsync.core.keys import PinnedKey, TrustStore, fingerprint_hex, public_key_entry
 from pithsync.core.merge import merge_state
 from pithsync.core.verify import BUNDLE_TYPE, EVENT_HASH_EXCLUDES, SIGNED_MESSAGE
@@ -88,9 +87,7 @@ def test_trust(*extra: ForgeKey) -> TrustStore:
     return TrustStore([TEST_KEY.pinned(), *TrustStore.registry_default(), *(k.pinned() for k in extra)])
 
 
-def dumps(doc: dict) -> bytes:
-    """Bytes as the registry serves them: compact, not key-sorted."""
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+dumps = compact  # bytes as the registry serves them: compact, not key-sorted
 
 
 def make_record(i: int, year: int = 2026, arxiv_id: str | None = None) -> dict:

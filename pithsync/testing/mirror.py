@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import email.utils
 import hashlib
-import json
 import socket
 import struct
 import time
@@ -118,7 +117,7 @@ def _to_bytes(data: bytes | bytearray | str | dict | list) -> bytes:
     if isinstance(data, str):
         return data.encode("utf-8")
     if isinstance(data, (dict, list)):
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return dumps(data)
     raise TypeError(f"cannot serve {type(data).__name__}")
 
 
