@@ -4,8 +4,14 @@ the test mirror, so what the tests exercise is what production answers."""
 from __future__ import annotations
 
 import email.utils
+import hashlib
 from datetime import datetime, timezone
 from typing import Mapping
+
+
+def etag_of(body: bytes) -> str:
+    """The strong ETag of a body: the same rule for `pithsync serve` and the test mirror."""
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
 def etag_matches(if_none_match: str, etags: tuple[str, ...]) -> bool:

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import copy
 import email.utils
-import hashlib
 import importlib.resources
 import io
 import json
@@ -36,7 +35,7 @@ from pathlib import Path
 from aiohttp import web
 
 from pithsync import __version__
-from pithsync.httpcache import not_modified
+from pithsync.httpcache import etag_of, not_modified
 from pithsync.config import AlertsConfig, Config, CrawlConfig, MetricsConfig
 from pithsync.core import strictjson
 from pithsync.core.canonical import canon, compact
@@ -60,10 +59,6 @@ def _cli():
 
 
 # -- what this store publishes -----------------------------------------------------------------
-
-
-def _etag(body: bytes) -> str:
-    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
 def _parse_time(text: str | None) -> datetime:
@@ -90,11 +85,11 @@ class Published:
 
     @property
     def bundle_etag(self) -> str:
-        return _etag(self.bundle)
+        return etag_of(self.bundle)
 
     @property
     def state_etag(self) -> str:
-        return _etag(self.state)
+        return etag_of(self.state)
 
     def files(self) -> dict[str, bytes]:
         """URL path -> body, for the mirror layout of PROTOCOL.md."""

@@ -4,7 +4,6 @@ verified store already holds."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Set
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from functools import cached_property
 from typing import Mapping
 
 from pithsync.core import strictjson
+from pithsync.core.canonical import sha256hex
 from pithsync.core.errors import MalformedDocument
 from pithsync.core.merge import find_equivocations
 from pithsync.core.status import Reason, Status, Verdict, most_severe
@@ -41,7 +41,7 @@ class Fetched:
     def sha256(self) -> str | None:
         if self.stored_sha256 is not None:
             return self.stored_sha256
-        return hashlib.sha256(self.body).hexdigest() if self.body is not None else None
+        return sha256hex(self.body) if self.body is not None else None
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
-import hashlib
 import socket
 import struct
 import time
@@ -33,7 +32,7 @@ from typing import Any, AsyncIterator
 from aiohttp import web
 
 from pithsync.core.urls import MirrorSpec
-from pithsync.httpcache import not_modified
+from pithsync.httpcache import etag_of, not_modified
 from pithsync.testing.forge import dumps
 
 LOCALHOST = "127.0.0.1"
@@ -142,7 +141,7 @@ class Resource:
     @cached_property
     def etag(self) -> str:
         """Strong validator of the identity representation."""
-        return '"' + hashlib.sha256(self.body).hexdigest()[:32] + '"'
+        return etag_of(self.body)
 
     @cached_property
     def gzip_etag(self) -> str:
