@@ -25,7 +25,6 @@ import logging
 import os
 import re
 import shutil
-import sqlite3
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -124,7 +123,7 @@ class Catalog:
         if not force and now - self._checked < self.refresh_s:
             return
         self._checked = now
-        version = self.store.db.execute("PRAGMA data_version").fetchone()[0]
+        version = self.store.data_version()
         if version == self._version and not force:
             return
         self._version = version
@@ -132,7 +131,7 @@ class Catalog:
         self._states = self.store.document_index("state")
         self._records = {
             suffix: pith
-            for pith, suffix in self.store.db.execute("select pith_number, suffix from records where state is not null order by suffix")
+            for pith, suffix in self.store.records_with_state()
             if pith in self._bundles
         }
 
@@ -148,8 +147,8 @@ class Catalog:
         cached = self._cache.get(suffix)
         if cached is not None and cached[0] == self._version:
             return cached[2]
-        row = self.store.db.execute("select state_sha256 from records where pith_number = ?", [pith]).fetchone()
-        key = (row[0] if row else None, tuple(self._bundles.get(pith, ())), tuple(self._states.get(pith, ())))
+        summary = self.store.record_summary(pith)
+        key = (summary["state_sha256"] if summary else None, tuple(self._bundles.get(pith, ())), tuple(self._states.get(pith, ())))
         if cached is not None and cached[1] == key:
             self._cache[suffix] = (self._version, key, cached[2])
             return cached[2]
@@ -374,8 +373,7 @@ def export_tree(store: Store, cfg: Config, directory: str, base_url: str, *, nam
     catalog = Catalog(store, Verifier(cfg.trust), refresh_s=0.0)
     written = unchanged = 0
     records = []
-    store.db.execute("BEGIN")  # one consistent snapshot, even while a sync writes
-    try:
+    with store.snapshot():
         for suffix in catalog.suffixes():
             pub = catalog.get(suffix)
             if pub is None:
@@ -386,8 +384,6 @@ def export_tree(store: Store, cfg: Config, directory: str, base_url: str, *, nam
                     written += 1
                 else:
                     unchanged += 1
-    finally:
-        store.db.execute("ROLLBACK")
     write_atomic(root / MANIFEST_PATH.lstrip("/"), _manifest_bytes(manifest(base_url, cfg.trust, name=name, records=len(records))))
     return {"directory": str(root), "records": records, "files_written": written, "files_unchanged": unchanged, "not_published": dict(catalog.rejected)}
 
@@ -499,19 +495,8 @@ def demo_config(db_path: str, mirrors) -> Config:
 
 
 def _alert_rows(store: Store) -> list[dict]:
-    """Alerts the run raised, oldest first: through the alerts work's `Store.alerts()` when this
-    build has it, else straight from the `alerts` table."""
-    fn = getattr(store, "alerts", None)
-    if callable(fn):
-        with contextlib.suppress(TypeError, sqlite3.OperationalError):
-            return sorted((dict(r) for r in fn()), key=lambda r: r.get("id") or 0)
-    if not store.db["alerts"].exists():
-        return []
-    rows = list(store.db.query("select * from alerts order by id"))
-    for r in rows:
-        with contextlib.suppress(TypeError, ValueError):
-            r["payload"] = json.loads(r.get("payload") or "{}")
-    return rows
+    """Alerts the run raised, oldest first."""
+    return sorted(store.alerts(), key=lambda r: r["id"])
 
 
 def _run_demo_pull(cfg: Config, numbers: list[str], out) -> dict:
@@ -522,7 +507,7 @@ def _run_demo_pull(cfg: Config, numbers: list[str], out) -> dict:
     with commands.open_store(cfg, lock=True) as store:
         targets = commands.parse_targets(numbers, store, 0)
         code = commands.run_sync(cfg, out, store, targets, "demo")
-        last_run = store.db.execute("select run_id from runs order by started_at desc limit 1").fetchone()[0]
+        last_run = store.last_finished_run(success=False)["run_id"]
         verdicts = {e["pith_number"]: e["status"] for e in store.journal() if e["run_id"] == last_run and e["kind"] == "record_outcome"}
         statuses = {p: {m["name"]: {"status": m["status"], "reasons": m["reasons"]} for m in store.mirror_statuses(p)} for p in numbers}
         alerts = _alert_rows(store)

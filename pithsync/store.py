@@ -320,6 +320,23 @@ class Store:
     def records(self) -> list[dict]:
         return list(self.db.query("select pith_number, event_count, state_sha256, tracked, updated_at from records order by pith_number"))
 
+    def records_with_state(self) -> list[tuple[str, str]]:
+        """(pith_number, suffix) of every record that has a merged state, by suffix."""
+        return self.db.execute("select pith_number, suffix from records where state is not null order by suffix").fetchall()
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see one consistent state of the store, even while a sync commits."""
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.db.execute("ROLLBACK")
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits (SQLite's PRAGMA data_version)."""
+        return self.db.execute("PRAGMA data_version").fetchone()[0]
+
     def stored_events(self, pith_number: str) -> dict[str, dict]:
         return {eid: json.loads(body) for eid, body in self.db.conn.execute("select event_id, body from events where pith_number = ?", [pith_number])}
 
