@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pithsync.core import strictjson
 from pithsync.core.errors import DocumentTooLarge, MalformedDocument, PithError
 from pithsync.core.strictjson import MAX_DEPTH, MAX_NUMBER_CHARS, loads, loads_object
+from jsonvalues import JSON_VALUES
 
 
 def test_plain_document_parses():
@@ -182,3 +185,113 @@ def test_unknown_fields_are_kept():
 
 def test_default_cap_is_eight_mib():
     assert strictjson.DEFAULT_MAX_BYTES == 8 * 1024 * 1024
+
+
+# --- The fast path (orjson, kept only when it writes the bytes back exactly) must read every
+# document exactly as the strict parser does, or refuse it with the strict parser's own error.
+
+
+def _typed(value):
+    """A value with its JSON types spelled out: 1, 1.0 and True differ, and so do 0.0 and -0.0."""
+    if isinstance(value, dict):
+        return ("object", [(k, _typed(v)) for k, v in value.items()])
+    if isinstance(value, list):
+        return ("array", [_typed(v) for v in value])
+    if isinstance(value, float):
+        return ("float", value.hex())
+    return (type(value).__name__, value)
+
+
+def _outcome(parse, data: bytes, **kw):
+    try:
+        return ("ok", _typed(parse(data, **kw)))
+    except MalformedDocument as exc:
+        return ("error", type(exc).__name__, str(exc))
+
+
+def _strict(data: bytes, max_depth: int = MAX_DEPTH):
+    return strictjson._strict_loads(data, max_depth)
+
+
+def _encodings(value) -> list[bytes]:
+    return [
+        json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(),  # the registry's form
+        json.dumps(value).encode(),  # spaces and \u escapes: never round-trips
+        json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode(),
+    ]
+
+
+@settings(max_examples=500, deadline=None)
+@given(JSON_VALUES)
+def test_fast_path_reads_every_document_as_the_strict_parser_does(value):
+    for data in _encodings(value):
+        assert _outcome(loads, data) == _outcome(_strict, data)
+
+
+@settings(max_examples=500, deadline=None)
+@given(JSON_VALUES, st.integers(min_value=0), st.binary(max_size=3), st.integers(min_value=0, max_value=3))
+def test_fast_path_agrees_on_damaged_documents(value, at, insert, delete):
+    # Bytes spliced into and cut out of a document that would otherwise take the fast path:
+    # duplicate keys, stray escapes, broken UTF-8, numbers respelled, truncation.
+    data = json.dumps({"v": value, "w": [value]}, separators=(",", ":"), ensure_ascii=False).encode()
+    at %= len(data) + 1
+    damaged = data[:at] + insert + data[at + delete:]
+    assert _outcome(loads, damaged) == _outcome(_strict, damaged)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"a":1,"a":1}',
+        b'{"a":{"b":1,"b":1}}',
+        b"1180591620717411303425",  # orjson reads it as a float
+        b"[18446744073709551616]",
+        b"-9223372036854775809",
+        b'"\\ud800"',
+        b'"\\ud83d\\ude00"',
+        b'"\\u0041"',
+        b"1E5",
+        b"1e-05",
+        b"-0",
+        b"[1.50]",
+        b"\xef\xbb\xbf{}",
+        b"[NaN]",
+        b"[1e400]",
+        b'{"a" :1}',
+        b"[" * 300 + b"]" * 300,  # beyond orjson's writer (254) and the strict limit
+    ],
+)
+def test_fast_path_agrees_where_orjson_and_json_differ(data):
+    assert _outcome(loads, data) == _outcome(_strict, data)
+
+
+@settings(max_examples=500, deadline=None)
+@given(JSON_VALUES, st.integers(min_value=0, max_value=6))
+def test_indented_depth_check_matches_the_walk(value, limit):
+    def run(check):
+        try:
+            check(value, limit)
+            return None
+        except MalformedDocument as exc:
+            return str(exc)
+
+    assert run(strictjson._check_depth_indented) == run(strictjson._check_depth)
+
+
+@pytest.mark.parametrize("make", [_nested_arrays, _nested_objects, lambda d: b'{"k":[' * (d // 2) + b"0" + b"]}" * (d // 2)])
+@pytest.mark.parametrize("depth", [MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1, MAX_DEPTH + 2])
+def test_depth_limit_holds_on_the_fast_path(make, depth):
+    data = make(depth)
+    assert strictjson._round_trip(data)[0], "this document should take the fast path"
+    assert _outcome(loads, data) == _outcome(_strict, data)
+
+
+def test_registry_documents_take_the_fast_path(seeds):
+    # The speed claim (bench/README.md) rests on this: the registry's compact UTF-8 round-trips.
+    for name, data in seeds.items():
+        assert strictjson._round_trip(data)[0], name
+    from pithsync.testing import forge
+
+    bundle = forge.forge_record(3, all_types=True).bundle()
+    for doc in (bundle, bundle["state"]):
+        assert strictjson._round_trip(forge.dumps(doc))[0]
