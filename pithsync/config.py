@@ -30,6 +30,8 @@ class CrawlConfig:
     deadline_s: float = 60.0  # overall deadline for one fetch, retries excluded
     retries: int = 3  # attempts after the first, for connection errors, timeouts, 429, 5xx
     backoff_max_s: float = 30.0
+    mirror_down_after: int = 8  # consecutive failed connections/timeouts before a mirror is skipped; 0: never
+    mirror_retry_s: float = 30.0  # while skipped, one request per this many seconds tries it again
     max_bytes: int = DEFAULT_MAX_BYTES
     follow_hints: bool = True
     allow_http: bool = False  # for discovered URLs; configured mirrors may be http

@@ -175,6 +175,59 @@ def _describe(exc: BaseException) -> tuple[str, str]:
     return "network_error", text
 
 
+# Failures that say the mirror is not answering at all (as opposed to answering badly).
+_DOWN_CODES = frozenset({"connection_refused", "connect_timeout", "connect_failed", "timeout", "deadline_exceeded"})
+
+
+def _origin_key(url: str) -> str:
+    """scheme://host[:port] as written: what the breaker counts failures by."""
+    end = url.find("/", url.find("//") + 2)
+    return (url if end < 0 else url[:end]).lower()
+
+
+class MirrorBreaker:
+    """Stops a run from waiting on a mirror that is down.  After `after` requests in a row to one
+    origin failed to connect or timed out (every attempt counts), its requests fail at once; one
+    request every `retry_s` seconds probes it, and any answer closes the breaker.  Without it a
+    down mirror cost every record its full retry backoff (about 3.5 s), so a large run took
+    minutes, and records in flight had to be oversized to hide that."""
+
+    def __init__(self, after: int, retry_s: float, clock: Callable[[], float] = time.monotonic):
+        self.after = after
+        self.retry_s = retry_s
+        self._clock = clock
+        self._failures: dict[str, int] = {}
+        self._open_until: dict[str, float] = {}
+
+    def is_open(self, origin: str) -> bool:
+        until = self._open_until.get(origin)
+        return until is not None and self._clock() < until
+
+    def allows(self, origin: str) -> bool:
+        """Whether a request to `origin` may go out now; when the breaker is open and a probe
+        is due, this request is the probe (the others keep failing fast until it answers)."""
+        if origin not in self._open_until:
+            return True
+        now = self._clock()
+        if now < self._open_until[origin]:
+            return False
+        self._open_until[origin] = now + self.retry_s
+        return True
+
+    def record(self, origin: str, code: str | None) -> None:
+        """The outcome of one attempt: the failure code, or None for any answer."""
+        if code in _DOWN_CODES:
+            failures = self._failures[origin] = self._failures.get(origin, 0) + 1
+            if self.after and failures >= self.after:
+                self._open_until[origin] = self._clock() + self.retry_s
+        elif origin in self._failures:
+            del self._failures[origin]
+            self._open_until.pop(origin, None)
+
+    def failures(self, origin: str) -> int:
+        return self._failures.get(origin, 0)
+
+
 class _Retryable(Exception):
     def __init__(self, fetched: Fetched, retry_after: float | None = None):
         super().__init__(fetched.detail)
@@ -219,11 +272,12 @@ Sleep = Callable[[float], Awaitable[None]]
 class Fetcher:
     """GETs documents with one shared ClientSession.  Use as `async with Fetcher(...) as f:`."""
 
-    def __init__(self, crawl: CrawlConfig, policy: UrlPolicy, *, sleep: Sleep = anyio.sleep, clock: Callable[[], float] = time.time):
+    def __init__(self, crawl: CrawlConfig, policy: UrlPolicy, *, sleep: Sleep = anyio.sleep, clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic):
         self.crawl = crawl
         self.policy = policy
         self._sleep = sleep
         self._clock = clock
+        self.breaker = MirrorBreaker(crawl.mirror_down_after, crawl.mirror_retry_s, monotonic)
         self._session: aiohttp.ClientSession | None = None
         self._trusted_prefixes = policy.trusted_prefixes  # computed once: checked on every request
         self.requests = 0
@@ -273,6 +327,8 @@ class Fetcher:
             return await self._get_once(url, validators)
 
         def wait(state: RetryCallState) -> float:
+            if self.breaker.is_open(_origin_key(url)):
+                return 0.0  # the next attempt fails fast: no point sleeping first
             exc = state.outcome.exception() if state.outcome else None
             backoff = wait_random_exponential(multiplier=0.5, max=self.crawl.backoff_max_s)(state)
             if isinstance(exc, _Retryable) and exc.retry_after is not None:
@@ -302,6 +358,19 @@ class Fetcher:
         return Response(Fetched(Retrieval.UNREACHABLE, url, detail=detail, code=exc.fetched.code), attempts=attempts)
 
     async def _get_once(self, url: str, validators: Validators | None) -> Response:
+        origin = _origin_key(url)
+        if not self.breaker.allows(origin):
+            detail = f"not tried: the mirror failed to connect or answer {self.breaker.failures(origin)} requests in a row in this run (tried again every {self.breaker.retry_s:g}s)"
+            return Response(Fetched(Retrieval.UNREACHABLE, url, detail=detail, code="mirror_down"))
+        try:
+            response = await self._request(url, validators)
+        except _Retryable as exc:
+            self.breaker.record(origin, exc.fetched.code)
+            raise
+        self.breaker.record(origin, None)
+        return response
+
+    async def _request(self, url: str, validators: Validators | None) -> Response:
         assert self._session is not None, "use Fetcher as an async context manager"
         # The connector caps connections (overall and per host); waiting for one counts toward
         # the deadline, not toward the connect timeout.

@@ -26,7 +26,7 @@ import pytest
 from aiohttp.resolver import ThreadedResolver
 
 import reliability_counts
-from synctools import NoSleep, make_config, pull
+from synctools import NoSleep, make_config, pull, statuses
 from pithsync.core.canonical import canon, sha256hex
 from pithsync.fetch import PolicyError, PolicyResolver, UrlPolicy
 from pithsync.store import Store
@@ -479,3 +479,85 @@ async def test_resolver_drops_private_answers_for_untrusted_names():
     with pytest.raises(OSError, match="non-public"):
         await resolver.resolve("rebinding.example.org", 443)
     assert (await resolver.resolve("mirror.local", 80))[0]["host"] == "10.0.0.7"  # configured: trusted
+
+
+# -- a mirror that is down for the whole run ---------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_breaker_opens_after_consecutive_failures_and_probes_again():
+    from pithsync.fetch import MirrorBreaker
+
+    clock = FakeClock()
+    b = MirrorBreaker(after=3, retry_s=30, clock=clock)
+    a, other = "http://127.0.0.1:1", "http://127.0.0.1:2"
+    b.record(a, "connection_refused")
+    b.record(a, "timeout")
+    b.record(a, None)  # any answer in between starts the count again
+    b.record(a, "connection_refused")
+    b.record(a, "connect_timeout")
+    assert b.allows(a) and not b.is_open(a)
+    b.record(a, "server_error")  # an answer, however bad: the mirror is up
+    for _ in range(3):
+        b.record(a, "deadline_exceeded")
+    assert b.is_open(a) and not b.allows(a) and b.failures(a) == 3
+    assert b.allows(other), "one mirror down says nothing about another"
+    clock.now += 29.9
+    assert not b.allows(a)
+    clock.now += 0.2
+    assert b.allows(a), "a probe is due"
+    assert not b.allows(a), "one probe at a time"
+    b.record(a, "connection_refused")  # the probe failed: closed for another retry_s
+    clock.now += 29.9
+    assert not b.allows(a)
+    clock.now += 0.2
+    assert b.allows(a)
+    b.record(a, None)  # the probe was answered
+    assert b.allows(a) and b.allows(a) and not b.is_open(a) and b.failures(a) == 0
+
+
+def test_breaker_disabled_with_zero():
+    from pithsync.fetch import MirrorBreaker
+
+    b = MirrorBreaker(after=0, retry_s=30, clock=FakeClock())
+    for _ in range(100):
+        b.record("http://x", "connection_refused")
+    assert b.allows("http://x")
+
+
+@pytest.mark.parametrize("down_after", [0, 6])
+async def test_a_mirror_down_for_the_whole_run_is_skipped_after_a_few_failures(tmp_path, connects, down_after):
+    # Without the breaker every request to a down mirror waits out its retries: 4 attempts and
+    # 3 backoff sleeps for each of 2 documents of every record.  With it, the run stops trying
+    # after a handful; the records still say which mirror was unreachable, and why.
+    seen = connects()
+    down = refused_spec("down")
+    records = [forge.forge_record(300 + i, n_events=1).bundle() for i in range(24)]
+    async with MirrorServer("good") as good:
+        for b in records:
+            good.put_record(b)
+        cfg = make_config(tmp_path, [good.spec(), down], retries=3, mirror_down_after=down_after, per_host=4, concurrency=8)
+        sleep = NoSleep()
+        results = await pull(cfg, *(b["pith_number"] for b in records), sleep=sleep)
+    port = int(down.base_url.rsplit(":", 1)[1])
+    attempts = sum(1 for _, p in seen if p == port)
+    codes = [r.mirrors[1].reasons[0]["code"] for r in results.values()]
+    assert all(r.verdict.value == "degraded" and statuses(r) == {"good": "ok", "down": "unreachable"} for r in results.values())
+    if down_after == 0:
+        assert attempts == 24 * 2 * 4 and len(sleep.waits) == 24 * 2 * 3
+        assert set(codes) == {"connection_refused"}
+    else:
+        # Requests already on their way when the breaker opened still fail on their own: at
+        # most one attempt per request in flight (never more than `concurrency`).
+        assert down_after <= attempts <= down_after + cfg.crawl.concurrency, attempts
+        assert len(sleep.waits) <= attempts
+        assert codes.count("mirror_down") >= 24 - (down_after + cfg.crawl.concurrency)
+        detail = next(r.mirrors[1].reasons[0]["message"] for r in results.values() if r.mirrors[1].reasons[0]["code"] == "mirror_down")
+        assert "in a row" in detail
