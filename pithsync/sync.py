@@ -248,7 +248,7 @@ class SyncEngine:
         """Fetch, verify and compare one record: its result, what to store, its verified events."""
         suffix = target.suffix
         configured = list(self.cfg.mirrors)
-        known_pith = target.pith_number or next(iter(self.store.resolve(suffix)), None)
+        known_pith = target.pith_number or self.store.number_for_suffix(suffix)
         known_good = self.store.verified_pairs(known_pith, self.trust_id) if known_pith else set()
         fetched = await self._fetch_all(configured, suffix)
         assessments = [self.assessor.assess(f.copy, suffix, known_good) for f in fetched]

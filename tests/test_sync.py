@@ -10,6 +10,7 @@ import pytest
 from synctools import NoSleep, make_config, pull, run_cli, serve_bad_copy, statuses, write_config
 from pithsync.core import strictjson
 from pithsync.core.canonical import sha256hex
+from pithsync import store as store_module
 from pithsync.store import Store
 from pithsync.testing import forge
 from pithsync.testing.mirror import MirrorServer, bundle_path, refused_spec, state_path, well_known_path
@@ -430,3 +431,26 @@ async def test_sync_with_nothing_tracked_prints_valid_json(tmp_path):
     code, out = await run_cli("--db", tmp_path / "empty.db", "sync", "--json")
     assert code == 0
     assert json.loads(out) == {"records": []}
+
+
+def test_resolving_a_suffix_or_prefix_uses_the_index(tmp_path):
+    # resolve() runs once per record whose full number is not known; a scan per call made a
+    # large run quadratic.
+    store = Store.open(str(tmp_path / "s.db"))
+    try:
+        with store.transaction():
+            for i in range(3):
+                pith = forge.forge_record(900 + i).pith_number
+                store.db["records"].insert({"pith_number": pith, "suffix": pith.split(":")[2], "tracked": 1})
+        pith = forge.forge_record(901).pith_number
+        suffix = pith.split(":")[2]
+        assert store.resolve(suffix) == [pith]
+        assert store.resolve(pith) == [pith]
+        assert store.resolve(f"pith:{suffix[:8]}") == [pith]
+        assert store.resolve("pith:" + "A" * 26) == []
+        for query, args in (("select pith_number from records where suffix = ?", [suffix]), ("select pith_number from records where suffix >= ? and suffix < ?", [suffix[:8], suffix[:8] + "~"])):
+            assert query in open(store_module.__file__).read()  # the queries resolve() runs
+            plan = " ".join(str(r[-1]) for r in store.db.execute("explain query plan " + query, args).fetchall())
+            assert "USING" in plan and "INDEX" in plan, plan
+    finally:
+        store.close()
