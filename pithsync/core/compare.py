@@ -4,7 +4,6 @@ verified store already holds."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Set
 from dataclasses import dataclass, field
 from enum import Enum
@@ -127,7 +126,7 @@ class Assessor:
         cached = self._cache.get(key)
         if cached is None:
             if key[1:] in known_good:
-                cached = self._known_good(copy)
+                cached = self._known_good(copy, suffix)
             else:
                 cached = self._assess_bodies(copy, suffix)
             if len(self._cache) >= self.CACHE_SIZE:
@@ -139,12 +138,13 @@ class Assessor:
         a.valid_events = report.valid_events if report is not None and bundle is not None else []
         return a
 
-    @staticmethod
-    def _known_good(copy: MirrorCopy) -> tuple:
-        # These exact bytes passed strict parsing and full verification before, so the plain
-        # parser reads them the same way.  Not orjson: it reads integers beyond 64 bits as
-        # floats, silently (tests/test_sync.py checks such a payload survives re-syncs).
-        bundle = json.loads(copy.bundle.body)
+    def _known_good(self, copy: MirrorCopy, suffix: str) -> tuple:
+        # These exact bytes passed strict parsing and full verification before: parsed again
+        # (strictjson's fast path when orjson reads them faithfully), not verified again.
+        try:
+            bundle = strictjson.loads_object(copy.bundle.body, max_bytes=self.max_bytes)
+        except MalformedDocument:  # e.g. max_bytes lowered since: then judge it afresh
+            return self._assess_bodies(copy, suffix)
         report = Report("bundle", pith_number=bundle["pith_number"], valid_events=bundle["events"], merged_state=bundle["state"])
         report.canonical_sha256 = bundle["canonical_sha256"]
         return [], bundle, True, True, report
