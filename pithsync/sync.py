@@ -81,7 +81,9 @@ class RunTally:
     def add(self, result: RecordResult) -> None:
         self.by_verdict[result.verdict] += 1
         for m in result.mirrors:
-            counts = self.mirrors.setdefault((m.name, m.base_url), {s.value: 0 for s in Status})
+            counts = self.mirrors.get((m.name, m.base_url))
+            if counts is None:  # not setdefault: its default dict was built for every mirror of every record
+                counts = self.mirrors[(m.name, m.base_url)] = {s.value: 0 for s in Status}
             counts[m.status.value] += 1
 
     @property
