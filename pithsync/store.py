@@ -346,6 +346,10 @@ class Store:
             r["reasons"] = json.loads(r["reasons"] or "[]")
         return rows
 
+    def mirror_verdicts(self, pith_number: str) -> dict[str, tuple[str, str | None, str | None]]:
+        """mirror base_url -> (status, bundle sha256, state sha256) of the record's last check."""
+        return {r[0]: (r[1], r[2], r[3]) for r in self.db.conn.execute("select mirror, status, bundle_sha256, state_sha256 from mirror_status where pith_number = ?", [pith_number])}
+
     def validators_for(self, urls: list[str]) -> dict[str, dict]:
         out: dict[str, dict] = {}
         for i in range(0, len(urls), 500):

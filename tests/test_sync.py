@@ -472,3 +472,102 @@ def test_a_new_store_uses_16k_pages_and_an_old_one_keeps_its_own(tmp_path):
         assert old.schema_version() > 0  # migrated as usual
     finally:
         old.close()
+
+
+# -- the quick check: a record nothing changed in skips the comparison ------------------------
+# SyncEngine._unchanged must give exactly what the full path gives, or decline.  Each case syncs
+# once (or more) to build a store, then examines the record on two copies of that store, with
+# the quick check and without, and compares the result and the write field by field.
+
+
+def _copy_store(src: str, dst: str) -> None:
+    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+        a.backup(b)
+
+
+async def _examine_both_ways(tmp_path, cfg, pith: str) -> tuple[bool, tuple, tuple]:
+    from dataclasses import replace as dc_replace
+
+    from pithsync.fetch import Fetcher
+    from pithsync.sync import SyncEngine, Target
+
+    outcomes, taken = [], []
+    for quick in (True, False):
+        path = str(tmp_path / f"copy-{quick}.db")
+        _copy_store(cfg.db_path, path)
+        store = Store.open(path)
+        try:
+            async with Fetcher(cfg.crawl, SyncEngine.policy_for(cfg), sleep=NoSleep()) as fetcher:
+                engine = SyncEngine(dc_replace(cfg, db_path=path), store, fetcher)
+                engine.quick_check = quick
+                if quick:
+                    inner = engine._unchanged
+
+                    def spy(*a, **kw):
+                        out = inner(*a, **kw)
+                        taken.append(out is not None)
+                        return out
+
+                    engine._unchanged = spy
+                result, write, _ = await engine.examine(Target(pith.split(":")[2], pith))
+        finally:
+            store.close()
+        outcomes.append((result.to_json(), write))
+    return taken == [True], outcomes[0], outcomes[1]
+
+
+def _hinted(record, base_url: str, upto: int | None = None) -> dict:
+    return forge.make_bundle(record.record, record.events[: upto or len(record.events)], base_url=base_url)
+
+
+QUICK_CASES = ("unchanged", "hints_to_configured", "hint_elsewhere", "store_ahead", "equivocation_inside", "one_stale", "trust_changed", "lying_state", "one_changed", "same_bytes_refetched")
+
+
+@pytest.mark.parametrize("case", QUICK_CASES)
+async def test_quick_check_gives_what_the_full_comparison_gives(tmp_path, case):
+    record = forge.forge_record(940, n_events=3)
+    pith = record.pith_number
+    async with MirrorServer("a") as a, MirrorServer("b") as b, MirrorServer("c") as c:
+        follow = case in ("hints_to_configured", "hint_elsewhere")
+        cfg = make_config(tmp_path, [a.spec(), b.spec()], follow_hints=follow)
+        if case == "hints_to_configured":
+            for m in (a, b):
+                m.put_record(_hinted(record, a.base_url))
+        elif case == "hint_elsewhere":
+            hinted = forge.make_bundle(record.record, record.events, base_url=a.base_url, mirror_hints=[{"name": "x", "base_url": "http://10.255.255.1"}])
+            for m in (a, b):
+                m.put_record(hinted)
+        elif case == "equivocation_inside":
+            left, right = forge.equivocating_pair(record)
+            both = forge.make_bundle(record.record, [*record.events, left["events"][-1], right["events"][-1]])
+            for m in (a, b):
+                m.put_record(both)
+        else:
+            a.put_record(record.bundle())
+            if case == "one_stale":
+                serve_bad_copy(b, record, "stale")
+            elif case == "lying_state":
+                serve_bad_copy(b, record, "lying_state_json")
+            elif case == "store_ahead":
+                b.put_record(record.bundle())
+                for m in (a, b):
+                    m.put_record(record.bundle(upto=2))
+                c.put_record(record.bundle())
+            else:
+                b.put_record(record.bundle())
+        await pull(cfg, pith)
+        if case == "store_ahead":  # the store learns a third event elsewhere; a and b still serve two
+            await pull(make_config(tmp_path, [c.spec()]), pith)
+        if case == "trust_changed":
+            from helpers import OTHER_KEY
+
+            # Another set of pinned keys: what verified under the old set is not known good.
+            cfg = make_config(tmp_path, [a.spec(), b.spec()], trust=forge.test_trust(OTHER_KEY))
+        if case == "one_changed":
+            b.put_record(record.bundle(upto=2))
+        if case == "same_bytes_refetched":  # no validators kept for b: the same bytes come back as a 200
+            with sqlite3.connect(cfg.db_path) as conn:
+                conn.execute("delete from validators where url like ?", [b.base_url + "%"])
+        took, quick, full = await _examine_both_ways(tmp_path, cfg, pith)
+    assert quick == full
+    assert took == (case in ("unchanged", "hints_to_configured")), case
