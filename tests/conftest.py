@@ -117,5 +117,23 @@ def _offline(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", _guarded_getaddrinfo)
 
 
+@pytest.fixture(autouse=True)
+def _merge_reuse_checked(monkeypatch):
+    """SyncEngine._merged reuses the merge verification made when it can; in every sync any
+    test runs, it must equal the merge computed afresh."""
+    from pithsync.core.merge import merge_state
+    from pithsync.sync import SyncEngine
+
+    reuse = SyncEngine._merged
+
+    def checked(pith_number, best, comparison):
+        got = reuse(pith_number, best, comparison)
+        fresh = merge_state(pith_number, best.bundle["canonical_record"], best.bundle["source_aliases"], comparison.valid_events.values(), {})
+        assert got == fresh, "a reused merge differs from the merge computed afresh"
+        return got
+
+    monkeypatch.setattr(SyncEngine, "_merged", staticmethod(checked))
+
+
 # The reliability counts (issue 6) in the closing summary: faults, kills, fuzz examples.
 from conftest_reliability import pytest_terminal_summary  # noqa: E402,F401
