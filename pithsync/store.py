@@ -745,7 +745,8 @@ def _connect(path: str, *, read_only: bool = False) -> sqlite_utils.Database:
             # 45 page reads per record at N=5000), and a longer WAL between checkpoints copies
             # the pages every record touches fewer times.  Measured: parent sys time -40%.
             db.execute("PRAGMA cache_size = -16384")  # KiB
-            db.execute("PRAGMA wal_autocheckpoint = 1000")  # pages (16 MB at 16 KiB)
+            page_size = db.execute("PRAGMA page_size").fetchone()[0]
+            db.execute(f"PRAGMA wal_autocheckpoint = {16 * 1024 * 1024 // page_size}")  # 16 MB of pages, whatever their size
         return db
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"cannot open store {path}: {exc}{_read_only_hint(path)}") from None
