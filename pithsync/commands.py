@@ -21,7 +21,7 @@ from pithsync.core.verify import Verifier
 from pithsync.fetch import Fetcher
 from pithsync import shards
 from pithsync.store import EncodedState, RecordWrite, Store, run_lock
-from pithsync.sync import RecordResult, RecordSink, RunTally, SyncEngine, Target
+from pithsync.sync import RecordResult, RecordSink, RunTally, SyncEngine, Target, rare_gc_passes
 
 
 log = logging.getLogger("pithsync.sync")
@@ -110,7 +110,7 @@ def run_sync(cfg: Config, out, store: Store, targets: list[Target], command: str
             await SyncEngine(cfg, store, fetcher, sink=sink).run(run_id, targets)
 
     try:
-        with progress or contextlib.nullcontext():
+        with progress or contextlib.nullcontext(), rare_gc_passes():
             if pool is not None:
                 pool.collect(sink)
             else:

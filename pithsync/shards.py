@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import gc
 import logging
 import multiprocessing
 import os
@@ -29,7 +30,7 @@ import anyio
 
 from pithsync.config import Config
 from pithsync.store import Store, StoreError
-from pithsync.sync import RecordResult, RecordSink, SyncEngine, Target, failed_result
+from pithsync.sync import GC_THRESHOLD, RecordResult, RecordSink, SyncEngine, Target, failed_result
 
 log = logging.getLogger("pithsync.sync")
 
@@ -151,6 +152,10 @@ def _worker_main(cfg: Config, db_path: str, run_id: str, targets: list[Target], 
     _die_with_parent(parent_pid)
     for other in siblings:
         other.close()
+    # What came from the parent stays: GC passes skip it, and do not write to its pages (which
+    # the fork shares until written).  rare_gc_passes: see sync.py.
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
     outbox: list[tuple] = []
 
     def send(_run_id: str, result: RecordResult, write) -> None:

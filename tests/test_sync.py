@@ -573,3 +573,16 @@ async def test_quick_check_gives_what_the_full_comparison_gives(tmp_path, case):
         took, quick, full = await _examine_both_ways(tmp_path, cfg, pith)
     assert quick == full
     assert took == (case in ("unchanged", "hints_to_configured")), case
+
+
+def test_a_run_raises_the_gc_threshold_and_puts_it_back_even_on_failure():
+    import gc
+
+    from pithsync.sync import GC_THRESHOLD, rare_gc_passes
+
+    before = gc.get_threshold()
+    with pytest.raises(RuntimeError):
+        with rare_gc_passes():
+            assert gc.get_threshold() == (GC_THRESHOLD, *before[1:])
+            raise RuntimeError("a run that fails")
+    assert gc.get_threshold() == before
