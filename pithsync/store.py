@@ -309,10 +309,20 @@ class Store:
 
     def record_summary(self, pith_number: str) -> dict | None:
         """A record's row without its (large) state and record JSON: what a sync decides on."""
-        row = self.db.conn.execute(
-            "select tracked, event_count, state_sha256, state is not null from records where pith_number = ?", [pith_number]
-        ).fetchone()
-        return None if row is None else {"tracked": row[0], "event_count": row[1], "state_sha256": row[2], "has_state": bool(row[3])}
+        return self.record_summaries([pith_number]).get(pith_number)
+
+    def record_summaries(self, pith_numbers: list[str]) -> dict[str, dict]:
+        return {
+            r[0]: {"tracked": r[1], "event_count": r[2], "state_sha256": r[3], "has_state": bool(r[4])}
+            for r in self._in("select pith_number, tracked, event_count, state_sha256, state is not null from records where pith_number in ({})", pith_numbers)
+        }
+
+    def _in(self, sql: str, values: list, *before: object) -> Iterator[tuple]:
+        """Rows of `sql`, whose one `in ({})` is filled with `values` 500 at a time (SQLite's
+        limit on parameters is not reached); `before` are bound ahead of them."""
+        for i in range(0, len(values), 500):
+            chunk = values[i : i + 500]
+            yield from self.db.conn.execute(sql.format(",".join("?" * len(chunk))), [*before, *chunk])
 
     def tracked(self) -> list[str]:
         return [r["pith_number"] for r in self.db.query("select pith_number from records where tracked = 1 order by pith_number")]
@@ -346,43 +356,43 @@ class Store:
             r["reasons"] = json.loads(r["reasons"] or "[]")
         return rows
 
-    def mirror_verdicts(self, pith_number: str) -> dict[str, tuple[str, str | None, str | None]]:
-        """mirror base_url -> (status, bundle sha256, state sha256) of the record's last check."""
-        return {r[0]: (r[1], r[2], r[3]) for r in self.db.conn.execute("select mirror, status, bundle_sha256, state_sha256 from mirror_status where pith_number = ?", [pith_number])}
+    def mirror_verdicts(self, pith_numbers: list[str]) -> dict[str, dict[str, tuple[str, str | None, str | None]]]:
+        """pith_number -> mirror base_url -> (status, bundle sha256, state sha256) of the record's last check."""
+        out: dict[str, dict] = {}
+        for pith, mirror, status, bundle_sha, state_sha in self._in("select pith_number, mirror, status, bundle_sha256, state_sha256 from mirror_status where pith_number in ({})", pith_numbers):
+            out.setdefault(pith, {})[mirror] = (status, bundle_sha, state_sha)
+        return out
 
     def validators_for(self, urls: list[str]) -> dict[str, dict]:
-        out: dict[str, dict] = {}
-        for i in range(0, len(urls), 500):
-            chunk = urls[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.conn.execute(f"select url, etag, last_modified, document_sha256 from validators where url in ({marks})", chunk)
-            out.update((url, {"url": url, "etag": etag, "last_modified": lm, "document_sha256": sha}) for url, etag, lm, sha in rows)
-        return out
+        return {
+            url: {"url": url, "etag": etag, "last_modified": lm, "document_sha256": sha}
+            for url, etag, lm, sha in self._in("select url, etag, last_modified, document_sha256 from validators where url in ({})", urls)
+        }
 
     def document_bodies(self, shas: list[str]) -> dict[str, bytes]:
         """sha256 -> exact bytes, from verified documents or from evidence (a bad copy served
         again unchanged is still that bad copy)."""
-        out: dict[str, bytes] = {}
         wanted = sorted(set(shas))
-        for i in range(0, len(wanted), 500):
-            chunk = wanted[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            out.update((r[0], bytes(r[1])) for r in self.db.conn.execute(f"select sha256, body from documents where sha256 in ({marks})", chunk))
-            missing = [x for x in chunk if x not in out]
-            if missing:
-                marks = ",".join("?" * len(missing))
-                out.update((r[0], bytes(r[1])) for r in self.db.conn.execute(f"select body_sha256, body from evidence where body is not null and body_sha256 in ({marks}) group by body_sha256", missing))
+        out = {sha: bytes(body) for sha, body in self._in("select sha256, body from documents where sha256 in ({})", wanted)}
+        missing = [x for x in wanted if x not in out]
+        out.update((sha, bytes(body)) for sha, body in self._in("select body_sha256, body from evidence where body is not null and body_sha256 in ({}) group by body_sha256", missing))
         return out
 
-    def verified_pairs(self, pith_number: str, trust_id: str) -> set[tuple[str, str]]:
-        return {(r[0], r[1]) for r in self.db.conn.execute("select bundle_sha256, state_sha256 from verified_copies where pith_number = ? and trust_id = ?", [pith_number, trust_id])}
+    def verified_pairs(self, pith_numbers: list[str], trust_id: str) -> dict[str, set[tuple[str, str]]]:
+        """pith_number -> the (bundle sha256, state sha256) pairs that verified together under `trust_id`."""
+        out: dict[str, set] = {}
+        for pith, bundle_sha, state_sha in self._in("select pith_number, bundle_sha256, state_sha256 from verified_copies where trust_id = ? and pith_number in ({})", pith_numbers, trust_id):
+            out.setdefault(pith, set()).add((bundle_sha, state_sha))
+        return out
 
     def document_body(self, sha256: str) -> bytes | None:
         return self.document_bodies([sha256]).get(sha256)
 
     def number_for_suffix(self, suffix: str) -> str | None:
-        row = self.db.execute("select pith_number from records where suffix = ?", [suffix]).fetchone()
-        return row[0] if row else None
+        return self.numbers_for_suffixes([suffix]).get(suffix)
+
+    def numbers_for_suffixes(self, suffixes: list[str]) -> dict[str, str]:
+        return dict(self._in("select suffix, pith_number from records where suffix in ({})", suffixes))
 
     def resolve(self, text: str) -> list[str]:
         """Full numbers of the stored records that `text` names: a suffix prefix, or an alias."""

@@ -122,6 +122,23 @@ class _Fetched:
     validators: dict  # url -> (Validators, sha256 of body or None)
 
 
+@dataclass
+class _Known:
+    """What the store holds about one record before it is synced: trusted input only."""
+
+    pith_number: str | None
+    known_good: set  # (bundle sha256, state sha256) pairs verified together under the pinned keys
+    validators: dict[str, dict]  # url -> the validators row, for the configured mirrors' URLs
+    bodies: dict[str, bytes]  # sha256 -> stored bytes those validators name
+    verdicts: dict[str, tuple]  # mirror base_url -> (status, bundle sha256, state sha256), last check
+    summary: dict | None  # Store.record_summary
+
+
+# Records whose trusted inputs are read in one round of queries: per record, the five small
+# queries cost about twice as much as their share of a round.
+READ_AHEAD = 32
+
+
 def _cited(events, pith_number: str) -> list[str]:
     """Pith numbers that verified events mention, other than their own record's."""
     found: set[str] = set()
@@ -201,6 +218,10 @@ class SyncEngine:
         self.sink = sink or RecordSink(cfg, store, on_record=on_record)
         self.commit = commit or self.sink.commit  # a worker process sends instead (shards.py)
         self.quick_check = True  # unchanged records skip the comparison (_unchanged); tests turn it off
+        self._known: dict[str, _Known] = {}  # read ahead, by suffix; each taken once
+        self._order: list[Target] = []  # the run's targets, in the order they are taken
+        self._position: dict[str, int] = {}
+        self._read_upto = 0
 
     @property
     def results(self) -> dict[str, RecordResult]:
@@ -213,6 +234,7 @@ class SyncEngine:
     async def run(self, run_id: str, targets: list[Target], *, track: bool = True) -> list[RecordResult]:
         """Sync every target (and, within their depth, the records they cite)."""
         queued = {t.suffix for t in targets}
+        self._order, self._position, self._read_upto = targets, {t.suffix: i for i, t in enumerate(targets)}, 0
         send, receive = anyio.create_memory_object_stream[Target](max_buffer_size=len(targets) + 1_000_000)
         pending = len(targets)
         for t in targets:
@@ -273,11 +295,11 @@ class SyncEngine:
         """Fetch, verify and compare one record: its result, what to store, its verified events."""
         suffix = target.suffix
         configured = list(self.cfg.mirrors)
-        known_pith = target.pith_number or self.store.number_for_suffix(suffix)
-        known_good = self.store.verified_pairs(known_pith, self.trust_id) if known_pith else set()
-        fetched = await self._fetch_all(configured, suffix)
+        known = self._known_for(target)
+        known_pith, known_good = known.pith_number, known.known_good
+        fetched = await self._fetch_all(configured, suffix, known)
         if self.quick_check and known_pith and target.depth == 0:
-            unchanged = self._unchanged(known_pith, fetched, known_good, track)
+            unchanged = self._unchanged(known, fetched, track)
             if unchanged is not None:
                 return unchanged
         assessments = [self.assessor.assess(f.copy, suffix, known_good) for f in fetched]
@@ -295,10 +317,56 @@ class SyncEngine:
         pith_number = known_pith or next((a.bundle["pith_number"] for a in assessments if a.bundle_ok), None) or f"pith:{suffix}"
         stored_events = self.store.stored_events(pith_number)
         comparison = compare_record(assessments, stored_events)
-        result, write = self._plan_write(pith_number, comparison, stored_events, fetched, specs, track, refused, known_good)
+        summary = known.summary if pith_number == known_pith else self.store.record_summary(pith_number)
+        result, write = self._plan_write(pith_number, comparison, stored_events, fetched, specs, track, refused, known_good, summary)
         return result, write, list(comparison.valid_events.values())
 
-    def _unchanged(self, pith_number: str, fetched: list[_Fetched], known_good: set, track: bool) -> tuple[RecordResult, RecordWrite, list[dict]] | None:
+    def _known_for(self, target: Target) -> _Known:
+        """The store's trusted inputs for `target`, read with those of the next READ_AHEAD
+        targets of the run.  Nothing else writes a record's rows before it is synced (each is
+        synced once per run, under the run lock), so what was read ahead is still what is stored."""
+        known = self._known.pop(target.suffix, None)
+        if known is not None:
+            return known
+        batch = [target]
+        i = self._position.get(target.suffix)
+        if i is not None and i >= self._read_upto:
+            batch = self._order[i : i + READ_AHEAD]
+            self._read_upto = i + len(batch)
+        self._known.update(self._read_known(batch))
+        return self._known.pop(target.suffix)
+
+    def _read_known(self, targets: list[Target]) -> dict[str, _Known]:
+        store = self.store
+        missing = [t.suffix for t in targets if not t.pith_number]
+        numbers = store.numbers_for_suffixes(missing) if missing else {}
+        piths = {t.suffix: t.pith_number or numbers.get(t.suffix) for t in targets}
+        stored = [p for p in piths.values() if p]
+        pairs = store.verified_pairs(stored, self.trust_id)
+        verdicts = store.mirror_verdicts(stored)
+        summaries = store.record_summaries(stored)
+        urls = {t.suffix: [u for m in self.cfg.mirrors for u in self._urls(m, t.suffix)] for t in targets}
+        validators = store.validators_for([u for us in urls.values() for u in us])
+        bodies = store.document_bodies([v["document_sha256"] for v in validators.values() if v.get("document_sha256")])
+        out = {}
+        for t in targets:
+            pith = piths[t.suffix]
+            mine = {u: validators[u] for u in urls[t.suffix] if u in validators}
+            out[t.suffix] = _Known(
+                pith,
+                pairs.get(pith, set()),
+                mine,
+                {v["document_sha256"]: bodies[v["document_sha256"]] for v in mine.values() if v.get("document_sha256") in bodies},
+                verdicts.get(pith, {}),
+                summaries.get(pith),
+            )
+        return out
+
+    @staticmethod
+    def _urls(m: MirrorSpec, suffix: str) -> tuple[str, str, str]:
+        return m.bundle_url(suffix), m.state_url(suffix), m.well_known_url(suffix)
+
+    def _unchanged(self, known: _Known, fetched: list[_Fetched], track: bool) -> tuple[RecordResult, RecordWrite, list[dict]] | None:
         """The result of a record nothing has changed in since its last check, found without
         comparing again, or None.  It holds when every configured mirror answered 304 for both
         documents with a pair that verified together under the pinned keys (known_good), the
@@ -310,13 +378,13 @@ class SyncEngine:
         With follow_hints the bundle is read for hints: one naming another mirror takes the full path."""
         if any(f.copy.bundle.code != NOT_MODIFIED or f.copy.state.code != NOT_MODIFIED for f in fetched):
             return None
+        pith_number = known.pith_number
         pairs = [(f.copy.bundle.sha256, f.copy.state.sha256) for f in fetched]
-        if not all(p in known_good for p in pairs):
+        if not all(p in known.known_good for p in pairs):
             return None
-        last = self.store.mirror_verdicts(pith_number)
-        if any(last.get(f.copy.mirror) != (Status.OK.value, *p) for f, p in zip(fetched, pairs)):
+        if any(known.verdicts.get(f.copy.mirror) != (Status.OK.value, *p) for f, p in zip(fetched, pairs)):
             return None
-        stored = self.store.record_summary(pith_number)
+        stored = known.summary
         if stored is None or not stored["has_state"]:
             return None
         served: dict[str, dict] = {}
@@ -376,11 +444,15 @@ class SyncEngine:
             refused.append({"base_url": "...", "reason": f"{extra} more refused"})
         return found
 
-    async def _fetch_all(self, mirrors: list[MirrorSpec], suffix: str) -> list[_Fetched]:
-        """Bundle and state from every mirror at once: one task group per record."""
-        urls = [(m.bundle_url(suffix), m.state_url(suffix), m.well_known_url(suffix)) for m in mirrors]
-        known = self.store.validators_for([u for triple in urls for u in triple])
-        bodies = self.store.document_bodies([v["document_sha256"] for v in known.values() if v.get("document_sha256")])
+    async def _fetch_all(self, mirrors: list[MirrorSpec], suffix: str, stored: _Known | None = None) -> list[_Fetched]:
+        """Bundle and state from every mirror at once: one task group per record.  `stored`:
+        what was read ahead for the configured mirrors; hinted ones are looked up here."""
+        urls = [self._urls(m, suffix) for m in mirrors]
+        if stored is not None:
+            known, bodies = stored.validators, stored.bodies
+        else:
+            known = self.store.validators_for([u for triple in urls for u in triple])
+            bodies = self.store.document_bodies([v["document_sha256"] for v in known.values() if v.get("document_sha256")])
         out: list[dict] = [{} for _ in mirrors]
         validators: list[dict] = [{} for _ in mirrors]
 
@@ -429,7 +501,7 @@ class SyncEngine:
             return merged
         return merge_state(pith_number, best.bundle["canonical_record"], best.bundle["source_aliases"], comparison.valid_events.values(), {})
 
-    def _plan_write(self, pith_number: str, comparison: RecordComparison, stored_events: dict, fetched: list[_Fetched], specs: dict, track: bool, refused: list[dict], known_good: set) -> tuple[RecordResult, RecordWrite]:
+    def _plan_write(self, pith_number: str, comparison: RecordComparison, stored_events: dict, fetched: list[_Fetched], specs: dict, track: bool, refused: list[dict], known_good: set, stored: dict | None) -> tuple[RecordResult, RecordWrite]:
         by_mirror = {f.copy.mirror: f for f in fetched}
         write = RecordWrite(pith_number=pith_number, verdict=comparison.verdict.value, tracked=track and pith_number.count(":") == 2, trust_id=self.trust_id)
         mirrors: list[MirrorResult] = []
@@ -475,7 +547,6 @@ class SyncEngine:
         # The stored state: the merge of every verified event, seen now or before.
         state = None
         new_ids = set(comparison.valid_events) - set(stored_events)
-        stored = self.store.record_summary(pith_number)
         if best is not None and (new_ids or stored is None or not stored["has_state"]):
             record_json, aliases = best.bundle["canonical_record"], best.bundle["source_aliases"]
             state = self._merged(pith_number, best, comparison)
