@@ -234,7 +234,8 @@ class SyncEngine:
     async def run(self, run_id: str, targets: list[Target], *, track: bool = True) -> list[RecordResult]:
         """Sync every target (and, within their depth, the records they cite)."""
         queued = {t.suffix for t in targets}
-        self._order, self._position, self._read_upto = targets, {t.suffix: i for i, t in enumerate(targets)}, 0
+        # Read-ahead state is per run: nothing read for an earlier run is trusted in this one.
+        self._known, self._order, self._position, self._read_upto = {}, targets, {t.suffix: i for i, t in enumerate(targets)}, 0
         send, receive = anyio.create_memory_object_stream[Target](max_buffer_size=len(targets) + 1_000_000)
         pending = len(targets)
         for t in targets:
