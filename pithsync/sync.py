@@ -408,12 +408,10 @@ class SyncEngine:
                     return None
                 if any(_base_key(h.base_url) not in specs for h in hints):
                     return None
-        write = RecordWrite(pith_number=pith_number, verdict=Verdict.IN_SYNC.value, tracked=track and pith_number.count(":") == 2, trust_id=self.trust_id)
-        mirrors = []
+        write = self._new_write(pith_number, Verdict.IN_SYNC, track)
+        mirrors: list[MirrorResult] = []
         for f, (bundle_sha, state_sha) in zip(fetched, pairs):
-            spec = specs[_base_key(f.copy.mirror)]
-            mirrors.append(MirrorResult(spec.name, f.copy.mirror, Status.OK, [], spec.configured))
-            write.mirrors.append(MirrorRow(f.copy.mirror, spec.name, spec.configured, Status.OK.value, [], bundle_sha, state_sha))
+            self._report_mirror(mirrors, write, specs[_base_key(f.copy.mirror)], f.copy.mirror, Status.OK, [], bundle_sha, state_sha)
         write.journal_detail = {"new_events": 0, "refused_hints": 0}
         result = RecordResult(pith_number, Verdict.IN_SYNC, mirrors, event_count=stored["event_count"], state_sha256=stored["state_sha256"])
         return result, write, []
@@ -489,6 +487,17 @@ class SyncEngine:
         return f, None, None
 
     # -- what to write --------------------------------------------------------------------
+    def _new_write(self, pith_number: str, verdict: Verdict, track: bool) -> RecordWrite:
+        return RecordWrite(pith_number=pith_number, verdict=verdict.value, tracked=track and pith_number.count(":") == 2, trust_id=self.trust_id)
+
+    @staticmethod
+    def _report_mirror(mirrors: list[MirrorResult], write: RecordWrite, spec: MirrorSpec | None, base_url: str, status: Status, reasons: list[dict], bundle_sha: str | None, state_sha: str | None) -> None:
+        """One mirror's outcome, in the record's result and in its write (the full comparison
+        and the quick check both report through here)."""
+        name, configured = (spec.name, spec.configured) if spec else (base_url, False)
+        mirrors.append(MirrorResult(name, base_url, status, reasons, configured))
+        write.mirrors.append(MirrorRow(base_url, name, configured, status.value, reasons, bundle_sha, state_sha, unreachable=status is Status.UNREACHABLE))
+
     @staticmethod
     def _merged(pith_number: str, best: Assessment, comparison: RecordComparison) -> dict:
         """The merge of every verified event (comparison.valid_events), from `best`'s bundle's
@@ -504,7 +513,7 @@ class SyncEngine:
 
     def _plan_write(self, pith_number: str, comparison: RecordComparison, stored_events: dict, fetched: list[_Fetched], specs: dict, track: bool, refused: list[dict], known_good: set, stored: dict | None) -> tuple[RecordResult, RecordWrite]:
         by_mirror = {f.copy.mirror: f for f in fetched}
-        write = RecordWrite(pith_number=pith_number, verdict=comparison.verdict.value, tracked=track and pith_number.count(":") == 2, trust_id=self.trust_id)
+        write = self._new_write(pith_number, comparison.verdict, track)
         mirrors: list[MirrorResult] = []
         best: Assessment | None = None
         documents: dict[str, tuple[str, bytes]] = {}  # each distinct verified document once
@@ -513,13 +522,7 @@ class SyncEngine:
             spec = specs.get(_base_key(outcome.mirror))
             reasons = [r.to_json() for r in outcome.reasons]
             copy = a.copy
-            mirrors.append(MirrorResult(spec.name if spec else outcome.mirror, outcome.mirror, outcome.status, reasons, bool(spec and spec.configured)))
-            write.mirrors.append(
-                MirrorRow(
-                    outcome.mirror, spec.name if spec else outcome.mirror, bool(spec and spec.configured), outcome.status.value, reasons,
-                    copy.bundle.sha256 if copy else None, copy.state.sha256 if copy else None, unreachable=outcome.status is Status.UNREACHABLE,
-                )
-            )
+            self._report_mirror(mirrors, write, spec, outcome.mirror, outcome.status, reasons, copy.bundle.sha256 if copy else None, copy.state.sha256 if copy else None)
             f = by_mirror.get(outcome.mirror)
             stored_pair = copy is not None and (copy.bundle.sha256, copy.state.sha256) in known_good
             if a.bundle_ok and copy is not None:
