@@ -30,7 +30,7 @@ import anyio
 
 from pithsync.config import Config
 from pithsync.store import Store, StoreError
-from pithsync.sync import GC_THRESHOLD, RecordResult, RecordSink, SyncEngine, Target, failed_result
+from pithsync.sync import RecordResult, RecordSink, SyncEngine, Target, failed_result, rare_gc_passes
 
 log = logging.getLogger("pithsync.sync")
 
@@ -170,9 +170,8 @@ def _worker_main(cfg: Config, db_path: str, run_id: str, targets: list[Target], 
     for other in siblings:
         other.close()
     # What came from the parent stays: GC passes skip it, and do not write to its pages (which
-    # the fork shares until written).  rare_gc_passes: see sync.py.
+    # the fork shares until written).
     gc.freeze()
-    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
     outbox: list[tuple] = []
 
     def send(_run_id: str, result: RecordResult, write) -> None:
@@ -191,7 +190,8 @@ def _worker_main(cfg: Config, db_path: str, run_id: str, targets: list[Target], 
     try:
         store = Store.open_reader(db_path)
         try:
-            anyio.run(main)
+            with rare_gc_passes():
+                anyio.run(main)
         finally:
             store.close()
         if outbox:
