@@ -127,6 +127,7 @@ class _Known:
     """What the store holds about one record before it is synced: trusted input only."""
 
     pith_number: str | None
+    urls: list[tuple[str, str, str]]  # each configured mirror's (bundle, state, well-known) URL
     known_good: set  # (bundle sha256, state sha256) pairs verified together under the pinned keys
     validators: dict[str, dict]  # url -> the validators row, for the configured mirrors' URLs
     bodies: dict[str, bytes]  # sha256 -> stored bytes those validators name
@@ -346,15 +347,16 @@ class SyncEngine:
         pairs = store.verified_pairs(stored, self.trust_id)
         verdicts = store.mirror_verdicts(stored)
         summaries = store.record_summaries(stored)
-        urls = {t.suffix: [u for m in self.cfg.mirrors for u in self._urls(m, t.suffix)] for t in targets}
-        validators = store.validators_for([u for us in urls.values() for u in us])
+        urls = {t.suffix: [self._urls(m, t.suffix) for m in self.cfg.mirrors] for t in targets}
+        validators = store.validators_for([u for triples in urls.values() for triple in triples for u in triple])
         bodies = store.document_bodies([v["document_sha256"] for v in validators.values() if v.get("document_sha256")])
         out = {}
         for t in targets:
             pith = piths[t.suffix]
-            mine = {u: validators[u] for u in urls[t.suffix] if u in validators}
+            mine = {u: validators[u] for triple in urls[t.suffix] for u in triple if u in validators}
             out[t.suffix] = _Known(
                 pith,
+                urls[t.suffix],
                 pairs.get(pith, set()),
                 mine,
                 {v["document_sha256"]: bodies[v["document_sha256"]] for v in mine.values() if v.get("document_sha256") in bodies},
@@ -446,10 +448,10 @@ class SyncEngine:
     async def _fetch_all(self, mirrors: list[MirrorSpec], suffix: str, stored: _Known | None = None) -> list[_Fetched]:
         """Bundle and state from every mirror at once: one task group per record.  `stored`:
         what was read ahead for the configured mirrors; hinted ones are looked up here."""
-        urls = [self._urls(m, suffix) for m in mirrors]
         if stored is not None:
-            known, bodies = stored.validators, stored.bodies
+            urls, known, bodies = stored.urls, stored.validators, stored.bodies
         else:
+            urls = [self._urls(m, suffix) for m in mirrors]
             known = self.store.validators_for([u for triple in urls for u in triple])
             bodies = self.store.document_bodies([v["document_sha256"] for v in known.values() if v.get("document_sha256")])
         out: list[dict] = [{} for _ in mirrors]
