@@ -29,6 +29,8 @@ from pithsync.core.canonical import canon, sha256hex
 
 SCHEMA_VERSION = 2
 GENESIS = "0" * 64
+# What json.dumps(detail, sort_keys=True) writes, without building an encoder on every call.
+_DETAIL_JSON = json.JSONEncoder(sort_keys=True)
 
 
 class StoreError(Exception):
@@ -215,6 +217,9 @@ class Store:
         self._batch_records = 0
         self._mirrors_in_batch: set[tuple[str, bool]] = set()  # mirrors rows written in the open batch
         self._any_open_alert: bool | None = None  # None: not known, ask the table
+        # The journal's (seq, entry_sha256) as written in the open batch: while the batch holds
+        # the write lock no other connection can move it, so it need not be read per record.
+        self._journal_head: tuple[int, str] | None = None
 
     # -- opening --------------------------------------------------------------------------
     @classmethod
@@ -279,6 +284,7 @@ class Store:
             self._batch_started = None
             self._batch_records = 0
             self._mirrors_in_batch.clear()
+            self._journal_head = None
             try:
                 self.db.commit()
             except sqlite3.OperationalError as exc:
@@ -291,6 +297,7 @@ class Store:
             self._batch_records = 0
             self._mirrors_in_batch.clear()
             self._any_open_alert = None
+            self._journal_head = None
             self.db.rollback()
 
     @contextlib.contextmanager
@@ -445,16 +452,23 @@ class Store:
     def _journal_many(self, run_id: str, entries: list[tuple], at: str) -> None:
         """Append entries (kind, pith_number, mirror, status, detail), each chained to the last.
         Must run inside a transaction: the head moves with the entries or not at all."""
-        head = self.db.conn.execute("select value from meta where key = 'journal_head'").fetchone()
-        seq, prev = (0, GENESIS) if head is None else (int(head[0].split(":")[0]), head[0].split(":")[1])
+        head = self._journal_head if self._batch_started is not None else None
+        if head is None:
+            row = self.db.conn.execute("select value from meta where key = 'journal_head'").fetchone()
+            head = (0, GENESIS) if row is None else (int(row[0].split(":")[0]), row[0].split(":")[1])
+        seq, prev = head
         rows = []
         for kind, pith_number, mirror, status, detail in entries:
             seq += 1
-            entry = {"seq": seq, "run_id": run_id, "at": at, "kind": kind, "pith_number": pith_number, "mirror": mirror, "status": status, "detail": json.dumps(detail or {}, sort_keys=True), "prev_sha256": prev}
-            entry["entry_sha256"] = prev = journal_entry_sha256(entry)
-            rows.append(tuple(entry[c] for c in self._JOURNAL_COLUMNS))
+            detail_json = _DETAIL_JSON.encode(detail or {})
+            fields = {"seq": seq, "run_id": run_id, "at": at, "kind": kind, "pith_number": pith_number, "mirror": mirror, "status": status, "detail": detail_json, "prev_sha256": prev}
+            entry_sha256 = _entry_sha256(fields)
+            rows.append((seq, run_id, at, kind, pith_number, mirror, status, detail_json, prev, entry_sha256))
+            prev = entry_sha256
         self.db.conn.executemany(f"insert into journal ({','.join(self._JOURNAL_COLUMNS)}) values ({','.join('?' * len(self._JOURNAL_COLUMNS))})", rows)
         self.db.conn.execute("insert into meta (key, value) values ('journal_head', ?) on conflict(key) do update set value = excluded.value", [f"{seq}:{prev}"])
+        if self._batch_started is not None:
+            self._journal_head = (seq, prev)
 
     def journal(self, since: str | None = None) -> list[dict]:
         if since:
@@ -492,8 +506,12 @@ class Store:
         if batch_records > 1 and self._batch_started is None:
             self.db.conn.execute("BEGIN")
             self._batch_started = time.monotonic()
-        with self.transaction():
-            self._write_record(run_id, w, extra)
+        try:
+            with self.transaction():
+                self._write_record(run_id, w, extra)
+        except BaseException:
+            self._journal_head = None  # the record's savepoint rolled its entries back
+            raise
         if self._batch_started is not None:
             self._mirrors_in_batch.update((m.base_url, m.configured) for m in w.mirrors)
             self._batch_records += 1
@@ -767,8 +785,15 @@ def _connect(path: str, *, read_only: bool = False) -> sqlite_utils.Database:
         raise StoreError(f"cannot open store {path}: {exc.strerror or exc}") from None
 
 
+_JOURNAL_HASHED = ("seq", "run_id", "at", "kind", "pith_number", "mirror", "status", "detail", "prev_sha256")
+
+
 def journal_entry_sha256(entry: dict) -> str:
-    fields = {k: entry.get(k) for k in ("seq", "run_id", "at", "kind", "pith_number", "mirror", "status", "detail", "prev_sha256")}
+    return _entry_sha256({k: entry.get(k) for k in _JOURNAL_HASHED})
+
+
+def _entry_sha256(fields: dict) -> str:
+    """The hash of a journal entry given exactly its _JOURNAL_HASHED fields."""
     return sha256hex(canon(fields))
 
 

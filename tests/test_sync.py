@@ -587,3 +587,30 @@ def test_a_run_raises_the_gc_threshold_and_puts_it_back_even_on_failure():
             assert gc.get_threshold() == (GC_THRESHOLD, *before[1:])
             raise RuntimeError("a run that fails")
     assert gc.get_threshold() == before
+
+
+def test_journal_chain_survives_a_record_rolled_back_inside_a_batch(tmp_path):
+    """The head of the journal is kept in memory while a batch is open; a record whose savepoint
+    rolls back (its `extra` failed) must not leave the next record chained to entries that are gone."""
+    from pithsync.store import MirrorRow, RecordWrite
+
+    store = Store.open(str(tmp_path / "j.db"))
+    run_id = store.begin_run("test")
+
+    def write(n: int) -> RecordWrite:
+        w = RecordWrite(pith_number=f"pith:2026:{'A' * 25}{n}", verdict="in_sync", tracked=False)
+        w.mirrors.append(MirrorRow("http://m.example", "m", True, "ok", []))
+        return w
+
+    def broken_extra(_db):
+        raise RuntimeError("alert bug")
+
+    store.write_record(run_id, write(2), batch_records=10)
+    with pytest.raises(RuntimeError):
+        store.write_record(run_id, write(3), extra=broken_extra, batch_records=10)
+    store.write_record(run_id, write(4), batch_records=10)
+    store.commit_batch()
+    store.finish_run(run_id, 0, {})
+    assert store.verify_journal() == []
+    written = [e["pith_number"] for e in store.journal() if e["kind"] == "record_outcome"]
+    assert written == [write(2).pith_number, write(4).pith_number]
