@@ -8,6 +8,7 @@ validators make a re-sync of an unchanged mirror cost a 304.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import errno
 import ipaddress
@@ -269,6 +270,56 @@ class Response:
 Sleep = Callable[[float], Awaitable[None]]
 
 
+class DeadlineWatch:
+    """The overall deadline of every request of one Fetcher, kept by one timer.
+
+    asyncio.timeout per request (a timer handle pushed on the loop's heap, cancelled again when
+    the request ends) cost 5.5 us of a 78 us conditional GET: 7% of a re-sync's fetching.  Every
+    request here has the same deadline, so the requests running, kept in the order they started,
+    are also in the order they expire: one check every `tick` seconds finds the expired ones at
+    the front and cancels their tasks.  A request is cut between deadline_s and deadline_s + tick
+    after it started.  The cancellation is told apart from any other as asyncio.timeout does it:
+    the task is uncancelled, and only when no other cancellation is pending does the request end
+    as `DeadlineExceeded` instead."""
+
+    def __init__(self, deadline_s: float):
+        self.deadline_s = deadline_s
+        self.tick = min(1.0, max(deadline_s / 10, 0.01))
+        self._running: dict[asyncio.Task, float] = {}  # task -> when its request expires, in start order
+        self._cut: set[asyncio.Task] = set()  # tasks cancelled here, not yet told
+
+    def start(self, task: asyncio.Task, now: float) -> int:
+        """Register the request `task` is making; returns the task's pending cancellations."""
+        self._running[task] = now + self.deadline_s
+        return task.cancelling()
+
+    def end(self, task: asyncio.Task, cancelling: int, exc: BaseException | None) -> bool:
+        """The request of `task` ended (with `exc`); True if it ended because its deadline cut it."""
+        self._running.pop(task, None)
+        if task not in self._cut:
+            return False
+        self._cut.discard(task)
+        # Cut by the deadline: this cancellation was ours and must not escape the request.
+        return task.uncancel() <= cancelling and isinstance(exc, asyncio.CancelledError)
+
+    async def watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.tick)
+            self.cut_expired(loop.time())
+
+    def cut_expired(self, now: float) -> None:
+        expired = []
+        for task, expires in self._running.items():
+            if expires > now:
+                break  # the rest started later, so they expire later
+            expired.append(task)
+        for task in expired:
+            del self._running[task]
+            self._cut.add(task)
+            task.cancel()
+
+
 class Fetcher:
     """GETs documents with one shared ClientSession.  Use as `async with Fetcher(...) as f:`."""
 
@@ -282,8 +333,11 @@ class Fetcher:
         self._trusted_prefixes = policy.trusted_prefixes  # computed once: checked on every request
         self.requests = 0
         self.bytes_received = 0
+        self._deadlines = DeadlineWatch(crawl.deadline_s)
+        self._watch: asyncio.Task | None = None
 
     async def __aenter__(self) -> "Fetcher":
+        self._watch = asyncio.get_running_loop().create_task(self._deadlines.watch())
         connector = aiohttp.TCPConnector(
             limit=max(1, self.crawl.concurrency),
             limit_per_host=max(1, self.crawl.per_host),
@@ -300,6 +354,10 @@ class Fetcher:
         return self
 
     async def __aexit__(self, *exc) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
         if self._session is not None:
             await self._session.close()
 
@@ -375,20 +433,23 @@ class Fetcher:
         # The connector caps connections (overall and per host); waiting for one counts toward
         # the deadline, not toward the connect timeout.
         self.requests += 1
-        deadline = None
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = self._deadlines.start(task, asyncio.get_running_loop().time())
+        failure: BaseException | None = None
         try:
-            # asyncio's own timeout, not anyio.fail_after: aiohttp runs only on asyncio anyway,
-            # and an anyio cancel scope per request cost 5% of a full sync.
-            async with asyncio.timeout(self.crawl.deadline_s) as deadline:
-                return await self._follow(url, validators)
+            return await self._follow(url, validators)
         except (aiohttp.ClientError, OSError, ValueError) as exc:
-            # TimeoutError is an OSError: the deadline's own, or aiohttp's read/connect timeout.
-            # ValueError: aiohttp rejects some malformed responses that way.
-            if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ClientError) and deadline is not None and deadline.expired():
-                code, detail = "deadline_exceeded", f"no complete response within the deadline of {self.crawl.deadline_s:g}s"
-            else:
-                code, detail = _describe(exc)
+            # TimeoutError is an OSError: aiohttp's read or connect timeout.  ValueError: aiohttp
+            # rejects some malformed responses that way.
+            code, detail = _describe(exc)
             raise _Retryable(Fetched(Retrieval.UNREACHABLE, url, detail=detail, code=code)) from None
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            if self._deadlines.end(task, cancelling, failure):
+                raise _Retryable(Fetched(Retrieval.UNREACHABLE, url, detail=f"no complete response within the deadline of {self.crawl.deadline_s:g}s", code="deadline_exceeded")) from None
 
     async def _follow(self, url: str, validators: Validators | None) -> Response:
         headers = {}

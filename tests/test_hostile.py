@@ -561,3 +561,68 @@ async def test_a_mirror_down_for_the_whole_run_is_skipped_after_a_few_failures(t
         assert codes.count("mirror_down") >= 24 - (down_after + cfg.crawl.concurrency)
         detail = next(r.mirrors[1].reasons[0]["message"] for r in results.values() if r.mirrors[1].reasons[0]["code"] == "mirror_down")
         assert "in a row" in detail
+
+
+async def _under_watch(watch, outcome: dict, seconds: float) -> None:
+    """What Fetcher._request does around one request, with a sleep as the request."""
+    task = asyncio.current_task()
+    cancelling = watch.start(task, asyncio.get_running_loop().time())
+    failure = None
+    try:
+        await asyncio.sleep(seconds)
+        outcome["finished"] = True
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        outcome["cut"] = watch.end(task, cancelling, failure)
+
+
+async def test_deadline_watch_cuts_only_requests_past_the_deadline():
+    from pithsync.fetch import DeadlineWatch
+
+    watch = DeadlineWatch(0.3)
+    watcher = asyncio.get_running_loop().create_task(watch.watch())
+    try:
+        slow, quick = {}, {}
+        t0 = time.monotonic()
+        slow_task = asyncio.get_running_loop().create_task(_under_watch(watch, slow, 30))
+        await _under_watch(watch, quick, 0.05)
+        with pytest.raises(asyncio.CancelledError):
+            await slow_task
+        elapsed = time.monotonic() - t0
+        assert quick == {"finished": True, "cut": False}
+        assert slow == {"cut": True}
+        assert 0.3 <= elapsed < 0.3 + watch.tick + 0.5, elapsed
+        # The cut was the deadline's own: the task has no cancellation left pending.
+        assert slow_task.cancelling() == 0
+    finally:
+        watcher.cancel()
+
+
+async def test_deadline_watch_lets_other_cancellations_through():
+    from pithsync.fetch import DeadlineWatch
+
+    watch = DeadlineWatch(0.2)
+    watcher = asyncio.get_running_loop().create_task(watch.watch())
+    try:
+        # Cancelled from outside before the deadline: not a cut.
+        outcome = {}
+        task = asyncio.get_running_loop().create_task(_under_watch(watch, outcome, 30))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert outcome == {"cut": False}
+        # Cancelled from outside and cut in the same turn: the outside cancellation wins.
+        outcome = {}
+        task = asyncio.get_running_loop().create_task(_under_watch(watch, outcome, 30))
+        await asyncio.sleep(0.01)
+        watch.cut_expired(float("inf"))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert outcome == {"cut": False} and task.cancelling() == 1
+        assert not watch._running and not watch._cut
+    finally:
+        watcher.cancel()
