@@ -200,6 +200,14 @@ class RecordWrite:
     trust_id: str = ""
     journal_detail: dict = field(default_factory=dict)
 
+    def payload_bytes(self) -> int:
+        """About how many bytes of documents, events, state and evidence this write carries."""
+        n = sum(len(body) for _, _, body in self.documents) + sum(len(body) for _, body in self.events.values())
+        n += sum(len(ev.get("body") or b"") for ev in self.evidence)
+        if self.state is not None:
+            n += len(self.state.state) + len(self.state.canonical_record)
+        return n
+
     def add_events(self, events, source: str, stored: dict | set = frozenset()) -> None:
         """Verified `events` seen at `source`: each encoded once, and only if not `stored` yet."""
         for ev in events:
