@@ -161,7 +161,7 @@ class RecordSink:
     transaction), the log, the caller.  The one place a record is committed, whichever process
     examined it (see shards.py)."""
 
-    def __init__(self, cfg: Config, store: Store, *, on_record: Callable[[RecordResult], None] | None = None, batch_records: int = 200, keep_results: bool = True):
+    def __init__(self, cfg: Config, store: Store, *, on_record: Callable[[RecordResult], None] | None = None, batch_records: int = 1000, keep_results: bool = True):
         self.cfg = cfg
         self.store = store
         self.on_record = on_record

@@ -461,7 +461,7 @@ def test_a_new_store_uses_16k_pages_and_an_old_one_keeps_its_own(tmp_path):
     new = Store.open(str(tmp_path / "new.db"))
     try:
         assert new.db.execute("PRAGMA page_size").fetchone()[0] == 16384
-        assert new.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1024
+        assert new.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 4096
     finally:
         new.close()
     old_path = tmp_path / "old.db"
@@ -471,7 +471,7 @@ def test_a_new_store_uses_16k_pages_and_an_old_one_keeps_its_own(tmp_path):
     old = Store.open(str(old_path))
     try:
         assert old.db.execute("PRAGMA page_size").fetchone()[0] == 4096
-        assert old.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 4096  # the same 16 MB
+        assert old.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 16384  # the same 64 MB
         assert old.schema_version() > 0  # migrated as usual
     finally:
         old.close()
