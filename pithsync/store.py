@@ -310,9 +310,25 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
+        """One atomic unit: a transaction, or a savepoint inside the open one (a record inside its
+        batch).  The savepoint always has the same name (SQLite releases the innermost of that
+        name): sqlite_utils' atomic() names each one with 16 random bytes, a getrandom() call and
+        two statements SQLite compiles anew, for every record."""
+        conn = self.db.conn
         try:
-            with self.db.atomic():
+            if not conn.in_transaction:
+                with self.db.atomic():
+                    yield
+                return
+            conn.execute("SAVEPOINT pithsync")
+            try:
                 yield
+            except BaseException:
+                if conn.in_transaction:  # an error can end the whole transaction, savepoints included
+                    conn.execute("ROLLBACK TO pithsync")
+                    conn.execute("RELEASE pithsync")
+                raise
+            conn.execute("RELEASE pithsync")
         except sqlite3.OperationalError as exc:
             raise StoreError(_explain(exc, self.path)) from None
 
