@@ -55,7 +55,7 @@ class Options:
     curve: list[int] | None = None  # sizes for time per record; default 1000, 5000 (+50000 with scale); N always
     server: str = "auto"  # auto | nginx | python
     nginx_workers: int = 1
-    repeat: int = 1  # full sync + re-sync pairs at N (best full sync kept)
+    repeat: int = 3  # full sync + re-sync pairs at N (the fastest of each kept, as for curl and aiohttp)
     baseline_repeat: int = 3  # curl and bare aiohttp runs (best kept), after one warm-up
     verify_repeat: int = 2  # in-process verification runs (best kept), each on a fresh Verifier
     profile: bool = False
@@ -476,7 +476,10 @@ class Bench:
             if not o.keep_stores:  # a 50k store is over 1.5 GB
                 for p in self.work.glob("*.db*"):
                     p.unlink(missing_ok=True)
-        full, resync = min(pairs, key=lambda p: p[0]["wall_s"])
+        # The fastest of each, the statistic curl and bare aiohttp get too: on a shared machine a
+        # single run of the pull against the best of three baselines measured the noise.
+        full = min((f for f, _ in pairs), key=lambda r: r["wall_s"])
+        resync = min((r for _, r in pairs), key=lambda r: r["wall_s"])
         curve[n] = full
         machine["loadavg_end"] = list(os.getloadavg())
         results = self.figures(machine, server, startup_s, warm, curls, bares, pairs, full, resync, curve, verification, profile)
@@ -507,13 +510,16 @@ class Bench:
                 status = "PASS" if ok else "FAIL"
             return {"name": name, "value": value, "target": f"{'>=' if higher_is_better else '<='} {target:g}", "status": status, "note": note}
 
+        worst_304 = min((r["log"] for _, r in pairs), key=lambda log: log["share_304"])
+        most_bytes = max(r["log"]["body_bytes"] for _, r in pairs)
         sizes_note = f"sizes {', '.join(tpr)}" + ("" if "50000" in tpr else "; 50k needs --scale")
         checks = [
             check("1. full sync ratio (pull / curl)", full["wall_s"] / curl["wall_s"], TARGETS["full_sync_ratio"], note=f"{full['wall_s']:.2f}s / {curl['wall_s']:.2f}s"),
             check("2. stack ratio (pull / bare aiohttp)", full["wall_s"] / bare["wall_s"], TARGETS["stack_ratio"], note=f"{full['wall_s']:.2f}s / {bare['wall_s']:.2f}s"),
             check("3a. re-sync time / full sync", resync["wall_s"] / full["wall_s"], TARGETS["resync_time_ratio"], note=f"{resync['wall_s']:.2f}s / {full['wall_s']:.2f}s"),
-            check("3b. re-sync share of 304s", rl["share_304"] if rl["requests"] else None, TARGETS["resync_share_304"], higher_is_better=True, note=f"{rl['by_status'].get('304', 0)} of {rl['requests']} requests"),
-            check("3c. re-sync bytes / full sync", rl["body_bytes"] / fl["body_bytes"] if fl["body_bytes"] else None, TARGETS["resync_bytes_ratio"], note=f"{rl['body_bytes']} / {fl['body_bytes']} body bytes"),
+            # 3b and 3c: the worst of the re-syncs, not the fastest one's.
+            check("3b. re-sync share of 304s", worst_304["share_304"] if worst_304["requests"] else None, TARGETS["resync_share_304"], higher_is_better=True, note=f"{worst_304['by_status'].get('304', 0)} of {worst_304['requests']} requests" + (f" (the lowest of {len(pairs)} runs)" if len(pairs) > 1 else "")),
+            check("3c. re-sync bytes / full sync", most_bytes / fl["body_bytes"] if fl["body_bytes"] else None, TARGETS["resync_bytes_ratio"], note=f"{most_bytes} / {fl['body_bytes']} body bytes"),
             check("4. verification ratio (pithsync / floor)", verification["ratio"], TARGETS["verification_ratio"], note=f"{verification['pithsync_us_per_record']:.0f} / {verification['floor_us_per_record']:.0f} us per record"),
             check(f"5a. peak RSS of the full sync at N={n} (MB)", full["peak_rss_mb"], TARGETS["peak_rss_mb_50k"], note="target is for 50k; shown for reference" if n < 50000 else ""),
             check("5b. peak RSS of the full sync at N=50000 (MB)", curve[50000]["peak_rss_mb"] if 50000 in curve else None, TARGETS["peak_rss_mb_50k"], note="" if 50000 in curve else "run with --scale"),
@@ -644,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--curve", help="comma-separated sizes for time per record (default 1000,5000[,50000 with --scale]; N is always added)")
     ap.add_argument("--server", choices=["auto", "nginx", "python"], default="auto", help="mirror server (auto: nginx if installed, else the Python fallback)")
     ap.add_argument("--nginx-workers", type=int, default=1)
-    ap.add_argument("--repeat", type=int, default=1, help="full sync + re-sync pairs at N (the fastest full sync is kept)")
+    ap.add_argument("--repeat", type=int, default=3, help="full sync + re-sync pairs at N (the fastest full sync and the fastest re-sync are kept)")
     ap.add_argument("--baseline-repeat", type=int, default=3, help="curl and bare aiohttp runs (the fastest is kept)")
     ap.add_argument("--verify-repeat", type=int, default=2)
     ap.add_argument("--profile", action="store_true", help="also profile the full sync and the re-sync with py-spy")

@@ -31,7 +31,7 @@ def _positive(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
-def _run(tmp_path: Path, records: int, curve: list[int], server: str = "auto") -> tuple[dict, str]:
+def _run(tmp_path: Path, records: int, curve: list[int], server: str = "auto", repeat: int = 1) -> tuple[dict, str]:
     lines: list[str] = []
 
     def log(*args) -> None:
@@ -40,7 +40,7 @@ def _run(tmp_path: Path, records: int, curve: list[int], server: str = "auto") -
         print(text)
 
     opts = harness.Options(
-        records=records, curve=curve, server=server, repeat=1, baseline_repeat=1, verify_repeat=1,
+        records=records, curve=curve, server=server, repeat=repeat, baseline_repeat=1, verify_repeat=1,
         out_dir=tmp_path / "out", cache_dir=tmp_path / "cache", log=log,
     )
     return harness.run_benchmark(opts), "\n".join(lines)
@@ -81,8 +81,13 @@ def _check_structure(results: dict, n: int, sizes: list[int]) -> None:
 
 @needs_curl
 def test_bench_smoke(tmp_path):
-    results, log = _run(tmp_path, 200, [100, 200])
+    results, log = _run(tmp_path, 200, [100, 200], repeat=2)
     _check_structure(results, 200, [100, 200])
+    # Two full syncs and two re-syncs at N: the fastest of each is the one the figures use.
+    pulls = results["runs"]["pulls"]
+    assert len(pulls) == 4
+    assert results["figures"]["full_sync_ratio"]["pithsync_s"] == min(p["wall_s"] for p in pulls[0::2])
+    assert results["figures"]["resync"]["resync_s"] == min(p["wall_s"] for p in pulls[1::2])
     if find_nginx() is None:
         assert results["server"]["fallback"] and "FALLBACK" in log  # said loudly, not silently
     else:
