@@ -184,7 +184,9 @@ class RecordSink:
                 self._store_failed = str(exc)
                 raise
             # Journald hears about records that need attention; -v shows every record.
-            log.log(logging.DEBUG if result.verdict is Verdict.IN_SYNC else logging.INFO, "record=%s verdict=%s events=%s mirrors=%s", result.pith_number, result.verdict.value, result.event_count, ",".join(f"{m.name}:{m.status.value}" for m in result.mirrors))
+            level = logging.DEBUG if result.verdict is Verdict.IN_SYNC else logging.INFO
+            if log.isEnabledFor(level):  # the mirrors' list is not built for a line nobody logs
+                log.log(level, "record=%s verdict=%s events=%s mirrors=%s", result.pith_number, result.verdict.value, result.event_count, ",".join(f"{m.name}:{m.status.value}" for m in result.mirrors))
         if self.keep_results:
             self.results[result.pith_number] = result
         if self.on_record is not None:
