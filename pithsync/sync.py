@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -234,17 +235,36 @@ class SyncEngine:
     def policy_for(cfg: Config) -> UrlPolicy:
         return UrlPolicy.for_mirrors([m.base_url for m in cfg.mirrors], cfg.crawl)
 
-    async def run(self, run_id: str, targets: list[Target], *, track: bool = True) -> list[RecordResult]:
-        """Sync every target (and, within their depth, the records they cite)."""
+    async def run(self, run_id: str, targets: list[Target], *, track: bool = True, more: Callable[[], list[Target]] | None = None) -> list[RecordResult]:
+        """Sync every target (and, within their depth, the records they cite).  `more`, when
+        given, hands out further targets while the run goes on, until it returns none: a worker
+        process takes its records from the run's common supply that way (shards.py)."""
+        targets = list(targets)
         queued = {t.suffix for t in targets}
         # Read-ahead state is per run: nothing read for an earlier run is trusted in this one.
         self._known, self._order, self._position, self._read_upto = {}, targets, {t.suffix: i for i, t in enumerate(targets)}, 0
-        send, receive = anyio.create_memory_object_stream[Target](max_buffer_size=len(targets) + 1_000_000)
-        pending = len(targets)
-        for t in targets:
-            send.send_nowait(t)
-        if not targets:
-            send.close()
+        send, receive = anyio.create_memory_object_stream[Target](max_buffer_size=math.inf)
+
+        def add(new: list[Target]) -> None:
+            nonlocal pending
+            for t in new:
+                if t.suffix not in self._position:
+                    self._position[t.suffix] = len(self._order)
+                    self._order.append(t)
+                queued.add(t.suffix)
+                send.send_nowait(t)
+            pending += len(new)
+
+        supply_left = more is not None
+
+        def take_more() -> None:
+            """Keep enough targets waiting for the records in flight and a read-ahead behind them."""
+            nonlocal supply_left
+            while supply_left and receive.statistics().current_buffer_used < low_water:
+                new = more()
+                supply_left = bool(new)
+                add(new)
+
         # Records in flight: enough to keep every allowed connection busy, with some to spare
         # for the CPU work between fetches.  More only queue inside aiohttp's connector, where
         # each waiting request costs a future and a wake-up: at concurrency/2 records, full
@@ -252,6 +272,13 @@ class SyncEngine:
         # in retry backoff for long (fetch.MirrorBreaker), which is what had needed the excess.
         per_record = 2 * max(1, len(self.cfg.mirrors))
         in_flight = max(2, min(64, -(-3 * self.cfg.crawl.concurrency // (2 * per_record))))
+        low_water = in_flight + READ_AHEAD // 2
+        for t in targets:
+            send.send_nowait(t)
+        pending = len(targets)
+        take_more()
+        if pending == 0:
+            send.close()
 
         async def take_records() -> None:
             nonlocal pending
@@ -269,11 +296,10 @@ class SyncEngine:
                         for number in result.found_numbers:
                             suffix = number.split(":")[2]
                             if suffix not in queued:
-                                queued.add(suffix)
-                                pending += 1
-                                send.send_nowait(Target(suffix, number, target.depth - 1))
+                                add([Target(suffix, number, target.depth - 1)])
                 finally:
                     pending -= 1
+                    take_more()
                     if pending == 0:
                         send.close()
 
