@@ -49,7 +49,10 @@ SEND_BYTES = 320 * 1024
 # a fixed half: the parent and nginx share the cores unevenly, and with fixed halves one worker
 # finished 0.15-0.76 s before the other in a 5 s full sync, leaving its core to idle.
 CHUNK_RECORDS = 16
-MAX_CHUNKS = 16384  # chunk numbers are 4 bytes each: 64 KiB, what a pipe holds without a reader
+# Chunk numbers are 4 bytes each, written before any worker reads: 1024 of them fill one page,
+# the least a Linux pipe holds (even a user out of pipe quota gets that).  Larger runs take
+# larger chunks: 49 records at 50,000.
+MAX_CHUNKS = 1024
 
 
 class Supply:
@@ -67,10 +70,10 @@ class Supply:
         self.taken_by = ctx.RawArray("i", max(1, len(self.chunks)))  # chunk -> worker number + 1, 0: not taken
         self._read, write = os.pipe()
         try:
-            os.set_blocking(write, False)  # never wait: a pipe smaller than MAX_CHUNKS numbers fails here
+            os.set_blocking(write, False)  # fits (see MAX_CHUNKS); were it not to, fail, never hang
             data = b"".join(k.to_bytes(4, "little") for k in range(len(self.chunks)))
             if data and os.write(write, data) != len(data):
-                raise BlockingIOError("pipe too small for the chunk numbers")
+                raise OSError("the pipe of chunk numbers took only part of them")
         finally:
             os.close(write)  # closed before any fork: the workers see the end of the supply
 
