@@ -16,6 +16,7 @@ reported `unverifiable` with the reason; the other workers' records are stored a
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import gc
@@ -186,10 +187,11 @@ class WorkerPool:
                     reported |= done
                     # What this worker took and did not report is lost with it; the others go on
                     # taking what is left.
-                    lost = [t for t in self._supply.taken(worker) if t.suffix not in done]
+                    took = self._supply.taken(worker)
+                    lost = [t for t in took if t.suffix not in done]
                     if lost or kind != "done":
                         why = payload if kind == "error" else f"sync worker process exited with code {proc.exitcode}"
-                        log.error("sync worker pid=%s failed: %s; %d of the %d records it took were not synced", proc.pid, why, len(lost), len(self._supply.taken(worker)))
+                        log.error("sync worker pid=%s failed: %s; %d of the %d records it took were not synced", proc.pid, why, len(lost), len(took))
                         for t in lost:
                             reported.add(t.suffix)
                             sink.commit(run_id, failed_result(t, f"internal error: {why}"), None)
@@ -275,6 +277,11 @@ def _worker_main(cfg: Config, db_path: str, run_id: str, supply: Supply, worker:
     except StoreError as exc:
         conn.send(("store_error", str(exc)))
     except BaseException as exc:  # reported by the parent with the records it cost
+        if outbox:  # records finished before the failure are still good results
+            with contextlib.suppress(OSError, ValueError):
+                conn.send(("records", outbox))
+        while isinstance(exc, BaseExceptionGroup) and exc.exceptions:  # say what failed, not "a task group"
+            exc = exc.exceptions[0]
         conn.send(("error", f"{type(exc).__name__}: {str(exc)[:200]}"))
     finally:
         conn.close()

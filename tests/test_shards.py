@@ -125,6 +125,43 @@ async def test_sharded_run_that_loses_a_worker_keeps_the_other_records(tmp_path,
         store.close()
 
 
+class _WorkerCrash(BaseException):
+    """Not an Exception: the engine's per-record guard lets it through and the worker's run ends."""
+
+
+async def test_worker_whose_run_fails_still_delivers_the_records_it_finished(tmp_path, monkeypatch):
+    victim = RECORDS[-1]  # taken last: by then its worker has finished others, and has no queue left
+    real_examine = SyncEngine.examine
+
+    async def examine(self, target, **kw):
+        if target.suffix == victim.suffix:
+            raise _WorkerCrash("boom")
+        return await real_examine(self, target, **kw)
+
+    # Results wait in the worker's outbox (up to 64 records); a worker that fails must send them
+    # before it reports the failure, so only the records it had not finished are lost.
+    monkeypatch.setattr(SyncEngine, "examine", examine)
+    monkeypatch.setattr(shards, "CHUNK_RECORDS", 1)
+    monkeypatch.setattr(sync_module, "READ_AHEAD", 2)
+    async with MirrorServer("a") as a, MirrorServer("b") as b:
+        for r in RECORDS:
+            a.put_record(r.bundle())
+            b.put_record(r.bundle())
+        code, results, db = await _pull(tmp_path, "crash", [a, b], processes=2, crawl="concurrency = 4\nper_host = 2\n")
+    assert code == 3 and set(results) == {r.pith_number for r in RECORDS}
+    lost = {p for p, r in results.items() if r["verdict"] == "unverifiable"}
+    synced = {p for p, r in results.items() if r["verdict"] == "in_sync"}
+    assert victim.pith_number in lost and lost | synced == set(results)
+    assert all("_WorkerCrash" in results[p]["error"] for p in lost)
+    assert len(lost) <= 2  # the victim and at most one other in flight: what it finished was delivered
+    store = Store.open(db)
+    try:
+        assert all(store.record(p)["event_count"] == 3 for p in synced)
+        assert store.verify_journal() == []
+    finally:
+        store.close()
+
+
 def test_supply_hands_out_each_chunk_once_across_processes(monkeypatch):
     import multiprocessing
     import time
