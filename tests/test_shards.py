@@ -87,35 +87,31 @@ async def test_sharded_run_stores_and_reports_what_one_process_does(tmp_path):
         assert code == 0, out
 
 
-async def test_sharded_run_that_loses_a_worker_keeps_the_other_records(tmp_path, monkeypatch):
-    victim = RECORDS[5]
+async def _pull_with_a_failing_worker(tmp_path, monkeypatch, victim, fail) -> tuple[set, set, dict, str]:
+    """A sharded pull of RECORDS in which the worker examining `victim` calls `fail()`.  Returns
+    (lost, synced, results, db), after checking that every record is reported either way."""
     real_examine = SyncEngine.examine
 
     async def examine(self, target, **kw):
         if target.suffix == victim.suffix:
-            os._exit(7)  # the worker process dies here, as if killed
+            fail()
         return await real_examine(self, target, **kw)
 
     # Workers are forked from this process, so they inherit the patches; the parent never
-    # examines.  One record per chunk and a short queue per worker, so that the workers share
-    # these few records out as they would a large run's.
+    # examines.  One record per chunk and a short queue per worker (2 in flight, 3 waiting), so
+    # that the workers share these few records out as they would a large run's.
     monkeypatch.setattr(SyncEngine, "examine", examine)
     monkeypatch.setattr(shards, "CHUNK_RECORDS", 1)
-    monkeypatch.setattr(shards, "SEND_RECORDS", 1)  # each result sent at once: none waits in the dead worker
     monkeypatch.setattr(sync_module, "READ_AHEAD", 2)
     async with MirrorServer("a") as a, MirrorServer("b") as b:
         for r in RECORDS:
             a.put_record(r.bundle())
             b.put_record(r.bundle())
-        code, results, db = await _pull(tmp_path, "lost", [a, b], processes=2, crawl="concurrency = 4\nper_host = 2\n")
+        code, results, db = await _pull(tmp_path, "failing", [a, b], processes=2, crawl="concurrency = 4\nper_host = 2\n")
     assert code == 3 and set(results) == {r.pith_number for r in RECORDS}  # every record is reported
     lost = {p for p, r in results.items() if r["verdict"] == "unverifiable"}
     synced = {p for p, r in results.items() if r["verdict"] == "in_sync"}
     assert victim.pith_number in lost and lost | synced == set(results)
-    assert all("exited with code 7" in results[p]["error"] for p in lost)
-    # The dead worker took with it at most its records in flight (2) and its short queue (3);
-    # the other worker took and stored everything else.
-    assert len(lost) <= 5 and synced
     store = Store.open(db)
     try:
         assert all(store.record(p)["event_count"] == 3 for p in synced)
@@ -123,6 +119,16 @@ async def test_sharded_run_that_loses_a_worker_keeps_the_other_records(tmp_path,
         assert store.verify_journal() == []
     finally:
         store.close()
+    return lost, synced, results, db
+
+
+async def test_sharded_run_that_loses_a_worker_keeps_the_other_records(tmp_path, monkeypatch):
+    monkeypatch.setattr(shards, "SEND_RECORDS", 1)  # each result sent at once: none waits in the dead worker
+    lost, synced, results, _ = await _pull_with_a_failing_worker(tmp_path, monkeypatch, RECORDS[5], lambda: os._exit(7))  # as if killed
+    assert all("exited with code 7" in results[p]["error"] for p in lost)
+    # The dead worker took with it at most its records in flight and its short queue; the other
+    # worker took and stored everything else.
+    assert len(lost) <= 5 and synced
 
 
 class _WorkerCrash(BaseException):
@@ -130,36 +136,15 @@ class _WorkerCrash(BaseException):
 
 
 async def test_worker_whose_run_fails_still_delivers_the_records_it_finished(tmp_path, monkeypatch):
-    victim = RECORDS[-1]  # taken last: by then its worker has finished others, and has no queue left
-    real_examine = SyncEngine.examine
-
-    async def examine(self, target, **kw):
-        if target.suffix == victim.suffix:
-            raise _WorkerCrash("boom")
-        return await real_examine(self, target, **kw)
+    def crash():
+        raise _WorkerCrash("boom")
 
     # Results wait in the worker's outbox (up to 64 records); a worker that fails must send them
-    # before it reports the failure, so only the records it had not finished are lost.
-    monkeypatch.setattr(SyncEngine, "examine", examine)
-    monkeypatch.setattr(shards, "CHUNK_RECORDS", 1)
-    monkeypatch.setattr(sync_module, "READ_AHEAD", 2)
-    async with MirrorServer("a") as a, MirrorServer("b") as b:
-        for r in RECORDS:
-            a.put_record(r.bundle())
-            b.put_record(r.bundle())
-        code, results, db = await _pull(tmp_path, "crash", [a, b], processes=2, crawl="concurrency = 4\nper_host = 2\n")
-    assert code == 3 and set(results) == {r.pith_number for r in RECORDS}
-    lost = {p for p, r in results.items() if r["verdict"] == "unverifiable"}
-    synced = {p for p, r in results.items() if r["verdict"] == "in_sync"}
-    assert victim.pith_number in lost and lost | synced == set(results)
+    # before it reports the failure.  The victim is taken last: by then its worker has finished
+    # others and has no queue left, so only it and at most one other in flight can be lost.
+    lost, _, results, _ = await _pull_with_a_failing_worker(tmp_path, monkeypatch, RECORDS[-1], crash)
     assert all("_WorkerCrash" in results[p]["error"] for p in lost)
-    assert len(lost) <= 2  # the victim and at most one other in flight: what it finished was delivered
-    store = Store.open(db)
-    try:
-        assert all(store.record(p)["event_count"] == 3 for p in synced)
-        assert store.verify_journal() == []
-    finally:
-        store.close()
+    assert len(lost) <= 2
 
 
 def test_supply_hands_out_each_chunk_once_across_processes(monkeypatch):
