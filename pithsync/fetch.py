@@ -13,6 +13,7 @@ import email.utils
 import errno
 import ipaddress
 import logging
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import aiohttp
 import anyio
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
+import yarl
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from pithsync.config import CrawlConfig
@@ -178,6 +180,21 @@ def _describe(exc: BaseException) -> tuple[str, str]:
 
 # Failures that say the mirror is not answering at all (as opposed to answering badly).
 _DOWN_CODES = frozenset({"connection_refused", "connect_timeout", "connect_failed", "timeout", "deadline_exceeded"})
+
+
+# A URL already in the form yarl gives it: http(s), a lower-case host of plain labels, a port
+# without leading zeros, and a path of unreserved characters with no empty or dot segments (no
+# "%", no query).  aiohttp gets such a URL pre-parsed (yarl's encoded=True), which skips quoting
+# it again: 3 us of an 85 us conditional GET (fpath bench), for the same request; hypothesis holds
+# the two forms equal (tests/test_hostile.py).  Anything else, such as a redirect target a server
+# chose, goes through yarl's full parsing.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+_PLAIN_URL = re.compile(rf"https?://{_LABEL}(?:\.{_LABEL})*(?::[1-9][0-9]{{0,4}})?(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._~-]+)*/?")
+
+
+def wire_url(url: str) -> str | yarl.URL:
+    """`url` as aiohttp should be handed it."""
+    return yarl.URL(url, encoded=True) if _PLAIN_URL.fullmatch(url) else url
 
 
 def _origin_key(url: str) -> str:
@@ -460,7 +477,7 @@ class Fetcher:
                 headers["If-Modified-Since"] = validators.last_modified
         current = url
         for _ in range(self.crawl.max_redirects + 1):
-            async with self._session.get(current, headers=headers, allow_redirects=False) as resp:
+            async with self._session.get(wire_url(current), headers=headers, allow_redirects=False) as resp:
                 if resp.status in (301, 302, 303, 307, 308):
                     location = resp.headers.get("Location", "")
                     target = urljoin(current, location)

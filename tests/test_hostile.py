@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from aiohttp.resolver import ThreadedResolver
 
 import reliability_counts
@@ -626,3 +628,45 @@ async def test_deadline_watch_lets_other_cancellations_through():
         assert not watch._running and not watch._cut
     finally:
         watcher.cancel()
+
+
+_URL_PIECES = st.lists(st.sampled_from(["a", "Z", "0", "9", "-", ".", "_", "~", "/", "%", ":", "?", "#", "é", " ", "@", "A"]), max_size=30)
+
+
+@settings(max_examples=400, deadline=None)
+@example(scheme="http", host="127.0.0.1", port=":8080", path="pith/./X/bundle.json")
+@example(scheme="http", host="127.0.0.1", port="", path="pith/../X")
+@example(scheme="https", host="mirror.example.org", port="", path="..")
+@example(scheme="http", host="a-b.c", port=":0080", path=".well-known/pith")
+@given(
+    scheme=st.sampled_from(["http", "https", "HTTP"]),
+    host=st.sampled_from(["127.0.0.1", "mirror.example.org", "a-b.c", "H.example", "a..b", "-x.org", "xn--bcher-kva.example", "1.2.3.04"]),
+    port=st.sampled_from(["", ":80", ":443", ":8080", ":0080", ":65535", ":1"]),
+    path=_URL_PIECES.map("".join),
+)
+def test_a_url_handed_over_pre_parsed_is_the_url_yarl_would_parse(scheme, host, port, path):
+    import yarl
+
+    from pithsync.fetch import wire_url
+
+    url = f"{scheme}://{host}{port}/{path}"
+    wired = wire_url(url)
+    if isinstance(wired, str):
+        assert wired == url  # not plain: aiohttp parses it as before
+        return
+    parsed = yarl.URL(url)
+    assert wired == parsed and str(wired) == str(parsed)
+    assert (wired.scheme, wired.raw_host, wired.port, wired.raw_path, wired.raw_query_string) == (parsed.scheme, parsed.raw_host, parsed.port, parsed.raw_path, parsed.raw_query_string)
+
+
+def test_the_urls_pithsync_builds_for_configured_mirrors_are_handed_over_pre_parsed():
+    import yarl
+
+    from pithsync.core.urls import MirrorSpec
+    from pithsync.fetch import wire_url
+
+    suffix = forge.forge_record(0).suffix
+    for base in ("http://127.0.0.1:43219", "https://mirror.example.org", "https://pith.science/mirror/v1"):
+        spec = MirrorSpec("m", base)
+        for url in (spec.bundle_url(suffix), spec.state_url(suffix), spec.well_known_url(suffix)):
+            assert isinstance(wire_url(url), yarl.URL), url
