@@ -297,7 +297,7 @@ class DeadlineWatch:
     the front and cancels their tasks.  A request is cut between deadline_s and deadline_s + tick
     after it started.  The cancellation is told apart from any other as asyncio.timeout does it:
     the task is uncancelled, and only when no other cancellation is pending does the request end
-    as `DeadlineExceeded` instead."""
+    as `deadline_exceeded` (a failed attempt, retried like a timeout) instead of cancelled."""
 
     def __init__(self, deadline_s: float):
         self.deadline_s = deadline_s
