@@ -157,14 +157,18 @@ def test_supply_hands_out_each_chunk_once_across_processes(monkeypatch):
     supply = shards.Supply(ctx, targets)
     assert len(supply.chunks) == 34 and [t for c in supply.chunks for t in c] == targets
 
+    go = ctx.Event()  # both start taking together, however slowly the second one forks
+
     def take_all(worker: int) -> None:
+        go.wait(30)
         while supply.take(worker):
-            time.sleep(0.001)  # as if syncing it, so that the two take turns
+            time.sleep(0.002)  # as if syncing it, so that the two take turns
         os._exit(0)
 
     procs = [ctx.Process(target=take_all, args=(w,)) for w in (0, 1)]
     for p in procs:
         p.start()
+    go.set()
     for p in procs:
         p.join(30)
         assert p.exitcode == 0
