@@ -400,6 +400,11 @@ class Store:
             for url, etag, lm, sha in self._in("select url, etag, last_modified, document_sha256 from validators where url in ({})", urls)
         }
 
+    def validators_with_bodies(self, urls: list[str]) -> tuple[dict[str, dict], dict[str, bytes]]:
+        """validators_for(urls), and the stored bytes (document_bodies) each of them names."""
+        validators = self.validators_for(urls)
+        return validators, self.document_bodies([v["document_sha256"] for v in validators.values() if v.get("document_sha256")])
+
     def document_bodies(self, shas: list[str]) -> dict[str, bytes]:
         """sha256 -> exact bytes, from verified documents or from evidence (a bad copy served
         again unchanged is still that bad copy)."""

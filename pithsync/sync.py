@@ -239,11 +239,11 @@ class SyncEngine:
         """Sync every target (and, within their depth, the records they cite).  `more`, when
         given, hands out further targets while the run goes on, until it returns none: a worker
         process takes its records from the run's common supply that way (shards.py)."""
-        targets = list(targets)
-        queued = {t.suffix for t in targets}
+        queued: set[str] = set()
         # Read-ahead state is per run: nothing read for an earlier run is trusted in this one.
-        self._known, self._order, self._position, self._read_upto = {}, targets, {t.suffix: i for i, t in enumerate(targets)}, 0
+        self._known, self._order, self._position, self._read_upto = {}, [], {}, 0
         send, receive = anyio.create_memory_object_stream[Target](max_buffer_size=math.inf)
+        pending = 0
 
         def add(new: list[Target]) -> None:
             nonlocal pending
@@ -273,9 +273,7 @@ class SyncEngine:
         per_record = 2 * max(1, len(self.cfg.mirrors))
         in_flight = max(2, min(64, -(-3 * self.cfg.crawl.concurrency // (2 * per_record))))
         low_water = in_flight + READ_AHEAD // 2
-        for t in targets:
-            send.send_nowait(t)
-        pending = len(targets)
+        add(targets)
         take_more()
         if pending == 0:
             send.close()
@@ -376,8 +374,7 @@ class SyncEngine:
         verdicts = store.mirror_verdicts(stored)
         summaries = store.record_summaries(stored)
         urls = {t.suffix: [self._urls(m, t.suffix) for m in self.cfg.mirrors] for t in targets}
-        validators = store.validators_for([u for triples in urls.values() for triple in triples for u in triple])
-        bodies = store.document_bodies([v["document_sha256"] for v in validators.values() if v.get("document_sha256")])
+        validators, bodies = store.validators_with_bodies([u for triples in urls.values() for triple in triples for u in triple])
         out = {}
         for t in targets:
             pith = piths[t.suffix]
@@ -480,8 +477,7 @@ class SyncEngine:
             urls, known, bodies = stored.urls, stored.validators, stored.bodies
         else:
             urls = [self._urls(m, suffix) for m in mirrors]
-            known = self.store.validators_for([u for triple in urls for u in triple])
-            bodies = self.store.document_bodies([v["document_sha256"] for v in known.values() if v.get("document_sha256")])
+            known, bodies = self.store.validators_with_bodies([u for triple in urls for u in triple])
         out: list[dict] = [{} for _ in mirrors]
         validators: list[dict] = [{} for _ in mirrors]
 
