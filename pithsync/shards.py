@@ -3,9 +3,10 @@
 One process cannot go faster than its one core, and a full sync is CPU-bound (HTTP parsing,
 Ed25519, canonical encoding).  So a large run has worker processes take its records a chunk at a
 time from a common Supply, and each worker runs the ordinary SyncEngine on what it takes with its
-slice of the connection limits.  Workers only read the store (trusted input: earlier events, validators);
-every (result, write) they produce is sent to the parent, which commits it through the same
-RecordSink a one-process run uses: one writer, one journal chain, alerts beside their evidence.
+slice of the connection limits.  Workers only read the store (trusted input: earlier events,
+validators); every (result, write) they produce is sent to the parent, which commits it through
+the same RecordSink a one-process run uses: one writer, one journal chain, alerts beside their
+evidence.
 Data still flows one way: fetch -> verify -> compare (workers) -> store -> alert (parent).
 
 Workers are forked, so they start in milliseconds with everything imported; the parent closes
@@ -125,11 +126,10 @@ class WorkerPool:
     """The workers of one run.  `start` forks them (before any thread, such as a progress bar,
     is running); `collect` commits what they send until all have finished."""
 
-    def __init__(self, run_id: str, procs: dict, supply: Supply, targets: list[Target]):
+    def __init__(self, run_id: str, procs: dict, supply: Supply):
         self.run_id = run_id
         self._procs = procs  # receiving end -> (process, worker number, suffixes reported so far)
         self._supply = supply
-        self._targets = targets
 
     @classmethod
     def start(cls, cfg: Config, store: Store, run_id: str, targets: list[Target], workers: int) -> "WorkerPool":
@@ -152,9 +152,9 @@ class WorkerPool:
                     send.close()
                     procs[receive] = (proc, i, set())
         except BaseException:
-            cls(run_id, procs, supply, targets).kill()
+            cls(run_id, procs, supply).kill()
             raise
-        return cls(run_id, procs, supply, targets)
+        return cls(run_id, procs, supply)
 
     def kill(self) -> None:
         for proc, _, _ in self._procs.values():
@@ -197,7 +197,7 @@ class WorkerPool:
                             sink.commit(run_id, failed_result(t, f"internal error: {why}"), None)
             # Left over only when every worker failed (or one died between taking a chunk and
             # marking it): reported too, never silently dropped.
-            unreported = [t for t in self._targets if t.suffix not in reported]
+            unreported = [t for chunk in self._supply.chunks for t in chunk if t.suffix not in reported]
             if unreported:
                 log.error("%d records were not synced: no sync worker process reported them", len(unreported))
                 for t in unreported:
