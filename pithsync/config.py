@@ -3,6 +3,7 @@ returns a frozen Config that is passed to whatever needs it."""
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -78,6 +79,13 @@ def _section(data: dict, name: str) -> dict:
     return value
 
 
+# Where 0 would not mean what it says: aiohttp reads a timeout of 0 as "no timeout", and a
+# deadline of 0 would cut every request at the first check.
+_POSITIVE: dict[type, dict[str, str]] = {
+    CrawlConfig: {"timeout_s": "0 would turn the timeout off", "deadline_s": "0 would cut every request at once"},
+}
+
+
 def _dataclass_from(cls, table: dict, where: str):
     known = {f for f in cls.__dataclass_fields__}
     unknown = set(table) - known
@@ -98,8 +106,12 @@ def _dataclass_from(cls, table: dict, where: str):
             value = float(value)
         elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise ConfigError(f"[{where}] {key} must be {expected.__name__}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"[{where}] {key} must be a finite number, not {value}")
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
             raise ConfigError(f"[{where}] {key} must not be negative")
+        if key in _POSITIVE.get(cls, ()) and value == 0:
+            raise ConfigError(f"[{where}] {key} must be greater than 0 ({_POSITIVE[cls][key]})")
         values[key] = value
     return cls(**values)
 
@@ -147,8 +159,8 @@ def _store_path(store: dict) -> str:
 
 
 def _non_negative(value: object, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ConfigError(f"{where} must be a non-negative number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{where} must be a finite, non-negative number")
     return float(value)
 
 

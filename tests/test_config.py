@@ -167,6 +167,29 @@ def test_invalid_config_is_config_error(text):
         from_toml(text)
 
 
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[crawl]\ndeadline_s = nan\n", "deadline_s must be a finite number, not nan"),
+        ("[crawl]\ntimeout_s = inf\n", "timeout_s must be a finite number, not inf"),
+        ("[crawl]\nbackoff_max_s = -inf\n", "backoff_max_s must be a finite number"),
+        ("[crawl]\ndeadline_s = 0\n", "deadline_s must be greater than 0"),
+        ("[crawl]\ntimeout_s = 0.0\n", "timeout_s must be greater than 0"),
+        ("[store]\nlock_timeout_s = nan\n", "lock_timeout_s must be a finite, non-negative number"),
+    ],
+)
+def test_timeouts_must_be_finite_and_the_request_ones_positive(text, message):
+    # nan made every request expire at the deadline watch's first check; 0 turned aiohttp's
+    # read timeout off.
+    with pytest.raises(ConfigError, match=message):
+        from_toml(text)
+
+
+def test_zero_is_still_allowed_where_it_means_something():
+    cfg = from_toml("[crawl]\nretries = 0\nmirror_down_after = 0\nbackoff_max_s = 0\n[store]\nlock_timeout_s = 0\n")
+    assert (cfg.crawl.retries, cfg.crawl.mirror_down_after, cfg.crawl.backoff_max_s, cfg.lock_timeout_s) == (0, 0, 0.0, 0.0)
+
+
 @pytest.mark.parametrize("value", ['"soon"', "[1]"])
 def test_bad_store_lock_timeout_is_config_error(value):
     with pytest.raises(ConfigError):
