@@ -1,6 +1,6 @@
 """Operations: `serve` (the verified store as a conforming mirror), `export` (the same tree as
 static files for any web server) and `demo` (an offline walk-through on local mirrors built
-from the seeds shipped with pithsync).
+from the seeds shipped with pithsync).  The aiohttp application behind `serve` is in serving.py.
 
 What a pithsync mirror publishes for a record (`Catalog`): the exact bytes of the stored,
 verified bundle whose events match the record's stored state best, re-verified against the
@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import email.utils
 import importlib.resources
 import io
 import json
@@ -31,10 +30,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from aiohttp import web
-
 from pithsync import __version__
-from pithsync.httpcache import etag_of, not_modified
+from pithsync.httpcache import etag_of
 from pithsync.config import AlertsConfig, Config, CrawlConfig, MetricsConfig
 from pithsync.core import strictjson
 from pithsync.core.canonical import canon, compact
@@ -243,71 +240,11 @@ def manifest(base_url: str, trust: TrustStore, *, name: str = "pithsync mirror",
     }
 
 
-def _manifest_bytes(doc: dict) -> bytes:
+def manifest_bytes(doc: dict) -> bytes:
     return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-# -- serve -------------------------------------------------------------------------------------
-
-CATALOG = web.AppKey("pithsync_catalog", Catalog)
-
-
-def build_app(cfg: Config, *, base_url: str | None = None, name: str = "pithsync mirror", refresh_s: float = 2.0) -> web.Application:
-    """The aiohttp application that serves `cfg.db_path` as a Pith mirror.  The store is opened
-    (read-only) when the app starts, in the serving thread, and closed on cleanup.
-    `base_url` is what the manifest announces; by default the origin the request came to."""
-    app = web.Application()
-
-    async def open_store(app: web.Application) -> None:
-        app[CATALOG] = Catalog(Store.open_reader(cfg.db_path), Verifier(cfg.trust), refresh_s=refresh_s)
-
-    async def close_store(app: web.Application) -> None:
-        if CATALOG in app:
-            app[CATALOG].store.close()
-
-    def conditional(request: web.Request, etag: str, last_modified: datetime) -> bool:
-        return not_modified(request.headers, (etag,), last_modified)
-
-    def not_found() -> web.Response:
-        return web.Response(status=404, body=b'{"error":"not_found"}', content_type=JSON_TYPE)
-
-    def document(request: web.Request, kind: str) -> web.Response:
-        suffix = request.match_info["suffix"]
-        if not SUFFIX_RE.match(suffix):
-            return not_found()
-        pub = request.app[CATALOG].get(suffix)
-        if pub is None:
-            return not_found()
-        body, etag = (pub.bundle, pub.bundle_etag) if kind == "bundle" else (pub.state, pub.state_etag)
-        headers = {"ETag": etag, "Last-Modified": email.utils.format_datetime(pub.last_modified, usegmt=True), "Cache-Control": "no-cache"}
-        if conditional(request, etag, pub.last_modified):
-            return web.Response(status=304, headers=headers)
-        return web.Response(body=body, headers={**headers, "Content-Type": JSON_TYPE})
-
-    async def bundle(request: web.Request) -> web.Response:
-        return document(request, "bundle")
-
-    async def state(request: web.Request) -> web.Response:
-        return document(request, "state")
-
-    async def mirrors(request: web.Request) -> web.Response:
-        base = base_url or f"{request.scheme}://{request.host}"
-        catalog = request.app[CATALOG]
-        body = _manifest_bytes(manifest(base, cfg.trust, name=name, records=len(catalog.suffixes())))
-        return web.Response(body=body, headers={"Content-Type": JSON_TYPE, "Cache-Control": "no-cache"})
-
-    async def index(request: web.Request) -> web.Response:
-        doc = {"pithsync": __version__, "records": len(request.app[CATALOG].suffixes()), "manifest": MANIFEST_PATH}
-        return web.json_response(doc)
-
-    app.on_startup.append(open_store)
-    app.on_cleanup.append(close_store)
-    app.router.add_get("/", index)
-    app.router.add_get(MANIFEST_PATH, mirrors)
-    app.router.add_get("/pith/{suffix}/bundle.json", bundle)
-    app.router.add_get("/pith/{suffix}/state.json", state)
-    app.router.add_get("/.well-known/pith/{suffix}/bundle.json", bundle)
-    return app
+# -- serve ------------------------------------------------------------------------------------
 
 
 def parse_bind(text: str) -> tuple[str, int]:
@@ -328,6 +265,10 @@ def cmd_serve(args, cfg: Config, out) -> int:
         count = len(catalog.suffixes())
     finally:
         store.close()
+    from aiohttp import web  # only `serve` needs the server side of aiohttp: 20 ms of every other command's start
+
+    from pithsync.serving import build_app
+
     app = build_app(cfg, base_url=args.base_url.rstrip("/") if args.base_url else None, name=args.name)
     shown = f"[{host}]" if ":" in host else host
     out.line(f"pithsync serve: {count} record(s) from {cfg.db_path} at http://{shown}:{port}/ (manifest {MANIFEST_PATH}); Ctrl-C stops")
@@ -384,7 +325,7 @@ def export_tree(store: Store, cfg: Config, directory: str, base_url: str, *, nam
                     written += 1
                 else:
                     unchanged += 1
-    write_atomic(root / MANIFEST_PATH.lstrip("/"), _manifest_bytes(manifest(base_url, cfg.trust, name=name, records=len(records))))
+    write_atomic(root / MANIFEST_PATH.lstrip("/"), manifest_bytes(manifest(base_url, cfg.trust, name=name, records=len(records))))
     return {"directory": str(root), "records": records, "files_written": written, "files_unchanged": unchanged, "not_published": dict(catalog.rejected)}
 
 

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from synctools import make_config, pull, run_cli, statuses, write_config
 from pithsync import cli, ops
+from pithsync.serving import CATALOG, build_app
 from pithsync.core.canonical import canon
 from pithsync.core.keys import TrustStore
 from pithsync.core.urls import MirrorSpec
@@ -81,7 +82,7 @@ async def test_serve_round_trip_second_pithsync_sees_in_sync(tmp_path):
         store.close()
         assert stored_r2["event_count"] == 3  # more than any one bundle proves
 
-        async with serving(ops.build_app(origin, refresh_s=0)) as base, aiohttp.ClientSession() as http:
+        async with serving(build_app(origin, refresh_s=0)) as base, aiohttp.ClientSession() as http:
             replica = make_config(tmp_path / "replica", [MirrorSpec("served", base)])
             res = await pull(replica, r1.pith_number, r2.pith_number, r3.pith_number)
             assert {p: r.verdict.value for p, r in res.items()} == {r1.pith_number: "in_sync", r2.pith_number: "in_sync", r3.pith_number: "in_sync"}
@@ -147,11 +148,11 @@ async def test_serve_publishes_only_what_the_pinned_keys_verify(tmp_path):
         await pull(origin, r.pith_number)
     # Same store, served under a configuration that pins only the registry key.
     registry_only = make_config(tmp_path, [a.spec()], trust=TrustStore.registry_default())
-    app = ops.build_app(registry_only, refresh_s=0)
+    app = build_app(registry_only, refresh_s=0)
     async with serving(app) as base, aiohttp.ClientSession() as http:
         async with http.get(base + bundle_path(r.suffix)) as resp:
             assert resp.status == 404
-        assert r.pith_number in app[ops.CATALOG].rejected
+        assert r.pith_number in app[CATALOG].rejected
 
 
 async def test_serve_without_store_exits_4_and_parse_bind(tmp_path, capsys):
@@ -335,3 +336,14 @@ def test_systemd_units_verify(tmp_path):
         (tmp_path / unit.name).write_text(unit.read_text().replace("/usr/local/bin/pithsync", exe))
     proc = subprocess.run([tool, "verify", "--man=no", *sorted(str(p) for p in tmp_path.iterdir())], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and not (proc.stdout + proc.stderr).strip(), proc.stdout + proc.stderr
+
+
+def test_only_serve_imports_the_server_side_of_aiohttp():
+    # 20 ms of every start (a timer-driven sync, a pull) went to importing aiohttp.web.
+    code = (
+        "import sys; from pithsync import cli, commands; cli.build_parser(); "
+        "assert 'aiohttp.web' not in sys.modules, 'aiohttp.web imported by the CLI'; "
+        "from pithsync import serving; assert 'aiohttp.web' in sys.modules"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
