@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
 from contextlib import contextmanager
 from typing import Iterator
-
-import anyio
-import logging
 
 from pithsync.config import Config
 from pithsync.core import numbers
@@ -21,7 +19,7 @@ from pithsync.core.verify import Verifier
 from pithsync.fetch import Fetcher
 from pithsync import shards
 from pithsync.store import EncodedState, RecordWrite, Store, run_lock
-from pithsync.sync import RecordResult, RecordSink, RunTally, SyncEngine, Target, rare_gc_passes
+from pithsync.sync import RecordResult, RecordSink, RunTally, SyncEngine, Target, rare_gc_passes, run_event_loop
 
 
 log = logging.getLogger("pithsync.sync")
@@ -114,7 +112,7 @@ def run_sync(cfg: Config, out, store: Store, targets: list[Target], command: str
             if pool is not None:
                 pool.collect(sink)
             else:
-                anyio.run(run_in_process)
+                run_event_loop(run_in_process)
     finally:
         # Even when the store fails mid-run (exit 4), stdout stays one valid JSON document.
         writer.finish()

@@ -28,11 +28,9 @@ import signal
 import sys
 from multiprocessing.connection import Connection, wait
 
-import anyio
-
 from pithsync.config import Config
 from pithsync.store import Store, StoreError
-from pithsync.sync import RecordResult, RecordSink, SyncEngine, Target, failed_result, rare_gc_passes
+from pithsync.sync import RecordResult, RecordSink, SyncEngine, Target, failed_result, rare_gc_passes, run_event_loop
 
 log = logging.getLogger("pithsync.sync")
 
@@ -268,7 +266,7 @@ def _worker_main(cfg: Config, db_path: str, run_id: str, supply: Supply, worker:
         store = Store.open_reader(db_path)
         try:
             with rare_gc_passes():
-                anyio.run(main)
+                run_event_loop(main)
         finally:
             store.close()
         if outbox:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib.util
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Awaitable, Callable, TypeVar
 
 import anyio
 
@@ -72,6 +73,20 @@ class RecordResult:
             "refused_hints": self.refused_hints,
             **({"error": self.error} if self.error else {}),
         }
+
+
+# uvloop runs the event loop, its transports and its timers in C: a GET through aiohttp costs
+# about a seventh less CPU (82 against 96 us, six interleaved runs of the fetch path alone) and a
+# full sync's workers about 5% less.  A dependency wherever uvloop exists (not on Windows);
+# elsewhere the standard loop runs the same code.
+_LOOP_OPTIONS = {"use_uvloop": importlib.util.find_spec("uvloop") is not None}
+
+T = TypeVar("T")
+
+
+def run_event_loop(main: Callable[[], Awaitable[T]]) -> T:
+    """anyio.run for a sync's engine: on uvloop where it is installed."""
+    return anyio.run(main, backend_options=_LOOP_OPTIONS)
 
 
 # CPython's cyclic GC starts a pass every 700 net container allocations.  A sync allocates

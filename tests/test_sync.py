@@ -589,6 +589,23 @@ def test_a_run_raises_the_gc_threshold_and_puts_it_back_even_on_failure():
     assert gc.get_threshold() == before
 
 
+def test_a_syncs_event_loop_is_uvloop_where_uvloop_exists():
+    # pyproject makes uvloop a dependency on every platform but Windows, so on those it must be
+    # installed, and the engine's loop (in one process and in each worker) must be it.
+    import asyncio
+    import sys
+
+    from pithsync.sync import run_event_loop
+
+    async def loop_type() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    if sys.platform == "win32":
+        assert run_event_loop(loop_type).startswith("asyncio")
+    else:
+        assert run_event_loop(loop_type) == "uvloop"
+
+
 def test_journal_chain_survives_a_record_rolled_back_inside_a_batch(tmp_path):
     """The head of the journal is kept in memory while a batch is open; a record whose savepoint
     rolls back (its `extra` failed) must not leave the next record chained to entries that are gone."""
