@@ -591,7 +591,8 @@ def test_a_run_raises_the_gc_threshold_and_puts_it_back_even_on_failure():
 
 def test_a_syncs_event_loop_is_uvloop_where_uvloop_exists():
     # pyproject makes uvloop a dependency on every platform but Windows, so on those it must be
-    # installed, and the engine's loop (in one process and in each worker) must be it.
+    # installed, and run_event_loop (through which commands.py and each worker in shards.py run
+    # the engine) must run on it.
     import asyncio
     import sys
 
