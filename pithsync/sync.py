@@ -234,6 +234,7 @@ class SyncEngine:
         self.fetcher = fetcher
         self.assessor = Assessor(Verifier(cfg.trust), cfg.crawl.max_bytes)
         self.trust_id = cfg.trust.trust_id
+        self._configured = {_base_key(m.base_url): m for m in cfg.mirrors}  # base key -> spec, for every record
         self.sink = sink or RecordSink(cfg, store, on_record=on_record)
         self.commit = commit or self.sink.commit  # a worker process sends instead (shards.py)
         self.quick_check = True  # unchanged records skip the comparison (_unchanged); tests turn it off
@@ -346,7 +347,7 @@ class SyncEngine:
             if unchanged is not None:
                 return unchanged
         assessments = [self.assessor.assess(f.copy, suffix, known_good) for f in fetched]
-        specs = {_base_key(m.base_url): m for m in configured}
+        specs = dict(self._configured)  # hinted mirrors join it for this record
 
         refused: list[dict] = []
         if self.cfg.crawl.follow_hints:
@@ -439,7 +440,7 @@ class SyncEngine:
                     return None
         if any(state.get("state_sha256") != stored["state_sha256"] for state in served.values()):
             return None
-        specs = {_base_key(m.base_url): m for m in self.cfg.mirrors}
+        specs = self._configured
         if self.cfg.crawl.follow_hints:
             # Hints naming configured mirrors are ignored by _discover too; any other goes the full way.
             suffix = pith_number.split(":")[2]
