@@ -424,9 +424,6 @@ class Store:
     def document_body(self, sha256: str) -> bytes | None:
         return self.document_bodies([sha256]).get(sha256)
 
-    def number_for_suffix(self, suffix: str) -> str | None:
-        return self.numbers_for_suffixes([suffix]).get(suffix)
-
     def numbers_for_suffixes(self, suffixes: list[str]) -> dict[str, str]:
         return dict(self._in("select suffix, pith_number from records where suffix in ({})", suffixes))
 
@@ -441,11 +438,11 @@ class Store:
             # An equality or a range, which use the suffix index (LIKE scanned every record: 0.6 ms
             # a lookup at 5,000 records).  Suffixes are upper-case base32: all sort below "~".
             if ref.is_prefix:
-                rows = self.db.execute("select pith_number from records where suffix >= ? and suffix < ?", [ref.suffix, ref.suffix + "~"]).fetchall()
+                found = [r[0] for r in self.db.execute("select pith_number from records where suffix >= ? and suffix < ?", [ref.suffix, ref.suffix + "~"])]
             else:
-                rows = [(n,) for n in [self.number_for_suffix(ref.suffix)] if n is not None]
-            if rows:
-                return sorted(r[0] for r in rows)
+                found = list(self.numbers_for_suffixes([ref.suffix]).values())
+            if found:
+                return sorted(found)
         value = text.strip()
         for candidate in {value, value.lower()}:
             rows = self.db.execute("select distinct pith_number from aliases where alias_value = ? or lower(alias_value) = ?", [candidate, candidate]).fetchall()
