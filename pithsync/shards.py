@@ -173,9 +173,8 @@ class WorkerPool:
                     except (EOFError, OSError):
                         kind, payload = "gone", None
                     if kind == "records":
-                        for result, write in payload:
-                            done.add(result.pith_number.rsplit(":", 1)[-1])
-                            sink.commit(run_id, result, write)
+                        done.update(result.pith_number.rsplit(":", 1)[-1] for result, _ in payload)
+                        sink.commit_many(run_id, payload)
                         continue
                     if kind == "store_error":
                         raise StoreError(payload)  # as in one process: the run stops (exit 4)

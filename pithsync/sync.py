@@ -187,26 +187,33 @@ class RecordSink:
         self._store_failed: str | None = None
 
     def commit(self, run_id: str, result: RecordResult, write: RecordWrite | None) -> None:
+        self.commit_many(run_id, [(result, write)])
+
+    def commit_many(self, run_id: str, records: list[tuple[RecordResult, RecordWrite | None]]) -> None:
+        """Records examined together (a worker's message): written as one group, then each
+        logged and handed on, in order."""
         if self._store_failed is not None:
             # The run is stopping (exit 4); records still finishing in the same turn of the
             # event loop must not write into the batch that is about to be rolled back.
             raise StoreError(self._store_failed)
-        if write is not None:
-            from pithsync import alerts  # its rows commit in the record's transaction, beside the evidence
+        from pithsync import alerts  # its rows commit in the record's transaction, beside the evidence
 
+        writes = [(write, alerts.on_record(self.cfg, self.store, run_id, result)) for result, write in records if write is not None]
+        if writes:
             try:
-                self.store.write_record(run_id, write, extra=alerts.on_record(self.cfg, self.store, run_id, result), batch_records=self.batch_records)
+                self.store.write_records(run_id, writes, batch_records=self.batch_records)
             except StoreError as exc:
                 self._store_failed = str(exc)
                 raise
+        for result, write in records:
             # Journald hears about records that need attention; -v shows every record.
             level = logging.DEBUG if result.verdict is Verdict.IN_SYNC else logging.INFO
-            if log.isEnabledFor(level):  # the mirrors' list is not built for a line nobody logs
+            if write is not None and log.isEnabledFor(level):  # the mirrors' list is not built for a line nobody logs
                 log.log(level, "record=%s verdict=%s events=%s mirrors=%s", result.pith_number, result.verdict.value, result.event_count, ",".join(f"{m.name}:{m.status.value}" for m in result.mirrors))
-        if self.keep_results:
-            self.results[result.pith_number] = result
-        if self.on_record is not None:
-            self.on_record(result)
+            if self.keep_results:
+                self.results[result.pith_number] = result
+            if self.on_record is not None:
+                self.on_record(result)
 
     def finish(self) -> None:
         self.store.commit_batch()

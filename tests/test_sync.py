@@ -632,3 +632,87 @@ def test_journal_chain_survives_a_record_rolled_back_inside_a_batch(tmp_path):
     assert store.verify_journal() == []
     written = [e["pith_number"] for e in store.journal() if e["kind"] == "record_outcome"]
     assert written == [write(2).pith_number, write(4).pith_number]
+
+
+def test_a_group_whose_record_fails_is_written_not_at_all(tmp_path):
+    """write_records writes a group atomically: one record's failing `extra` takes the whole
+    group back, and the journal chains the next write to what is left."""
+    from pithsync.store import MirrorRow, RecordWrite
+
+    store = Store.open(str(tmp_path / "g.db"))
+    run_id = store.begin_run("test")
+
+    def write(n: int) -> RecordWrite:
+        w = RecordWrite(pith_number=f"pith:2026:{'B' * 25}{n}", verdict="in_sync", tracked=True)
+        w.mirrors.append(MirrorRow("http://m.example", "m", True, "ok", []))
+        return w
+
+    def broken_extra(_db):
+        raise RuntimeError("alert bug")
+
+    store.write_records(run_id, [(write(1), None)], batch_records=10)
+    with pytest.raises(RuntimeError):
+        store.write_records(run_id, [(write(2), None), (write(3), broken_extra), (write(4), None)], batch_records=10)
+    store.write_records(run_id, [(write(5), None)], batch_records=10)
+    store.commit_batch()
+    store.finish_run(run_id, 0, {})
+    assert store.verify_journal() == []
+    assert [r["pith_number"] for r in store.records()] == [write(1).pith_number, write(5).pith_number]
+    assert store.db.execute("select count(*) from mirror_status").fetchone()[0] == 2
+
+
+_VOLATILE = {"first_seen", "last_seen", "updated_at", "checked_at", "observed_at", "at", "run_id", "opened_at", "opened_run_id", "created_at", "prev_sha256", "entry_sha256", "payload"}
+
+
+def _contents(path: str) -> dict[str, list[tuple]]:
+    """Every row of every table but the run's own, without the columns that hold times or run ids."""
+    conn = sqlite3.connect(path)
+    try:
+        out = {}
+        for (table,) in conn.execute("select name from sqlite_master where type = 'table' and name not in ('runs', 'meta')"):
+            columns = [c[1] for c in conn.execute(f"pragma table_info({table})") if c[1] not in _VOLATILE]
+            out[table] = sorted(conn.execute(f"select {', '.join(columns)} from {table}").fetchall(), key=repr)
+        return out
+    finally:
+        conn.close()
+
+
+async def test_records_written_as_one_group_store_what_one_at_a_time_stores(tmp_path):
+    """A worker's message of records is written as one group (RecordSink.commit_many), the
+    in-process engine's records one at a time: every table must end up the same, evidence,
+    alerts and a record named twice included."""
+    from pithsync.fetch import Fetcher
+    from pithsync.sync import RecordSink, SyncEngine, Target
+
+    records = [forge.forge_record(i, n_events=3) for i in range(40, 46)]
+    captured = []
+    async with MirrorServer("a") as a, MirrorServer("b") as b:
+        for i, r in enumerate(records):
+            a.put_record(r.bundle())
+            if i % 3 == 2:
+                b.put_record(r.bundle())
+            else:
+                serve_bad_copy(b, r, ("tampered", "stale")[i % 3])
+        cfg = make_config(tmp_path, [a.spec(), b.spec()])
+        scratch = Store.open(str(tmp_path / "scratch.db"))
+        async with Fetcher(cfg.crawl, SyncEngine.policy_for(cfg), sleep=NoSleep()) as fetcher:
+            engine = SyncEngine(cfg, scratch, fetcher, commit=lambda run_id, result, write: captured.append((result, write)))
+            await engine.run("capture", [Target(r.suffix, r.pith_number) for r in records])
+    assert len(captured) == len(records) and {r.verdict.value for r, _ in captured} == {"in_sync", "diverged"}
+    captured.append(captured[0])  # the same record again, in the same group
+
+    def written(name: str, commit) -> dict:
+        store = Store.open(str(tmp_path / name))
+        run_id = store.begin_run("test")
+        sink = RecordSink(cfg, store)
+        commit(sink, run_id)
+        sink.finish()
+        store.finish_run(run_id, 0, {})
+        assert store.verify_journal() == []
+        store.close()
+        return _contents(str(tmp_path / name))
+
+    one_by_one = written("one.db", lambda sink, run_id: [sink.commit(run_id, r, w) for r, w in captured])
+    grouped = written("group.db", lambda sink, run_id: sink.commit_many(run_id, captured))
+    assert one_by_one == grouped
+    assert len(grouped["records"]) == len(records) and grouped["evidence"] and grouped["alerts"]
