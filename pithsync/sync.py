@@ -205,6 +205,14 @@ class RecordSink:
             except StoreError as exc:
                 self._store_failed = str(exc)
                 raise
+            except Exception as exc:  # a bug must not stop the other records
+                if len(records) > 1:  # the group was taken back whole: find the record it is in
+                    for one in records:
+                        self.commit_many(run_id, [one])
+                    return
+                result = records[0][0]
+                log.exception("record=%s error=%r", result.pith_number, exc)
+                records = [(failed_result(Target(result.pith_number.rsplit(":", 1)[-1], result.pith_number), internal_error(exc)), None)]
         for result, write in records:
             # Journald hears about records that need attention; -v shows every record.
             level = logging.DEBUG if result.verdict is Verdict.IN_SYNC else logging.INFO
@@ -220,6 +228,10 @@ class RecordSink:
 
     def abort(self) -> None:
         self.store.rollback_batch()
+
+
+def internal_error(exc: Exception) -> str:
+    return f"internal error: {type(exc).__name__}: {str(exc)[:200]}"
 
 
 def failed_result(target: Target, error: str) -> RecordResult:
@@ -311,7 +323,7 @@ class SyncEngine:
                         raise  # the store is unusable: stop the run, say why (exit 4)
                     except Exception as exc:  # a bug must not stop the other records
                         log.exception("record=%s error=%r", target.pith_number or target.suffix, exc)
-                        result = failed_result(target, f"internal error: {type(exc).__name__}: {str(exc)[:200]}")
+                        result = failed_result(target, internal_error(exc))
                         self.commit(run_id, result, None)
                     if target.depth > 0:
                         for number in result.found_numbers:

@@ -275,3 +275,38 @@ def test_worker_pipes_hold_a_whole_batch_of_records():
     finally:
         receive.close()
         send.close()
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+async def test_a_record_whose_write_hits_a_bug_costs_only_that_record(tmp_path, monkeypatch, processes):
+    """Workers' records are written a message at a time; a bug in one record's write (here its
+    alerts) takes that group back, and the writer then finds the record: it alone is reported
+    as an internal error, as in one process, and every other record is stored."""
+    from pithsync import alerts
+
+    victim = RECORDS[2]
+    real_on_record = alerts.on_record
+
+    def on_record(cfg, store, run_id, result):
+        if result.pith_number != victim.pith_number:
+            return real_on_record(cfg, store, run_id, result)
+
+        def broken(_db):
+            raise RuntimeError("alert bug")
+
+        return broken
+
+    monkeypatch.setattr(alerts, "on_record", on_record)
+    async with MirrorServer("a") as a, MirrorServer("b") as b:
+        await _mirrors(a, b)
+        code, results, db = await _pull(tmp_path, "bug", [a, b], processes=processes)
+    assert code == 1 and set(results) == {r.pith_number for r in RECORDS}
+    assert results[victim.pith_number]["verdict"] == "unverifiable" and "RuntimeError: alert bug" in results[victim.pith_number]["error"]
+    assert all(r["verdict"] == ("diverged" if i in BAD else "in_sync") for i, r in enumerate(results[rec.pith_number] for rec in RECORDS) if RECORDS[i] is not victim)
+    store = Store.open(db)
+    try:
+        assert store.record(victim.pith_number) is None
+        assert all(store.record(r.pith_number)["event_count"] == 3 for r in RECORDS if r is not victim)
+        assert store.verify_journal() == []
+    finally:
+        store.close()
