@@ -607,58 +607,37 @@ def test_a_syncs_event_loop_is_uvloop_where_uvloop_exists():
         assert run_event_loop(loop_type) == "uvloop"
 
 
-def test_journal_chain_survives_a_record_rolled_back_inside_a_batch(tmp_path):
-    """The head of the journal is kept in memory while a batch is open; a record whose savepoint
-    rolls back (its `extra` failed) must not leave the next record chained to entries that are gone."""
+def test_a_record_or_group_rolled_back_inside_a_batch_is_written_not_at_all(tmp_path):
+    """A write is atomic: a record whose `extra` fails is taken back, and with it every record of
+    its group (write_records).  The journal's head is kept in memory while a batch is open, and
+    the next write must not be chained to entries that are gone."""
     from pithsync.store import MirrorRow, RecordWrite
 
     store = Store.open(str(tmp_path / "j.db"))
     run_id = store.begin_run("test")
 
     def write(n: int) -> RecordWrite:
-        w = RecordWrite(pith_number=f"pith:2026:{'A' * 25}{n}", verdict="in_sync", tracked=False)
+        w = RecordWrite(pith_number=f"pith:2026:{'A' * 25}{n}", verdict="in_sync", tracked=True)
         w.mirrors.append(MirrorRow("http://m.example", "m", True, "ok", []))
         return w
 
     def broken_extra(_db):
         raise RuntimeError("alert bug")
 
-    store.write_record(run_id, write(2), batch_records=10)
+    store.write_record(run_id, write(1), batch_records=10)
     with pytest.raises(RuntimeError):
-        store.write_record(run_id, write(3), extra=broken_extra, batch_records=10)
-    store.write_record(run_id, write(4), batch_records=10)
+        store.write_record(run_id, write(2), extra=broken_extra, batch_records=10)
+    store.write_record(run_id, write(3), batch_records=10)
+    with pytest.raises(RuntimeError):
+        store.write_records(run_id, [(write(4), None), (write(5), broken_extra), (write(6), None)], batch_records=10)
+    store.write_records(run_id, [(write(7), None)], batch_records=10)
     store.commit_batch()
     store.finish_run(run_id, 0, {})
     assert store.verify_journal() == []
-    written = [e["pith_number"] for e in store.journal() if e["kind"] == "record_outcome"]
-    assert written == [write(2).pith_number, write(4).pith_number]
-
-
-def test_a_group_whose_record_fails_is_written_not_at_all(tmp_path):
-    """write_records writes a group atomically: one record's failing `extra` takes the whole
-    group back, and the journal chains the next write to what is left."""
-    from pithsync.store import MirrorRow, RecordWrite
-
-    store = Store.open(str(tmp_path / "g.db"))
-    run_id = store.begin_run("test")
-
-    def write(n: int) -> RecordWrite:
-        w = RecordWrite(pith_number=f"pith:2026:{'B' * 25}{n}", verdict="in_sync", tracked=True)
-        w.mirrors.append(MirrorRow("http://m.example", "m", True, "ok", []))
-        return w
-
-    def broken_extra(_db):
-        raise RuntimeError("alert bug")
-
-    store.write_records(run_id, [(write(1), None)], batch_records=10)
-    with pytest.raises(RuntimeError):
-        store.write_records(run_id, [(write(2), None), (write(3), broken_extra), (write(4), None)], batch_records=10)
-    store.write_records(run_id, [(write(5), None)], batch_records=10)
-    store.commit_batch()
-    store.finish_run(run_id, 0, {})
-    assert store.verify_journal() == []
-    assert [r["pith_number"] for r in store.records()] == [write(1).pith_number, write(5).pith_number]
-    assert store.db.execute("select count(*) from mirror_status").fetchone()[0] == 2
+    kept = [write(n).pith_number for n in (1, 3, 7)]
+    assert [e["pith_number"] for e in store.journal() if e["kind"] == "record_outcome"] == kept
+    assert [r["pith_number"] for r in store.records()] == kept
+    assert store.db.execute("select count(*) from mirror_status").fetchone()[0] == 3
 
 
 _VOLATILE = {"first_seen", "last_seen", "updated_at", "checked_at", "observed_at", "at", "run_id", "opened_at", "opened_run_id", "created_at", "prev_sha256", "entry_sha256", "payload"}
