@@ -243,7 +243,7 @@ async def test_mirror_attribution_is_the_exporters_word(tmp_path, record):
     assert code == 0 and report["status"] == "ok"  # the edit changes no proof
     line = next(n for n in report["notes"] if n.startswith("claim 0 "))
     assert line.startswith("claim 0 (stale) holds")
-    assert "; mirror http://innocent.example (url http://innocent.example/pith/x/bundle.json" in line
+    assert "; mirror http://innocent.example (url http://innocent.example/pith/x/" in line
     assert line.endswith("per the exporter, not signed") and "\x1b" not in line
     outcome = report["claims"][0]
     assert outcome["holds"] is True and outcome["mirror"] == "http://innocent.example"
