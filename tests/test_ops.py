@@ -487,3 +487,24 @@ async def test_resolver_recipe_works_against_serve_and_a_static_export(tmp_path)
         assert b"<" not in doc_body and b"&" not in doc_body  # inert where labelled text/html
         bundle_body = await curl("-s", doc["links"]["bundle"])
         assert bundle_body == forge.dumps(r.bundle())
+
+
+@pytest.mark.parametrize(
+    "accept, wanted",
+    [
+        ("application/ld+json", "application/ld+json"),
+        ("application/json", "application/json"),
+        ("application/json, application/ld+json", "application/ld+json"),
+        ("application/ld+json;q=0.5, text/html", None),
+        ("text/html;q=0.5, application/ld+json", "application/ld+json"),
+        ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", None),
+        ("*/*", None),
+        ("", None),
+        (None, None),
+        ("application/ld+json;q=0", None),
+        ("application/ld+json;q=nan", None),
+        ("application/ld+json;q=bogus", None),
+    ],
+)
+def test_resolver_negotiation(accept, wanted):
+    assert ops.wants_json_ld(accept) == wanted
