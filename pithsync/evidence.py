@@ -31,13 +31,16 @@ Claims, each re-checked from the bytes alone:
 
 Observations (which mirror served what, when, and what the observer concluded) are the
 observer's testimony: an unsigned HTTP response proves nothing about who sent it, so they are
-context, not claims.  A 404 or an unreachable mirror leaves no document and no claim.
+context, not claims.  A 404 or an unreachable mirror leaves no document and no claim.  For the
+same reason a claim's `mirror` and `url` are the exporter's word: `pithsync verify` says so on
+every line that names them (and `"attribution": "exporter"` in its JSON).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import dataclass, field
 from typing import Any
 
 from pithsync import __version__
@@ -252,10 +255,55 @@ class _Documents:
 # -- verifying a file -------------------------------------------------------------------------
 
 
+@dataclass
+class EvidenceReport(Report):
+    """A Report with one entry per claim: what was proven, and who says which mirror served it."""
+
+    claims: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {**super().to_json(), "claims": list(self.claims)}
+
+
+# A claim's `mirror` and `url` are the exporter's testimony: no signature binds a document to
+# the mirror that served it, so anyone may edit them without the claim failing.  Until
+# observations are signed, every line that names a mirror says so.
+ATTRIBUTION = "exporter"
+
+
+def _shown(value: object, limit: int) -> str:
+    """`value` as text for one output line: cut to `limit`, control characters escaped (the
+    file is untrusted and its text reaches a terminal)."""
+    text = str(value)[:limit]
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _attribution(claim: dict) -> str:
+    """What follows a claim's verdict: `; mirror M (url U) per the exporter, not signed`, or
+    nothing when the claim names no mirror."""
+    mirror, url = claim.get("mirror"), claim.get("url")
+    if not isinstance(mirror, str) and not isinstance(url, str):
+        return ""
+    where = f"mirror {_shown(mirror, 200)}" if isinstance(mirror, str) else "mirror unnamed"
+    where += f" (url {_shown(url, 300)})" if isinstance(url, str) else ""
+    return f"; {where} per the exporter, not signed"
+
+
+def _claim_outcome(n: int, claim: dict, holds: bool) -> dict:
+    """One claim in the JSON report; `attribution` says whose word `mirror` and `url` are."""
+    out: dict[str, Any] = {"claim": n, "kind": _shown(claim.get("claim"), 40), "holds": holds}
+    if isinstance(claim.get("mirror"), str) or isinstance(claim.get("url"), str):
+        for key in ("mirror", "url"):
+            out[key] = claim[key][:2000] if isinstance(claim.get(key), str) else None
+        out["attribution"] = ATTRIBUTION
+        out["signed"] = False
+    return out
+
+
 def verify_evidence(doc: dict, verifier: Verifier, max_bytes: int = strictjson.DEFAULT_MAX_BYTES) -> Report:
     """Every embedded document re-verified with `verifier`'s pinned keys, every claim re-checked.
     ok only when every claim holds (and there is at least one)."""
-    report = Report("evidence")
+    report = EvidenceReport("evidence")
     try:
         _verify(doc, verifier, max_bytes, report)
     except PithError as exc:  # e.g. a value with no canonical encoding
@@ -263,7 +311,7 @@ def verify_evidence(doc: dict, verifier: Verifier, max_bytes: int = strictjson.D
     return report
 
 
-def _verify(doc: dict, verifier: Verifier, max_bytes: int, report: Report) -> None:
+def _verify(doc: dict, verifier: Verifier, max_bytes: int, report: EvidenceReport) -> None:
     if doc.get("evidence_version") != EVIDENCE_VERSION:
         report.add(Status.MALFORMED, "evidence_version", f"evidence_version {str(doc.get('evidence_version'))[:20]!r} is not supported (this pithsync reads {EVIDENCE_VERSION})")
         return
@@ -310,12 +358,14 @@ def _verify(doc: dict, verifier: Verifier, max_bytes: int, report: Report) -> No
             report.add(Status.MALFORMED, "evidence_schema", f"claims[{n}] is not an object")
             continue
         why = docs.check(claim)
-        what = f"claim {n} ({str(claim.get('claim'))[:40]}"
-        what += f", mirror {str(claim['mirror'])[:200]})" if isinstance(claim.get("mirror"), str) else ")"
+        what = f"claim {n} ({_shown(claim.get('claim'), 40)})"
+        attributed = _attribution(claim)
+        report.claims.append(_claim_outcome(n, claim, not why))
         if why:
-            report.add(Status.TAMPERED, "claim_false", f"{what} does not hold: {why}")
+            report.add(Status.TAMPERED, "claim_false", f"{what} does not hold: {why}{attributed}")
         else:
-            report.notes.append(f"{what} holds{': ' + claim['summary'] if isinstance(claim.get('summary'), str) else ''}")
+            summary = f": {claim['summary']}" if isinstance(claim.get("summary"), str) else ""
+            report.notes.append(f"{what} holds{summary}{attributed}")
     observations = doc.get("observations")
     if isinstance(observations, list) and observations:
         report.notes.append(f"{len(observations)} observation(s) recorded by the exporting machine (testimony, not proven by signatures)")

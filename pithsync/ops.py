@@ -9,7 +9,8 @@ bundle's merge (its embedded `state`: a verified bundle's embedded state is the 
 events).  The stored state may merge events from several bundles; it is not served, because no
 single signed bundle proves it, and a second pithsync pulling from us must see `in_sync`.
 Records without a verified bundle (a record known only from a standalone state) are not
-published.  The store is only ever read here: no run lock, read-only SQLite connection.
+published.  The resolver page `/pith/{suffix}` is built from that bundle alone: JSON-LD holding
+its canonical record (what the registry's recipe hashes), or a small HTML page for a browser.  The store is only ever read here: no run lock, read-only SQLite connection.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import html
 import importlib.resources
 import io
 import json
@@ -34,7 +36,7 @@ from pithsync import __version__
 from pithsync.httpcache import etag_of
 from pithsync.config import AlertsConfig, Config, CrawlConfig, MetricsConfig
 from pithsync.core import strictjson
-from pithsync.core.canonical import canon, compact
+from pithsync.core.canonical import canon, canon_sha256, compact
 from pithsync.core.keys import TrustStore, public_key_entry
 from pithsync.core.merge import MERGE_VERSION
 from pithsync.core.urls import BUNDLE_PATTERN, STATE_PATTERN, WELL_KNOWN_PATTERN
@@ -46,6 +48,30 @@ log = logging.getLogger("pithsync.ops")
 SUFFIX_RE = re.compile(r"^[A-Z2-7]{26}$")
 MANIFEST_PATH = "/pith-mirrors.json"
 JSON_TYPE = "application/json"
+JSON_LD_TYPE = "application/ld+json"
+HTML_TYPE = "text/html"
+RESOLVER_PATTERN = "{base}/pith/{suffix}"
+# A static server cannot negotiate, and /pith/{SUFFIX} is a directory there (it holds
+# bundle.json): the server redirects to /pith/{SUFFIX}/ and answers with this file.
+EXPORTED_RESOLVER = "index.html"
+# The registry's own JSON-LD vocabulary is not in the seeds: pithsync's terms are schema.org
+# where one fits, the rest under a vocabulary of pithsync's own (kept here, easy to change).
+JSON_LD_CONTEXT = {
+    "@vocab": "urn:pithsync:open-graph#",
+    "schema": "https://schema.org/",
+    "identifier": "schema:identifier",
+    "name": "schema:name",
+    "url": "schema:url",
+    "canonical_record": {"@type": "@json"},
+    "source": {"@type": "@json"},
+    "source_aliases": {"@type": "@json"},
+    "links": {"@type": "@json"},
+}
+VERIFY_RECIPE = (
+    "canonical_sha256 = sha256(json.dumps(canonical_record, sort_keys=True, separators=(',', ':'),"
+    " ensure_ascii=False).encode('utf-8')), lowercase hex; the pith number's 26 characters are"
+    " the first 26 of the RFC 4648 base32 of those 32 digest bytes"
+)
 
 
 def _cli():
@@ -66,6 +92,18 @@ def _parse_time(text: str | None) -> datetime:
     return datetime.now(timezone.utc).replace(microsecond=0)
 
 
+def _latest_title(state: dict) -> str | None:
+    """The paper title of the last applied graph snapshot of a verified state, if it has one
+    (signed payloads, but of no fixed shape)."""
+    entry: object = state.get("current", {}).get("graph_snapshots") or [None]
+    for key in (-1, "payload", "graph_snapshot", "paper", "title"):
+        if isinstance(key, int):
+            entry = entry[key] if isinstance(entry, list) else None
+        else:
+            entry = entry.get(key) if isinstance(entry, dict) else None
+    return entry if isinstance(entry, str) else None
+
+
 @dataclass(frozen=True)
 class Published:
     """One record as this mirror serves it."""
@@ -78,6 +116,11 @@ class Published:
     state_sha256: str
     event_count: int
     last_modified: datetime  # when the served bundle was first stored
+    # From the served bundle, for the resolver document: nothing else goes into it.
+    canonical_record: dict
+    short_pith_number: str
+    source_aliases: list
+    title: str | None  # of the latest applied graph snapshot, when it has one
 
     @property
     def bundle_etag(self) -> str:
@@ -87,13 +130,119 @@ class Published:
     def state_etag(self) -> str:
         return etag_of(self.state)
 
-    def files(self) -> dict[str, bytes]:
-        """URL path -> body, for the mirror layout of PROTOCOL.md."""
-        return {
+    def files(self, base_url: str | None = None) -> dict[str, bytes]:
+        """URL path -> body, for the mirror layout of PROTOCOL.md; with `base_url` (where the
+        files will be served) also the resolver document, as a static server finds it."""
+        files = {
             f"/pith/{self.suffix}/bundle.json": self.bundle,
             f"/pith/{self.suffix}/state.json": self.state,
             f"/.well-known/pith/{self.suffix}/bundle.json": self.bundle,
         }
+        if base_url is not None:
+            files[f"/pith/{self.suffix}/{EXPORTED_RESOLVER}"] = self.resolver_json_ld(base_url)
+        return files
+
+    def links(self, base_url: str) -> dict[str, str]:
+        """Where this mirror serves the record (the served bundle's own `links` are signed and
+        name wherever its signer put them)."""
+        base = base_url.rstrip("/")
+        return {
+            "resolver": _fill(RESOLVER_PATTERN, base).replace("{suffix}", self.suffix),
+            "bundle": _fill(BUNDLE_PATTERN, base).replace("{suffix}", self.suffix),
+            "state": _fill(STATE_PATTERN, base).replace("{suffix}", self.suffix),
+            "well_known_bundle": _fill(WELL_KNOWN_PATTERN, base).replace("{suffix}", self.suffix),
+        }
+
+    def resolver_document(self, base_url: str) -> dict:
+        """The JSON-LD resolver document: the verified bundle's canonical record, untouched,
+        and what it hashes to, so that anyone can check the pith number by the recipe."""
+        links = self.links(base_url)
+        doc = {
+            "@context": JSON_LD_CONTEXT,
+            "@id": links["resolver"],
+            "@type": "schema:ScholarlyArticle",
+            "identifier": self.pith_number,
+            "pith_number": self.pith_number,
+            "short_pith_number": self.short_pith_number,
+            "canonical_record": self.canonical_record,
+            "canonical_sha256": canon_sha256(self.canonical_record),
+            "source": self.canonical_record.get("source"),
+            "source_aliases": self.source_aliases,
+            "bundle_bytes_sha256": self.bundle_sha256,  # of the bundle.json served beside it
+            "state_sha256": self.state_sha256,
+            "event_count": self.event_count,
+            "links": links,
+            "url": links["resolver"],
+            "verification": VERIFY_RECIPE,
+            "served_by": f"pithsync {__version__}",
+        }
+        if self.title is not None:
+            doc["name"] = self.title
+        return doc
+
+    def resolver_json_ld(self, base_url: str) -> bytes:
+        """The resolver document's bytes.  `<`, `>` and `&` are written as JSON escapes: the
+        same values, but no markup where a static server labels the file text/html."""
+        text = json.dumps(self.resolver_document(base_url), indent=2, ensure_ascii=False)
+        for char, escape in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e")):
+            text = text.replace(char, escape)
+        return (text + "\n").encode("utf-8")
+
+    def resolver_html(self, base_url: str) -> bytes:
+        """A small HTML page for browsers: every value escaped, no script."""
+        links = self.links(base_url)
+        record = self.canonical_record
+        source = record.get("source") if isinstance(record.get("source"), dict) else {}
+        metadata = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
+        rows = [
+            ("Pith number", self.pith_number),
+            ("Short form", self.short_pith_number),
+            ("Title", self.title),
+            ("Source", " ".join(str(source.get(k)) for k in ("kind", "id", "version"))),
+            ("Submitted", metadata.get("submitted_at")),
+            ("canonical_sha256", canon_sha256(record)),
+            ("Events in the served bundle", self.event_count),
+        ]
+        e = html.escape
+        cells = "".join(
+            f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>\n" for k, v in rows if v is not None
+        )
+        anchors = "".join(
+            f'<li><a href="{e(url)}">{e(name)}</a></li>\n' for name, url in links.items()
+        )
+        heading = e(self.title) if self.title else e(self.pith_number)
+        page = (
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+            f"<title>{e(self.pith_number)}</title>\n"
+            f'<link rel="alternate" type="{JSON_LD_TYPE}" href="{e(links["resolver"])}">\n'
+            f"</head><body>\n<h1>{heading}</h1>\n<table>\n{cells}</table>\n<ul>\n{anchors}</ul>\n"
+            f"<p>Served by pithsync {e(__version__)} from its verified store. Ask for "
+            f"{JSON_LD_TYPE} to get the canonical record; check it: {e(VERIFY_RECIPE)}.</p>\n"
+            "</body></html>\n"
+        )
+        return page.encode("utf-8")
+
+
+def wants_json_ld(accept: str | None) -> str | None:
+    """The JSON type an Accept header asks for (JSON-LD or plain JSON) at least as much as for
+    a page, else None (browsers, `*/*`, no header: the HTML page)."""
+    wanted: dict[str, float] = {}
+    for part in (accept or "").split(","):
+        media, *params = part.split(";")
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+                q = q if 0.0 <= q <= 1.0 else 0.0  # also NaN
+        media = media.strip().lower()
+        wanted[media] = max(wanted.get(media, 0.0), q)
+    page = max(wanted.get(m, 0.0) for m in ("text/html", "application/xhtml+xml", "text/*", "*/*"))
+    best = max((JSON_LD_TYPE, JSON_TYPE), key=lambda m: wanted.get(m, 0.0))
+    return best if wanted.get(best, 0.0) > 0.0 and wanted[best] >= page else None
 
 
 class Catalog:
@@ -179,6 +328,10 @@ class Catalog:
                 state_sha256=state["state_sha256"],
                 event_count=state["event_count"],
                 last_modified=_parse_time(self.store.document_first_seen(sha)),
+                canonical_record=bundle["canonical_record"],
+                short_pith_number=f"pith:{suffix[:8]}",
+                source_aliases=bundle.get("source_aliases") or [],
+                title=_latest_title(state),
             )
         return None
 
@@ -320,7 +473,7 @@ def export_tree(store: Store, cfg: Config, directory: str, base_url: str, *, nam
             if pub is None:
                 continue
             records.append(pub.pith_number)
-            for url_path, body in pub.files().items():
+            for url_path, body in pub.files(base_url).items():
                 if write_atomic(root / url_path.lstrip("/"), body, pub.last_modified.timestamp()):
                     written += 1
                 else:

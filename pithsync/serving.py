@@ -13,8 +13,17 @@ from aiohttp import web
 from pithsync import __version__
 from pithsync.config import Config
 from pithsync.core.verify import Verifier
-from pithsync.httpcache import not_modified
-from pithsync.ops import JSON_TYPE, MANIFEST_PATH, SUFFIX_RE, Catalog, manifest_bytes, manifest
+from pithsync.httpcache import etag_of, not_modified
+from pithsync.ops import (
+    HTML_TYPE,
+    JSON_TYPE,
+    MANIFEST_PATH,
+    SUFFIX_RE,
+    Catalog,
+    manifest,
+    manifest_bytes,
+    wants_json_ld,
+)
 from pithsync.store import Store
 
 CATALOG = web.AppKey("pithsync_catalog", Catalog)
@@ -58,6 +67,32 @@ def build_app(cfg: Config, *, base_url: str | None = None, name: str = "pithsync
     async def state(request: web.Request) -> web.Response:
         return document(request, "state")
 
+    async def resolver(request: web.Request) -> web.Response:
+        """/pith/{suffix}: JSON-LD for a client that asks for JSON, else a page for browsers.
+        Built from the served (verified) bundle, with this mirror's own links."""
+        suffix = request.match_info["suffix"]
+        pub = request.app[CATALOG].get(suffix) if SUFFIX_RE.match(suffix) else None
+        if pub is None:
+            return not_found()
+        base = base_url or f"{request.scheme}://{request.host}"
+        json_type = wants_json_ld(request.headers.get("Accept"))
+        if json_type:
+            body, content_type = pub.resolver_json_ld(base), json_type
+        else:
+            body, content_type = pub.resolver_html(base), HTML_TYPE
+        etag = etag_of(body)
+        headers = {
+            "ETag": etag,
+            "Last-Modified": email.utils.format_datetime(pub.last_modified, usegmt=True),
+            "Cache-Control": "no-cache",
+            "Vary": "Accept",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'",
+        }
+        if conditional(request, etag, pub.last_modified):
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=body, headers=headers, content_type=content_type, charset="utf-8")
+
     async def mirrors(request: web.Request) -> web.Response:
         base = base_url or f"{request.scheme}://{request.host}"
         catalog = request.app[CATALOG]
@@ -72,6 +107,8 @@ def build_app(cfg: Config, *, base_url: str | None = None, name: str = "pithsync
     app.on_cleanup.append(close_store)
     app.router.add_get("/", index)
     app.router.add_get(MANIFEST_PATH, mirrors)
+    app.router.add_get("/pith/{suffix}", resolver)
+    app.router.add_get("/pith/{suffix}/", resolver)  # where a static export's redirect goes
     app.router.add_get("/pith/{suffix}/bundle.json", bundle)
     app.router.add_get("/pith/{suffix}/state.json", state)
     app.router.add_get("/.well-known/pith/{suffix}/bundle.json", bundle)

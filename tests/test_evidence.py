@@ -223,3 +223,45 @@ def test_build_and_verify_in_process(tmp_path, forge_verifier):
                  {"evidence_type": "pithsync_evidence", "evidence_version": 1, "pith_number": record.pith_number, "documents": [{"id": 0}], "claims": []}):
         report = evidence.verify_evidence(junk, Verifier(forge.test_trust()))
         assert not report.ok and report.status.value == "malformed"
+
+
+async def test_mirror_attribution_is_the_exporters_word(tmp_path, record):
+    """Which mirror served a document is not signed: a claim's mirror and url can be edited and
+    the claim still holds, so the verify line must say whose word the attribution is."""
+    async with MirrorServer("a") as a, MirrorServer("b") as b:
+        a.put_record(record.bundle())
+        serve_bad_copy(b, record, "stale")
+        cfg = make_config(tmp_path, [a.spec(), b.spec()])
+        await pull(cfg, record.pith_number)
+    code, doc, _ = await export(tmp_path, cfg, record.pith_number)
+    assert code == 0 and claims(doc) == [("stale", "")]
+    edited = copy.deepcopy(doc)
+    edited["claims"][0]["mirror"] = "http://innocent.example"
+    edited["claims"][0]["url"] = "http://innocent.example/pith/x/bundle.json\x1b[2J"
+
+    code, report = await verify_offline(tmp_path, edited)
+    assert code == 0 and report["status"] == "ok"  # the edit changes no proof
+    line = next(n for n in report["notes"] if n.startswith("claim 0 "))
+    assert line.startswith("claim 0 (stale) holds")
+    assert "; mirror http://innocent.example (url http://innocent.example/pith/x/" in line
+    assert line.endswith("per the exporter, not signed") and "\x1b" not in line
+    outcome = report["claims"][0]
+    assert outcome["holds"] is True and outcome["mirror"] == "http://innocent.example"
+    assert outcome["attribution"] == "exporter" and outcome["signed"] is False
+
+    # The plain output says it on the claim's own line.
+    path = tmp_path / "edited-plain.json"
+    path.write_text(json.dumps(edited))
+    code, text = await run_cli("--config", trust_config(tmp_path), "--db",
+                               str(tmp_path / "none.db"), "verify", str(path))
+    assert code == 0
+    assert "claim 0 (stale) holds" in text and "mirror http://innocent.example" in text
+    assert "per the exporter, not signed" in text
+
+    # A claim that does not hold says it too, and a claim naming no mirror claims no attribution.
+    edited["claims"][0]["missing_events"] = []
+    edited["claims"].append({"claim": "trust_me"})
+    code, report = await verify_offline(tmp_path, edited, name="false.json")
+    assert code == 1
+    assert any(r["message"].endswith("per the exporter, not signed") for r in report["reasons"])
+    assert "attribution" not in report["claims"][1] and report["claims"][1]["holds"] is False

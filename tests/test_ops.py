@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -22,7 +23,8 @@ from aiohttp import web
 from synctools import make_config, pull, run_cli, statuses, write_config
 from pithsync import cli, ops
 from pithsync.serving import CATALOG, build_app
-from pithsync.core.canonical import canon
+from pithsync.core import numbers
+from pithsync.core.canonical import canon, sha256hex
 from pithsync.core.keys import TrustStore
 from pithsync.core.urls import MirrorSpec
 from pithsync.store import Store
@@ -179,9 +181,12 @@ async def test_export_round_trip(tmp_path):
     assert code == 0, out
     report = json.loads(out)
     assert sorted(report["records"]) == sorted([r1.pith_number, r2.pith_number, r3.pith_number])
-    assert report["files_written"] == 9 and report["files_unchanged"] == 0
+    assert report["files_written"] == 12 and report["files_unchanged"] == 0
     files = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file())
-    expected = ["pith-mirrors.json"] + [f"pith/{r.suffix}/{n}" for r in (r1, r2, r3) for n in ("bundle.json", "state.json")] + [f".well-known/pith/{r.suffix}/bundle.json" for r in (r1, r2, r3)]
+    per_record = ("bundle.json", "state.json", "index.html")  # index.html: the resolver document
+    expected = ["pith-mirrors.json"]
+    expected += [f"pith/{r.suffix}/{n}" for r in (r1, r2, r3) for n in per_record]
+    expected += [f".well-known/pith/{r.suffix}/bundle.json" for r in (r1, r2, r3)]
     assert files == sorted(expected)  # no temporary files left behind
     assert all((out_dir / f).stat().st_mode & 0o777 == 0o644 for f in files)
     assert (out_dir / "pith" / r1.suffix / "bundle.json").read_bytes() == forge.dumps(r1.bundle())
@@ -190,7 +195,8 @@ async def test_export_round_trip(tmp_path):
 
     # Unchanged files are not rewritten (their mtime, a static server's Last-Modified, stays).
     code, out = await run_cli("--config", conf, "--db", origin.db_path, "export", out_dir, "--base-url", url, "--json")
-    assert code == 0 and json.loads(out)["files_written"] == 0 and json.loads(out)["files_unchanged"] == 9
+    again = json.loads(out)
+    assert code == 0 and again["files_written"] == 0 and again["files_unchanged"] == 12
 
     async with MirrorServer("static") as static:
         for f in files:
@@ -347,3 +353,158 @@ def test_only_serve_imports_the_server_side_of_aiohttp():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+# -- the resolver page, by the registry's verification recipe ---------------------------------
+
+CURL = shutil.which("curl")
+RECIPE_ACCEPT = "Accept: application/ld+json"
+BROWSER_ACCEPT = "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+# A title and a licence that need escaping in a page and whose hash needs ensure_ascii=False.
+ODD_TITLE = "<script>alert('x')</script> Über & \"Quotes\" 𝔘"
+
+
+def odd_record() -> forge.ForgedRecord:
+    record = forge.make_record(41)
+    record["metadata"]["license"] = "https://example.org/Lizenz-ü?a=1&b=<i>"
+    paper = {"graph_snapshot": {"paper": {"title": ODD_TITLE}}}
+    events = [
+        forge.make_event(record, "record_created"),
+        forge.make_event(record, "graph_snapshot", paper, created_at="2026-06-10T00:00:00Z"),
+    ]
+    return forge.ForgedRecord(record, events)
+
+
+async def curl(*argv: str) -> bytes:
+    """The real curl binary, argv as given (no shell), proxies out of the way."""
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    proc = await asyncio.create_subprocess_exec(
+        CURL, *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, (argv, err)
+    return out
+
+
+def recipe_sha256(body: bytes) -> str:
+    """The registry's recipe: take canonical_record, hash its compact sorted JSON."""
+    record = json.loads(body)["canonical_record"]
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def stored_canonical_sha256(db_path: str, pith: str) -> str:
+    store = Store.open_reader(db_path)
+    try:
+        return store.record(pith)["canonical_sha256"]
+    finally:
+        store.close()
+
+
+@contextlib.asynccontextmanager
+async def static_server(directory: Path):
+    """Python's own http.server, unmodified, on a free port of 127.0.0.1."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1",
+        "--directory", str(directory),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        port = re.search(r" port (\d+)", line)
+        assert port, line
+        yield f"http://127.0.0.1:{port.group(1)}"
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def test_resolver_recipe_works_against_serve_and_a_static_export(tmp_path):
+    if CURL is None:
+        pytest.skip("the curl binary is not installed: the recipe is a curl command")
+    r = odd_record()
+    async with MirrorServer("a") as a:
+        a.put_record(r.bundle())
+        origin = make_config(tmp_path / "origin", [a.spec()])
+        await pull(origin, r.pith_number)
+        verified = stored_canonical_sha256(origin.db_path, r.pith_number)
+        assert verified == sha256hex(canon(r.record))
+        url_tail = f"/pith/{r.suffix}"
+
+        async with serving(build_app(origin, refresh_s=0)) as base:
+            # The recipe, word for word.
+            doc_body = await curl("-sH", RECIPE_ACCEPT, base + url_tail)
+            doc = json.loads(doc_body)
+            assert recipe_sha256(doc_body) == verified == doc["canonical_sha256"]
+            assert numbers.suffix_from_sha256(recipe_sha256(doc_body)) == r.suffix
+            assert doc["@context"] and doc["@id"] == base + url_tail
+            assert doc["pith_number"] == r.pith_number and doc["name"] == ODD_TITLE
+            assert doc["canonical_record"] == r.record
+            assert doc["links"]["bundle"] == base + bundle_path(r.suffix)
+            assert json.loads(await curl("-sH", "Accept: application/json", base + url_tail)) == doc
+
+            page = (await curl("-sH", BROWSER_ACCEPT, base + url_tail)).decode()
+            assert page.startswith("<!doctype html>") and r.pith_number in page
+            assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; Über &amp;" in page
+            assert "<script" not in page and ODD_TITLE not in page
+            headers = (await curl("-sI", "-H", BROWSER_ACCEPT, base + url_tail)).decode().lower()
+            assert "content-type: text/html" in headers and "vary: accept" in headers
+            for missing in (f"/pith/{'A' * 26}", "/pith/not-a-suffix"):
+                code = await curl("-s", "-o", os.devnull, "-w", "%{http_code}", base + missing)
+                assert code == b"404", missing
+
+            # The served bundle's links.resolver answers, whoever it names: a bundle signed
+            # with this mirror as its base names it whole; any other bundle's resolver path is
+            # answered here too.
+            own = forge.forge_record(42, 2)
+            a.put_record(own.bundle(base_url=base))
+            await pull(origin, own.pith_number)
+            for rec in (own, r):
+                served = json.loads(await curl("-s", base + bundle_path(rec.suffix)))
+                resolver = served["links"]["resolver"]
+                if rec is own:
+                    assert resolver == base + f"/pith/{own.suffix}"
+                else:
+                    assert resolver == f"https://mirror.test/pith/{rec.suffix}"
+                    resolver = base + resolver.removeprefix("https://mirror.test")
+                body = await curl("-sH", RECIPE_ACCEPT, resolver)
+                assert numbers.suffix_from_sha256(recipe_sha256(body)) == rec.suffix
+
+    # export, served by a plain static server: /pith/{SUFFIX} is a directory there (it holds
+    # bundle.json), so the server redirects to /pith/{SUFFIX}/ and the recipe follows it (-L).
+    out_dir = tmp_path / "www"
+    out_dir.mkdir()
+    async with static_server(out_dir) as static:
+        code, out = await run_cli("--config", write_config(tmp_path / "o.toml", []), "--db",
+                                  origin.db_path, "export", out_dir, "--base-url", static)
+        assert code == 0, out
+        status = await curl("-s", "-o", os.devnull, "-w", "%{http_code}", static + url_tail)
+        assert status == b"301"
+        doc_body = await curl("-sLH", RECIPE_ACCEPT, static + url_tail)
+        assert recipe_sha256(doc_body) == verified
+        doc = json.loads(doc_body)
+        assert doc["@id"] == static + url_tail and doc["name"] == ODD_TITLE
+        assert b"<" not in doc_body and b"&" not in doc_body  # inert where labelled text/html
+        bundle_body = await curl("-s", doc["links"]["bundle"])
+        assert bundle_body == forge.dumps(r.bundle())
+
+
+@pytest.mark.parametrize(
+    "accept, wanted",
+    [
+        ("application/ld+json", "application/ld+json"),
+        ("application/json", "application/json"),
+        ("application/json, application/ld+json", "application/ld+json"),
+        ("application/ld+json;q=0.5, text/html", None),
+        ("text/html;q=0.5, application/ld+json", "application/ld+json"),
+        ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", None),
+        ("*/*", None),
+        ("", None),
+        (None, None),
+        ("application/ld+json;q=0", None),
+        ("application/ld+json;q=nan", None),
+        ("application/ld+json;q=bogus", None),
+    ],
+)
+def test_resolver_negotiation(accept, wanted):
+    assert ops.wants_json_ld(accept) == wanted
