@@ -31,6 +31,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # usage or configuration error
     UNVERIFIABLE = 3  # some record has no verified copy anywhere, none diverged
     STORE = 4  # the store cannot be used: locked by another run, read-only, full, corrupt
+    BUSY = 75  # `sync --if-locked=skip`: the store stayed locked by another run (EX_TEMPFAIL)
 
 
 class UsageError(Exception):

@@ -18,7 +18,7 @@ from pithsync.core.merge import merge_state
 from pithsync.core.verify import Verifier
 from pithsync.fetch import Fetcher
 from pithsync import shards
-from pithsync.store import EncodedState, RecordWrite, Store, run_lock
+from pithsync.store import EncodedState, RecordWrite, Store, StoreLocked, run_lock
 from pithsync.sync import RecordResult, RecordSink, RunTally, SyncEngine, Target, rare_gc_passes, run_event_loop
 
 
@@ -210,6 +210,22 @@ def cmd_pull(args, cfg: Config, out) -> int:
 
 
 def cmd_sync(args, cfg: Config, out) -> int:
+    """`sync`.  With --if-locked=skip, a store that another run keeps locked past
+    lock_timeout_s is not an error: the run logs why and exits BUSY (nothing fetched or
+    written), so a timer's run beside a long manual pull does not fail its unit."""
+    try:
+        return sync_tracked(args, cfg, out)
+    except StoreLocked as exc:
+        if args.if_locked != "skip":
+            raise
+        cli = _cli()
+        log.warning(cli.kv(event="run_skipped", reason="store locked by another run",
+                           lock=exc.lock_path, holder_pid=exc.holder_pid,
+                           waited_s=f"{exc.waited_s:g}", exit=int(cli.ExitCode.BUSY)))
+        return cli.ExitCode.BUSY
+
+
+def sync_tracked(args, cfg: Config, out) -> int:
     with open_store(cfg, lock=True) as store:
         targets = [Target(p.split(":")[2], p, args.depth) for p in store.tracked()]
         if not targets and not out.quiet:
@@ -318,6 +334,9 @@ def register(sub, common) -> None:
 
     p = sub.add_parser("sync", parents=[common], help="pull every tracked record (what the timer runs)")
     p.add_argument("--depth", type=int, default=0)
+    p.add_argument("--if-locked", choices=["fail", "skip"], default="fail",
+                   help="when another run holds the store past [store] lock_timeout_s: fail "
+                   "(exit 4, the default) or skip (log event=run_skipped, exit 75, EX_TEMPFAIL)")
     p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("status", parents=[common], help="what the store holds")

@@ -39,6 +39,16 @@ class StoreError(Exception):
     """The store cannot be opened or written (read-only, full disk, corrupt, locked)."""
 
 
+class StoreLocked(StoreError):
+    """Another run held the store's run lock for all of lock_timeout_s."""
+
+    def __init__(self, message: str, lock_path: str, waited_s: float, holder_pid: int | None):
+        super().__init__(message)
+        self.lock_path = lock_path
+        self.waited_s = waited_s
+        self.holder_pid = holder_pid
+
+
 def utcnow() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -882,6 +892,14 @@ def _read_only_hint(path: str) -> str:
     return ""
 
 
+def _lock_holder(fh) -> int | None:
+    """The pid the lock's holder wrote into the lock file (informational: it may be gone)."""
+    with contextlib.suppress(OSError, ValueError):
+        fh.seek(0)
+        return int(fh.read(32).strip())
+    return None
+
+
 @contextlib.contextmanager
 def run_lock(db_path: str, timeout_s: float, poll_s: float = 0.1) -> Iterator[None]:
     """One sync or pull at a time per store: wait up to `timeout_s` for the lock, then give up."""
@@ -904,7 +922,8 @@ def run_lock(db_path: str, timeout_s: float, poll_s: float = 0.1) -> Iterator[No
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     raise StoreError(f"cannot lock {lock_path}: {exc.strerror}") from None
                 if time.monotonic() >= deadline:
-                    raise StoreError(f"another pithsync run holds {lock_path}; gave up after {timeout_s:g}s") from None
+                    held = f"another pithsync run holds {lock_path}; gave up after {timeout_s:g}s"
+                    raise StoreLocked(held, lock_path, timeout_s, _lock_holder(fh)) from None
                 time.sleep(poll_s)
         with contextlib.suppress(OSError):  # the pid is informational: a full disk fails later, clearly
             os.ftruncate(fh.fileno(), 0)
