@@ -281,7 +281,11 @@ def cmd_import(args, cfg: Config, out) -> int:
         run_id = store.begin_run("import")
         for path in args.files:
             # Read once: the bytes stored are the bytes that verified.
-            body = cli.read_file(path, cfg.crawl.max_bytes)
+            try:
+                body = cli.read_file(path, cfg.crawl.max_bytes)
+            except cli.UnreadableFile as exc:  # the others are still imported; exit 2
+                results.append((path, exc))
+                continue
             report, doc = cli.verify_bytes(body, verifier, cfg.crawl.max_bytes)
             results.append((path, report))
             if not report.ok or report.kind not in ("bundle", "state"):
@@ -299,13 +303,27 @@ def cmd_import(args, cfg: Config, out) -> int:
                 w.state = EncodedState.of(bundle["canonical_record"], bundle["source_aliases"], merged)
             w.journal_detail = {"file": path, "kind": report.kind}
             store.write_record(run_id, w)
-        code = cli.ExitCode.OK if all(r.ok for _, r in results) else cli.ExitCode.FAILED
-        store.finish_run(run_id, int(code), {"imported": sum(1 for _, r in results if r.ok), "rejected": sum(1 for _, r in results if not r.ok)})
+        unreadable = [r for _, r in results if isinstance(r, cli.UnreadableFile)]
+        reports = [r for _, r in results if not isinstance(r, cli.UnreadableFile)]
+        code = cli.ExitCode.OK if all(r.ok for r in reports) else cli.ExitCode.FAILED
+        if unreadable:
+            code = cli.ExitCode.USAGE
+        tally = {"imported": sum(1 for r in reports if r.ok)}
+        tally["rejected"] = len(reports) - tally["imported"]
+        if unreadable:
+            tally["unreadable"] = len(unreadable)
+        store.finish_run(run_id, int(code), tally)
     if out.as_json:
-        out.json({"files": [{"file": p, "imported": r.ok, **r.to_json()} for p, r in results]})
+        readable = {id(r) for r in reports}
+        out.json({"files": [{"file": p, "imported": id(r) in readable and r.ok, **r.to_json()}
+                            for p, r in results]})
     else:
         for p, r in results:
+            if isinstance(r, cli.UnreadableFile):
+                out.line(f"unreadable  -  -  {p}  {r.reason}")
+                continue
             out.line(f"{'imported' if r.ok else 'rejected'}  {r.status.value}  {r.pith_number or '-'}  {p}  {'; '.join(str(x) for x in r.reasons)}")
+    cli.report_unreadable(unreadable)
     return code
 
 
