@@ -331,24 +331,39 @@ def register(sub, common) -> None:
     p = sub.add_parser("pull", parents=[common], help="pull records from every mirror now, verify, compare and store them")
     p.add_argument("pith", nargs="*", metavar="PITH", help="pith:YYYY:<26>, a bare suffix, pith:<8>, or an alias the store knows (arxiv id, doi)")
     p.add_argument("--from", dest="from_file", metavar="FILE", help="read more pith numbers from FILE, one per line (- for stdin)")
-    p.add_argument("--depth", type=int, default=0, help="also pull pith numbers cited in verified payloads, this many hops away")
+    p.add_argument("--depth", type=_cli().non_negative_int, default=0, metavar="N",
+                   help="also pull pith numbers cited in verified payloads, up to N hops away"
+                   " (default 0)")
     p.set_defaults(func=cmd_pull)
 
     p = sub.add_parser("sync", parents=[common], help="pull every tracked record (what the timer runs)")
-    p.add_argument("--depth", type=int, default=0)
+    p.add_argument("--depth", type=_cli().non_negative_int, default=0, metavar="N",
+                   help="also pull pith numbers cited in verified payloads, up to N hops away"
+                   " (default 0)")
     p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("status", parents=[common], help="what the store holds")
-    p.add_argument("pith", nargs="?", metavar="PITH")
+    p.add_argument("pith", nargs="?", metavar="PITH",
+                   help="one record, by pith number, suffix, short form or alias"
+                   " (default: list every record)")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("journal", parents=[common], help="the sync journal; `journal verify` checks its hash chain")
-    p.add_argument("action", nargs="?", choices=["verify"])
-    p.add_argument("--since", metavar="T", help="only entries at or after this ISO time")
+    p.add_argument("--since", metavar="TIME", type=_cli().journal_time,
+                   help="only entries at or after TIME: a date (2026-12-01) or an ISO time"
+                   " (2026-12-01T10:00:00Z; an offset is converted, no zone means UTC)")
     p.set_defaults(func=cmd_journal)
+    # `pithsync journal` alone lists the entries; `journal verify` has its own parser and help.
+    journal_sub = p.add_subparsers(dest="action", metavar="[ACTION]",
+                                   help="without one, the entries are listed")
+    journal_sub.add_parser("verify", parents=[common], help="check the journal's hash chain",
+                           description="Check the journal's hash chain: every entry present,"
+                           " unedited, and the head recorded in the store matching the last"
+                           " entry.  Exit 1 when the chain is broken.")
 
     p = sub.add_parser("import", parents=[common], help="verify local bundle or state files and store them")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="a bundle or state JSON file; only the ones that verify are stored")
     p.set_defaults(func=cmd_import)
 
 
