@@ -226,7 +226,10 @@ def journal_time(text: str) -> str:
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    return when.astimezone(timezone.utc).strftime(JOURNAL_TIME_FORMAT)
+    try:
+        return when.astimezone(timezone.utc).strftime(JOURNAL_TIME_FORMAT)
+    except OverflowError:  # an offset past year 1 or 9999
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is out of range") from None
 
 
 _EXIT_CODE_HELP = {

@@ -166,6 +166,13 @@ def test_journal_since_must_be_an_iso_time(since, capsys):
     assert "not an ISO date or time" in err and "2026-12-01T10:00:00Z" in err
 
 
+@pytest.mark.parametrize("since", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"])
+def test_journal_since_out_of_range_is_refused(since, capsys):
+    code, out, err = run(["--db", "store.db", "journal", "--since", since], capsys)
+    assert code == 2 and out == ""
+    assert "out of range" in err
+
+
 @pytest.mark.parametrize(
     ("since", "stored"),
     [
