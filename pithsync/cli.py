@@ -89,13 +89,30 @@ class Output:
 # -- commands -----------------------------------------------------------------------------------
 
 
+class UnreadableFile(UsageError):
+    """A local file named on the command line cannot be read (exit 2): `reason` is the OS's."""
+
+    STATUS = "unreadable"
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"cannot read {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+    def to_json(self) -> dict:
+        """The same fields as a verification Report's JSON, for one list of file results."""
+        reason = {"status": self.STATUS, "code": "cannot_read", "message": self.reason}
+        return {"kind": None, "status": self.STATUS, "pith_number": None, "reasons": [reason],
+                "notes": []}
+
+
 def read_file(path: str, max_bytes: int) -> bytes:
     """One local file's bytes, read once and no further than one byte past the size cap."""
     try:
         with open(path, "rb") as fh:
             return fh.read(max_bytes + 1)
     except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise UnreadableFile(path, exc.strerror or str(exc)) from None
 
 
 def verify_bytes(data: bytes, verifier: Verifier, max_bytes: int) -> tuple[Report, object]:
@@ -117,48 +134,157 @@ def verify_file(path: str, verifier: Verifier, max_bytes: int) -> Report:
     return verify_bytes(read_file(path, max_bytes), verifier, max_bytes)[0]
 
 
+def report_unreadable(files: list[UnreadableFile]) -> None:
+    """Each file that could not be read, on stderr: the reason for exit 2, even under --json."""
+    for bad in files:
+        print(f"pithsync: {bad}", file=sys.stderr)
+
+
 def cmd_verify(args, cfg: config_mod.Config, out: Output) -> ExitCode:
+    """Verifies every file given; one that cannot be read is reported and the rest still
+    verified.  Exit 2 when any file was unreadable (the input must be fixed first), else 1
+    when any file is not ok."""
     verifier = Verifier(cfg.trust)
-    results = [(path, verify_file(path, verifier, cfg.crawl.max_bytes)) for path in args.files]
+    results: list[tuple[str, Report | UnreadableFile]] = []
+    for path in args.files:
+        try:
+            results.append((path, verify_file(path, verifier, cfg.crawl.max_bytes)))
+        except UnreadableFile as exc:
+            results.append((path, exc))
+    unreadable = [r for _, r in results if isinstance(r, UnreadableFile)]
     if out.as_json:
         out.json({"files": [{"file": p, **r.to_json()} for p, r in results]})
     else:
         rows = []
         for path, r in results:
+            if isinstance(r, UnreadableFile):
+                rows.append([r.STATUS, "-", "-", path, r.reason])
+                continue
             why = "; ".join(str(x) for x in r.reasons) or "; ".join(r.notes)
             rows.append([r.status.value, r.kind, r.pith_number or "-", path, why])
         out.table("pithsync verify", ["status", "kind", "pith number", "file", "reasons"], rows)
+    report_unreadable(unreadable)
+    if unreadable:
+        return ExitCode.USAGE
     return ExitCode.OK if all(r.ok for _, r in results) else ExitCode.FAILED
 
 
 # -- parser -------------------------------------------------------------------------------------
 
 
-def _global_options(suppress: bool) -> argparse.ArgumentParser:
+def _global_options(suppress: bool, store: bool = True) -> argparse.ArgumentParser:
     """The options every command takes, before or after its name.  The copy given to
-    subcommands has no defaults, so it never overwrites what was given before the command."""
+    subcommands has no defaults, so it never overwrites what was given before the command.
+    Without `store`: only the output options, for a command with its own store and config."""
     p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS if suppress else None)
-    p.add_argument("--config", help="TOML configuration (default: $PITHSYNC_CONFIG, else embedded defaults)")
-    p.add_argument("--db", help="SQLite store (default: $PITHSYNC_DB, [store] path, or ./pithsync.db)")
+    if store:
+        p.add_argument("--config", help="TOML configuration"
+                       " (default: $PITHSYNC_CONFIG, else embedded defaults)")
+        p.add_argument("--db", help="SQLite store"
+                       " (default: $PITHSYNC_DB, [store] path, or ./pithsync.db)")
     p.add_argument("--json", action="store_true", help="machine-readable output", **({} if suppress else {"default": False}))
-    p.add_argument("-v", "--verbose", action="count", **({} if suppress else {"default": 0}))
-    p.add_argument("-q", "--quiet", action="store_true", **({} if suppress else {"default": False}))
+    p.add_argument("-v", "--verbose", action="count", help="log more on stderr; not with -q",
+                   **({} if suppress else {"default": 0}))
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="only warnings and errors on stderr, no tables or lines on stdout"
+                   " (--json is still printed); the exit status tells the outcome",
+                   **({} if suppress else {"default": False}))
     return p
+
+
+def output_options() -> argparse.ArgumentParser:
+    """The parent parser for a command that brings its own store and configuration (`demo`):
+    --json, -v and -q, but no --config or --db it would ignore."""
+    return _global_options(suppress=True, store=False)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type for counts such as --depth: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        message = f"must be a whole number >= 0, not {text[:40]!r}"
+        raise argparse.ArgumentTypeError(message) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
+    return value
+
+
+# The journal's `at` (store.py): UTC, microseconds, "Z".  --since is written the same way, so
+# that the store's text comparison orders them as times.
+JOURNAL_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def journal_time(text: str) -> str:
+    """argparse type for --since: a date or an ISO 8601 time (with Z, an offset, or no zone,
+    read as UTC), returned in the journal's own `at` format."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text[:40]!r} is not an ISO date or time:"
+            " give e.g. 2026-12-01 or 2026-12-01T10:00:00Z"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    try:
+        return when.astimezone(timezone.utc).strftime(JOURNAL_TIME_FORMAT)
+    except OverflowError:  # an offset past year 1 or 9999
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is out of range") from None
+
+
+_EXIT_CODE_HELP = {
+    ExitCode.OK: "every record in_sync or degraded (verify: every file ok)",
+    ExitCode.FAILED: "a record diverged (verify: a file not ok; journal verify: chain broken)",
+    ExitCode.USAGE: "usage or configuration error, a file that cannot be read, an unknown record",
+    ExitCode.UNVERIFIABLE: "some record has no verified copy anywhere, none diverged",
+    ExitCode.STORE: "the store cannot be used: locked by another run, read-only, full, corrupt",
+}
+
+EPILOG = (
+    "exit codes:\n"
+    + "".join(f"  {int(code)}  {text}\n" for code, text in _EXIT_CODE_HELP.items())
+    + "\nexample:\n"
+    "  pithsync --config /etc/pithsync/pithsync.toml pull pith:2026:JTEVEPWHOAFN5TRRVEXHEIPZ22\n"
+    "\n`pithsync COMMAND --help` shows a command's own arguments and options."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = _global_options(suppress=True)
-    parser = argparse.ArgumentParser(prog="pithsync", description="Crawl, verify and compare Pith Open Graph mirrors.", parents=[_global_options(suppress=False)])
+    parser = argparse.ArgumentParser(
+        prog="pithsync",
+        description="Crawl, verify and compare Pith Open Graph mirrors.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_global_options(suppress=False)],
+    )
     parser.add_argument("--version", action="version", version=f"pithsync {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Not required: without a command, main() prints this help rather than a one-line error.
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", help="one of:")
 
     p = sub.add_parser("verify", parents=[common], help="verify local bundle, state or evidence files offline")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="+", metavar="FILE", help="a bundle, state or evidence JSON file")
     p.set_defaults(func=cmd_verify)
 
     for register in _command_modules():
         register(sub, common)
     return parser
+
+
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """What argparse cannot check option by option, in one place after parsing (the global
+    options may come before or after the command name).  Exits 2 as argparse does."""
+    if args.command is None:
+        parser.print_help()
+        parser.exit(int(ExitCode.USAGE), "pithsync: no command given\n")
+    if args.verbose and args.quiet:
+        parser.error("-v/--verbose and -q/--quiet cannot be combined")
+    if getattr(args, "own_store", False) and (args.config or args.db):
+        parser.error(f"{args.command} uses its own temporary store and configuration: "
+                     "--config and --db do not apply")
+    if getattr(args, "action", None) == "verify" and getattr(args, "since", None):
+        parser.error("journal verify checks the whole chain: --since does not apply")
 
 
 def _command_modules():
@@ -219,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        check_arguments(parser, args)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
     configure_logging(args.verbose, args.quiet)

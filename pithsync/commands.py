@@ -297,7 +297,11 @@ def cmd_import(args, cfg: Config, out) -> int:
         run_id = store.begin_run("import")
         for path in args.files:
             # Read once: the bytes stored are the bytes that verified.
-            body = cli.read_file(path, cfg.crawl.max_bytes)
+            try:
+                body = cli.read_file(path, cfg.crawl.max_bytes)
+            except cli.UnreadableFile as exc:  # the others are still imported; exit 2
+                results.append((path, exc))
+                continue
             report, doc = cli.verify_bytes(body, verifier, cfg.crawl.max_bytes)
             results.append((path, report))
             if not report.ok or report.kind not in ("bundle", "state"):
@@ -315,13 +319,27 @@ def cmd_import(args, cfg: Config, out) -> int:
                 w.state = EncodedState.of(bundle["canonical_record"], bundle["source_aliases"], merged)
             w.journal_detail = {"file": path, "kind": report.kind}
             store.write_record(run_id, w)
-        code = cli.ExitCode.OK if all(r.ok for _, r in results) else cli.ExitCode.FAILED
-        store.finish_run(run_id, int(code), {"imported": sum(1 for _, r in results if r.ok), "rejected": sum(1 for _, r in results if not r.ok)})
+        unreadable = [r for _, r in results if isinstance(r, cli.UnreadableFile)]
+        reports = [r for _, r in results if not isinstance(r, cli.UnreadableFile)]
+        code = cli.ExitCode.OK if all(r.ok for r in reports) else cli.ExitCode.FAILED
+        if unreadable:
+            code = cli.ExitCode.USAGE
+        tally = {"imported": sum(1 for r in reports if r.ok)}
+        tally["rejected"] = len(reports) - tally["imported"]
+        if unreadable:
+            tally["unreadable"] = len(unreadable)
+        store.finish_run(run_id, int(code), tally)
     if out.as_json:
-        out.json({"files": [{"file": p, "imported": r.ok, **r.to_json()} for p, r in results]})
+        readable = {id(r) for r in reports}
+        out.json({"files": [{"file": p, "imported": id(r) in readable and r.ok, **r.to_json()}
+                            for p, r in results]})
     else:
         for p, r in results:
+            if isinstance(r, cli.UnreadableFile):
+                out.line(f"unreadable  -  -  {p}  {r.reason}")
+                continue
             out.line(f"{'imported' if r.ok else 'rejected'}  {r.status.value}  {r.pith_number or '-'}  {p}  {'; '.join(str(x) for x in r.reasons)}")
+    cli.report_unreadable(unreadable)
     return code
 
 
@@ -329,27 +347,42 @@ def register(sub, common) -> None:
     p = sub.add_parser("pull", parents=[common], help="pull records from every mirror now, verify, compare and store them")
     p.add_argument("pith", nargs="*", metavar="PITH", help="pith:YYYY:<26>, a bare suffix, pith:<8>, or an alias the store knows (arxiv id, doi)")
     p.add_argument("--from", dest="from_file", metavar="FILE", help="read more pith numbers from FILE, one per line (- for stdin)")
-    p.add_argument("--depth", type=int, default=0, help="also pull pith numbers cited in verified payloads, this many hops away")
+    p.add_argument("--depth", type=_cli().non_negative_int, default=0, metavar="N",
+                   help="also pull pith numbers cited in verified payloads, up to N hops away"
+                   " (default 0)")
     p.set_defaults(func=cmd_pull)
 
     p = sub.add_parser("sync", parents=[common], help="pull every tracked record (what the timer runs)")
-    p.add_argument("--depth", type=int, default=0)
+    p.add_argument("--depth", type=_cli().non_negative_int, default=0, metavar="N",
+                   help="also pull pith numbers cited in verified payloads, up to N hops away"
+                   " (default 0)")
     p.add_argument("--if-locked", choices=["fail", "skip"], default="fail",
                    help="when another run holds the store past [store] lock_timeout_s: fail "
                    "(exit 4, the default) or skip (log event=run_skipped, exit 75, EX_TEMPFAIL)")
     p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("status", parents=[common], help="what the store holds")
-    p.add_argument("pith", nargs="?", metavar="PITH")
+    p.add_argument("pith", nargs="?", metavar="PITH",
+                   help="one record, by pith number, suffix, short form or alias"
+                   " (default: list every record)")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("journal", parents=[common], help="the sync journal; `journal verify` checks its hash chain")
-    p.add_argument("action", nargs="?", choices=["verify"])
-    p.add_argument("--since", metavar="T", help="only entries at or after this ISO time")
+    p.add_argument("--since", metavar="TIME", type=_cli().journal_time,
+                   help="only entries at or after TIME: a date (2026-12-01) or an ISO time"
+                   " (2026-12-01T10:00:00Z; an offset is converted, no zone means UTC)")
     p.set_defaults(func=cmd_journal)
+    # `pithsync journal` alone lists the entries; `journal verify` has its own parser and help.
+    journal_sub = p.add_subparsers(dest="action", metavar="[ACTION]",
+                                   help="without one, the entries are listed")
+    journal_sub.add_parser("verify", parents=[common], help="check the journal's hash chain",
+                           description="Check the journal's hash chain: every entry present,"
+                           " unedited, and the head recorded in the store matching the last"
+                           " entry.  Exit 1 when the chain is broken.")
 
     p = sub.add_parser("import", parents=[common], help="verify local bundle or state files and store them")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="a bundle or state JSON file; only the ones that verify are stored")
     p.set_defaults(func=cmd_import)
 
 

@@ -3,11 +3,13 @@ returns a frozen Config that is passed to whatever needs it."""
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pithsync import __version__
 from pithsync.core.errors import InvalidKey
@@ -72,6 +74,26 @@ def default_db_path() -> str:
     return str(Path(state_dir.split(":")[0]) / "pithsync.db") if state_dir else "pithsync.db"
 
 
+def _refuse_unknown(found, known, where: str) -> None:
+    """A ConfigError for keys the configuration does not define, each with the nearest known
+    key when one is close (a typo): `unknown key [crawl] max_byte; did you mean max_bytes?`."""
+    unknown = sorted(set(found) - set(known))
+    if not unknown:
+        return
+    named = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        suggestion = (close[0] if where else f"[{close[0]}]") if close else None
+        hint = f"did you mean {suggestion}?" if suggestion else ""
+        named.append((f"{where} {key}" if where else f"[{key}]", hint))
+    if len(named) == 1:
+        what, hint = named[0]
+        label = "unknown key" if where else "unknown section"
+        raise ConfigError(f"{label} {what}" + (f"; {hint}" if hint else ""))
+    label = "unknown keys: " if where else "unknown sections: "
+    raise ConfigError(label + ", ".join(f"{w} ({h})" if h else w for w, h in named))
+
+
 def _section(data: dict, name: str) -> dict:
     value = data.get(name, {})
     if not isinstance(value, dict):
@@ -87,10 +109,7 @@ _POSITIVE: dict[type, dict[str, str]] = {
 
 
 def _dataclass_from(cls, table: dict, where: str):
-    known = {f for f in cls.__dataclass_fields__}
-    unknown = set(table) - known
-    if unknown:
-        raise ConfigError(f"[{where}] unknown keys: {', '.join(sorted(unknown))}")
+    _refuse_unknown(table, cls.__dataclass_fields__, f"[{where}]")
     defaults = cls()
     values = {}
     for key, value in table.items():
@@ -123,8 +142,7 @@ def _mirror(table: object, i: int) -> MirrorSpec:
     if not base.startswith(("https://", "http://")):
         raise ConfigError(f"[[mirrors]] entry {i}: base_url must be http(s): {base!r}")
     allowed = {"name", "base_url", "bundle_pattern", "state_pattern", "well_known_pattern"}
-    if set(table) - allowed:
-        raise ConfigError(f"[[mirrors]] entry {i}: unknown keys: {', '.join(sorted(set(table) - allowed))}")
+    _refuse_unknown(table, allowed, f"[[mirrors]] entry {i}:")
     kwargs = {k: v for k, v in table.items() if k in allowed and k != "base_url"}
     if not all(isinstance(v, str) for v in kwargs.values()):
         raise ConfigError(f"[[mirrors]] entry {i}: values must be strings")
@@ -133,8 +151,7 @@ def _mirror(table: object, i: int) -> MirrorSpec:
 
 
 def _trust(table: dict) -> TrustStore:
-    if set(table) - {"keys"}:
-        raise ConfigError(f"[trust] unknown keys: {', '.join(sorted(set(table) - {'keys'}))}")
+    _refuse_unknown(table, {"keys"}, "[trust]")
     keys = table.get("keys")
     if not isinstance(keys, list) or not keys:
         raise ConfigError("[trust] needs at least one [[trust.keys]] entry")
@@ -142,8 +159,7 @@ def _trust(table: dict) -> TrustStore:
     for i, k in enumerate(keys):
         if not isinstance(k, dict) or not isinstance(k.get("key_id"), str) or not isinstance(k.get("public_key_b64"), str):
             raise ConfigError(f"[[trust.keys]] entry {i}: key_id and public_key_b64 (strings) are required")
-        if set(k) - {"key_id", "public_key_b64"}:
-            raise ConfigError(f"[[trust.keys]] entry {i}: unknown keys: {', '.join(sorted(set(k) - {'key_id', 'public_key_b64'}))}")
+        _refuse_unknown(k, {"key_id", "public_key_b64"}, f"[[trust.keys]] entry {i}:")
         try:
             pinned.append(PinnedKey.from_b64(k["key_id"], k["public_key_b64"]))
         except InvalidKey as exc:
@@ -164,23 +180,47 @@ def _non_negative(value: object, where: str) -> float:
     return float(value)
 
 
+def _distinct_mirrors(mirrors: tuple[MirrorSpec, ...]) -> None:
+    """Two [[mirrors]] with one name would be told apart nowhere (alerts, tables), and two with
+    one base URL would share one status in the store, which keys mirror statuses by base URL."""
+    by_name: dict[str, int] = {}
+    by_origin: dict[tuple[str, str, str], int] = {}
+    for i, m in enumerate(mirrors):
+        if m.name in by_name:
+            raise ConfigError(f"[[mirrors]] entries {by_name[m.name]} and {i} have the same name"
+                              f" {m.name!r}")
+        by_name[m.name] = i
+        url = urlsplit(m.base_url)
+        origin = (url.scheme.lower(), url.netloc.lower(), url.path)
+        if origin in by_origin:
+            raise ConfigError(f"[[mirrors]] entries {by_origin[origin]} and {i} have the same"
+                              f" base_url {m.base_url!r}")
+        by_origin[origin] = i
+
+
 def from_toml(text: str, source: str = "<string>") -> Config:
+    """The Config a TOML text describes; every error names `source` (the file)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: {exc}") from None
-    unknown = set(data) - {"trust", "mirrors", "crawl", "alerts", "metrics", "store"}
-    if unknown:
-        raise ConfigError(f"{source}: unknown sections: {', '.join(sorted(unknown))}")
+    try:
+        return _from_tables(data, source)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _from_tables(data: dict, source: str) -> Config:
+    _refuse_unknown(data, {"trust", "mirrors", "crawl", "alerts", "metrics", "store"}, "")
     trust = _trust(_section(data, "trust")) if "trust" in data else TrustStore.registry_default()
     mirrors = DEFAULT_MIRRORS
     if "mirrors" in data:
         if not isinstance(data["mirrors"], list):
             raise ConfigError("mirrors must be an array of tables ([[mirrors]])")
         mirrors = tuple(_mirror(m, i) for i, m in enumerate(data["mirrors"]))
+        _distinct_mirrors(mirrors)
     store = _section(data, "store")
-    if set(store) - {"path", "lock_timeout_s"}:
-        raise ConfigError(f"[store] unknown keys: {', '.join(sorted(set(store) - {'path', 'lock_timeout_s'}))}")
+    _refuse_unknown(store, {"path", "lock_timeout_s"}, "[store]")
     return Config(
         trust=trust,
         mirrors=mirrors,

@@ -735,11 +735,14 @@ def register(sub, common) -> None:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", parents=[common], help="write the verified store as a static mirror tree (atomic writes) for any web server")
-    p.add_argument("directory", metavar="DIR")
+    p.add_argument("directory", metavar="DIR", help="directory to write the mirror tree into")
     p.add_argument("--base-url", required=True, metavar="URL", help="the URL DIR will be served at, for pith-mirrors.json")
     p.add_argument("--name", default="pithsync mirror", help="mirror name in the manifest")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("demo", parents=[common], help="offline demonstration: three local mirrors (honest, lagging, tampered) built from the shipped seeds; exits 0 when it shows what it should")
+    # demo brings its own temporary store and embedded configuration: output options only.
+    p = sub.add_parser("demo", parents=[_cli().output_options()],
+                       help="offline demonstration: three local mirrors (honest, lagging, tampered)"
+                       " built from the shipped seeds; exits 0 when it shows what it should")
     p.add_argument("--keep", action="store_true", help="keep the temporary store and print its path")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_demo, own_store=True)

@@ -113,6 +113,86 @@ def test_unknown_keys_and_sections_are_errors(text):
 
 
 @pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[crawl]\nmax_byte = 1\n",
+            "pithsync.toml: unknown key [crawl] max_byte; did you mean max_bytes?",
+        ),
+        ("[alerts]\nwebhook = 'x'\n", "unknown key [alerts] webhook; did you mean webhook_url?"),
+        ("[store]\npaht = 'x.db'\n", "unknown key [store] paht; did you mean path?"),
+        ("[crawll]\nretries = 1\n", "unknown section [crawll]; did you mean [crawl]?"),
+        (
+            "[[mirrors]]\nbase_url = 'https://a.example'\nbundle_patern = 'x'\n",
+            "unknown key [[mirrors]] entry 0: bundle_patern; did you mean bundle_pattern?",
+        ),
+        (
+            "[crawl]\nmax_byte = 1\nzzzzzz = 2\n",
+            "unknown keys: [crawl] max_byte (did you mean max_bytes?), [crawl] zzzzzz",
+        ),
+    ],
+    ids=["crawl", "alerts", "store", "section", "mirror", "two"],
+)
+def test_unknown_key_names_the_file_and_the_nearest_known_key(tmp_path, text, message):
+    p = tmp_path / "pithsync.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load("pithsync.toml", environ={})  # relative: the tests run in tmp_path
+    assert message in str(caught.value)
+    assert str(caught.value).startswith("pithsync.toml: ")
+
+
+def test_unknown_key_without_a_near_one_suggests_nothing():
+    with pytest.raises(ConfigError) as caught:
+        from_toml("[metrics]\nport = 9100\n", "m.toml")
+    assert str(caught.value) == "m.toml: unknown key [metrics] port"
+
+
+@pytest.mark.parametrize(
+    ("mirrors", "message"),
+    [
+        (
+            [("A", "https://a.example"), ("B", "https://b.example"), ("A", "https://c.example")],
+            "dup.toml: [[mirrors]] entries 0 and 2 have the same name 'A'",
+        ),
+        (
+            [("A", "https://a.example"), ("B", "https://A.example/")],
+            "dup.toml: [[mirrors]] entries 0 and 1 have the same base_url 'https://A.example'",
+        ),
+        (
+            [(None, "https://a.example"), (None, "https://a.example")],
+            "dup.toml: [[mirrors]] entries 0 and 1 have the same name 'https://a.example'",
+        ),
+    ],
+    ids=["name", "base-url", "unnamed"],
+)
+def test_duplicate_mirrors_are_config_errors(tmp_path, mirrors, message):
+    text = "".join(
+        "[[mirrors]]\n" + (f'name = "{name}"\n' if name else "") + f'base_url = "{base}"\n'
+        for name, base in mirrors
+    )
+    with pytest.raises(ConfigError) as caught:
+        from_toml(text, "dup.toml")
+    assert str(caught.value) == message
+
+
+def test_distinct_mirrors_on_one_host_are_fine():
+    cfg = from_toml(
+        '[[mirrors]]\nname = "a"\nbase_url = "https://h.example/a"\n'
+        '[[mirrors]]\nname = "b"\nbase_url = "https://h.example/b"\n'
+    )
+    assert [m.base_url for m in cfg.mirrors] == ["https://h.example/a", "https://h.example/b"]
+
+
+def test_cli_duplicate_mirror_exits_2_naming_file(tmp_path, seed_paths, capsys):
+    p = tmp_path / "two.toml"
+    p.write_text('[[mirrors]]\nname = "x"\nbase_url = "https://a.example"\n' * 2)
+    assert cli.main(["verify", "--config", str(p), *seed_paths.values()]) == 2
+    err = capsys.readouterr().err
+    assert f"{p}: [[mirrors]] entries 0 and 1 have the same name 'x'" in err
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "[trust]\nextra = 1\n" + TEST_KEY_TOML,
@@ -244,7 +324,7 @@ def test_cli_bad_config_exits_2(tmp_path, seed_paths, capsys):
     p = tmp_path / "bad.toml"
     p.write_text("[nonsense]\n")
     assert cli.main(["verify", "--config", str(p), *seed_paths.values()]) == 2
-    assert "unknown sections" in capsys.readouterr().err
+    assert "unknown section [nonsense]" in capsys.readouterr().err
 
 
 def test_cli_bad_key_exits_2(tmp_path, seed_paths, capsys):
