@@ -239,6 +239,7 @@ _EXIT_CODE_HELP = {
     ExitCode.USAGE: "usage or configuration error, a file that cannot be read, an unknown record",
     ExitCode.UNVERIFIABLE: "some record has no verified copy anywhere, none diverged",
     ExitCode.STORE: "the store cannot be used: locked by another run, read-only, full, corrupt",
+    ExitCode.BUSY: "sync --if-locked=skip: another run held the store; nothing was done",
 }
 
 EPILOG = (
