@@ -56,20 +56,20 @@ def parse_targets(refs: list[str], store: Store, depth: int) -> list[Target]:
     cli = _cli()
     targets: dict[str, Target] = {}
     for text in refs:
+        why = "not a full pith number or suffix"
         try:
             ref = numbers.parse_ref(text)
-        except InvalidPithNumber:
-            ref = None
+        except InvalidPithNumber as exc:
+            ref, why = None, str(exc)
         if ref is not None and not ref.is_prefix:
-            full = f"pith:{ref.year:04d}:{ref.suffix}" if ref.year else None
-            if full is None:
-                known = store.resolve(ref.suffix)
-                full = known[0] if known else None
-            targets.setdefault(ref.suffix, Target(ref.suffix, full, depth))
+            # The typed year is only a claim: the engine finds the stored or verified number by
+            # the suffix, and answers a reference naming another year with the true number.
+            requested = str(numbers.PithNumber(ref.year, ref.suffix)) if ref.year is not None else None
+            targets.setdefault(ref.suffix, Target(ref.suffix, None, depth, requested=requested))
             continue
         matches = store.resolve(text)
         if not matches:
-            raise cli.UsageError(f"cannot resolve {text[:80]!r}: not a full pith number or suffix, and no stored record has that short form or alias")
+            raise cli.UsageError(f"cannot resolve {text[:80]!r}: {why}, and no stored record has that short form or alias")
         if len(matches) > 1:
             raise cli.UsageError(f"{text[:80]!r} is ambiguous: {', '.join(matches[:5])}")
         suffix = matches[0].split(":")[2]

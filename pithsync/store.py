@@ -27,7 +27,7 @@ import sqlite_utils
 from pithsync.core import numbers
 from pithsync.core.canonical import canon, sha256hex
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 GENESIS = "0" * 64
 # What json.dumps(detail, sort_keys=True) writes, without building an encoder on every call.
 _DETAIL_JSON = json.JSONEncoder(sort_keys=True)
@@ -37,6 +37,11 @@ Extra = Callable[[sqlite_utils.Database], None]
 
 class StoreError(Exception):
     """The store cannot be opened or written (read-only, full disk, corrupt, locked)."""
+
+
+class WrongNumberError(Exception):
+    """A write names a pith number its verified record does not have (a bug in the caller: the
+    record is not written, the store is fine)."""
 
 
 def utcnow() -> str:
@@ -144,7 +149,24 @@ def _schema_v2(db: sqlite_utils.Database) -> None:
     db["verified_copies"].create_index(["pith_number", "trust_id"])
 
 
-MIGRATIONS = {1: _schema_v1, 2: _schema_v2}  # version -> function that brings the schema from version-1
+def _schema_v3(db: sqlite_utils.Database) -> None:
+    # Earlier versions stored a record under the number a user typed, year included, even when
+    # its verified record gives another year: each such row takes its record's number now.
+    Store(db, "")._heal_numbers(HEAL_RUN_ID)
+
+
+HEAL_RUN_ID = "migration-3"  # the journal's run_id for what the schema 3 migration renumbered
+MIGRATIONS = {1: _schema_v1, 2: _schema_v2, 3: _schema_v3}  # version -> function that brings the schema from version-1
+
+
+def number_of(state: "EncodedState") -> str:
+    """The pith number a stored state's canonical record derives, from its stored bytes."""
+    return _derived_number(state.canonical_record)
+
+
+def _derived_number(canonical_record_json: str) -> str:
+    record = json.loads(canonical_record_json)
+    return str(numbers.PithNumber(numbers.year_of(record), numbers.suffix_from_sha256(sha256hex(canonical_record_json.encode()))))
 
 
 @dataclass
@@ -591,6 +613,7 @@ class Store:
             "on conflict(event_id, mirror) do update set last_seen = excluded.last_seen",
             [(eid, mirror, now, now) for w in writes for eid, mirror in w.event_sources],
         )
+        self._settle_numbers(run_id, writes, existing, now)
         self._write_states(writes, existing, now)
         # One statement, updated in place: unreachable_runs counts runs in a row that found the
         # mirror unreachable for this record, and starts again at 0 when it is reached.
@@ -631,6 +654,62 @@ class Store:
     def _many(self, sql: str, rows: list) -> None:
         if rows:  # most records have nothing for most tables; an empty call still costs
             self.db.conn.executemany(sql, rows)
+
+    def _settle_numbers(self, run_id: str, writes: list[RecordWrite], existing: dict[str, dict], now: str) -> None:
+        """The store's own check that every record is kept under the number its verified record
+        derives: a state under another number is refused (WrongNumberError), and a row holding
+        the same suffix under another number is renumbered to the write's (journal entry
+        `record_renumbered`) when that row's own record gives the write's number, or has none
+        (a typed number that waited for its record); otherwise the write is refused."""
+        for w in writes:
+            if w.state is not None and (derived := number_of(w.state)) != w.pith_number:
+                raise WrongNumberError(f"refusing to store the record {derived} as {w.pith_number}")
+        new = {w.pith_number.split(":")[-1]: w for w in writes if w.pith_number not in existing and w.pith_number.count(":") == 2}
+        if not new:
+            return
+        for suffix, old in self.numbers_for_suffixes(list(new)).items():
+            w = new[suffix]
+            row = self.db.conn.execute("select canonical_record from records where pith_number = ?", [old]).fetchone()
+            if row[0] is not None:
+                if (derived := _derived_number(row[0])) != w.pith_number:
+                    raise WrongNumberError(f"refusing to store {w.pith_number}: the stored record with suffix {suffix} is {derived}")
+                reason = "wrong_year"  # a row an earlier version stored under a typed year
+            else:
+                reason = "verified" if w.state is not None else "retyped"
+            self._renumber(run_id, old, w.pith_number, reason, now)
+            existing.update(self.record_summaries([w.pith_number]))
+
+    def _heal_numbers(self, run_id: str) -> None:
+        """Renumber every stored record whose verified record derives another number."""
+        rows = self.db.conn.execute("select pith_number, canonical_record from records where canonical_record is not null").fetchall()
+        for pith_number, record_json in rows:
+            try:
+                derived = _derived_number(record_json)
+            except (ValueError, KeyError, TypeError, numbers.InvalidPithNumber):
+                continue  # no number to derive: left as it is
+            if derived != pith_number:
+                self._renumber(run_id, pith_number, derived, "wrong_year", utcnow())
+
+    def _renumber(self, run_id: str, old: str, new: str, reason: str, at: str) -> None:
+        """Move every row of record `old` to `new`, in the open transaction, and journal it.
+        The journal's earlier entries keep the number they were written with."""
+        conn = self.db.conn
+        for table in ("records", "aliases", "documents", "events", "evidence", "verified_copies", "alerts"):
+            conn.execute(f"update {table} set pith_number = ? where pith_number = ?", [new, old])
+        conn.execute("update or replace mirror_status set pith_number = ? where pith_number = ?", [new, old])
+        conn.execute("update or ignore alerts set scope = ? where scope = ?", [f"record:{new}", f"record:{old}"])
+        row = conn.execute("select canonical_record, source_aliases, state from records where pith_number = ?", [new]).fetchone()
+        if row is not None and row[2] is not None and json.loads(row[2]).get("pith_number") != new:
+            # A state merged under the typed number names it, and its state_sha256 covers it.
+            from pithsync.core.merge import merge_state
+
+            events = [json.loads(body) for (body,) in conn.execute("select body from events where pith_number = ?", [new])]
+            state = merge_state(new, json.loads(row[0]), json.loads(row[1]), events, {})
+            conn.execute(
+                "update records set state = ?, state_sha256 = ?, event_count = ?, updated_at = ? where pith_number = ?",
+                [canon(state).decode(), state["state_sha256"], state["event_count"], at, new],
+            )
+        self._journal_many(run_id, [("record_renumbered", new, None, None, {"from": old, "reason": reason})], at)
 
     def _write_states(self, writes: list[RecordWrite], existing: dict[str, dict], now: str) -> None:
         new_rows, aliases = [], []
