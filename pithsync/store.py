@@ -150,6 +150,13 @@ def _schema_v2(db: sqlite_utils.Database) -> None:
 
 
 def _schema_v3(db: sqlite_utils.Database) -> None:
+    # Each record's last check: its verdict, and when.  Apart from `records`, whose large rows a
+    # re-sync of an unchanged record does not rewrite.  Filled from the journal for old stores.
+    db["record_checks"].create({"pith_number": str, "verdict": str, "checked_at": str}, pk="pith_number")
+    db.execute(
+        "insert into record_checks (pith_number, verdict, checked_at) select pith_number, status, at from journal "
+        "where seq in (select max(seq) from journal where kind = 'record_outcome' group by pith_number)"
+    )
     # Earlier versions stored a record under the number a user typed, year included, even when
     # its verified record gives another year: each such row takes its record's number now.
     Store(db, "")._heal_numbers(HEAL_RUN_ID)
@@ -383,7 +390,32 @@ class Store:
         return [r["pith_number"] for r in self.db.query("select pith_number from records where tracked = 1 order by pith_number")]
 
     def records(self) -> list[dict]:
-        return list(self.db.query("select pith_number, event_count, state_sha256, tracked, updated_at from records order by pith_number"))
+        """Every stored record, by pith number, with its last check (verdict and time, None
+        before the first) and `tracked` as a bool."""
+        rows = list(
+            self.db.query(
+                "select r.pith_number, r.event_count, r.state_sha256, r.tracked, r.updated_at, c.verdict as last_verdict, "
+                "c.checked_at as last_checked from records r left join record_checks c on c.pith_number = r.pith_number "
+                "order by r.pith_number"
+            )
+        )
+        for r in rows:
+            r["tracked"] = bool(r["tracked"])
+        return rows
+
+    def last_check(self, pith_number: str) -> tuple[str | None, str | None]:
+        """(verdict, checked_at) of a record's last check, or (None, None)."""
+        row = self.db.execute("select verdict, checked_at from record_checks where pith_number = ?", [pith_number]).fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    def untrack(self, run_id: str, pith_number: str) -> bool:
+        """Stop syncing a record; everything stored about it stays.  False if it was not tracked."""
+        with self.transaction():
+            cur = self.db.conn.execute("update records set tracked = 0 where pith_number = ? and tracked = 1", [pith_number])
+            if cur.rowcount == 0:
+                return False
+            self._journal(run_id, "record_untracked", pith_number)
+        return True
 
     def records_with_state(self) -> list[tuple[str, str]]:
         """(pith_number, suffix) of every record that has a merged state, by suffix."""
@@ -640,6 +672,10 @@ class Store:
             "insert or ignore into verified_copies (bundle_sha256, state_sha256, trust_id, pith_number, first_seen) values (?,?,?,?,?)",
             [(b, st, w.trust_id, w.pith_number, now) for w in writes for b, st in w.verified_copies],
         )
+        self._many(
+            "insert or replace into record_checks (pith_number, verdict, checked_at) values (?,?,?)",
+            [(w.pith_number, w.verdict, now) for w in writes],
+        )
         entries = []
         for w in writes:
             entries += [("mirror_outcome", w.pith_number, m.base_url, m.status, {"reasons": [r.get("code") for r in m.reasons]}) for m in w.mirrors]
@@ -696,7 +732,8 @@ class Store:
         conn = self.db.conn
         for table in ("records", "aliases", "documents", "events", "evidence", "verified_copies", "alerts"):
             conn.execute(f"update {table} set pith_number = ? where pith_number = ?", [new, old])
-        conn.execute("update or replace mirror_status set pith_number = ? where pith_number = ?", [new, old])
+        for table in ("mirror_status", "record_checks"):
+            conn.execute(f"update or replace {table} set pith_number = ? where pith_number = ?", [new, old])
         conn.execute("update or ignore alerts set scope = ? where scope = ?", [f"record:{new}", f"record:{old}"])
         row = conn.execute("select canonical_record, source_aliases, state from records where pith_number = ?", [new]).fetchone()
         if row is not None and row[2] is not None and json.loads(row[2]).get("pith_number") != new:
@@ -882,7 +919,7 @@ class Store:
     def last_finished_run(self, *, success: bool) -> dict | None:
         """The latest finished crawl run (not an import); with success, the latest that exited 0."""
         cond = " and exit_code = 0" if success else ""
-        rows = list(self.db.query(f"select * from runs where finished_at is not null and command != 'import'{cond} order by finished_at desc limit 1"))
+        rows = list(self.db.query(f"select * from runs where finished_at is not null and command not in ('import', 'untrack'){cond} order by finished_at desc limit 1"))
         return rows[0] if rows else None
 
 

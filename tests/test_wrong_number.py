@@ -139,6 +139,7 @@ def renumber_the_old_way(db: str, true: str, wrong: str) -> None:
         events = [json.loads(b) for (b,) in conn.execute("select body from events")]
         state = merge_state(wrong, json.loads(record), json.loads(aliases), events, {})
         conn.execute("update records set state = ?, state_sha256 = ?", [canon(state).decode(), state["state_sha256"]])
+        conn.execute("drop table record_checks")  # schema 3's
         conn.execute("update meta set value = '2' where key = 'schema_version'")
 
 
@@ -163,6 +164,8 @@ async def test_a_store_holding_a_wrong_year_row_is_healed_and_journaled(tmp_path
             # The state is the merge under the true number again: the mirror's state.json.
             assert store.record(record.pith_number)["state_sha256"] == record.bundle()["state"]["state_sha256"]
             assert store.resolve(record.suffix[:8]) == [record.pith_number]
+            # The last check, filled from the journal, follows the record to its number.
+            assert store.last_check(record.pith_number)[0] == "in_sync"
         code, out = await run_cli("--config", conf, "--db", db, "pull", "--json", record.pith_number)
         assert code == 0, out
         assert json.loads(out)["records"][0]["verdict"] == "in_sync"
@@ -186,3 +189,66 @@ def test_the_store_refuses_a_state_under_another_number(tmp_path):
         with pytest.raises(WrongNumberError, match=record.pith_number):
             store.write_record(run_id, RecordWrite(pith_number=f"pith:2025:{record.suffix}", verdict="unverifiable", tracked=True))
         assert [r["pith_number"] for r in store.records()] == [record.pith_number]
+
+
+# -- untrack, and status's last check (issue 14, items 2 and 3) --------------------------------
+
+
+async def test_untrack_keeps_history_sync_skips_it_pull_tracks_it_again(tmp_path, capsys):
+    kept, dropped = forge.forge_record(46, 2), forge.forge_record(47, 3)
+    db = str(tmp_path / "s.db")
+    async with MirrorServer("a") as a:
+        for r in (kept, dropped):
+            a.put_record(r.bundle())
+        conf = write_config(tmp_path, [a.spec()])
+        code, out = await run_cli("--config", conf, "--db", db, "pull", kept.pith_number, dropped.pith_number)
+        assert code == 0, out
+        before = numbers_in(db)
+        code, out = await run_cli("--config", conf, "--db", db, "untrack", dropped.suffix[:8])
+        assert code == 0 and f"untracked  {dropped.pith_number}" in out
+        assert numbers_in(db) == before  # records, events, documents: all kept
+        code, out = await run_cli("--config", conf, "--db", db, "status", "--json", dropped.pith_number)
+        assert json.loads(out)["tracked"] is False and json.loads(out)["event_count"] == 3
+
+        code, out = await run_cli("--config", conf, "--db", db, "sync", "--json")
+        assert code == 0 and [r["pith_number"] for r in json.loads(out)["records"]] == [kept.pith_number]
+        code, out = await run_cli("--config", conf, "--db", db, "untrack", "pith:ZZZZZZZZ")
+        assert code == cli.ExitCode.USAGE and "cannot untrack 'pith:ZZZZZZZZ'" in capsys.readouterr().err
+
+        code, out = await run_cli("--config", conf, "--db", db, "pull", dropped.pith_number)
+        assert code == 0, out
+        code, out = await run_cli("--config", conf, "--db", db, "sync", "--json")
+        assert sorted(r["pith_number"] for r in json.loads(out)["records"]) == sorted([kept.pith_number, dropped.pith_number])
+    with contextlib.closing(Store.open(db)) as store:
+        untracked = [e for e in store.journal() if e["kind"] == "record_untracked"]
+        assert [e["pith_number"] for e in untracked] == [dropped.pith_number]
+        assert store.verify_journal() == []
+
+
+async def test_status_shows_each_records_last_verdict_and_check(tmp_path):
+    good, bad = forge.forge_record(48, 2), forge.forge_record(49, 3)
+    db = str(tmp_path / "s.db")
+    async with MirrorServer("a") as a, MirrorServer("b") as b:
+        for m in (a, b):
+            m.put_record(good.bundle())
+        a.put_record(bad.bundle())
+        b.put_record(bad.bundle(upto=2))
+        conf = write_config(tmp_path, [a.spec(), b.spec()])
+        code, _ = await run_cli("--config", conf, "--db", db, "pull", bad.pith_number, good.pith_number)
+        assert code == cli.ExitCode.FAILED
+    code, out = await run_cli("--db", db, "status", "--json")
+    recs = json.loads(out)["records"]
+    assert [r["pith_number"] for r in recs] == sorted([good.pith_number, bad.pith_number])
+    by = {r["pith_number"]: r for r in recs}
+    assert by[good.pith_number]["last_verdict"] == "in_sync" and by[bad.pith_number]["last_verdict"] == "diverged"
+    assert all(r["tracked"] is True and r["last_checked"] for r in recs)
+    code, out = await run_cli("--db", db, "status", "--json", bad.pith_number)
+    one = json.loads(out)
+    assert one["tracked"] is True and one["last_verdict"] == "diverged"
+    assert one["last_checked"] == by[bad.pith_number]["last_checked"]
+    code, out = await run_cli("--db", db, "status")
+    lines = out.splitlines()
+    assert lines[0].split() == ["PITH_NUMBER", "TRACKED", "EVENTS", "STATE_SHA256", "UPDATED", "LAST_VERDICT", "LAST_CHECKED"]
+    assert any(line.startswith(bad.pith_number) and " diverged " in line for line in lines)
+    code, out = await run_cli("--db", db, "status", bad.pith_number)
+    assert "last_verdict=diverged" in out and "tracked=True" in out
