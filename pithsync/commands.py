@@ -64,12 +64,15 @@ def parse_targets(refs: list[str], store: Store, depth: int) -> list[Target]:
         if ref is not None and not ref.is_prefix:
             # The typed year is only a claim: the engine finds the stored or verified number by
             # the suffix, and answers a reference naming another year with the true number.
-            requested = str(numbers.PithNumber(ref.year, ref.suffix)) if ref.year is not None else None
+            requested = None if ref.year is None else str(numbers.PithNumber(ref.year, ref.suffix))
             targets.setdefault(ref.suffix, Target(ref.suffix, None, depth, requested=requested))
             continue
         matches = store.resolve(text)
         if not matches:
-            raise cli.UsageError(f"cannot resolve {text[:80]!r}: {why}, and no stored record has that short form or alias")
+            raise cli.UsageError(
+                f"cannot resolve {text[:80]!r}: {why},"
+                " and no stored record has that short form or alias"
+            )
         if len(matches) > 1:
             raise cli.UsageError(f"{text[:80]!r} is ambiguous: {', '.join(matches[:5])}")
         suffix = matches[0].split(":")[2]
@@ -243,20 +246,25 @@ def cmd_status(args, cfg: Config, out) -> int:
             else:
                 for d in docs:
                     out.line(
-                        f"{d['pith_number']}  events={d['event_count']}  state_sha256={d['state_sha256']}  tracked={d['tracked']}"
-                        f"  last_verdict={d['last_verdict'] or '-'}  last_checked={d['last_checked'] or '-'}"
+                        f"{d['pith_number']}  events={d['event_count']}"
+                        f"  state_sha256={d['state_sha256']}  tracked={d['tracked']}"
+                        f"  last_verdict={d['last_verdict'] or '-'}"
+                        f"  last_checked={d['last_checked'] or '-'}"
                     )
-                    mirrors = [[m["name"], m["status"], m["checked_at"] or "-"] for m in d["mirrors"]]
+                    mirrors = [[m["name"], m["status"], m["checked_at"] or "-"]
+                               for m in d["mirrors"]]
                     out.table("mirrors", ["mirror", "status", "checked"], mirrors)
             return cli.ExitCode.OK
         recs = store.records()
         if out.as_json:
             out.json({"records": recs})
         else:
-            columns = ["pith number", "tracked", "events", "state_sha256", "updated", "last verdict", "last checked"]
+            columns = ["pith number", "tracked", "events", "state_sha256", "updated",
+                       "last verdict", "last checked"]
             rows = [
-                [r["pith_number"], "yes" if r["tracked"] else "no", str(r["event_count"]), (r["state_sha256"] or "-")[:16],
-                 r["updated_at"] or "-", r["last_verdict"] or "-", r["last_checked"] or "-"]
+                [r["pith_number"], "yes" if r["tracked"] else "no", str(r["event_count"]),
+                 (r["state_sha256"] or "-")[:16], r["updated_at"] or "-",
+                 r["last_verdict"] or "-", r["last_checked"] or "-"]
                 for r in recs
             ]
             out.table("records", columns, rows)
@@ -268,7 +276,8 @@ def _status_of(store: Store, pith_number: str) -> dict:
     rec = store.record(pith_number)
     verdict, checked = store.last_check(pith_number)
     mirrors = [
-        {"name": m["name"], "base_url": m["mirror"], "status": m["status"], "checked_at": m["checked_at"], "reasons": m["reasons"]}
+        {"name": m["name"], "base_url": m["mirror"], "status": m["status"],
+         "checked_at": m["checked_at"], "reasons": m["reasons"]}
         for m in store.mirror_statuses(pith_number)
     ]
     return {
@@ -292,16 +301,22 @@ def cmd_untrack(args, cfg: Config, out) -> int:
         for text in args.pith:
             matches = store.resolve(text)
             if not matches:
-                raise cli.UsageError(f"cannot untrack {text[:80]!r}: no stored record has that number, suffix, short form or alias")
+                raise cli.UsageError(
+                    f"cannot untrack {text[:80]!r}: no stored record has that number, suffix,"
+                    " short form or alias"
+                )
             if len(matches) > 1:
                 raise cli.UsageError(f"{text[:80]!r} is ambiguous: {', '.join(matches[:5])}")
             if matches[0] not in chosen:
                 chosen.append(matches[0])
         run_id = store.begin_run("untrack")
         done = {p: store.untrack(run_id, p) for p in chosen}
-        store.finish_run(run_id, int(cli.ExitCode.OK), {"untracked": sum(done.values()), "already_untracked": len(done) - sum(done.values())})
+        untracked = [p for p, d in done.items() if d]
+        already = [p for p, d in done.items() if not d]
+        summary = {"untracked": len(untracked), "already_untracked": len(already)}
+        store.finish_run(run_id, int(cli.ExitCode.OK), summary)
     if out.as_json:
-        out.json({"untracked": [p for p, d in done.items() if d], "already_untracked": [p for p, d in done.items() if not d]})
+        out.json({"untracked": untracked, "already_untracked": already})
     else:
         for p, d in done.items():
             out.line(f"{'untracked' if d else 'already untracked'}  {p}")
@@ -385,8 +400,14 @@ def register(sub, common) -> None:
     p.add_argument("pith", nargs="?", metavar="PITH")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("untrack", parents=[common], help="stop syncing records, keeping everything stored about them (`pull` tracks one again)")
-    p.add_argument("pith", nargs="+", metavar="PITH", help="pith:YYYY:<26>, a bare suffix, pith:<8>, or an alias of a stored record")
+    p = sub.add_parser(
+        "untrack", parents=[common],
+        help="stop syncing records, keeping everything stored about them (`pull` tracks one again)",
+    )
+    p.add_argument(
+        "pith", nargs="+", metavar="PITH",
+        help="pith:YYYY:<26>, a bare suffix, pith:<8>, or an alias of a stored record",
+    )
     p.set_defaults(func=cmd_untrack)
 
     p = sub.add_parser("journal", parents=[common], help="the sync journal; `journal verify` checks its hash chain")

@@ -242,8 +242,9 @@ def internal_error(exc: Exception) -> str:
 def wrong_number_result(target: Target, true_number: str) -> RecordResult:
     """A reference whose year is not its record's: the user's input to fix, no mirror's fault,
     and nothing is stored for it."""
-    error = f"no record has this number: the documents with suffix {target.suffix} are {true_number}"
-    return RecordResult(target.requested or true_number, Verdict.WRONG_NUMBER, [], error=error, true_number=true_number)
+    error = f"no such record: the documents with suffix {target.suffix} are {true_number}"
+    name = target.requested or true_number
+    return RecordResult(name, Verdict.WRONG_NUMBER, [], error=error, true_number=true_number)
 
 
 def failed_result(target: Target, error: str) -> RecordResult:
@@ -375,7 +376,8 @@ class SyncEngine:
         known_pith, known_good = known.pith_number, known.known_good
         # A stored row with a state holds a verified record (Store checks its number on write);
         # a row without one holds only the number someone typed.
-        verified_pith = known_pith if known.summary is not None and known.summary["has_state"] else None
+        has_state = known.summary is not None and known.summary["has_state"]
+        verified_pith = known_pith if has_state else None
         if verified_pith is not None and target.requested not in (None, verified_pith):
             return wrong_number_result(target, verified_pith), None, []
         if verified_pith is None:
@@ -399,13 +401,15 @@ class SyncEngine:
 
         # Only a verified number is stored with verified data; a typed one stands in while no
         # mirror has a verified copy (a tracked record waiting to appear).
-        verified_pith = known_pith or next((a.bundle["pith_number"] for a in assessments if a.bundle_ok), None)
+        verified_bundles = (a.bundle["pith_number"] for a in assessments if a.bundle_ok)
+        verified_pith = known_pith or next(verified_bundles, None)
         if verified_pith is not None and target.requested not in (None, verified_pith):
             return wrong_number_result(target, verified_pith), None, []
         pith_number = verified_pith or target.requested or known.pith_number or f"pith:{suffix}"
         stored_events = self.store.stored_events(pith_number)
         comparison = compare_record(assessments, stored_events)
-        summary = known.summary if pith_number == known.pith_number else self.store.record_summary(pith_number)
+        stored = pith_number == known.pith_number
+        summary = known.summary if stored else self.store.record_summary(pith_number)
         result, write = self._plan_write(pith_number, comparison, stored_events, fetched, specs, track, refused, known_good, summary)
         return result, write, list(comparison.valid_events.values())
 
