@@ -40,6 +40,8 @@ class UsageError(Exception):
 
 def exit_code_for_verdicts(verdicts) -> ExitCode:
     verdicts = list(verdicts)
+    if Verdict.WRONG_NUMBER in verdicts:  # the input must be fixed first; the others are reported
+        return ExitCode.USAGE
     if Verdict.DIVERGED in verdicts:
         return ExitCode.FAILED
     if Verdict.UNVERIFIABLE in verdicts:

@@ -56,20 +56,23 @@ def parse_targets(refs: list[str], store: Store, depth: int) -> list[Target]:
     cli = _cli()
     targets: dict[str, Target] = {}
     for text in refs:
+        why = "not a full pith number or suffix"
         try:
             ref = numbers.parse_ref(text)
-        except InvalidPithNumber:
-            ref = None
+        except InvalidPithNumber as exc:
+            ref, why = None, str(exc)
         if ref is not None and not ref.is_prefix:
-            full = f"pith:{ref.year:04d}:{ref.suffix}" if ref.year else None
-            if full is None:
-                known = store.resolve(ref.suffix)
-                full = known[0] if known else None
-            targets.setdefault(ref.suffix, Target(ref.suffix, full, depth))
+            # The typed year is only a claim: the engine finds the stored or verified number by
+            # the suffix, and answers a reference naming another year with the true number.
+            requested = None if ref.year is None else str(numbers.PithNumber(ref.year, ref.suffix))
+            targets.setdefault(ref.suffix, Target(ref.suffix, None, depth, requested=requested))
             continue
         matches = store.resolve(text)
         if not matches:
-            raise cli.UsageError(f"cannot resolve {text[:80]!r}: not a full pith number or suffix, and no stored record has that short form or alias")
+            raise cli.UsageError(
+                f"cannot resolve {text[:80]!r}: {why},"
+                " and no stored record has that short form or alias"
+            )
         if len(matches) > 1:
             raise cli.UsageError(f"{text[:80]!r} is ambiguous: {', '.join(matches[:5])}")
         suffix = matches[0].split(":")[2]
@@ -238,29 +241,102 @@ def sync_tracked(args, cfg: Config, out) -> int:
 
 
 def cmd_status(args, cfg: Config, out) -> int:
+    """What the store holds, one row per record, sorted by pith number.
+
+    `status --json`: {"records": [RECORD, ...]}, where RECORD is
+    {"pith_number": str, "tracked": bool, "event_count": int, "state_sha256": str | null,
+     "updated_at": str | null, "last_verdict": str | null, "last_checked": str | null};
+    last_verdict is the verdict of the record's last check (in_sync, degraded, diverged,
+    unverifiable) and last_checked its time (ISO 8601 UTC), both null before the first.
+    `status PITH --json`: RECORD with "mirrors": [{"name", "base_url", "status", "checked_at",
+    "reasons"}], or {"records": [...]} of those when PITH names several records."""
     cli = _cli()
     with open_store(cfg, lock=False) as store:
         if args.pith:
             matches = store.resolve(args.pith)
             if not matches:
                 raise cli.UsageError(f"no stored record matches {args.pith[:80]!r}")
-            docs = []
-            for p in matches:
-                rec = store.record(p)
-                docs.append({"pith_number": p, "tracked": bool(rec["tracked"]), "event_count": rec["event_count"], "state_sha256": rec["state_sha256"], "updated_at": rec["updated_at"], "mirrors": [{"name": m["name"], "base_url": m["mirror"], "status": m["status"], "checked_at": m["checked_at"], "reasons": m["reasons"]} for m in store.mirror_statuses(p)]})
+            docs = [_status_of(store, p) for p in sorted(matches)]
             if out.as_json:
                 out.json(docs[0] if len(docs) == 1 else {"records": docs})
             else:
                 for d in docs:
-                    out.line(f"{d['pith_number']}  events={d['event_count']}  state_sha256={d['state_sha256']}  tracked={d['tracked']}")
-                    out.table("mirrors", ["mirror", "status", "checked"], [[m["name"], m["status"], m["checked_at"] or "-"] for m in d["mirrors"]])
+                    out.line(
+                        f"{d['pith_number']}  events={d['event_count']}"
+                        f"  state_sha256={d['state_sha256']}  tracked={d['tracked']}"
+                        f"  last_verdict={d['last_verdict'] or '-'}"
+                        f"  last_checked={d['last_checked'] or '-'}"
+                    )
+                    mirrors = [[m["name"], m["status"], m["checked_at"] or "-"]
+                               for m in d["mirrors"]]
+                    out.table("mirrors", ["mirror", "status", "checked"], mirrors)
             return cli.ExitCode.OK
         recs = store.records()
         if out.as_json:
             out.json({"records": recs})
         else:
-            out.table("records", ["pith number", "events", "state_sha256", "updated"], [[r["pith_number"], str(r["event_count"]), (r["state_sha256"] or "-")[:16], r["updated_at"] or "-"] for r in recs])
+            columns = ["pith number", "tracked", "events", "state_sha256", "updated",
+                       "last verdict", "last checked"]
+            rows = [
+                [r["pith_number"], "yes" if r["tracked"] else "no", str(r["event_count"]),
+                 (r["state_sha256"] or "-")[:16], r["updated_at"] or "-",
+                 r["last_verdict"] or "-", r["last_checked"] or "-"]
+                for r in recs
+            ]
+            out.table("records", columns, rows)
         return cli.ExitCode.OK
+
+
+def _status_of(store: Store, pith_number: str) -> dict:
+    """One record's `status PITH` document (see cmd_status)."""
+    rec = store.record(pith_number)
+    verdict, checked = store.last_check(pith_number)
+    mirrors = [
+        {"name": m["name"], "base_url": m["mirror"], "status": m["status"],
+         "checked_at": m["checked_at"], "reasons": m["reasons"]}
+        for m in store.mirror_statuses(pith_number)
+    ]
+    return {
+        "pith_number": pith_number,
+        "tracked": bool(rec["tracked"]),
+        "event_count": rec["event_count"],
+        "state_sha256": rec["state_sha256"],
+        "updated_at": rec["updated_at"],
+        "last_verdict": verdict,
+        "last_checked": checked,
+        "mirrors": mirrors,
+    }
+
+
+def cmd_untrack(args, cfg: Config, out) -> int:
+    """Stop syncing records; their history (record, events, documents, journal) is kept, and
+    `pull` tracks one again.  Every reference is resolved before anything changes."""
+    cli = _cli()
+    with open_store(cfg, lock=True) as store:
+        chosen: list[str] = []
+        for text in args.pith:
+            matches = store.resolve(text)
+            if not matches:
+                raise cli.UsageError(
+                    f"cannot untrack {text[:80]!r}: no stored record has that number, suffix,"
+                    " short form or alias"
+                )
+            if len(matches) > 1:
+                raise cli.UsageError(f"{text[:80]!r} is ambiguous: {', '.join(matches[:5])}")
+            if matches[0] not in chosen:
+                chosen.append(matches[0])
+        run_id = store.begin_run("untrack")
+        done = {p: store.untrack(run_id, p) for p in chosen}
+        untracked = [p for p, d in done.items() if d]
+        already = [p for p, d in done.items() if not d]
+        summary = {"untracked": len(untracked), "already_untracked": len(already)}
+        store.finish_run(run_id, int(cli.ExitCode.OK), summary)
+    if out.as_json:
+        out.json({"untracked": untracked, "already_untracked": already})
+    else:
+        for p, d in done.items():
+            out.line(f"{'untracked' if d else 'already untracked'}  {p}")
+    return cli.ExitCode.OK
 
 
 def cmd_journal(args, cfg: Config, out) -> int:
@@ -366,6 +442,16 @@ def register(sub, common) -> None:
                    help="one record, by pith number, suffix, short form or alias"
                    " (default: list every record)")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "untrack", parents=[common],
+        help="stop syncing records, keeping everything stored about them (`pull` tracks one again)",
+    )
+    p.add_argument(
+        "pith", nargs="+", metavar="PITH",
+        help="pith:YYYY:<26>, a bare suffix, pith:<8>, or an alias of a stored record",
+    )
+    p.set_defaults(func=cmd_untrack)
 
     p = sub.add_parser("journal", parents=[common], help="the sync journal; `journal verify` checks its hash chain")
     p.add_argument("--since", metavar="TIME", type=_cli().journal_time,

@@ -27,7 +27,7 @@ import sqlite_utils
 from pithsync.core import numbers
 from pithsync.core.canonical import canon, sha256hex
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 GENESIS = "0" * 64
 # What json.dumps(detail, sort_keys=True) writes, without building an encoder on every call.
 _DETAIL_JSON = json.JSONEncoder(sort_keys=True)
@@ -47,6 +47,11 @@ class StoreLocked(StoreError):
         self.lock_path = lock_path
         self.waited_s = waited_s
         self.holder_pid = holder_pid
+
+
+class WrongNumberError(Exception):
+    """A write names a pith number its verified record does not have (a bug in the caller: the
+    record is not written, the store is fine)."""
 
 
 def utcnow() -> str:
@@ -154,7 +159,36 @@ def _schema_v2(db: sqlite_utils.Database) -> None:
     db["verified_copies"].create_index(["pith_number", "trust_id"])
 
 
-MIGRATIONS = {1: _schema_v1, 2: _schema_v2}  # version -> function that brings the schema from version-1
+def _schema_v3(db: sqlite_utils.Database) -> None:
+    # Each record's last check: its verdict, and when.  Apart from `records`, whose large rows a
+    # re-sync of an unchanged record does not rewrite.  Filled from the journal for old stores.
+    db["record_checks"].create(
+        {"pith_number": str, "verdict": str, "checked_at": str}, pk="pith_number"
+    )
+    db.execute(
+        "insert into record_checks (pith_number, verdict, checked_at)"
+        " select pith_number, status, at from journal where seq in"
+        " (select max(seq) from journal where kind = 'record_outcome' group by pith_number)"
+    )
+    # Earlier versions stored a record under the number a user typed, year included, even when
+    # its verified record gives another year: each such row takes its record's number now.
+    Store(db, "")._heal_numbers(HEAL_RUN_ID)
+
+
+HEAL_RUN_ID = "migration-3"  # the journal's run_id for what the schema 3 migration renumbered
+# version -> function that brings the schema from version-1
+MIGRATIONS = {1: _schema_v1, 2: _schema_v2, 3: _schema_v3}
+
+
+def number_of(state: "EncodedState") -> str:
+    """The pith number a stored state's canonical record derives, from its stored bytes."""
+    return _derived_number(state.canonical_record)
+
+
+def _derived_number(canonical_record_json: str) -> str:
+    record = json.loads(canonical_record_json)
+    suffix = numbers.suffix_from_sha256(sha256hex(canonical_record_json.encode()))
+    return str(numbers.PithNumber(numbers.year_of(record), suffix))
 
 
 @dataclass
@@ -371,7 +405,38 @@ class Store:
         return [r["pith_number"] for r in self.db.query("select pith_number from records where tracked = 1 order by pith_number")]
 
     def records(self) -> list[dict]:
-        return list(self.db.query("select pith_number, event_count, state_sha256, tracked, updated_at from records order by pith_number"))
+        """Every stored record, by pith number, with its last check (verdict and time, None
+        before the first) and `tracked` as a bool."""
+        rows = list(
+            self.db.query(
+                "select r.pith_number, r.event_count, r.state_sha256, r.tracked, r.updated_at,"
+                " c.verdict as last_verdict, c.checked_at as last_checked from records r"
+                " left join record_checks c on c.pith_number = r.pith_number"
+                " order by r.pith_number"
+            )
+        )
+        for r in rows:
+            r["tracked"] = bool(r["tracked"])
+        return rows
+
+    def last_check(self, pith_number: str) -> tuple[str | None, str | None]:
+        """(verdict, checked_at) of a record's last check, or (None, None)."""
+        row = self.db.execute(
+            "select verdict, checked_at from record_checks where pith_number = ?", [pith_number]
+        ).fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    def untrack(self, run_id: str, pith_number: str) -> bool:
+        """Stop syncing a record; everything stored about it stays.  False if it was not tracked."""
+        with self.transaction():
+            cur = self.db.conn.execute(
+                "update records set tracked = 0 where pith_number = ? and tracked = 1",
+                [pith_number],
+            )
+            if cur.rowcount == 0:
+                return False
+            self._journal(run_id, "record_untracked", pith_number)
+        return True
 
     def records_with_state(self) -> list[tuple[str, str]]:
         """(pith_number, suffix) of every record that has a merged state, by suffix."""
@@ -601,6 +666,7 @@ class Store:
             "on conflict(event_id, mirror) do update set last_seen = excluded.last_seen",
             [(eid, mirror, now, now) for w in writes for eid, mirror in w.event_sources],
         )
+        self._settle_numbers(run_id, writes, existing, now)
         self._write_states(writes, existing, now)
         # One statement, updated in place: unreachable_runs counts runs in a row that found the
         # mirror unreachable for this record, and starts again at 0 when it is reached.
@@ -627,6 +693,11 @@ class Store:
             "insert or ignore into verified_copies (bundle_sha256, state_sha256, trust_id, pith_number, first_seen) values (?,?,?,?,?)",
             [(b, st, w.trust_id, w.pith_number, now) for w in writes for b, st in w.verified_copies],
         )
+        self._many(
+            "insert or replace into record_checks (pith_number, verdict, checked_at)"
+            " values (?,?,?)",
+            [(w.pith_number, w.verdict, now) for w in writes],
+        )
         entries = []
         for w in writes:
             entries += [("mirror_outcome", w.pith_number, m.base_url, m.status, {"reasons": [r.get("code") for r in m.reasons]}) for m in w.mirrors]
@@ -641,6 +712,89 @@ class Store:
     def _many(self, sql: str, rows: list) -> None:
         if rows:  # most records have nothing for most tables; an empty call still costs
             self.db.conn.executemany(sql, rows)
+
+    def _settle_numbers(
+        self, run_id: str, writes: list[RecordWrite], existing: dict[str, dict], now: str
+    ) -> None:
+        """The store's own check that every record is kept under the number its verified record
+        derives: a state under another number is refused (WrongNumberError), and a row holding
+        the same suffix under another number is renumbered to the write's (journal entry
+        `record_renumbered`) when that row's own record gives the write's number, or has none
+        (a typed number that waited for its record); otherwise the write is refused."""
+        for w in writes:
+            if w.state is not None and (derived := number_of(w.state)) != w.pith_number:
+                raise WrongNumberError(f"refusing to store the record {derived} as {w.pith_number}")
+        new = {
+            w.pith_number.split(":")[-1]: w
+            for w in writes
+            if w.pith_number not in existing and w.pith_number.count(":") == 2
+        }
+        if not new:
+            return
+        for suffix, old in self.numbers_for_suffixes(list(new)).items():
+            w = new[suffix]
+            row = self.db.conn.execute(
+                "select canonical_record from records where pith_number = ?", [old]
+            ).fetchone()
+            if row[0] is not None:
+                if (derived := _derived_number(row[0])) != w.pith_number:
+                    raise WrongNumberError(
+                        f"refusing to store {w.pith_number}: the stored record with suffix"
+                        f" {suffix} is {derived}"
+                    )
+                reason = "wrong_year"  # a row an earlier version stored under a typed year
+            else:
+                reason = "verified" if w.state is not None else "retyped"
+            self._renumber(run_id, old, w.pith_number, reason, now)
+            existing.update(self.record_summaries([w.pith_number]))
+
+    def _heal_numbers(self, run_id: str) -> None:
+        """Renumber every stored record whose verified record derives another number."""
+        rows = self.db.conn.execute(
+            "select pith_number, canonical_record from records where canonical_record is not null"
+        ).fetchall()
+        for pith_number, record_json in rows:
+            try:
+                derived = _derived_number(record_json)
+            except (ValueError, KeyError, TypeError, numbers.InvalidPithNumber):
+                continue  # no number to derive: left as it is
+            if derived != pith_number:
+                self._renumber(run_id, pith_number, derived, "wrong_year", utcnow())
+
+    def _renumber(self, run_id: str, old: str, new: str, reason: str, at: str) -> None:
+        """Move every row of record `old` to `new`, in the open transaction, and journal it.
+        The journal's earlier entries keep the number they were written with."""
+        conn = self.db.conn
+        moved = ("records", "aliases", "documents", "events", "evidence", "verified_copies",
+                 "alerts")
+        for table in moved:
+            conn.execute(f"update {table} set pith_number = ? where pith_number = ?", [new, old])
+        for table in ("mirror_status", "record_checks"):
+            conn.execute(
+                f"update or replace {table} set pith_number = ? where pith_number = ?", [new, old]
+            )
+        conn.execute(
+            "update or ignore alerts set scope = ? where scope = ?",
+            [f"record:{new}", f"record:{old}"],
+        )
+        row = conn.execute(
+            "select canonical_record, source_aliases, state from records where pith_number = ?",
+            [new],
+        ).fetchone()
+        if row is not None and row[2] is not None and json.loads(row[2]).get("pith_number") != new:
+            # A state merged under the typed number names it, and its state_sha256 covers it.
+            from pithsync.core.merge import merge_state
+
+            bodies = conn.execute("select body from events where pith_number = ?", [new])
+            events = [json.loads(body) for (body,) in bodies]
+            state = merge_state(new, json.loads(row[0]), json.loads(row[1]), events, {})
+            conn.execute(
+                "update records set state = ?, state_sha256 = ?, event_count = ?, updated_at = ?"
+                " where pith_number = ?",
+                [canon(state).decode(), state["state_sha256"], state["event_count"], at, new],
+            )
+        entry = ("record_renumbered", new, None, None, {"from": old, "reason": reason})
+        self._journal_many(run_id, [entry], at)
 
     def _write_states(self, writes: list[RecordWrite], existing: dict[str, dict], now: str) -> None:
         new_rows, aliases = [], []
@@ -813,7 +967,10 @@ class Store:
     def last_finished_run(self, *, success: bool) -> dict | None:
         """The latest finished crawl run (not an import); with success, the latest that exited 0."""
         cond = " and exit_code = 0" if success else ""
-        rows = list(self.db.query(f"select * from runs where finished_at is not null and command != 'import'{cond} order by finished_at desc limit 1"))
+        rows = list(self.db.query(
+            "select * from runs where finished_at is not null"
+            f" and command not in ('import', 'untrack'){cond} order by finished_at desc limit 1"
+        ))
         return rows[0] if rows else None
 
 

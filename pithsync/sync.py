@@ -36,6 +36,9 @@ class Target:
     suffix: str
     pith_number: str | None = None  # when known
     depth: int = 0
+    # The full number a user typed, a claim only: the record's verified number is what is stored,
+    # and a reference naming another one is answered with that number (Verdict.WRONG_NUMBER).
+    requested: str | None = None
 
 
 @dataclass
@@ -61,6 +64,7 @@ class RecordResult:
     new_events: int = 0
     found_numbers: list[str] = field(default_factory=list)
     error: str | None = None  # set when pithsync itself failed on this record
+    true_number: str | None = None  # WRONG_NUMBER: the number the record's documents really have
 
     def to_json(self) -> dict:
         return {
@@ -72,6 +76,7 @@ class RecordResult:
             "mirrors": [m.to_json() for m in self.mirrors],
             "refused_hints": self.refused_hints,
             **({"error": self.error} if self.error else {}),
+            **({"true_number": self.true_number} if self.true_number else {}),
         }
 
 
@@ -234,9 +239,18 @@ def internal_error(exc: Exception) -> str:
     return f"internal error: {type(exc).__name__}: {str(exc)[:200]}"
 
 
+def wrong_number_result(target: Target, true_number: str) -> RecordResult:
+    """A reference whose year is not its record's: the user's input to fix, no mirror's fault,
+    and nothing is stored for it."""
+    error = f"no such record: the documents with suffix {target.suffix} are {true_number}"
+    name = target.requested or true_number
+    return RecordResult(name, Verdict.WRONG_NUMBER, [], error=error, true_number=true_number)
+
+
 def failed_result(target: Target, error: str) -> RecordResult:
     # Not the mirrors' fault: no mirror status is claimed, the record is just not verified.
-    return RecordResult(target.pith_number or f"pith:{target.suffix}", Verdict.UNVERIFIABLE, [], error=error[:300])
+    name = target.pith_number or target.requested or f"pith:{target.suffix}"
+    return RecordResult(name, Verdict.UNVERIFIABLE, [], error=error[:300])
 
 
 Commit = Callable[[str, RecordResult, "RecordWrite | None"], None]
@@ -360,6 +374,14 @@ class SyncEngine:
         configured = list(self.cfg.mirrors)
         known = self._known_for(target)
         known_pith, known_good = known.pith_number, known.known_good
+        # A stored row with a state holds a verified record (Store checks its number on write);
+        # a row without one holds only the number someone typed.
+        has_state = known.summary is not None and known.summary["has_state"]
+        verified_pith = known_pith if has_state else None
+        if verified_pith is not None and target.requested not in (None, verified_pith):
+            return wrong_number_result(target, verified_pith), None, []
+        if verified_pith is None:
+            known_pith = None  # not trusted: the verified bundles below say which number it is
         fetched = await self._fetch_all(configured, suffix, known)
         if self.quick_check and known_pith and target.depth == 0:
             unchanged = self._unchanged(known, fetched, track)
@@ -377,10 +399,17 @@ class SyncEngine:
                 assessments += [self.assessor.assess(f.copy, suffix, known_good) for f in more]
                 specs.update({_base_key(m.base_url): m for m in discovered})
 
-        pith_number = known_pith or next((a.bundle["pith_number"] for a in assessments if a.bundle_ok), None) or f"pith:{suffix}"
+        # Only a verified number is stored with verified data; a typed one stands in while no
+        # mirror has a verified copy (a tracked record waiting to appear).
+        verified_bundles = (a.bundle["pith_number"] for a in assessments if a.bundle_ok)
+        verified_pith = known_pith or next(verified_bundles, None)
+        if verified_pith is not None and target.requested not in (None, verified_pith):
+            return wrong_number_result(target, verified_pith), None, []
+        pith_number = verified_pith or target.requested or known.pith_number or f"pith:{suffix}"
         stored_events = self.store.stored_events(pith_number)
         comparison = compare_record(assessments, stored_events)
-        summary = known.summary if pith_number == known_pith else self.store.record_summary(pith_number)
+        stored = pith_number == known.pith_number
+        summary = known.summary if stored else self.store.record_summary(pith_number)
         result, write = self._plan_write(pith_number, comparison, stored_events, fetched, specs, track, refused, known_good, summary)
         return result, write, list(comparison.valid_events.values())
 

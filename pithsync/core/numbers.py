@@ -54,6 +54,9 @@ def parse_ref(text: str) -> PithRef:
         raise InvalidPithNumber("pith number must be a string")
     t = text.strip()
     if m := _FULL.match(t):
+        if int(m.group(1)) == 0:
+            # No record is submitted in year 0: refused, never taken as "year unknown".
+            raise InvalidPithNumber(f"not a pith number: {t[:80]!r} (year 0000 is no one's year)")
         return PithRef(m.group(2), int(m.group(1)))
     if m := _BARE.match(t):
         return PithRef(m.group(1))

@@ -49,6 +49,8 @@ class Verdict(str, Enum):
     DIVERGED = "diverged"
     DEGRADED = "degraded"
     UNVERIFIABLE = "unverifiable"
+    # Not about the mirrors: the reference's year is not its record's (the user's input to fix).
+    WRONG_NUMBER = "wrong_number"
 
     def __str__(self) -> str:
         return self.value
