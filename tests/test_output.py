@@ -122,3 +122,87 @@ async def test_a_reader_that_goes_away_costs_the_run_nothing(tmp_path, mirrors, 
         _assert_quiet_stop(code, err)
         assert first, argv
     _journal_ok(db)
+
+
+# -- every log line is logfmt -----------------------------------------------------------------
+
+_LOGFMT_KEY = r"[A-Za-z_][\w.]*"
+_LOGFMT_VALUE = r'"(?:[^"\\\x00-\x1f]|\\["\\nrt]|\\u[0-9a-f]{4})*"|[^\s"=\\\x00-\x1f]+'
+_LOGFMT_PAIR = re.compile(rf"({_LOGFMT_KEY})=({_LOGFMT_VALUE})")
+_UNESCAPE = {'"': '"', "\\": "\\", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def parse_logfmt(line: str) -> dict[str, str]:
+    """One logfmt line, strictly: `key=value` pairs one space apart, a value bare or quoted with
+    only the escapes pithsync writes; any other text is an error, as is a repeated key."""
+    fields: dict[str, str] = {}
+    pos = 0
+    while True:
+        m = _LOGFMT_PAIR.match(line, pos)
+        assert m, f"not logfmt at column {pos}: {line!r}"
+        key, raw = m.groups()
+        assert key not in fields, f"key {key} twice: {line!r}"
+        if raw.startswith('"'):
+            raw = re.sub(r'\\(u[0-9a-f]{4}|.)', lambda e: chr(int(e[1][1:], 16)) if e[1][0] == "u" and len(e[1]) == 5 else _UNESCAPE[e[1]], raw[1:-1])
+        fields[key] = raw
+        pos = m.end()
+        if pos == len(line):
+            return fields
+        assert line[pos] == " " and pos + 1 < len(line), f"not logfmt at column {pos}: {line!r}"
+        pos += 1
+
+
+def test_the_strict_parser_refuses_what_is_not_logfmt():
+    assert parse_logfmt('a=1 b="x \\"y\\" = z" c=ü') == {"a": "1", "b": 'x "y" = z', "c": "ü"}
+    for bad in ('msg="a b', "a=1  b=2", "a=b c", 'a=x"y', "record=x mirrors=Pith Resolver:unreachable", "a=1 a=2"):
+        with pytest.raises(AssertionError):
+            parse_logfmt(bad)
+
+
+def _toml_config(path, mirrors, extra: str = "") -> str:
+    """write_config's file, with mirror names quoted as TOML strings (they hold quotes)."""
+    from synctools import REGISTRY_KEY
+
+    keys = [(forge.TEST_KEY.key_id, forge.TEST_KEY.public_key_b64), REGISTRY_KEY]
+    text = "".join(f"[[trust.keys]]\nkey_id = {json.dumps(k)}\npublic_key_b64 = {json.dumps(b)}\n\n" for k, b in keys)
+    text += "".join(f"[[mirrors]]\nname = {json.dumps(n)}\nbase_url = {json.dumps(u)}\n\n" for n, u in mirrors)
+    text += f"[crawl]\nretries = 0\ntimeout_s = 2\nfollow_hints = false\n{extra}\n"
+    path.write_text(text)
+    return str(path)
+
+
+NASTY_NAMES = ("Pith Resolver", 'say "hi"', "a=b c=d", "ünï cödé \t tab", "line\nbreak\x1b[31m")
+
+
+@pytest.mark.parametrize("processes", [1, 2], ids=["one process", "worker processes"])
+async def test_every_line_a_verbose_run_logs_is_logfmt(tmp_path, processes):
+    records = RECORDS[:40]
+    async with MirrorServer("a") as a, MirrorServer("b") as b:
+        for i, r in enumerate(records):
+            a.put_record(r.bundle())
+            serve_bad_copy(b, r, "tampered") if i % 4 == 0 else b.put_record(r.bundle())
+        downs = {refused_spec().base_url for _ in range(20)}  # distinct closed ports
+        assert len(downs) >= 3
+        specs = [(NASTY_NAMES[0], a.base_url), (NASTY_NAMES[1], b.base_url)] + list(zip(NASTY_NAMES[2:], sorted(downs)))
+        conf = _toml_config(tmp_path / "p.toml", specs, extra=f"processes = {processes}\n\n[alerts]\nlog = true\nunreachable_runs = 1\n")
+        db = str(tmp_path / "s.db")
+        argv = [sys.executable, "-m", "pithsync", "-v", "--config", conf, "--db", db]
+        runs = []
+        for command in (["pull", *[r.pith_number for r in records]], ["sync"]):
+            runs.append(await anyio.to_thread.run_sync(lambda c=command: subprocess.run(argv + c, capture_output=True, timeout=300)))
+    lines = [line for proc in runs for line in proc.stderr.decode().splitlines()]
+    assert [proc.returncode for proc in runs] == [1, 1], lines[-20:]
+    parsed = [parse_logfmt(line) for line in lines]
+    assert all(p["level"] in ("debug", "info", "warning", "error") and p["logger"].startswith("pithsync") for p in parsed)
+    events = {p.get("event") for p in parsed}
+    assert {"record_checked", "run_finished", "alert"} <= events, events
+    checked = [p for p in parsed if p.get("event") == "record_checked"]
+    assert len(checked) == 2 * len(records)
+    # The values come back whole: names with spaces, quotes, `=`, unicode and control bytes.
+    assert all(p["mirrors"].startswith(f"{NASTY_NAMES[0]}:ok,{NASTY_NAMES[1]}:") for p in checked)
+    assert all(f"{NASTY_NAMES[4]}:unreachable" in p["mirrors"] for p in checked)
+    assert all("None" not in p.values() for p in parsed)
+    assert not any("\x1b" in line for line in lines)  # no raw terminal escape reaches the log
+    alerts = [p for p in parsed if p.get("event") == "alert"]
+    assert {p["kind"] for p in alerts} >= {"divergence", "unreachable"}
+    assert any(p.get("mirrors", "").startswith(NASTY_NAMES[1] + ":tampered") for p in alerts)
