@@ -490,6 +490,16 @@ def _alert_json(row: dict) -> dict:
     }
 
 
+def _listed_summary(summary: str, pith_number: str | None) -> str:
+    """A notification's summary as `alerts` lists it: whole (a table folds it, a hash is never
+    cut), without the pith number its row already shows in `about`."""
+    if pith_number:
+        for prefix in (f"{pith_number}: ", f"{pith_number} "):
+            if summary.startswith(prefix):
+                return summary[len(prefix):]
+    return summary
+
+
 def cmd_alerts(args, cfg, out) -> int:
     """Alerts, newest first.  --json: JSON Lines, one alert a line, `{"id": int, "kind", "state",
     "pith_number", "mirror" (base URL or null), "opened_at", "resolved_at", "summary",
@@ -509,7 +519,9 @@ def cmd_alerts(args, cfg, out) -> int:
     table = []
     for r in rows:
         delivery = f"{r['undelivered']} undelivered" if r["undelivered"] else "delivered" if r["notifications"] else "-"
-        table.append([str(r["id"]), r["state"], r["kind"], r["mirror"] or r["pith_number"] or "-", r["opened_at"], r["resolved_at"] or "-", delivery, str((r["payload"] or {}).get("summary", ""))[:200]])
+        about = r["mirror"] or r["pith_number"] or "-"
+        summary = _listed_summary(str((r["payload"] or {}).get("summary", "")), r["pith_number"])
+        table.append([str(r["id"]), r["state"], r["kind"], about, r["opened_at"], r["resolved_at"] or "-", delivery, summary])
     out.table("alerts", ["id", "state", "kind", "about", "opened", "resolved", "delivery", "summary"], table)
     return ExitCode.OK
 

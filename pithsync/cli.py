@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import errno
 import gc
+import io
 import json
 import logging
 import os
@@ -305,11 +306,21 @@ def configure_logging(verbose: int, quiet: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; the one place outcomes become exit statuses and errors are reported
+    (under --json as `{"error": {"code", "exit", "message"}}` on stderr, one line)."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wants_json = "--json" in argv  # known before parsing, so a usage error can be JSON too
+    usage = io.StringIO()
     try:
-        args = parser.parse_args(argv)
+        with contextlib.redirect_stderr(usage) if wants_json else contextlib.nullcontext():
+            args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
-        return int(exc.code or 0)
+        if exc.code:
+            lines = usage.getvalue().strip().splitlines()
+            message = lines[-1].split(": error: ", 1)[-1] if lines else "usage error"
+            return _fail(wants_json, "usage", int(exc.code), message)
+        return 0
     configure_logging(args.verbose, args.quiet)
     out = Output(args.json, args.quiet)
     cfg = None
@@ -321,28 +332,39 @@ def main(argv: list[str] | None = None) -> int:
         out.flush()
         # The reader went away: what the command had to store is stored; the output was cut.
         return 141 if out.closed else code
-    except (config_mod.ConfigError, UsageError) as exc:
-        print(f"pithsync: {exc}", file=sys.stderr)
-        return int(ExitCode.USAGE)
+    except config_mod.ConfigError as exc:
+        return _fail(args.json, "config", ExitCode.USAGE, str(exc))
+    except UsageError as exc:
+        return _fail(args.json, "usage", ExitCode.USAGE, str(exc))
     except (StoreError, sqlite3.Error) as exc:
-        print(f"pithsync: {_store_message(exc, cfg)}", file=sys.stderr)
-        return int(ExitCode.STORE)
+        return _fail(args.json, "store", ExitCode.STORE, _store_message(exc, cfg))
     except BaseExceptionGroup as group:  # the crawler's task group wraps what its tasks raise
         found = group.subgroup(lambda e: isinstance(e, (StoreError, sqlite3.Error)))
         if found is None:
             raise
         while isinstance(found, BaseExceptionGroup):
             found = found.exceptions[0]
-        print(f"pithsync: {_store_message(found, cfg)}", file=sys.stderr)
-        return int(ExitCode.STORE)
+        return _fail(args.json, "store", ExitCode.STORE, _store_message(found, cfg))
     except KeyboardInterrupt:
-        print("pithsync: interrupted", file=sys.stderr)
-        return 130
+        return _fail(args.json, "interrupted", 130, "interrupted")
     except BrokenPipeError:
-        # The reader went away (`pithsync journal | head`): stop quietly, as a pipeline expects.
-        # stdout is pointed at /dev/null so the interpreter's final flush cannot fail again.
+        # The reader went away outside Output (argparse's --help): stop quietly, as a pipeline
+        # expects. stdout is pointed at /dev/null so the interpreter's final flush cannot fail.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+def _fail(as_json: bool, code: str, exit_status: int, message: str) -> int:
+    """Report an error on stderr: `pithsync: MESSAGE`, or under --json one line
+    `{"error": {"code": "usage"|"config"|"store"|"interrupted", "exit": int, "message": str}}`."""
+    if as_json:
+        error = {"code": code, "exit": int(exit_status), "message": message}
+        text = json.dumps({"error": error}, ensure_ascii=False)
+    else:
+        text = f"pithsync: {message}"
+    with contextlib.suppress(OSError):
+        print(text, file=sys.stderr)
+    return int(exit_status)
 
 
 def program() -> int:

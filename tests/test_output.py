@@ -206,3 +206,67 @@ async def test_every_line_a_verbose_run_logs_is_logfmt(tmp_path, processes):
     alerts = [p for p in parsed if p.get("event") == "alert"]
     assert {p["kind"] for p in alerts} >= {"divergence", "unreachable"}
     assert any(p.get("mirrors", "").startswith(NASTY_NAMES[1] + ":tampered") for p in alerts)
+
+
+# -- --json shapes and errors; plain rows; terminal tables -------------------------------------
+
+
+async def test_json_lines_sorted_rows_json_errors_and_alert_summaries(tmp_path):
+    from synctools import run_cli
+
+    records = RECORDS[:6]
+    async with MirrorServer("a") as a, MirrorServer("b") as b:
+        for i, r in enumerate(records):
+            a.put_record(r.bundle())
+            serve_bad_copy(b, r, "tampered") if i == 2 else b.put_record(r.bundle())
+        conf = write_config(tmp_path, [a.spec(), b.spec()])
+        db = str(tmp_path / "s.db")
+        code, out = await run_cli("--config", conf, "--db", db, "--json", "pull", *[r.pith_number for r in records])
+        assert code == 1
+        lines = json_lines(out)  # one whole object a line
+        assert sorted(x["pith_number"] for x in lines) == sorted(r.pith_number for r in records)
+        assert all(isinstance(x["event_count"], int) and isinstance(x["new_events"], int) for x in lines)
+        code, out = await run_cli("--config", conf, "--db", db, "sync")
+    assert code == 1
+    rows = [line.split()[0] for line in out.splitlines() if not line.startswith("  ")]
+    assert rows[0] == "pith_number" and rows[1:] == sorted(r.pith_number for r in records)
+
+    for argv in (["journal"], ["alerts"]):
+        code, out = await run_cli("--db", db, "--json", *argv)
+        items = json_lines(out)
+        assert code == 0 and items, argv
+    assert all(isinstance(e["seq"], int) and isinstance(e["detail"], dict) for e in json_lines((await run_cli("--db", db, "--json", "journal"))[1]))
+
+    # The alerts listing: each summary whole, without the pith number its row shows.
+    code, out = await run_cli("--db", db, "alerts")
+    [row] = [line for line in out.splitlines() if "divergence" in line]
+    assert row.count(records[2].pith_number) == 1 and row.rstrip().endswith(")")
+
+
+def test_errors_under_json_are_one_json_object_on_stderr(tmp_path, capsys):
+    from pithsync import cli
+
+    cases = [(["--json", "pull"], "usage", 2), (["--json", "bogus"], "usage", 2), (["--json", "--config", str(tmp_path / "none.toml"), "sync"], "config", 2)]
+    (tmp_path / "bad.db").write_bytes(b"not a database at all" * 100)
+    cases.append((["--json", "--db", str(tmp_path / "bad.db"), "journal"], "store", 4))
+    for argv, code, status in cases:
+        assert cli.main(argv) == status, argv
+        captured = capsys.readouterr()
+        assert captured.out == "", argv
+        [line] = captured.err.strip().splitlines()
+        error = json.loads(line)["error"]
+        assert error["code"] == code and error["exit"] == status and error["message"], argv
+    assert cli.main(["pull"]) == 2 and capsys.readouterr().err.startswith("pithsync: ")
+
+
+def test_a_terminal_table_never_breaks_a_pith_number():
+    from rich.console import Console
+
+    from pithsync import cli
+
+    number = RECORDS[0].pith_number
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=40, color_system=None)
+    cli.Output(False, stream=io.StringIO())._rich_table("pithsync", ["pith_number", "verdict", "events", "mirrors"], [[number, "diverged", "3", "alpha=ok  beta=stale"]], console=console)
+    text = screen.getvalue()
+    assert number in text and "verdict" in text and "diverged" in text
