@@ -333,7 +333,10 @@ def on_record(cfg, store, run_id: str, result) -> Callable[[object], None]:
             log_event(log, logging.ERROR, "alert_decision_failed", exc_info=True, record=pith)
             return
         for payload in apply(store, decision, channels(cfg), now, run_id):
-            log_event(log, logging.DEBUG, "alert_queued", alert=payload["event"], kind=payload["kind"], alert_id=payload["alert_id"], record=pith, channels=",".join(channels(cfg)) or "-")
+            log_event(
+                log, logging.DEBUG, "alert_queued", alert=payload["event"], kind=payload["kind"],
+                alert_id=payload["alert_id"], record=pith, channels=",".join(channels(cfg)) or "-",
+            )
 
     return extra
 
@@ -423,7 +426,10 @@ async def deliver_pending(cfg, store, *, webhook_timeout_s: float = WEBHOOK_TIME
                 continue
             if channel not in configured:
                 report._add(report.deferred, channel, len(rows))
-                log_event(log, logging.WARNING, "alert_delivery", outcome="deferred", channel=channel, pending=len(rows), why="channel no longer configured; kept in the outbox")
+                log_event(
+                    log, logging.WARNING, "alert_delivery", outcome="deferred", channel=channel,
+                    pending=len(rows), why="channel no longer configured; kept in the outbox",
+                )
                 continue
             held: set[int] = set()  # alerts whose earlier notification failed: keep their order
             for n, row in enumerate(rows):
@@ -432,7 +438,10 @@ async def deliver_pending(cfg, store, *, webhook_timeout_s: float = WEBHOOK_TIME
                     report._add(report.deferred, channel)
                     continue
                 if channel == "log":
-                    log_event(log, logging.WARNING if payload.get("event") == OPENED else logging.INFO, "alert", **log_fields(payload))
+                    log_event(
+                        log, logging.WARNING if payload.get("event") == OPENED else logging.INFO,
+                        "alert", **log_fields(payload),
+                    )
                     why, fatal = "", False
                 elif channel == "webhook":
                     if session is None:
@@ -444,17 +453,27 @@ async def deliver_pending(cfg, store, *, webhook_timeout_s: float = WEBHOOK_TIME
                 if not why:
                     store.mark_delivered(row["id"], at)
                     report._add(report.delivered, channel)
-                    log_event(log, logging.DEBUG, "alert_delivery", outcome="delivered", channel=channel, outbox_id=row["id"], notification_id=payload.get("notification_id"))
+                    log_event(
+                        log, logging.DEBUG, "alert_delivery", outcome="delivered", channel=channel,
+                        outbox_id=row["id"], notification_id=payload.get("notification_id"),
+                    )
                     continue
                 store.mark_failed(row["id"], at, why)
                 report._add(report.failed, channel)
                 held.add(row["alert_id"])
-                log_event(log, logging.WARNING, "alert_delivery", outcome="failed", channel=channel, outbox_id=row["id"], notification_id=payload.get("notification_id"), attempts=(row["attempts"] or 0) + 1, error=why)
+                log_event(
+                    log, logging.WARNING, "alert_delivery", outcome="failed", channel=channel,
+                    outbox_id=row["id"], notification_id=payload.get("notification_id"),
+                    attempts=(row["attempts"] or 0) + 1, error=why,
+                )
                 if fatal:
                     rest = len(rows) - n - 1
                     report._add(report.deferred, channel, rest)
                     if rest:
-                        log_event(log, logging.WARNING, "alert_delivery", outcome="deferred", channel=channel, pending=rest, why="channel failing; retried next run")
+                        log_event(
+                            log, logging.WARNING, "alert_delivery", outcome="deferred",
+                            channel=channel, pending=rest, why="channel failing; retried next run",
+                        )
                     break
     finally:
         if session is not None:
@@ -521,7 +540,10 @@ def cmd_alerts(args, cfg, out) -> int:
         delivery = f"{r['undelivered']} undelivered" if r["undelivered"] else "delivered" if r["notifications"] else "-"
         about = r["mirror"] or r["pith_number"] or "-"
         summary = _listed_summary(str((r["payload"] or {}).get("summary", "")), r["pith_number"])
-        table.append([str(r["id"]), r["state"], r["kind"], about, r["opened_at"], r["resolved_at"] or "-", delivery, summary])
+        table.append(
+            [str(r["id"]), r["state"], r["kind"], about, r["opened_at"], r["resolved_at"] or "-"]
+            + [delivery, summary],
+        )
     out.table("alerts", ["id", "state", "kind", "about", "opened", "resolved", "delivery", "summary"], table)
     return ExitCode.OK
 

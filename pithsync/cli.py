@@ -139,7 +139,7 @@ class Output:
             for r in rows:
                 self.line("  ".join(r))
 
-    def _rich_table(self, title: str, names: list[str], rows: list[list[str]], console=None) -> None:
+    def _rich_table(self, title: str, names: list[str], rows: list[list[str]], console=None):
         from rich.console import Console
         from rich.table import Table
 

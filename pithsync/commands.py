@@ -121,7 +121,10 @@ def run_sync(cfg: Config, out, store: Store, targets: list[Target], command: str
     code = cli.exit_code_for_verdicts(v for v, n in tally.by_verdict.items() if n)
     summary = tally.summary()
     store.finish_run(run_id, int(code), summary)
-    log_event(log, logging.INFO, "run_finished", run=run_id, command=command, records=tally.records, **{str(k): n for k, n in summary.items()}, exit=int(code))
+    log_event(
+        log, logging.INFO, "run_finished", run=run_id, command=command, records=tally.records,
+        **{str(k): n for k, n in summary.items()}, exit=int(code),
+    )
     from pithsync import hooks
 
     hooks.after_run(cfg, store, run_id, tally, out)
@@ -180,7 +183,8 @@ class ResultWriter:
     @staticmethod
     def _row(r: RecordResult) -> list[str]:
         events = str(r.event_count if r.event_count is not None else "-")
-        return [r.pith_number, r.verdict.value, events, "  ".join(f"{m.name}={m.status.value}" for m in r.mirrors)]
+        mirrors = "  ".join(f"{m.name}={m.status.value}" for m in r.mirrors)
+        return [r.pith_number, r.verdict.value, events, mirrors]
 
     def _problems(self, r: RecordResult) -> None:
         for m in r.mirrors:

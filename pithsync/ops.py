@@ -167,7 +167,10 @@ class Catalog:
                 if not report.ok or canon(bundle["state"]) != canon(report.merged_state):
                     # Stored under other pinned keys, say: never publish what we would not accept.
                     self.rejected[pith] = f"bundle {sha[:16]} does not verify with the pinned keys: " + "; ".join(str(r) for r in report.reasons[:2])
-                    log_event(log, logging.WARNING, "bundle_not_published", bundle_sha256=sha, record=pith, why=self.rejected[pith])
+                    log_event(
+                        log, logging.WARNING, "bundle_not_published", bundle_sha256=sha,
+                        record=pith, why=self.rejected[pith],
+                    )
                     continue
             self.rejected.pop(pith, None)
             state = bundle["state"]

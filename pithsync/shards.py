@@ -190,7 +190,10 @@ class WorkerPool:
                     lost = [t for t in took if t.suffix not in done]
                     if lost or kind != "done":
                         why = payload if kind == "error" else f"sync worker process exited with code {proc.exitcode}"
-                        log_event(log, logging.ERROR, "sync_worker_failed", pid=proc.pid, error=why, records_lost=len(lost), records_taken=len(took))
+                        log_event(
+                            log, logging.ERROR, "sync_worker_failed", pid=proc.pid, error=why,
+                            records_lost=len(lost), records_taken=len(took),
+                        )
                         for t in lost:
                             reported.add(t.suffix)
                             sink.commit(run_id, failed_result(t, f"internal error: {why}"), None)
@@ -198,7 +201,10 @@ class WorkerPool:
             # marking it): reported too, never silently dropped.
             unreported = [t for chunk in self._supply.chunks for t in chunk if t.suffix not in reported]
             if unreported:
-                log_event(log, logging.ERROR, "records_not_synced", records=len(unreported), why="no sync worker process reported them")
+                log_event(
+                    log, logging.ERROR, "records_not_synced", records=len(unreported),
+                    why="no sync worker process reported them",
+                )
                 for t in unreported:
                     sink.commit(run_id, failed_result(t, "internal error: no sync worker process reported this record"), None)
         except BaseException:

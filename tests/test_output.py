@@ -30,7 +30,9 @@ def _pithsync_with_early_close(*argv: str, timeout: float = 300) -> tuple[int, s
     been read (as `| head -1` does); returns (exit status, first line, stderr)."""
     read_end, write_end = os.pipe()
     fcntl.fcntl(read_end, getattr(fcntl, "F_SETPIPE_SZ", 1031), SMALL_PIPE)
-    proc = subprocess.Popen([sys.executable, "-m", "pithsync", *argv], stdout=write_end, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pithsync", *argv], stdout=write_end, stderr=subprocess.PIPE
+    )
     os.close(write_end)
     first = b""
     with os.fdopen(read_end, "rb", buffering=0) as reader:
@@ -52,8 +54,15 @@ def _store(db: str) -> dict:
     conn = sqlite3.connect(db)
     try:
         return {
-            "records": {r[0] for r in conn.execute("select pith_number from records where state_sha256 is not null")},
-            "runs": conn.execute("select command, finished_at, exit_code from runs order by started_at").fetchall(),
+            "records": {
+                r[0]
+                for r in conn.execute(
+                    "select pith_number from records where state_sha256 is not null"
+                )
+            },
+            "runs": conn.execute(
+                "select command, finished_at, exit_code from runs order by started_at"
+            ).fetchall(),
             "kinds": [r[0] for r in conn.execute("select kind from journal order by seq")],
             "alerts": conn.execute("select count(*) from alerts").fetchone()[0],
         }
@@ -62,7 +71,11 @@ def _store(db: str) -> dict:
 
 
 def _journal_ok(db: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pithsync", "--db", db, "--json", "journal", "verify"], capture_output=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pithsync", "--db", db, "--json", "journal", "verify"],
+        capture_output=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and json.loads(proc.stdout)["ok"] is True, proc.stdout
 
 
@@ -101,7 +114,9 @@ async def test_a_reader_that_goes_away_costs_the_run_nothing(tmp_path, mirrors, 
     assert json.loads(first)["pith_number"] in every
     stored = _store(db)
     assert stored["records"] == every
-    assert [(c, bool(f), x) for c, f, x in stored["runs"]] == [("pull", True, 1)]  # finished, diverged
+    assert [(c, bool(f), x) for c, f, x in stored["runs"]] == [
+        ("pull", True, 1)
+    ]  # finished, diverged
     assert stored["kinds"][0] == "run_started" and stored["kinds"][-1] == "run_finished"
     assert stored["kinds"].count("record_outcome") == len(RECORDS)
     assert stored["alerts"] == len(TAMPERED)
@@ -113,7 +128,9 @@ async def test_a_reader_that_goes_away_costs_the_run_nothing(tmp_path, mirrors, 
     assert first.split() == ["pith_number", "verdict", "events", "mirrors"]
     stored = _store(db)
     assert [(c, bool(f)) for c, f, _ in stored["runs"]] == [("pull", True), ("sync", True)]
-    assert stored["kinds"][-1] == "run_finished" and stored["kinds"].count("record_outcome") >= 2 * len(TAMPERED)
+    assert stored["kinds"][-1] == "run_finished" and stored["kinds"].count(
+        "record_outcome"
+    ) >= 2 * len(TAMPERED)
     _journal_ok(db)
 
     # The commands that only read: the same quiet stop, plain and --json.
@@ -143,7 +160,13 @@ def parse_logfmt(line: str) -> dict[str, str]:
         key, raw = m.groups()
         assert key not in fields, f"key {key} twice: {line!r}"
         if raw.startswith('"'):
-            raw = re.sub(r'\\(u[0-9a-f]{4}|.)', lambda e: chr(int(e[1][1:], 16)) if e[1][0] == "u" and len(e[1]) == 5 else _UNESCAPE[e[1]], raw[1:-1])
+            raw = re.sub(
+                r"\\(u[0-9a-f]{4}|.)",
+                lambda e: (
+                    chr(int(e[1][1:], 16)) if e[1][0] == "u" and len(e[1]) == 5 else _UNESCAPE[e[1]]
+                ),
+                raw[1:-1],
+            )
         fields[key] = raw
         pos = m.end()
         if pos == len(line):
@@ -154,7 +177,14 @@ def parse_logfmt(line: str) -> dict[str, str]:
 
 def test_the_strict_parser_refuses_what_is_not_logfmt():
     assert parse_logfmt('a=1 b="x \\"y\\" = z" c=ü') == {"a": "1", "b": 'x "y" = z', "c": "ü"}
-    for bad in ('msg="a b', "a=1  b=2", "a=b c", 'a=x"y', "record=x mirrors=Pith Resolver:unreachable", "a=1 a=2"):
+    for bad in (
+        'msg="a b',
+        "a=1  b=2",
+        "a=b c",
+        'a=x"y',
+        "record=x mirrors=Pith Resolver:unreachable",
+        "a=1 a=2",
+    ):
         with pytest.raises(AssertionError):
             parse_logfmt(bad)
 
@@ -164,8 +194,13 @@ def _toml_config(path, mirrors, extra: str = "") -> str:
     from synctools import REGISTRY_KEY
 
     keys = [(forge.TEST_KEY.key_id, forge.TEST_KEY.public_key_b64), REGISTRY_KEY]
-    text = "".join(f"[[trust.keys]]\nkey_id = {json.dumps(k)}\npublic_key_b64 = {json.dumps(b)}\n\n" for k, b in keys)
-    text += "".join(f"[[mirrors]]\nname = {json.dumps(n)}\nbase_url = {json.dumps(u)}\n\n" for n, u in mirrors)
+    text = "".join(
+        f"[[trust.keys]]\nkey_id = {json.dumps(k)}\npublic_key_b64 = {json.dumps(b)}\n\n"
+        for k, b in keys
+    )
+    text += "".join(
+        f"[[mirrors]]\nname = {json.dumps(n)}\nbase_url = {json.dumps(u)}\n\n" for n, u in mirrors
+    )
     text += f"[crawl]\nretries = 0\ntimeout_s = 2\nfollow_hints = false\n{extra}\n"
     path.write_text(text)
     return str(path)
@@ -183,17 +218,30 @@ async def test_every_line_a_verbose_run_logs_is_logfmt(tmp_path, processes):
             serve_bad_copy(b, r, "tampered") if i % 4 == 0 else b.put_record(r.bundle())
         downs = {refused_spec().base_url for _ in range(20)}  # distinct closed ports
         assert len(downs) >= 3
-        specs = [(NASTY_NAMES[0], a.base_url), (NASTY_NAMES[1], b.base_url)] + list(zip(NASTY_NAMES[2:], sorted(downs)))
-        conf = _toml_config(tmp_path / "p.toml", specs, extra=f"processes = {processes}\n\n[alerts]\nlog = true\nunreachable_runs = 1\n")
+        specs = [(NASTY_NAMES[0], a.base_url), (NASTY_NAMES[1], b.base_url)] + list(
+            zip(NASTY_NAMES[2:], sorted(downs))
+        )
+        conf = _toml_config(
+            tmp_path / "p.toml",
+            specs,
+            extra=f"processes = {processes}\n\n[alerts]\nlog = true\nunreachable_runs = 1\n",
+        )
         db = str(tmp_path / "s.db")
         argv = [sys.executable, "-m", "pithsync", "-v", "--config", conf, "--db", db]
         runs = []
         for command in (["pull", *[r.pith_number for r in records]], ["sync"]):
-            runs.append(await anyio.to_thread.run_sync(lambda c=command: subprocess.run(argv + c, capture_output=True, timeout=300)))
+            runs.append(
+                await anyio.to_thread.run_sync(
+                    lambda c=command: subprocess.run(argv + c, capture_output=True, timeout=300)
+                )
+            )
     lines = [line for proc in runs for line in proc.stderr.decode().splitlines()]
     assert [proc.returncode for proc in runs] == [1, 1], lines[-20:]
     parsed = [parse_logfmt(line) for line in lines]
-    assert all(p["level"] in ("debug", "info", "warning", "error") and p["logger"].startswith("pithsync") for p in parsed)
+    assert all(
+        p["level"] in ("debug", "info", "warning", "error") and p["logger"].startswith("pithsync")
+        for p in parsed
+    )
     events = {p.get("event") for p in parsed}
     assert {"record_checked", "run_finished", "alert"} <= events, events
     checked = [p for p in parsed if p.get("event") == "record_checked"]
@@ -221,11 +269,15 @@ async def test_json_lines_sorted_rows_json_errors_and_alert_summaries(tmp_path):
             serve_bad_copy(b, r, "tampered") if i == 2 else b.put_record(r.bundle())
         conf = write_config(tmp_path, [a.spec(), b.spec()])
         db = str(tmp_path / "s.db")
-        code, out = await run_cli("--config", conf, "--db", db, "--json", "pull", *[r.pith_number for r in records])
+        code, out = await run_cli(
+            "--config", conf, "--db", db, "--json", "pull", *[r.pith_number for r in records]
+        )
         assert code == 1
         lines = json_lines(out)  # one whole object a line
         assert sorted(x["pith_number"] for x in lines) == sorted(r.pith_number for r in records)
-        assert all(isinstance(x["event_count"], int) and isinstance(x["new_events"], int) for x in lines)
+        assert all(
+            isinstance(x["event_count"], int) and isinstance(x["new_events"], int) for x in lines
+        )
         code, out = await run_cli("--config", conf, "--db", db, "sync")
     assert code == 1
     rows = [line.split()[0] for line in out.splitlines() if not line.startswith("  ")]
@@ -235,7 +287,10 @@ async def test_json_lines_sorted_rows_json_errors_and_alert_summaries(tmp_path):
         code, out = await run_cli("--db", db, "--json", *argv)
         items = json_lines(out)
         assert code == 0 and items, argv
-    assert all(isinstance(e["seq"], int) and isinstance(e["detail"], dict) for e in json_lines((await run_cli("--db", db, "--json", "journal"))[1]))
+    assert all(
+        isinstance(e["seq"], int) and isinstance(e["detail"], dict)
+        for e in json_lines((await run_cli("--db", db, "--json", "journal"))[1])
+    )
 
     # The alerts listing: each summary whole, without the pith number its row shows.
     code, out = await run_cli("--db", db, "alerts")
@@ -246,7 +301,11 @@ async def test_json_lines_sorted_rows_json_errors_and_alert_summaries(tmp_path):
 def test_errors_under_json_are_one_json_object_on_stderr(tmp_path, capsys):
     from pithsync import cli
 
-    cases = [(["--json", "pull"], "usage", 2), (["--json", "bogus"], "usage", 2), (["--json", "--config", str(tmp_path / "none.toml"), "sync"], "config", 2)]
+    cases = [
+        (["--json", "pull"], "usage", 2),
+        (["--json", "bogus"], "usage", 2),
+        (["--json", "--config", str(tmp_path / "none.toml"), "sync"], "config", 2),
+    ]
     (tmp_path / "bad.db").write_bytes(b"not a database at all" * 100)
     cases.append((["--json", "--db", str(tmp_path / "bad.db"), "journal"], "store", 4))
     for argv, code, status in cases:
@@ -267,6 +326,11 @@ def test_a_terminal_table_never_breaks_a_pith_number():
     number = RECORDS[0].pith_number
     screen = io.StringIO()
     console = Console(file=screen, force_terminal=True, width=40, color_system=None)
-    cli.Output(False, stream=io.StringIO())._rich_table("pithsync", ["pith_number", "verdict", "events", "mirrors"], [[number, "diverged", "3", "alpha=ok  beta=stale"]], console=console)
+    cli.Output(False, stream=io.StringIO())._rich_table(
+        "pithsync",
+        ["pith_number", "verdict", "events", "mirrors"],
+        [[number, "diverged", "3", "alpha=ok  beta=stale"]],
+        console=console,
+    )
     text = screen.getvalue()
     assert number in text and "verdict" in text and "diverged" in text
