@@ -244,12 +244,12 @@ def pithsync_cmd(cfg_path: Path, db: Path, list_path: Path) -> list[str]:
 
 
 def verdicts_of(stdout_path: Path) -> dict:
-    try:
-        doc = json.loads(stdout_path.read_text())
+    try:  # `pull --json` prints JSON Lines: one record a line
+        records = [json.loads(line) for line in stdout_path.read_text().splitlines() if line]
     except (OSError, ValueError):
         return {"parsed": False}
     counts: dict[str, int] = {}
-    for r in doc.get("records", []):
+    for r in records:
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
     return {"parsed": True, "records": sum(counts.values()), "by_verdict": counts}
 

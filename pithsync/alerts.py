@@ -42,6 +42,7 @@ import aiohttp
 import anyio
 
 from pithsync import __version__
+from pithsync.logfmt import log_event
 
 log = logging.getLogger("pithsync.alerts")
 
@@ -329,10 +330,13 @@ def on_record(cfg, store, run_id: str, result) -> Callable[[object], None]:
             open_alerts = [OpenAlert.from_row(r) for r in store.open_alerts_for(pith, [m.base_url for m in mirrors])]
             decision = decide(pith, result.verdict.value, mirrors, open_alerts, unreachable_threshold=cfg.alerts.unreachable_runs, now=now, run_id=run_id)
         except Exception:  # a bug here must not cost the record its verified data
-            log.exception(_kv({"alert": "decision_failed", "record": pith}))
+            log_event(log, logging.ERROR, "alert_decision_failed", exc_info=True, record=pith)
             return
         for payload in apply(store, decision, channels(cfg), now, run_id):
-            log.debug(_kv({"alert_queued": payload["event"], "kind": payload["kind"], "alert_id": payload["alert_id"], "record": pith, "channels": ",".join(channels(cfg)) or "-"}))
+            log_event(
+                log, logging.DEBUG, "alert_queued", alert=payload["event"], kind=payload["kind"],
+                alert_id=payload["alert_id"], record=pith, channels=",".join(channels(cfg)) or "-",
+            )
 
     return extra
 
@@ -355,7 +359,8 @@ def body_of(payload: dict) -> bytes:
     return json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8")
 
 
-def log_line(payload: dict) -> str:
+def log_fields(payload: dict) -> dict:
+    """The fields of a notification's log line (the `log` channel), None where unknown."""
     mirrors = payload.get("divergent") if payload.get("kind") == DIVERGENCE else payload.get("mirrors")
     fields = {
         "alert": payload.get("event"),
@@ -368,7 +373,12 @@ def log_line(payload: dict) -> str:
         "resolution": payload.get("resolution"),
         "summary": payload.get("summary"),
     }
-    return _kv({k: v for k, v in fields.items() if v is not None})
+    return fields
+
+
+def log_line(payload: dict) -> str:
+    """A notification as the `log` channel writes it, without the line's head."""
+    return _kv(log_fields(payload))
 
 
 async def _post(session: aiohttp.ClientSession, url: str, body: bytes) -> tuple[str, bool]:
@@ -416,7 +426,10 @@ async def deliver_pending(cfg, store, *, webhook_timeout_s: float = WEBHOOK_TIME
                 continue
             if channel not in configured:
                 report._add(report.deferred, channel, len(rows))
-                log.warning(_kv({"alert_delivery": "deferred", "channel": channel, "pending": len(rows), "why": "channel no longer configured; kept in the outbox"}))
+                log_event(
+                    log, logging.WARNING, "alert_delivery", outcome="deferred", channel=channel,
+                    pending=len(rows), why="channel no longer configured; kept in the outbox",
+                )
                 continue
             held: set[int] = set()  # alerts whose earlier notification failed: keep their order
             for n, row in enumerate(rows):
@@ -425,7 +438,10 @@ async def deliver_pending(cfg, store, *, webhook_timeout_s: float = WEBHOOK_TIME
                     report._add(report.deferred, channel)
                     continue
                 if channel == "log":
-                    (log.warning if payload.get("event") == OPENED else log.info)(log_line(payload))
+                    log_event(
+                        log, logging.WARNING if payload.get("event") == OPENED else logging.INFO,
+                        "alert", **log_fields(payload),
+                    )
                     why, fatal = "", False
                 elif channel == "webhook":
                     if session is None:
@@ -437,17 +453,27 @@ async def deliver_pending(cfg, store, *, webhook_timeout_s: float = WEBHOOK_TIME
                 if not why:
                     store.mark_delivered(row["id"], at)
                     report._add(report.delivered, channel)
-                    log.debug(_kv({"alert_delivery": "delivered", "channel": channel, "outbox_id": row["id"], "notification_id": payload.get("notification_id")}))
+                    log_event(
+                        log, logging.DEBUG, "alert_delivery", outcome="delivered", channel=channel,
+                        outbox_id=row["id"], notification_id=payload.get("notification_id"),
+                    )
                     continue
                 store.mark_failed(row["id"], at, why)
                 report._add(report.failed, channel)
                 held.add(row["alert_id"])
-                log.warning(_kv({"alert_delivery": "failed", "channel": channel, "outbox_id": row["id"], "notification_id": payload.get("notification_id"), "attempts": (row["attempts"] or 0) + 1, "error": why}))
+                log_event(
+                    log, logging.WARNING, "alert_delivery", outcome="failed", channel=channel,
+                    outbox_id=row["id"], notification_id=payload.get("notification_id"),
+                    attempts=(row["attempts"] or 0) + 1, error=why,
+                )
                 if fatal:
                     rest = len(rows) - n - 1
                     report._add(report.deferred, channel, rest)
                     if rest:
-                        log.warning(_kv({"alert_delivery": "deferred", "channel": channel, "pending": rest, "why": "channel failing; retried next run"}))
+                        log_event(
+                            log, logging.WARNING, "alert_delivery", outcome="deferred",
+                            channel=channel, pending=rest, why="channel failing; retried next run",
+                        )
                     break
     finally:
         if session is not None:
@@ -483,14 +509,28 @@ def _alert_json(row: dict) -> dict:
     }
 
 
+def _listed_summary(summary: str, pith_number: str | None) -> str:
+    """A notification's summary as `alerts` lists it: whole (a table folds it, a hash is never
+    cut), without the pith number its row already shows in `about`."""
+    if pith_number:
+        for prefix in (f"{pith_number}: ", f"{pith_number} "):
+            if summary.startswith(prefix):
+                return summary[len(prefix):]
+    return summary
+
+
 def cmd_alerts(args, cfg, out) -> int:
+    """Alerts, newest first.  --json: JSON Lines, one alert a line, `{"id": int, "kind", "state",
+    "pith_number", "mirror" (base URL or null), "opened_at", "resolved_at", "summary",
+    "resolution", "notifications": int, "undelivered": int, "payload": {...}}`."""
     from pithsync.cli import ExitCode
     from pithsync.commands import open_store
 
     with open_store(cfg, lock=False) as store:
         rows = store.alerts(open_only=args.open)
     if out.as_json:
-        out.json({"alerts": [_alert_json(r) for r in rows]})
+        for r in rows:
+            out.json_line(_alert_json(r))
         return ExitCode.OK
     if not rows:
         out.line("no open alerts" if args.open else "no alerts")
@@ -498,7 +538,12 @@ def cmd_alerts(args, cfg, out) -> int:
     table = []
     for r in rows:
         delivery = f"{r['undelivered']} undelivered" if r["undelivered"] else "delivered" if r["notifications"] else "-"
-        table.append([str(r["id"]), r["state"], r["kind"], r["mirror"] or r["pith_number"] or "-", r["opened_at"], r["resolved_at"] or "-", delivery, str((r["payload"] or {}).get("summary", ""))[:200]])
+        about = r["mirror"] or r["pith_number"] or "-"
+        summary = _listed_summary(str((r["payload"] or {}).get("summary", "")), r["pith_number"])
+        table.append(
+            [str(r["id"]), r["state"], r["kind"], about, r["opened_at"], r["resolved_at"] or "-"]
+            + [delivery, summary],
+        )
     out.table("alerts", ["id", "state", "kind", "about", "opened", "resolved", "delivery", "summary"], table)
     return ExitCode.OK
 
@@ -523,11 +568,11 @@ def cmd_evidence(args, cfg, out) -> int:
     check = evidence.verify_evidence(doc, verifier, cfg.crawl.max_bytes)
     if not check.ok:  # cannot happen: build keeps only confirmed claims
         for r in check.reasons:
-            log.error(_kv({"evidence": "self_check_failed", "reason": str(r)}))
+            log_event(log, logging.ERROR, "evidence_self_check_failed", reason=str(r))
         return ExitCode.FAILED
     data = (json.dumps(doc, indent=1, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
     if args.out == "-":
-        out.stream.write(data.decode("utf-8"))
+        out.write(data.decode("utf-8"))
         return ExitCode.OK
     try:
         write_atomically(args.out, data)

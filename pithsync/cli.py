@@ -4,11 +4,13 @@ outcomes to process exit statuses."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import gc
+import io
 import json
 import logging
 import os
-import re
 import sqlite3
 import sys
 from datetime import datetime, timezone
@@ -16,10 +18,12 @@ from enum import IntEnum
 
 from pithsync import __version__
 from pithsync import config as config_mod
+from pithsync import logfmt
 from pithsync.core import strictjson
 from pithsync.core.errors import MalformedDocument
 from pithsync.core.status import Status, Verdict
 from pithsync.core.verify import Report, Verifier, verify_document
+from pithsync.logfmt import kv
 from pithsync.store import StoreError
 
 log = logging.getLogger("pithsync")
@@ -52,40 +56,143 @@ def exit_code_for_verdicts(verdicts) -> ExitCode:
 # -- output -------------------------------------------------------------------------------------
 
 
+# Columns whose cells are identifiers a user copies: a table on a terminal keeps them whole.
+UNBROKEN_COLUMNS = frozenset({"pith_number", "about"})
+
+
 class Output:
-    """Where results go: JSON, a rich table on a terminal, or plain lines."""
+    """Where results go: JSON, a rich table on a terminal, or plain lines.
+
+    Every write goes through `write`.  When the reader has gone (`pithsync sync | head`), the
+    first failed write marks the output closed and every later one is dropped: a run goes on
+    to commit what it verified, and `main` exits 141 afterwards, as a pipeline expects."""
 
     def __init__(self, as_json: bool, quiet: bool = False, stream=None):
         self.as_json = as_json
         self.quiet = quiet
         self.stream = stream or sys.stdout
-        self.rich = not as_json and self.stream.isatty() and os.environ.get("TERM") != "dumb"
+        self.closed = False
+        self.rich = not as_json and _isatty(self.stream) and os.environ.get("TERM") != "dumb"
+
+    def write(self, text: str) -> None:
+        """`text` as it is, unless the reader has gone."""
+        if self.closed:
+            return
+        try:
+            self.stream.write(text)
+        except (BrokenPipeError, ConnectionResetError):
+            self._reader_gone()
+        except OSError as exc:
+            if exc.errno != errno.EPIPE:
+                raise
+            self._reader_gone()
+
+    def flush(self) -> None:
+        """Push buffered output out now (a pipe's buffer would otherwise fail only at exit)."""
+        if self.closed:
+            return
+        try:
+            self.stream.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            self._reader_gone()
+        except OSError as exc:
+            if exc.errno != errno.EPIPE:
+                raise
+            self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        self.closed = True
+        # What is still buffered goes to /dev/null instead: the interpreter's flush at exit (or
+        # a forked worker's) must not fail on the broken pipe again.
+        try:
+            fd = self.stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+        with contextlib.suppress(OSError, ValueError):
+            self.stream.flush()
 
     def json(self, value) -> None:
-        self.stream.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+        """One JSON document (indented, for people and jq alike)."""
+        self.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+    def json_line(self, value) -> None:
+        """One JSON Lines item: a compact object on one line."""
+        self.write(json.dumps(value, ensure_ascii=False) + "\n")
 
     def line(self, text: str = "") -> None:
         if not self.quiet:
-            self.stream.write(text + "\n")
+            self.write(text + "\n")
 
     def table(self, title: str, columns: list[str], rows: list[list[str]]) -> None:
+        """Rows under `columns`: a rich table on a terminal, else plain lines with a header.
+        Both name the columns the same (`pith number` is `pith_number`: one word, for awk)."""
         if self.quiet:
             return
+        names = [c.replace(" ", "_") for c in columns]
         if self.rich:
-            from rich.console import Console
-            from rich.table import Table
-
-            t = Table(title=title)
-            for c in columns:
-                t.add_column(c, overflow="fold")
-            for r in rows:
-                t.add_row(*r)
-            Console(file=self.stream).print(t)
+            self._rich_table(title, names, rows)
         else:
             if rows:
-                self.line("  ".join(c.upper().replace(" ", "_") for c in columns))
+                self.line("  ".join(names))
             for r in rows:
                 self.line("  ".join(r))
+
+    def _rich_table(self, title: str, names: list[str], rows: list[list[str]], console=None):
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=title)
+        least = 1  # the table's narrowest: its borders, whole identifiers, a few cells of the rest
+        for i, name in enumerate(names):
+            if name in UNBROKEN_COLUMNS:
+                # A pith number is copied whole from the screen: never wrapped nor cut.
+                width = max([len(name)] + [len(r[i]) for r in rows])
+                t.add_column(name, no_wrap=True, min_width=width)
+            else:
+                width = min(8, max([len(name)] + [len(r[i]) for r in rows]))
+                t.add_column(name, overflow="fold", min_width=width)
+            least += width + 3
+        for r in rows:
+            t.add_row(*r)
+        console = console or Console(file=_Writes(self))
+        # On a terminal narrower than that the lines run past its edge (the terminal wraps
+        # them whole) rather than cropping columns away.
+        if console.width < least:
+            console.width = least
+        console.print(t, crop=False)
+
+
+class _Writes:
+    """A file-like view of an Output for rich: its writes share the Output's handling of a
+    reader that has gone."""
+
+    def __init__(self, out: Output):
+        self._out = out
+
+    def write(self, text: str) -> int:
+        self._out.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+    def isatty(self) -> bool:
+        return _isatty(self._out.stream)
+
+    def fileno(self) -> int:
+        return self._out.stream.fileno()
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -297,26 +404,10 @@ def _command_modules():
     return commands.REGISTER
 
 
-_KV_BARE = re.compile(r'[^\s"=\\]+')
-_KV_PAIR = r'[A-Za-z_][\w.]*=(?:"(?:[^"\\\n]|\\.)*"|[^\s"]*)'
-_KV_MESSAGE = re.compile(rf"{_KV_PAIR}(?: {_KV_PAIR})*")
-
-
-def kv(fields: dict | None = None, **more) -> str:
-    """`key=value key2="with spaces"`: one line, whatever the values hold (journald-friendly)."""
-    parts = []
-    for key, value in {**(fields or {}), **more}.items():
-        text = "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-        if not _KV_BARE.fullmatch(text):
-            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t") + '"'
-        parts.append(f"{key}={text}")
-    return " ".join(parts)
-
-
 class KeyValueFormatter(logging.Formatter):
-    """One line per event: `level=info logger=pithsync.sync record=... verdict=...`.  A message
-    that already is key=value pairs is kept; any other becomes msg="...".  No ts= under journald,
-    which stamps its own time."""
+    """One logfmt line per event: `level=info logger=pithsync.sync event=record_checked ...`.
+    The fields a log call passed (logfmt.log_event) are encoded pair by pair; any other message
+    (a library's) becomes msg="...".  No ts= under journald, which stamps its own time."""
 
     def __init__(self, with_time: bool = True):
         super().__init__()
@@ -327,8 +418,8 @@ class KeyValueFormatter(logging.Formatter):
         if self.with_time:
             head["ts"] = datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         head.update(level=record.levelname.lower(), logger=record.name)
-        message = record.getMessage()
-        line = kv(head) + " " + (message if _KV_MESSAGE.fullmatch(message) else kv(msg=message))
+        fields = getattr(record, logfmt.FIELDS_ATTR, None)
+        line = kv(head) + " " + kv(fields if fields is not None else {"msg": record.getMessage()})
         if record.exc_info:
             line += " " + kv(exc=self.formatException(record.exc_info))
         return line
@@ -345,12 +436,22 @@ def configure_logging(verbose: int, quiet: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; the one place outcomes become exit statuses and errors are reported
+    (under --json as `{"error": {"code", "exit", "message"}}` on stderr, one line)."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wants_json = "--json" in argv  # known before parsing, so a usage error can be JSON too
+    usage = io.StringIO()
     try:
-        args = parser.parse_args(argv)
-        check_arguments(parser, args)
+        with contextlib.redirect_stderr(usage) if wants_json else contextlib.nullcontext():
+            args = parser.parse_args(argv)
+            check_arguments(parser, args)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
-        return int(exc.code or 0)
+        if exc.code:
+            lines = usage.getvalue().strip().splitlines()
+            message = lines[-1].split(": error: ", 1)[-1] if lines else "usage error"
+            return _fail(wants_json, "usage", int(exc.code), message)
+        return 0
     configure_logging(args.verbose, args.quiet)
     out = Output(args.json, args.quiet)
     cfg = None
@@ -358,29 +459,43 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_mod.load(args.config)
         if args.db or os.environ.get("PITHSYNC_DB"):
             cfg = config_mod.replace_db(cfg, args.db or os.environ["PITHSYNC_DB"])
-        return int(args.func(args, cfg, out))
-    except (config_mod.ConfigError, UsageError) as exc:
-        print(f"pithsync: {exc}", file=sys.stderr)
-        return int(ExitCode.USAGE)
+        code = int(args.func(args, cfg, out))
+        out.flush()
+        # The reader went away: what the command had to store is stored; the output was cut.
+        return 141 if out.closed else code
+    except config_mod.ConfigError as exc:
+        return _fail(args.json, "config", ExitCode.USAGE, str(exc))
+    except UsageError as exc:
+        return _fail(args.json, "usage", ExitCode.USAGE, str(exc))
     except (StoreError, sqlite3.Error) as exc:
-        print(f"pithsync: {_store_message(exc, cfg)}", file=sys.stderr)
-        return int(ExitCode.STORE)
+        return _fail(args.json, "store", ExitCode.STORE, _store_message(exc, cfg))
     except BaseExceptionGroup as group:  # the crawler's task group wraps what its tasks raise
         found = group.subgroup(lambda e: isinstance(e, (StoreError, sqlite3.Error)))
         if found is None:
             raise
         while isinstance(found, BaseExceptionGroup):
             found = found.exceptions[0]
-        print(f"pithsync: {_store_message(found, cfg)}", file=sys.stderr)
-        return int(ExitCode.STORE)
+        return _fail(args.json, "store", ExitCode.STORE, _store_message(found, cfg))
     except KeyboardInterrupt:
-        print("pithsync: interrupted", file=sys.stderr)
-        return 130
+        return _fail(args.json, "interrupted", 130, "interrupted")
     except BrokenPipeError:
-        # The reader went away (`pithsync journal | head`): stop quietly, as a pipeline expects.
-        # stdout is pointed at /dev/null so the interpreter's final flush cannot fail again.
+        # The reader went away outside Output (argparse's --help): stop quietly, as a pipeline
+        # expects. stdout is pointed at /dev/null so the interpreter's final flush cannot fail.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+def _fail(as_json: bool, code: str, exit_status: int, message: str) -> int:
+    """Report an error on stderr: `pithsync: MESSAGE`, or under --json one line
+    `{"error": {"code": "usage"|"config"|"store"|"interrupted", "exit": int, "message": str}}`."""
+    if as_json:
+        error = {"code": code, "exit": int(exit_status), "message": message}
+        text = json.dumps({"error": error}, ensure_ascii=False)
+    else:
+        text = f"pithsync: {message}"
+    with contextlib.suppress(OSError):
+        print(text, file=sys.stderr)
+    return int(exit_status)
 
 
 def program() -> int:

@@ -20,6 +20,7 @@ from pithsync.fetch import Fetcher
 from pithsync import shards
 from pithsync.store import EncodedState, RecordWrite, Store, StoreLocked, run_lock
 from pithsync.sync import RecordResult, RecordSink, RunTally, SyncEngine, Target, rare_gc_passes, run_event_loop
+from pithsync.logfmt import log_event
 
 
 log = logging.getLogger("pithsync.sync")
@@ -104,6 +105,7 @@ def run_sync(cfg: Config, out, store: Store, targets: list[Target], command: str
 
     sink = RecordSink(cfg, store, on_record=on_record, keep_results=False)
     workers = shards.worker_count(cfg, targets, store.path)
+    out.flush()  # before any fork: a reader already gone is found here, not by a worker
     pool = shards.WorkerPool.start(cfg, store, run_id, targets, workers) if workers else None
 
     async def run_in_process() -> None:
@@ -117,12 +119,15 @@ def run_sync(cfg: Config, out, store: Store, targets: list[Target], command: str
             else:
                 run_event_loop(run_in_process)
     finally:
-        # Even when the store fails mid-run (exit 4), stdout stays one valid JSON document.
+        # Even when the store fails mid-run (exit 4), the rows examined so far are shown.
         writer.finish()
     code = cli.exit_code_for_verdicts(v for v, n in tally.by_verdict.items() if n)
     summary = tally.summary()
     store.finish_run(run_id, int(code), summary)
-    log.info("run=%s command=%s records=%d %s exit=%d", run_id, command, tally.records, " ".join(f"{k}={n}" for k, n in summary.items()), int(code))
+    log_event(
+        log, logging.INFO, "run_finished", run=run_id, command=command, records=tally.records,
+        **{str(k): n for k, n in summary.items()}, exit=int(code),
+    )
     from pithsync import hooks
 
     hooks.after_run(cfg, store, run_id, tally, out)
@@ -153,42 +158,36 @@ def _progress(out, total: int):
 
 
 class ResultWriter:
-    """Each record's result as it completes: JSON is streamed ({"records": [...]}, in the order
-    records finish), plain lines too; only a table on a terminal waits for the end, sorted."""
+    """Each record's result.  --json streams one JSON Lines object per record as it completes
+    (completion order: a huge run never waits, and `| head` gets whole objects).  Otherwise the
+    rows are kept (a record's row is small) and written at the end sorted by pith number, as a
+    table on a terminal or plain lines in a pipe, under the same column names."""
 
     COLUMNS = ["pith number", "verdict", "events", "mirrors"]
 
     def __init__(self, out):
         self.out = out
-        self._count = 0
-        self._table: list[RecordResult] | None = [] if (out.rich and not out.as_json) else None
+        self._rows: list[RecordResult] = []
 
     def add(self, r: RecordResult) -> None:
-        out = self.out
-        if out.as_json:
-            out.stream.write(('{"records": [\n' if self._count == 0 else ",\n") + json.dumps(r.to_json(), ensure_ascii=False))
-        elif self._table is not None:
-            self._table.append(r)
+        if self.out.as_json:
+            self.out.json_line(r.to_json())
         else:
-            if self._count == 0:
-                out.line("  ".join(c.upper().replace(" ", "_") for c in self.COLUMNS))
-            out.line("  ".join(self._row(r)))
-            self._problems(r)
-        self._count += 1
+            self._rows.append(r)
 
     def finish(self) -> None:
-        out = self.out
-        if out.as_json:
-            out.stream.write(("\n]}\n" if self._count else '{"records": []}\n'))
-        elif self._table:
-            results = sorted(self._table, key=lambda r: r.pith_number)
-            out.table("pithsync", self.COLUMNS, [self._row(r) for r in results])
-            for r in results:
-                self._problems(r)
+        if self.out.as_json or not self._rows:
+            return
+        results = sorted(self._rows, key=lambda r: r.pith_number)
+        self.out.table("pithsync", self.COLUMNS, [self._row(r) for r in results])
+        for r in results:
+            self._problems(r)
 
     @staticmethod
     def _row(r: RecordResult) -> list[str]:
-        return [r.pith_number, r.verdict.value, str(r.event_count if r.event_count is not None else "-"), "  ".join(f"{m.name}={m.status.value}" for m in r.mirrors)]
+        events = str(r.event_count if r.event_count is not None else "-")
+        mirrors = "  ".join(f"{m.name}={m.status.value}" for m in r.mirrors)
+        return [r.pith_number, r.verdict.value, events, mirrors]
 
     def _problems(self, r: RecordResult) -> None:
         for m in r.mirrors:
@@ -202,6 +201,11 @@ class ResultWriter:
 
 
 def cmd_pull(args, cfg: Config, out) -> int:
+    """Pull, verify, compare and store the records named.  Rows sorted by pith number; --json:
+    JSON Lines, one record a line as each completes, `{"pith_number", "verdict", "event_count":
+    int|null, "state_sha256": str|null, "new_events": int, "mirrors": [{"name", "base_url",
+    "status", "configured": bool, "reasons": [{"status", "code", "message"}]}], "refused_hints":
+    [...]}` (and "error" when pithsync itself failed on the record)."""
     refs = list(args.pith)
     if args.from_file:
         refs += read_list(args.from_file)
@@ -213,18 +217,19 @@ def cmd_pull(args, cfg: Config, out) -> int:
 
 
 def cmd_sync(args, cfg: Config, out) -> int:
-    """`sync`.  With --if-locked=skip, a store that another run keeps locked past
-    lock_timeout_s is not an error: the run logs why and exits BUSY (nothing fetched or
-    written), so a timer's run beside a long manual pull does not fail its unit."""
+    """`sync`: pull every tracked record, with the same output as `pull` (JSON Lines under
+    --json).  With --if-locked=skip, a store that another run keeps locked past lock_timeout_s
+    is not an error: the run logs why and exits BUSY (nothing fetched or written), so a timer's
+    run beside a long manual pull does not fail its unit."""
     try:
         return sync_tracked(args, cfg, out)
     except StoreLocked as exc:
         if args.if_locked != "skip":
             raise
         cli = _cli()
-        log.warning(cli.kv(event="run_skipped", reason="store locked by another run",
-                           lock=exc.lock_path, holder_pid=exc.holder_pid,
-                           waited_s=f"{exc.waited_s:g}", exit=int(cli.ExitCode.BUSY)))
+        log_event(log, logging.WARNING, "run_skipped", reason="store locked by another run",
+                  lock=exc.lock_path, holder_pid=exc.holder_pid,
+                  waited_s=f"{exc.waited_s:g}", exit=int(cli.ExitCode.BUSY))
         return cli.ExitCode.BUSY
 
 
@@ -340,6 +345,10 @@ def cmd_untrack(args, cfg: Config, out) -> int:
 
 
 def cmd_journal(args, cfg: Config, out) -> int:
+    """The journal, oldest first.  --json: JSON Lines, one entry a line, `{"seq": int, "at",
+    "kind", "pith_number", "mirror" (base URL), "status", "detail": {...}, "prev_sha256",
+    "entry_sha256", ...}`; `journal verify --json` prints one document `{"ok": bool, "entries":
+    int, "problems": [str]}`."""
     cli = _cli()
     with open_store(cfg, lock=False) as store:
         if args.action == "verify":
@@ -355,7 +364,8 @@ def cmd_journal(args, cfg: Config, out) -> int:
             return cli.ExitCode.FAILED if problems else cli.ExitCode.OK
         entries = store.journal(args.since)
         if out.as_json:
-            out.json({"entries": [{**e, "detail": json.loads(e["detail"] or "{}")} for e in entries]})
+            for e in entries:
+                out.json_line({**e, "detail": json.loads(e["detail"] or "{}")})
         else:
             for e in entries:
                 out.line(" ".join(str(x) for x in (e["seq"], e["at"], e["kind"], e["pith_number"] or "", e["mirror"] or "", e["status"] or "") if x != ""))

@@ -14,17 +14,28 @@ log = logging.getLogger("pithsync.hooks")
 
 def after_run(cfg, store, run_id, tally, out) -> None:
     from pithsync import alerts, metrics
-    from pithsync.cli import kv
+    from pithsync.logfmt import log_event
 
     try:
         report = alerts.deliver(cfg, store)
         if report.delivered or report.failed or report.deferred:
-            log.info(kv({"alert_delivery": "done", "run_id": run_id, **{f"delivered_{c}": n for c, n in report.delivered.items()}, **{f"failed_{c}": n for c, n in report.failed.items()}, **{f"deferred_{c}": n for c, n in report.deferred.items()}}))
+            counts = {
+                **{f"delivered_{c}": n for c, n in report.delivered.items()},
+                **{f"failed_{c}": n for c, n in report.failed.items()},
+                **{f"deferred_{c}": n for c, n in report.deferred.items()},
+            }
+            log_event(log, logging.INFO, "alert_delivery", outcome="done", run_id=run_id, **counts)
     except Exception as exc:  # noqa: BLE001 - delivery never fails the run; the outbox keeps everything
-        log.error(kv({"alert_delivery": "error", "run_id": run_id, "error": f"{type(exc).__name__}: {exc}"}), exc_info=log.isEnabledFor(logging.DEBUG))
+        log_event(
+            log, logging.ERROR, "alert_delivery", outcome="error", run_id=run_id,
+            error=f"{type(exc).__name__}: {exc}", exc_info=log.isEnabledFor(logging.DEBUG),
+        )
 
     if cfg.metrics.textfile:
         try:
             metrics.write_textfile(cfg.metrics.textfile, store, run_id, tally)
         except Exception as exc:  # noqa: BLE001
-            log.error(kv({"metrics": "error", "textfile": cfg.metrics.textfile, "error": f"{type(exc).__name__}: {exc}"}), exc_info=log.isEnabledFor(logging.DEBUG))
+            log_event(
+                log, logging.ERROR, "metrics", outcome="error", textfile=cfg.metrics.textfile,
+                error=f"{type(exc).__name__}: {exc}", exc_info=log.isEnabledFor(logging.DEBUG),
+            )

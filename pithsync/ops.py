@@ -42,6 +42,7 @@ from pithsync.core.merge import MERGE_VERSION
 from pithsync.core.urls import BUNDLE_PATTERN, STATE_PATTERN, WELL_KNOWN_PATTERN
 from pithsync.core.verify import BUNDLE_TYPE, Verifier
 from pithsync.store import Store
+from pithsync.logfmt import log_event
 
 log = logging.getLogger("pithsync.ops")
 
@@ -315,7 +316,10 @@ class Catalog:
                 if not report.ok or canon(bundle["state"]) != canon(report.merged_state):
                     # Stored under other pinned keys, say: never publish what we would not accept.
                     self.rejected[pith] = f"bundle {sha[:16]} does not verify with the pinned keys: " + "; ".join(str(r) for r in report.reasons[:2])
-                    log.warning("not publishing bundle %s of %s: %s", sha[:16], pith, self.rejected[pith])
+                    log_event(
+                        log, logging.WARNING, "bundle_not_published", bundle_sha256=sha,
+                        record=pith, why=self.rejected[pith],
+                    )
                     continue
             self.rejected.pop(pith, None)
             state = bundle["state"]
@@ -655,7 +659,7 @@ def cmd_demo(args, cfg_ignored: Config, out) -> int:
     elapsed = time.monotonic() - started
 
     if out.as_json:
-        records = json.loads(pull_out.stream.getvalue() or "{}").get("records", [])
+        records = [json.loads(line) for line in pull_out.stream.getvalue().splitlines() if line]
         out.json(
             {
                 "as_expected": as_expected,

@@ -31,6 +31,7 @@ from multiprocessing.connection import Connection, wait
 from pithsync.config import Config
 from pithsync.store import Store, StoreError
 from pithsync.sync import RecordResult, RecordSink, SyncEngine, Target, failed_result, rare_gc_passes, run_event_loop
+from pithsync.logfmt import log_event
 
 log = logging.getLogger("pithsync.sync")
 
@@ -134,7 +135,8 @@ class WorkerPool:
         ctx = multiprocessing.get_context("fork")
         worker_cfg = _share(cfg, workers)
         for stream in (sys.stdout, sys.stderr):  # a child must not flush the parent's buffered output again
-            stream.flush()
+            with contextlib.suppress(OSError, ValueError):  # a reader gone: cli.Output's business
+                stream.flush()
         supply = Supply(ctx, targets)
         procs: dict = {}
         try:
@@ -188,7 +190,10 @@ class WorkerPool:
                     lost = [t for t in took if t.suffix not in done]
                     if lost or kind != "done":
                         why = payload if kind == "error" else f"sync worker process exited with code {proc.exitcode}"
-                        log.error("sync worker pid=%s failed: %s; %d of the %d records it took were not synced", proc.pid, why, len(lost), len(took))
+                        log_event(
+                            log, logging.ERROR, "sync_worker_failed", pid=proc.pid, error=why,
+                            records_lost=len(lost), records_taken=len(took),
+                        )
                         for t in lost:
                             reported.add(t.suffix)
                             sink.commit(run_id, failed_result(t, f"internal error: {why}"), None)
@@ -196,7 +201,10 @@ class WorkerPool:
             # marking it): reported too, never silently dropped.
             unreported = [t for chunk in self._supply.chunks for t in chunk if t.suffix not in reported]
             if unreported:
-                log.error("%d records were not synced: no sync worker process reported them", len(unreported))
+                log_event(
+                    log, logging.ERROR, "records_not_synced", records=len(unreported),
+                    why="no sync worker process reported them",
+                )
                 for t in unreported:
                     sink.commit(run_id, failed_result(t, "internal error: no sync worker process reported this record"), None)
         except BaseException:

@@ -27,6 +27,7 @@ from pithsync.core.urls import MirrorSpec, hinted_mirrors
 from pithsync.core.verify import Verifier
 from pithsync.fetch import Fetcher, PolicyError, UrlPolicy, Validators
 from pithsync.store import EncodedState, MirrorRow, RecordWrite, Store, StoreError
+from pithsync.logfmt import log_event
 
 log = logging.getLogger("pithsync.sync")
 
@@ -216,13 +217,20 @@ class RecordSink:
                         self.commit_many(run_id, [one])
                     return
                 result = records[0][0]
-                log.exception("record=%s error=%r", result.pith_number, exc)
+                log_event(
+                    log, logging.ERROR, "record_failed", exc_info=True, record=result.pith_number,
+                    error=repr(exc),
+                )
                 records = [(failed_result(Target(result.pith_number.rsplit(":", 1)[-1], result.pith_number), internal_error(exc)), None)]
         for result, write in records:
             # Journald hears about records that need attention; -v shows every record.
             level = logging.DEBUG if result.verdict is Verdict.IN_SYNC else logging.INFO
             if write is not None and log.isEnabledFor(level):  # the mirrors' list is not built for a line nobody logs
-                log.log(level, "record=%s verdict=%s events=%s mirrors=%s", result.pith_number, result.verdict.value, result.event_count, ",".join(f"{m.name}:{m.status.value}" for m in result.mirrors))
+                mirrors = ",".join(f"{m.name}:{m.status.value}" for m in result.mirrors)
+                log_event(
+                    log, level, "record_checked", record=result.pith_number,
+                    verdict=result.verdict.value, events=result.event_count, mirrors=mirrors,
+                )
             if self.keep_results:
                 self.results[result.pith_number] = result
             if self.on_record is not None:
@@ -336,7 +344,10 @@ class SyncEngine:
                     except StoreError:
                         raise  # the store is unusable: stop the run, say why (exit 4)
                     except Exception as exc:  # a bug must not stop the other records
-                        log.exception("record=%s error=%r", target.pith_number or target.suffix, exc)
+                        log_event(
+                            log, logging.ERROR, "record_failed", exc_info=True,
+                            record=target.pith_number or target.suffix, error=repr(exc),
+                        )
                         result = failed_result(target, internal_error(exc))
                         self.commit(run_id, result, None)
                     if target.depth > 0:

@@ -129,3 +129,13 @@ def serve_bad_copy(mirror, record, variant: str, *, other: int = 2) -> None:
         mirror.put_record(record.bundle(upto=2))
     else:
         raise ValueError(f"unknown variant {variant!r}")
+
+
+def json_lines(text: str) -> list[dict]:
+    """What a streaming command (pull, sync, journal, alerts) printed under --json: JSON Lines,
+    one object a line, every line whole."""
+    import json
+
+    items = [json.loads(line) for line in text.splitlines()]
+    assert all(isinstance(item, dict) for item in items), text[:500]
+    return items

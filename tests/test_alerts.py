@@ -14,8 +14,9 @@ import anyio
 import pytest
 from aiohttp import web
 
-from synctools import make_config, pull, run_cli, write_config
+from synctools import json_lines, make_config, pull, run_cli, write_config
 from pithsync import alerts, cli
+from pithsync.logfmt import log_event
 from pithsync.alerts import MirrorView, OpenAlert, decide
 from pithsync.config import AlertsConfig
 from pithsync.store import Store
@@ -170,7 +171,7 @@ async def test_divergence_lifecycle_webhook_and_log(tmp_path, alert_log):
             assert {n: m["status"] for n, m in by_name.items()} == {"a": "ok", "b": "stale", "c": "ok"}
             assert by_name["b"]["divergent"] and [r["code"] for r in by_name["b"]["reasons"]] == ["stale"]
             assert hook.headers[0]["Content-Type"] == "application/json"
-            lines = [r.getMessage() for r in alert_log if r.getMessage().startswith("alert=opened")]
+            lines = [r.getMessage() for r in alert_log if r.getMessage().startswith("event=alert alert=opened")]
             assert len(lines) == 1 and f"pith={bad.pith_number}" in lines[0] and "kind=divergence" in lines[0] and "mirrors=b:stale" in lines[0]
             assert sorted(r["channel"] for r in outbox(store)) == ["log", "webhook"]
             assert all(r["delivered_at"] and r["attempts"] == 1 for r in outbox(store))
@@ -396,9 +397,9 @@ async def test_cli_delivery_failure_never_changes_exit_code_and_alerts_command(t
         conf = write_config(tmp_path, [a.spec(), b.spec()], extra=f'[alerts]\nwebhook_url = "http://127.0.0.1:{port}/hook"\nlog = false\n')
         db = str(tmp_path / "s.db")
         code, out = await run_cli("--config", conf, "--db", db, "pull", "--json", record.pith_number)
-        assert code == 1 and json.loads(out)["records"][0]["verdict"] == "diverged"  # as without alerts
+        assert code == 1 and json_lines(out)[0]["verdict"] == "diverged"  # as without alerts
         code, out = await run_cli("--config", conf, "--db", db, "alerts", "--json")
-        [alert] = json.loads(out)["alerts"]
+        [alert] = json_lines(out)
         assert code == 0 and alert["kind"] == "divergence" and alert["state"] == "open" and alert["undelivered"] == 1
         assert alert["pith_number"] == record.pith_number and "b is stale" in alert["summary"]
 
@@ -406,7 +407,7 @@ async def test_cli_delivery_failure_never_changes_exit_code_and_alerts_command(t
         code, out = await run_cli("--config", conf, "--db", db, "pull", "--json", record.pith_number)
         assert code == 0  # in sync; the webhook still down does not make it fail
         code, out = await run_cli("--config", conf, "--db", db, "alerts", "--open", "--json")
-        assert json.loads(out)["alerts"] == []
+        assert json_lines(out) == []
         code, out = await run_cli("--config", conf, "--db", db, "alerts")
         assert code == 0 and "resolved" in out and "2 undelivered" in out
 
@@ -418,7 +419,7 @@ async def test_cli_delivery_failure_never_changes_exit_code_and_alerts_command(t
         finally:
             await hook.stop()
         code, out = await run_cli("--config", conf, "--db", db, "alerts", "--json")
-        assert [a["undelivered"] for a in json.loads(out)["alerts"]] == [0]
+        assert [a["undelivered"] for a in json_lines(out)] == [0]
 
 
 def test_log_lines_are_key_value_one_line(monkeypatch):
@@ -426,17 +427,20 @@ def test_log_lines_are_key_value_one_line(monkeypatch):
     monkeypatch.setattr(sys, "stderr", stream)
     cli.configure_logging(0, False)
     logger = logging.getLogger("pithsync.test")
-    logger.info("record=pith:2026:AAA verdict=in_sync events=3")
+    log_event(logger, logging.INFO, "record_checked", record="pith:2026:AAA", verdict="in_sync", events=3, state=None)
     logger.warning("free text with\na newline and \"quotes\"")
-    logger.debug("hidden=yes")
+    # Text that looks like pairs is still one message: only log_event's fields become pairs.
+    logger.info("record=x mirrors=Pith Resolver:unreachable")
+    log_event(logger, logging.DEBUG, "hidden")
     lines = stream.getvalue().splitlines()
-    assert len(lines) == 2
-    assert lines[0].startswith("ts=") and "level=info logger=pithsync.test record=pith:2026:AAA verdict=in_sync events=3" in lines[0]
+    assert len(lines) == 3
+    assert lines[0].startswith("ts=") and lines[0].endswith("level=info logger=pithsync.test event=record_checked record=pith:2026:AAA verdict=in_sync events=3")
     assert lines[1].endswith('msg="free text with\\na newline and \\"quotes\\""') and "level=warning" in lines[1]
+    assert lines[2].endswith('msg="record=x mirrors=Pith Resolver:unreachable"')
     monkeypatch.setenv("JOURNAL_STREAM", "8:1234")  # journald stamps its own time
     cli.configure_logging(1, False)
-    logger.debug("shown=yes")
-    assert stream.getvalue().splitlines()[-1] == "level=debug logger=pithsync.test shown=yes"
+    log_event(logger, logging.DEBUG, "shown", mirror="Pith Resolver")
+    assert stream.getvalue().splitlines()[-1] == 'level=debug logger=pithsync.test event=shown mirror="Pith Resolver"'
     line = alerts.log_line({"event": "opened", "kind": "divergence", "alert_id": 3, "pith_number": "pith:2026:X", "verdict": "diverged", "divergent": [{"name": "my mirror", "status": "stale"}], "summary": "a b"})
     assert line == 'alert=opened kind=divergence alert_id=3 pith=pith:2026:X verdict=diverged mirrors="my mirror:stale" summary="a b"'
 

@@ -27,7 +27,7 @@ def test_all_seeds_ok(seed_paths, capsys):
     code, out, err = run(["verify", *seed_paths.values()], capsys)
     assert code == 0, out + err
     header, *lines = [line for line in out.splitlines() if line.strip()]
-    assert header.split() == ["STATUS", "KIND", "PITH_NUMBER", "FILE", "REASONS"]
+    assert header.split() == ["status", "kind", "pith_number", "file", "reasons"]  # as in the table
     assert len(lines) == 5
     for name, line in zip(SEED_NAMES, lines):
         status, kind, pith, path = line.split("  ")[:4]

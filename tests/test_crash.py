@@ -431,7 +431,9 @@ def run_cli(conf: str, db: str, *args: str, preexec=None, timeout: float = 120) 
 def assert_store_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
     assert proc.returncode == int(cli.ExitCode.STORE), (proc.returncode, proc.stderr[-3000:])
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("pithsync: ")]
+    json_errors = [json.loads(line)["error"] for line in proc.stderr.splitlines() if line.startswith('{"error": ')]
+    assert all(e["code"] == "store" and e["exit"] == 4 for e in json_errors), json_errors
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("pithsync: ")] + [e["message"] for e in json_errors]
     assert lines, proc.stderr[-2000:]
     assert any(n in lines[-1] for n in needles), lines
 

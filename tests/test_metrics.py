@@ -107,5 +107,5 @@ async def test_unwritable_textfile_does_not_change_exit_code(tmp_path, capsys):
         code, out = await run_cli("--config", conf, "--db", str(tmp_path / "s.db"), "pull", "--json", record.pith_number)
     assert code == 0 and '"in_sync"' in out
     assert not (tmp_path / "no-such-dir").exists()
-    err = [line for line in capsys.readouterr().err.splitlines() if "metrics=error" in line]
+    err = [line for line in capsys.readouterr().err.splitlines() if "event=metrics outcome=error" in line]
     assert len(err) == 1 and "level=error" in err[0] and "no-such-dir" in err[0]  # logged, one line

@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from synctools import run_cli, serve_bad_copy, write_config
+from synctools import json_lines, run_cli, serve_bad_copy, write_config
 
 from pithsync import shards
 from pithsync.config import from_toml
@@ -36,7 +36,7 @@ async def _pull(tmp_path, name: str, mirrors, processes: int, crawl: str = "") -
     conf = write_config(tmp_path / f"{name}.toml", mirrors, extra=f"processes = {processes}\n{crawl}")
     db = tmp_path / f"{name}.db"
     code, out = await run_cli("--config", conf, "--db", db, "--json", "pull", *[r.pith_number for r in RECORDS])
-    records = json.loads(out)["records"] if out.strip() else []  # nothing on stdout when the store fails
+    records = json_lines(out)  # the records examined before a store failure too
     return code, {r["pith_number"]: r for r in records}, str(db)
 
 

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from synctools import NoSleep, make_config, pull, run_cli, serve_bad_copy, statuses, write_config
+from synctools import NoSleep, json_lines, make_config, pull, run_cli, serve_bad_copy, statuses, write_config
 from pithsync.core import strictjson
 from pithsync.core.canonical import sha256hex
 from pithsync import store as store_module
@@ -313,8 +313,7 @@ async def test_cli_pull_json_exit_codes_and_status(tmp_path, record):
         db = str(tmp_path / "s.db")
         code, out = await run_cli("--config", conf, "--db", db, "pull", "--json", record.pith_number)
         assert code == 1
-        doc = json.loads(out)
-        rec = doc["records"][0]
+        [rec] = json_lines(out)
         assert rec["pith_number"] == record.pith_number and rec["verdict"] == "diverged"
         assert {m["name"]: m["status"] for m in rec["mirrors"]} == {"a": "ok", "b": "stale"}
         assert all({"name", "status", "reasons"} <= set(m) for m in rec["mirrors"])
@@ -322,7 +321,7 @@ async def test_cli_pull_json_exit_codes_and_status(tmp_path, record):
         b.put_record(record.bundle())
         code, out = await run_cli("--config", conf, "--db", db, "sync", "--json")
         assert code == 0, out
-        assert json.loads(out)["records"][0]["verdict"] == "in_sync"
+        assert json_lines(out)[0]["verdict"] == "in_sync"
 
         code, out = await run_cli("--config", conf, "--db", db, "status", "--json", record.pith_number)
         st = json.loads(out)
@@ -331,9 +330,9 @@ async def test_cli_pull_json_exit_codes_and_status(tmp_path, record):
 
         # Short forms and aliases resolve through the store; unknown ones are a usage error.
         code, out = await run_cli("--config", conf, "--db", db, "pull", "--json", f"pith:{record.suffix[:8]}")
-        assert code == 0 and json.loads(out)["records"][0]["pith_number"] == record.pith_number
+        assert code == 0 and json_lines(out)[0]["pith_number"] == record.pith_number
         code, out = await run_cli("--config", conf, "--db", db, "pull", "--json", record.record["source"]["id"])
-        assert code == 0 and json.loads(out)["records"][0]["pith_number"] == record.pith_number
+        assert code == 0 and json_lines(out)[0]["pith_number"] == record.pith_number
         code, _ = await run_cli("--config", conf, "--db", db, "pull", "pith:ZZZZZZZZ")
         assert code == 2
         code, _ = await run_cli("--config", conf, "--db", db, "pull", "not-a-number")
@@ -342,7 +341,7 @@ async def test_cli_pull_json_exit_codes_and_status(tmp_path, record):
         down = refused_spec("down")
         conf2 = write_config(tmp_path, [down])
         code, out = await run_cli("--config", conf2, "--db", str(tmp_path / "u.db"), "pull", "--json", record.pith_number)
-        assert code == 3 and json.loads(out)["records"][0]["verdict"] == "unverifiable"
+        assert code == 3 and json_lines(out)[0]["verdict"] == "unverifiable"
 
 
 async def test_seed_imported_then_served_pulls_in_sync(tmp_path, seeds):
@@ -359,7 +358,7 @@ async def test_seed_imported_then_served_pulls_in_sync(tmp_path, seeds):
         assert code == 0, out
         code, out = await run_cli("--config", conf, "--db", db, "sync", "--json")
     assert code == 0, out
-    rec = json.loads(out)["records"][0]
+    rec = json_lines(out)[0]
     assert rec["pith_number"] == "pith:2026:JTEVEPWHOAFN5TRRVEXHEIPZ22" and rec["verdict"] == "in_sync"
     assert rec["state_sha256"] == bundle["state"]["state_sha256"]
 
@@ -375,7 +374,7 @@ async def test_journal_verify_detects_edit_and_removal(tmp_path, record):
     code, out = await run_cli("--db", db, "journal", "verify")
     assert code == 0 and "intact" in out
     code, out = await run_cli("--db", db, "journal", "--json")
-    entries = json.loads(out)["entries"]
+    entries = json_lines(out)
     assert [e["kind"] for e in entries][:2] == ["run_started", "mirror_outcome"]
 
     def tamper(sql):
@@ -422,15 +421,15 @@ async def test_cli_pull_of_many_records_in_a_subprocess(tmp_path):
             raise AssertionError("pull did not finish within 60 s")
         requests = a.count()
     assert proc.returncode == 0, err.decode()[-2000:]
-    assert {r["verdict"] for r in json.loads(out)["records"]} == {"in_sync"}
-    assert len(json.loads(out)["records"]) == 70
+    assert {r["verdict"] for r in json_lines(out.decode())} == {"in_sync"}
+    assert len(json_lines(out.decode())) == 70
     assert requests == 140  # one run's worth of requests
 
 
 async def test_sync_with_nothing_tracked_prints_valid_json(tmp_path):
     code, out = await run_cli("--db", tmp_path / "empty.db", "sync", "--json")
     assert code == 0
-    assert json.loads(out) == {"records": []}
+    assert out == ""  # JSON Lines: no record, no line
 
 
 def test_resolving_a_suffix_or_prefix_uses_the_index(tmp_path):
