@@ -190,7 +190,7 @@ def test_journal_since_is_read_in_the_journals_own_format(since, stored):
 def _journal(db, capsys, *extra) -> list[dict]:
     code, out, err = run(["--db", db, "journal", "--json", *extra], capsys)
     assert code == 0, err
-    return json.loads(out)["entries"]
+    return [json.loads(line) for line in out.splitlines()]  # JSON Lines, one entry a line
 
 
 def test_journal_since_a_whole_second_includes_entries_within_it(tmp_path, seed_paths, capsys):
@@ -237,7 +237,7 @@ def test_verify_reports_an_unreadable_file_and_verifies_the_others(tmp_path, see
     code, out, err = run(["verify", *files], capsys)
     assert code == 2
     header, *rows = out.splitlines()
-    assert header.split() == ["STATUS", "KIND", "PITH_NUMBER", "FILE", "REASONS"]
+    assert header.split() == ["status", "kind", "pith_number", "file", "reasons"]
     assert [r.split("  ")[0] for r in rows] == ["ok", "unreadable", "unreadable", "ok"]
     assert rows[1].split("  ")[3:] == [str(missing), "No such file or directory"]
     assert rows[2].split("  ")[3:] == [str(tmp_path), "Is a directory"]

@@ -10,7 +10,7 @@ import sqlite3
 import pytest
 
 from helpers import SEED_DIR
-from synctools import run_cli, write_config
+from synctools import json_lines, run_cli, write_config
 from pithsync import cli
 from pithsync.core import numbers, strictjson
 from pithsync.core.canonical import canon
@@ -64,13 +64,13 @@ async def test_wrong_year_is_a_usage_error_naming_the_true_number(tmp_path, year
 
         code, out = await run(conf, db, "pull", "--json", wrong)
         assert code == cli.ExitCode.USAGE
-        (rec,) = json.loads(out)["records"]
+        (rec,) = json_lines(out)
         assert rec["verdict"] == "wrong_number" and rec["true_number"] == TRUE
         assert rec["mirrors"] == []
 
         code, out = await run(conf, db, "pull", "--json", TRUE)
         assert code == 0, out
-        assert json.loads(out)["records"][0]["verdict"] == "in_sync"
+        assert json_lines(out)[0]["verdict"] == "in_sync"
         # Now the store knows the record: the wrong year is answered from it, without a fetch.
         fetched = a.count()
         code, out = await run(conf, db, "pull", wrong)
@@ -96,7 +96,7 @@ async def test_a_forged_record_with_a_wrong_year_beside_good_and_diverged_record
         conf = write_config(tmp_path, [a.spec(), b.spec()])
         code, out = await run(conf, db, "pull", "--json", wrong, bad.pith_number)
     assert code == cli.ExitCode.USAGE, out
-    recs = {r["pith_number"]: r for r in json.loads(out)["records"]}
+    recs = {r["pith_number"]: r for r in json_lines(out)}
     assert recs[wrong]["verdict"] == "wrong_number"
     assert recs[wrong]["true_number"] == good.pith_number
     assert recs[bad.pith_number]["verdict"] == "diverged"
@@ -130,9 +130,9 @@ async def test_a_typed_number_waiting_for_its_record_takes_the_verified_one(tmp_
         a.put_record(record.bundle())
         code, out = await run(conf, db, "sync", "--json")
         assert code == 0, out
-        assert json.loads(out)["records"][0]["pith_number"] == record.pith_number
+        assert json_lines(out)[0]["pith_number"] == record.pith_number
         code, out = await run(conf, db, "pull", "--json", record.pith_number)
-        assert code == 0 and json.loads(out)["records"][0]["verdict"] == "in_sync"
+        assert code == 0 and json_lines(out)[0]["verdict"] == "in_sync"
     assert {n for found in numbers_in(db).values() for n in found} == {record.pith_number}
     with contextlib.closing(Store.open(db)) as store:
         moved = [e for e in store.journal() if e["kind"] == "record_renumbered"]
@@ -189,7 +189,7 @@ async def test_a_store_holding_a_wrong_year_row_is_healed_and_journaled(tmp_path
             assert store.last_check(record.pith_number)[0] == "in_sync"
         code, out = await run(conf, db, "pull", "--json", record.pith_number)
         assert code == 0, out
-        assert json.loads(out)["records"][0]["verdict"] == "in_sync"
+        assert json_lines(out)[0]["verdict"] == "in_sync"
     code, out = await run_cli("--db", db, "journal", "verify")
     assert code == 0 and "intact" in out
 
@@ -234,7 +234,7 @@ async def test_untrack_keeps_history_sync_skips_it_pull_tracks_it_again(tmp_path
 
         code, out = await run(conf, db, "sync", "--json")
         assert code == 0
-        assert [r["pith_number"] for r in json.loads(out)["records"]] == [kept.pith_number]
+        assert [r["pith_number"] for r in json_lines(out)] == [kept.pith_number]
         code, out = await run(conf, db, "untrack", "pith:ZZZZZZZZ")
         assert code == cli.ExitCode.USAGE
         assert "cannot untrack 'pith:ZZZZZZZZ'" in capsys.readouterr().err
@@ -242,7 +242,7 @@ async def test_untrack_keeps_history_sync_skips_it_pull_tracks_it_again(tmp_path
         code, out = await run(conf, db, "pull", dropped.pith_number)
         assert code == 0, out
         code, out = await run(conf, db, "sync", "--json")
-        synced = sorted(r["pith_number"] for r in json.loads(out)["records"])
+        synced = sorted(r["pith_number"] for r in json_lines(out))
         assert synced == sorted([kept.pith_number, dropped.pith_number])
     with contextlib.closing(Store.open(db)) as store:
         untracked = [e for e in store.journal() if e["kind"] == "record_untracked"]
@@ -274,8 +274,8 @@ async def test_status_shows_each_records_last_verdict_and_check(tmp_path):
     assert one["last_checked"] == by[bad.pith_number]["last_checked"]
     code, out = await run_cli("--db", db, "status")
     lines = out.splitlines()
-    header = ["PITH_NUMBER", "TRACKED", "EVENTS", "STATE_SHA256", "UPDATED", "LAST_VERDICT",
-              "LAST_CHECKED"]
+    header = ["pith_number", "tracked", "events", "state_sha256", "updated", "last_verdict",
+              "last_checked"]
     assert lines[0].split() == header
     assert any(line.startswith(bad.pith_number) and " diverged " in line for line in lines)
     code, out = await run_cli("--db", db, "status", bad.pith_number)
