@@ -1,10 +1,9 @@
 """C2SP signed notes (c2sp.org/signed-note) with Ed25519 keys.
 
 A note is UTF-8 text ending in a newline, a blank line, then signature lines
-`— <key name> base64(key ID || signature)`.  The key ID is the first four bytes of
-SHA-256(name || 0x0A || 0x01 || public key); a verifier key is written
-`<name>+<hex key ID>+base64(0x01 || public key)`.  Signing keys use the Go sumdb form
-`PRIVATE+KEY+<name>+<hex key ID>+base64(0x01 || seed)`, so Go's note tools read them.
+`— <key name> base64(key ID || signature)`.  Verifier keys are `<name>+<hex key ID>+base64(0x01
+|| public key)`; signing keys use Go sumdb's `PRIVATE+KEY+<name>+<hex key ID>+base64(0x01 ||
+seed)`, so Go's note tools read them.
 """
 
 from __future__ import annotations
@@ -57,8 +56,7 @@ def key_id(name: str, public_key: bytes) -> int:
 
 
 def _b64decode(text: str) -> bytes | None:
-    """Strict standard base64; a non-canonical spelling (other padding bits) is refused, so
-    that one signature has one spelling."""
+    """Strict, canonical standard base64 (so that one signature has one spelling)."""
     try:
         raw = base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError, ValueError):
@@ -100,11 +98,7 @@ class VerifierKey:
             raise InvalidVerifierKey(f"{name!r} is not a valid note key name")
         if len(public_key) != 32:
             raise InvalidVerifierKey(f"an Ed25519 public key is 32 bytes, got {len(public_key)}")
-        try:
-            verify_key = VerifyKey(public_key)
-        except (CryptoError, ValueError, TypeError) as exc:
-            raise InvalidVerifierKey(f"note key {name!r}: {exc}") from None
-        return cls(name, key_id(name, public_key), public_key, verify_key)
+        return cls(name, key_id(name, public_key), public_key, VerifyKey(public_key))
 
     @classmethod
     def parse(cls, vkey: str) -> VerifierKey:
@@ -113,16 +107,8 @@ class VerifierKey:
         Raises:
             InvalidVerifierKey: if the string is not such a key, or its key ID is wrong.
         """
-        parts = vkey.split("+", 2)  # the base64 key may itself contain "+"
-        if len(parts) != 3 or len(parts[1]) != 8:
-            raise InvalidVerifierKey(f"{vkey!r} is not <name>+<key ID>+<key>")
-        name, id_hex, key_b64 = parts
-        material = _b64decode(key_b64)
-        if material is None or not _is_hex(id_hex) or len(material) != 33:
-            raise InvalidVerifierKey(f"{vkey!r} is not <name>+<key ID>+<key>")
-        if material[0] != ED25519:
-            raise InvalidVerifierKey(f"{vkey!r}: signature type {material[0]} is not Ed25519")
-        key = cls.from_public_key(name, material[1:])
+        name, id_hex, material = _split_key(vkey.split("+", 2), f"{vkey!r}")
+        key = cls.from_public_key(name, material)
         if key.key_id != int(id_hex, 16):
             raise InvalidVerifierKey(f"{vkey!r}: the key ID does not match the name and key")
         return key
@@ -143,8 +129,15 @@ class VerifierKey:
             return False
 
 
-def _is_hex(text: str) -> bool:
-    return all(c in "0123456789abcdefABCDEF" for c in text)
+def _split_key(parts: list[str], what: str) -> tuple[str, str, bytes]:
+    """Name, hex key ID and key material of `<name>+<key ID>+base64(0x01 || material)`."""
+    material = _b64decode(parts[2]) if len(parts) == 3 else None
+    hex_digits = "0123456789abcdefABCDEF"
+    if material is None or len(parts[1]) != 8 or not all(c in hex_digits for c in parts[1]):
+        raise InvalidVerifierKey(f"{what} is not <name>+<key ID>+<key>")
+    if len(material) != 33 or material[0] != ED25519:
+        raise InvalidVerifierKey(f"{what} is not a 32-byte Ed25519 key (type 0x01)")
+    return parts[0], parts[1], material[1:]
 
 
 @dataclass(frozen=True)
@@ -168,15 +161,11 @@ class NoteSigner:
             InvalidVerifierKey: if the string is not such a key, or its key ID is wrong.
         """
         parts = skey.split("+", 4)
-        if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"] or len(parts[3]) != 8:
-            raise InvalidVerifierKey("not a PRIVATE+KEY+<name>+<key ID>+<key> signing key")
-        material = _b64decode(parts[4])
-        if material is None or not _is_hex(parts[3]) or len(material) != 33:
-            raise InvalidVerifierKey("not a PRIVATE+KEY+<name>+<key ID>+<key> signing key")
-        if material[0] != ED25519:
-            raise InvalidVerifierKey(f"signing key type {material[0]} is not Ed25519")
-        signer = cls(parts[2], material[1:])
-        if signer.verifier_key.key_id != int(parts[3], 16):
+        if parts[:2] != ["PRIVATE", "KEY"]:
+            raise InvalidVerifierKey("a signing key starts with PRIVATE+KEY+")
+        name, id_hex, seed = _split_key(parts[2:], "the signing key")
+        signer = cls(name, seed)
+        if signer.verifier_key.key_id != int(id_hex, 16):
             raise InvalidVerifierKey("the signing key's ID does not match its name and key")
         return signer
 
@@ -204,7 +193,7 @@ class NoteSigner:
 
 def _check_text(text: str) -> None:
     if not text.endswith("\n"):
-        raise MalformedNote("a note's text must end with a newline")
+        raise MalformedNote("a note and its text must end with a newline")
     if any(ord(c) < 0x20 and c != "\n" for c in text):
         raise MalformedNote("a note must not contain control characters other than newline")
 
@@ -254,10 +243,9 @@ def parse_note(data: bytes) -> SignedNote:
         message = data.decode("utf-8")
     except UnicodeDecodeError:
         raise MalformedNote("a note must be UTF-8") from None
-    if any(ord(c) < 0x20 and c != "\n" for c in message):
-        raise MalformedNote("a note must not contain control characters other than newline")
+    _check_text(message)
     split = message.rfind("\n\n")
-    if split < 0 or not message.endswith("\n") or split + 2 == len(message):
+    if split < 0 or split + 2 == len(message):
         raise MalformedNote("a note is text, a blank line and signature lines")
     text, block = message[: split + 1], message[split + 2 :]
     lines = block[:-1].split("\n")
@@ -277,10 +265,8 @@ def _parse_signature_line(line: str) -> NoteSignature:
 
 
 def open_note(data: bytes, trusted: Iterable[VerifierKey]) -> VerifiedNote:
-    """Parses a signed note and verifies it against the trusted keys.
-
-    Signatures by unknown keys (another name or another key ID) are ignored.  A signature by
-    a trusted key that fails rejects the whole note, and so does a note no trusted key signed.
+    """Parses a signed note and verifies it against the trusted keys; signatures by unknown
+    keys (another name or another key ID) are set aside, unchecked.
 
     Raises:
         MalformedNote: if `data` is not a signed note.
