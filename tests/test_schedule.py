@@ -223,3 +223,36 @@ def test_a_full_pass_of_the_registry_takes_the_issues_figure():
     assert full_pass_seconds(2_500_000, 2, 20) / DAY == pytest.approx(2.894, abs=0.001)
     assert full_pass_seconds(2_500_000, 2, 20, duty=3300 / 3600) / DAY == pytest.approx(3.157,
                                                                                           abs=0.001)
+
+
+def simulate_small(*extra: str):
+    """The registry simulation at 20,000 records with the per-mirror rate scaled to match."""
+    from bench import schedule_sim
+
+    # 2.5 million records at 20 requests/s per mirror is 125,000 records per request/s.
+    args = schedule_sim.parse(["--records", "20000", "--rate", "0.16", *extra])
+    sim, end = schedule_sim.simulate(args)
+    return args, sim, schedule_sim.measure(sim, end), schedule_sim.report
+
+
+def test_the_small_simulation_meets_both_targets_within_the_request_budget():
+    args, sim, result, report = simulate_small()
+    text = "\n".join(report(sim, result, 0.0))
+    assert result.longest_unchecked_s <= 96 * HOUR, text
+    assert result.longest_recheck_s <= HOUR, text
+    assert result.max_requests_per_hour <= 0.16 * HOUR, text
+    # It measured something: changes and divergences were found and re-checked.
+    assert sim.fig.changes_found > 100 and sim.fig.divergences_found > 0, text
+    assert len(sim.fig.recheck) > 100 and result.overdue < result.tracked // 100, text
+    assert "MISSED" not in text and "why missed" not in text
+
+
+def test_the_simulation_says_which_target_it_misses_and_why():
+    # Half the budget cannot rotate 20,000 records within 4 days, and a min_interval of 2 hours
+    # cannot re-check a change within 1 hour.
+    args, sim, result, report = simulate_small("--rate", "0.08", "--min-interval-s", "7200")
+    text = "\n".join(report(sim, result, 0.0))
+    assert result.longest_unchecked_s > 96 * HOUR and result.longest_recheck_s > HOUR, text
+    assert "longest unchecked" in text and text.count("MISSED") == 2, text
+    assert "why missed: the checks wanted" in text and "lower min_interval" in text, text
+    assert result.max_requests_per_hour <= 0.08 * HOUR, text
