@@ -135,22 +135,58 @@ def run_sync(cfg: Config, out, store: Store, targets: list[Target], command: str
 
 
 class _Progress:
-    def __init__(self, total: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-        from rich.console import Console
+    """A progress bar on stderr for a run on a terminal.  While it is drawn, the pithsync
+    logger's lines go through the bar's console, which prints them above the bar instead of
+    through it; the logger's own handlers are put back when the bar ends."""
 
-        self._p = Progress(TextColumn("syncing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=Console(file=sys.stderr), transient=True)
+    def __init__(self, total: int, stream=None):
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        console = Console(file=stream or sys.stderr)
+        self._p = Progress(TextColumn("syncing"), BarColumn(), MofNCompleteColumn(),
+                           TimeElapsedColumn(), console=console, transient=True)
         self._task = self._p.add_task("sync", total=total)
+        self._logger = logging.getLogger("pithsync")
+        self._saved: list[logging.Handler] = []
 
     def __enter__(self):
         self._p.__enter__()
+        self._saved = list(self._logger.handlers)
+        formatter = self._saved[0].formatter if self._saved else None
+        self._logger.handlers[:] = [_ConsoleLogHandler(self._p.console, formatter)]
         return self
 
     def __exit__(self, *exc):
+        self._logger.handlers[:] = self._saved
         return self._p.__exit__(*exc)
 
     def advance(self, _result) -> None:
         self._p.advance(self._task)
+
+
+class _ConsoleLogHandler(logging.Handler):
+    """Log lines printed through a rich console (above a live progress bar), as plain text:
+    no markup, highlighting or wrapping, so each stays one logfmt line."""
+
+    def __init__(self, console, formatter: logging.Formatter | None):
+        super().__init__()
+        self.console = console
+        if formatter is not None:
+            self.setFormatter(formatter)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.console.print(self.format(record), markup=False, highlight=False, emoji=False,
+                               soft_wrap=True)
+        except Exception:  # noqa: BLE001 - as logging.StreamHandler does
+            self.handleError(record)
 
 
 def _progress(out, total: int):

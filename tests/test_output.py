@@ -334,3 +334,29 @@ def test_a_terminal_table_never_breaks_a_pith_number():
     )
     text = screen.getvalue()
     assert number in text and "verdict" in text and "diverged" in text
+
+
+def test_log_lines_go_above_the_progress_bar_whole(tmp_path):
+    """While the bar is drawn, a log line is printed through its console: whole, on a line of
+    its own, and the logger's handlers are back afterwards."""
+    import io
+    import logging
+
+    from pithsync import cli, commands
+    from pithsync.logfmt import log_event
+
+    cli.configure_logging(0, False)
+    logger = logging.getLogger("pithsync")
+    before = list(logger.handlers)
+    screen = io.StringIO()
+    screen.isatty = lambda: True  # type: ignore[method-assign]
+    with commands._Progress(10, stream=screen) as bar:
+        bar.advance(None)
+        log_event(logging.getLogger("pithsync.sync"), logging.WARNING, "mirror_slow",
+                  mirror="Pith Resolver", detail="a value long enough " * 8)
+        bar.advance(None)
+    assert logger.handlers == before
+    lines = [line for line in screen.getvalue().splitlines() if "event=mirror_slow" in line]
+    assert len(lines) == 1, screen.getvalue()
+    assert f'detail="{"a value long enough " * 8}"' in lines[0]  # not wrapped, not cut
+    assert 'mirror="Pith Resolver"' in lines[0]
