@@ -156,10 +156,19 @@ def _divergent_json(divergent: frozenset, mirrors: Sequence[MirrorView]) -> list
     return [{"mirror": url, "name": names.get(url, url), "status": status} for url, status in sorted(divergent)]
 
 
+def clip_words(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters at a space, with an ellipsis, so that a hash or
+    a URL in it is either whole or left out, never cut in the middle."""
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit)
+    return (text[:cut] if cut > 0 else "").rstrip(" ,;:(") + " …"
+
+
 def _first_message(m: MirrorView) -> str:
     for r in m.reasons:
         if isinstance(r, dict) and r.get("status") == m.status:
-            return str(r.get("message", ""))[:160]
+            return clip_words(str(r.get("message", "")), 160)
     return ""
 
 
@@ -239,7 +248,7 @@ def decide(
                     "diverged_since": since,
                     "resolved_at": None,
                     "resolution": None,
-                    "summary": _divergence_summary(pith_number, current, mirrors)[:500],
+                    "summary": clip_words(_divergence_summary(pith_number, current, mirrors), 500),
                 },
             )
         )

@@ -466,3 +466,24 @@ def test_store_knows_whether_any_alert_is_open_without_asking_per_record(tmp_pat
         assert store.any_open_alert() is False
     finally:
         store.close()
+
+
+def test_summaries_never_cut_a_hash():
+    """A reason's message is shortened at a space, so a hash in it is whole or left out."""
+    import re
+
+    digest = "ab" * 32
+    message = "event sha256:" + digest + ": content_sha256 does not match (computed " + digest + ")"
+    views = [
+        MirrorView(f"http://m{i}", f"m{i}", "tampered",
+                   ({"status": "tampered", "code": "x", "message": "x" * (10 + 7 * i) + " " + message},), 0)
+        for i in range(12)
+    ]
+    d = decide("pith:2026:" + "A" * 26, "diverged", views, [], unreachable_threshold=3,
+               now="2026-12-06T00:00:00Z", run_id="r")
+    summary = d.open[0].payload["summary"]
+    assert len(summary) <= 500 and summary.endswith("…")  # long enough to be shortened
+    runs = re.findall(r"[0-9a-f]{10,}", summary)
+    assert runs and all(len(r) == 64 for r in runs), runs
+    assert alerts.clip_words("short", 10) == "short"
+    assert alerts.clip_words("one two three", 9) == "one two …"
