@@ -130,7 +130,7 @@ class Runner:
         return code, time.monotonic() - started, err.read_text(errors="replace")
 
     @staticmethod
-    async def no_orphans(db: str, within: float = 5.0) -> None:
+    async def no_orphans(db: str, within: float = 30.0) -> None:
         """No process of the killed run (a sync worker) may outlive it: the kernel kills them
         with the parent (PR_SET_PDEATHSIG)."""
         deadline = time.monotonic() + within
