@@ -20,7 +20,7 @@ from pithsync.core import strictjson
 from pithsync.core.errors import MalformedDocument
 from pithsync.core.status import Status, Verdict
 from pithsync.core.verify import Report, Verifier, verify_document
-from pithsync.store import StoreError
+from pithsync.store import NoStoreError, StoreError
 
 log = logging.getLogger("pithsync")
 
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.db or os.environ.get("PITHSYNC_DB"):
             cfg = config_mod.replace_db(cfg, args.db or os.environ["PITHSYNC_DB"])
         return int(args.func(args, cfg, out))
-    except (config_mod.ConfigError, UsageError) as exc:
+    except (config_mod.ConfigError, UsageError, NoStoreError) as exc:
         print(f"pithsync: {exc}", file=sys.stderr)
         return int(ExitCode.USAGE)
     except (StoreError, sqlite3.Error) as exc:
