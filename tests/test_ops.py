@@ -155,9 +155,9 @@ async def test_serve_publishes_only_what_the_pinned_keys_verify(tmp_path):
         assert r.pith_number in app[CATALOG].rejected
 
 
-async def test_serve_without_store_exits_4_and_parse_bind(tmp_path, capsys):
+async def test_serve_without_store_exits_2_and_parse_bind(tmp_path, capsys):
     code, _ = await run_cli("--db", tmp_path / "none.db", "serve", "--bind", "127.0.0.1:0")
-    assert code == cli.ExitCode.STORE
+    assert code == cli.ExitCode.USAGE
     assert "no store at" in capsys.readouterr().err
     assert ops.parse_bind("[::1]:9000") == ("::1", 9000)
     assert ops.parse_bind(":8080") == ("0.0.0.0", 8080)
