@@ -397,7 +397,10 @@ def _run_command(argv: Sequence[str], body: bytes, payload: dict, timeout_s: flo
     env = {**os.environ, "PITHSYNC_ALERT_EVENT": str(payload.get("event")), "PITHSYNC_ALERT_KIND": str(payload.get("kind")), "PITHSYNC_PITH_NUMBER": str(payload.get("pith_number"))}
     with tempfile.TemporaryFile() as stderr_file:  # a file: a lingering child cannot block it
         try:
-            proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr_file, env=env, shell=False, start_new_session=True)
+            proc = subprocess.Popen(
+                list(argv), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr_file,
+                env=env, shell=False, start_new_session=True,
+            )
         except OSError as exc:
             return f"cannot run {argv[0]!r}: {exc.strerror or exc}", True
         # Fed from a thread: a command that never reads must not block us past the timeout.

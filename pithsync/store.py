@@ -842,7 +842,9 @@ def _cannot_open(exc: sqlite3.OperationalError) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_CANTOPEN
 
 
-def _connect(path: str, *, read_only: bool = False, immutable: bool = False) -> sqlite_utils.Database:
+def _connect(
+    path: str, *, read_only: bool = False, immutable: bool = False
+) -> sqlite_utils.Database:
     try:
         if read_only:
             query = "mode=ro&immutable=1" if immutable else "mode=ro"

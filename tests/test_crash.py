@@ -536,7 +536,9 @@ async def test_read_only_store_is_a_clear_store_error(tmp_path, small_world, how
             proc = await _pull_in_thread(str(conf), db, "journal", "verify")
             assert proc.returncode == 0 and "intact" in proc.stdout, proc.stderr
             out_dir = tmp_path / "exported"
-            proc = await _pull_in_thread(str(conf), db, "-q", "export", str(out_dir), "--base-url", "https://m.example")
+            export = ["-q", "export", str(out_dir), "--base-url", "https://m.example"]
+            proc = await _pull_in_thread(str(conf), db, *export)
             assert proc.returncode == 0, proc.stderr
-            assert all((out_dir / "pith" / n.split(":")[2] / "bundle.json").is_file() for n in numbers[:5])
+            bundles = [out_dir / "pith" / n.split(":")[2] / "bundle.json" for n in numbers[:5]]
+            assert all(b.is_file() for b in bundles)
     reliability_counts.add("faults")

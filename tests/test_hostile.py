@@ -225,14 +225,17 @@ async def test_first_byte_later_than_the_timeout(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "interval,timeout_s", [(1.0, 5.0), (0.05, 1.0)], ids=["1-byte-per-second", "20-bytes-per-second"]
+    "interval,timeout_s",
+    [(1.0, 5.0), (0.05, 1.0)],
+    ids=["1-byte-per-second", "20-bytes-per-second"],
 )
 async def test_trickle_cut_by_the_deadline(tmp_path, interval, timeout_s):
     # Each byte arrives well within the read timeout (5 or 20 times over), so only the overall
     # deadline can stop it; the whole body would take minutes to trickle out.
     fault = lambda b: b.fault("trickle", interval=interval)  # noqa: E731
     out = await run_case(tmp_path, fault, timeout_s=timeout_s, deadline_s=3.0)
-    check(out, f"trickle, one byte every {interval:g}s", "unreachable", "deadline_exceeded", "deadline of 3s")
+    fault_name = f"trickle, one byte every {interval:g}s"
+    check(out, fault_name, "unreachable", "deadline_exceeded", "deadline of 3s")
     assert out.wall >= 2 * 3.0 * 0.9
     assert all(r.bytes_sent < len(HONEST_BYTES) for r in out.bad.requests)
 

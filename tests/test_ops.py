@@ -271,7 +271,9 @@ async def test_concurrent_syncs_wait_or_refuse_and_store_stays_sound(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     async with MirrorServer("slow") as m:
         m.put_record(r.bundle())
-        patient = write_config(tmp_path / "patient.toml", [m.spec()], timeout_s=120, extra="[store]\nlock_timeout_s = 120\n")
+        patient_store = "[store]\nlock_timeout_s = 120\n"
+        patient = write_config(tmp_path / "patient.toml", [m.spec()], timeout_s=120,
+                               extra=patient_store)
         hasty = write_config(tmp_path / "hasty.toml", [m.spec()], timeout_s=5, extra="[store]\nlock_timeout_s = 0.3\n")
         code, out = await run_cli("--config", patient, "--db", db, "pull", r.pith_number)
         assert code == 0, out

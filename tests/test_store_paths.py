@@ -96,9 +96,11 @@ def test_a_store_whose_wal_and_shm_files_cannot_be_created_can_still_be_read(tmp
     assert [r["pith_number"] for r in json.loads(out)["records"]] == [RECORD.pith_number]
     code, out, err = main("--config", conf, "--db", db, "journal", "verify")
     assert code == 0 and "intact" in out, err
-    code, _, err = main("--config", conf, "--db", db, "-q", "export", tmp_path / "out", "--base-url", "https://m.example")
+    export = ["-q", "export", tmp_path / "out", "--base-url", "https://m.example"]
+    code, _, err = main("--config", conf, "--db", db, *export)
     assert code == 0, err
-    assert (tmp_path / "out" / "pith" / RECORD.suffix / "bundle.json").read_bytes() == forge.dumps(RECORD.bundle())
+    exported = tmp_path / "out" / "pith" / RECORD.suffix / "bundle.json"
+    assert exported.read_bytes() == forge.dumps(RECORD.bundle())
     # Writing still fails as a store error (exit 4), and the store is unchanged.
     code, _, err = main("--config", conf, "--db", db, "-q", "import", tmp_path / "bundle.json")
     assert code == cli.ExitCode.STORE, err

@@ -387,7 +387,8 @@ class MirrorServer:
         if kind == "gzip_bomb":
             # Compress now (cached), not in the handler: 64 MiB takes the better part of a second
             # and must not count against the client's read timeout.
-            gzip_bomb(int(params.get("expanded_bytes", 64 * MIB)), _to_bytes(params.get("fill", b" ")))
+            expanded = int(params.get("expanded_bytes", 64 * MIB))
+            gzip_bomb(expanded, _to_bytes(params.get("fill", b" ")))
         f = Fault(kind, path, params, times)
         self.faults.append(f)
         return f
@@ -607,7 +608,8 @@ class MirrorServer:
         release = fault.params.get("until")  # an asyncio.Event: the test ends the delay itself
         if isinstance(release, asyncio.Event):
             waits = [asyncio.ensure_future(e.wait()) for e in (release, self._stopping)]
-            await asyncio.wait(waits, timeout=float(fault.params.get("seconds", 1.0)), return_when=asyncio.FIRST_COMPLETED)
+            seconds = float(fault.params.get("seconds", 1.0))
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
             for w in waits:
                 w.cancel()
             if self._stopping.is_set():
