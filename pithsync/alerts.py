@@ -29,12 +29,17 @@ The notification (webhook body, command stdin, log line fields)::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import logging
 import os
+import signal
 import subprocess
+import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -405,17 +410,60 @@ async def _post(session: aiohttp.ClientSession, url: str, body: bytes) -> tuple[
 
 
 def _run_command(argv: Sequence[str], body: bytes, payload: dict, timeout_s: float) -> tuple[str, bool]:
+    """Run the alert command (an argv list, no shell) with the alert's JSON on stdin.  Delivery
+    ends when the command itself exits, not when its pipes close: a background child it leaves
+    behind (`sh -c 'notifier & exit 0'`) is not waited for, and its process group is ended."""
     env = {**os.environ, "PITHSYNC_ALERT_EVENT": str(payload.get("event")), "PITHSYNC_ALERT_KIND": str(payload.get("kind")), "PITHSYNC_PITH_NUMBER": str(payload.get("pith_number"))}
-    try:
-        proc = subprocess.run(list(argv), input=body, capture_output=True, timeout=timeout_s, check=False, shell=False, env=env)
-    except subprocess.TimeoutExpired:
-        return f"timed out after {timeout_s:g}s (killed)", True
-    except OSError as exc:
-        return f"cannot run {argv[0]!r}: {exc.strerror or exc}", True
-    if proc.returncode != 0:
-        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
-        return f"exit status {proc.returncode}" + (f": {tail[0][:300]}" if tail[0] else ""), False
+    with tempfile.TemporaryFile() as stderr_file:  # a file: a lingering child cannot block it
+        try:
+            proc = subprocess.Popen(
+                list(argv), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr_file,
+                env=env, shell=False, start_new_session=True,
+            )
+        except OSError as exc:
+            return f"cannot run {argv[0]!r}: {exc.strerror or exc}", True
+        # Fed from a thread: a command that never reads must not block us past the timeout.
+        feeder = threading.Thread(target=_feed, args=(proc.stdin, body), daemon=True)
+        feeder.start()
+        try:
+            returncode = _wait_unreaped(proc.pid, timeout_s)
+        finally:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                # The leader is not reaped yet, so its pid (the group's id) cannot be reused.
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            feeder.join(5)
+        if returncode is None:
+            return f"timed out after {timeout_s:g}s (killed)", True
+        if returncode != 0:
+            stderr_file.seek(max(0, stderr_file.seek(0, os.SEEK_END) - 4096))
+            tail = stderr_file.read().decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+            return f"exit status {returncode}" + (f": {tail[0][:300]}" if tail[0] else ""), False
     return "", False
+
+
+def _feed(stdin, body: bytes) -> None:
+    """Write the alert to the command's stdin and close it (EOF); a command that exits without
+    reading it all is fine: its exit status says how delivery went."""
+    with contextlib.suppress(OSError):  # BrokenPipeError among them
+        try:
+            stdin.write(body)
+        finally:
+            stdin.close()
+
+
+def _wait_unreaped(pid: int, timeout_s: float, poll_s: float = 0.02) -> int | None:
+    """The exit status of child `pid` once it exits (None after `timeout_s`), leaving it a zombie
+    for the caller to reap."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        if info is not None:
+            status = info.si_status
+            return status if info.si_code == os.CLD_EXITED else -status
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(poll_s)
 
 
 async def deliver_pending(cfg, store, *, webhook_timeout_s: float = WEBHOOK_TIMEOUT_S, command_timeout_s: float = COMMAND_TIMEOUT_S, limit: int = MAX_PER_RUN) -> DeliveryReport:

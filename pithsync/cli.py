@@ -24,7 +24,7 @@ from pithsync.core.errors import MalformedDocument
 from pithsync.core.status import Status, Verdict
 from pithsync.core.verify import Report, Verifier, verify_document
 from pithsync.logfmt import kv
-from pithsync.store import StoreError
+from pithsync.store import NoStoreError, StoreError
 
 log = logging.getLogger("pithsync")
 
@@ -465,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         return 141 if out.closed else code
     except config_mod.ConfigError as exc:
         return _fail(args.json, "config", ExitCode.USAGE, str(exc))
-    except UsageError as exc:
+    except (UsageError, NoStoreError) as exc:
         return _fail(args.json, "usage", ExitCode.USAGE, str(exc))
     except (StoreError, sqlite3.Error) as exc:
         return _fail(args.json, "store", ExitCode.STORE, _store_message(exc, cfg))

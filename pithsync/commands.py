@@ -34,7 +34,8 @@ def _cli():
 
 @contextmanager
 def open_store(cfg: Config, *, lock: bool) -> Iterator[Store]:
-    """The store, under the run lock when writing."""
+    """The store, under the run lock, for writing (created if need be); without `lock`, the
+    existing store read-only (NoStoreError when there is none: reading creates nothing)."""
     if lock:
         with run_lock(cfg.db_path, cfg.lock_timeout_s):
             store = Store.open(cfg.db_path)
@@ -43,7 +44,7 @@ def open_store(cfg: Config, *, lock: bool) -> Iterator[Store]:
             finally:
                 store.close()
     else:
-        store = Store.open(cfg.db_path)
+        store = Store.open_reader(cfg.db_path)
         try:
             yield store
         finally:

@@ -416,7 +416,7 @@ def parse_bind(text: str) -> tuple[str, int]:
 def cmd_serve(args, cfg: Config, out) -> int:
     cli = _cli()
     host, port = parse_bind(args.bind)
-    store = Store.open_reader(cfg.db_path)  # fail now, with exit 4, rather than inside the server
+    store = Store.open_reader(cfg.db_path)  # fail now (exit 2 or 4), not inside the server
     try:
         catalog = Catalog(store, Verifier(cfg.trust))
         count = len(catalog.suffixes())

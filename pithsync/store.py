@@ -54,6 +54,16 @@ class WrongNumberError(Exception):
     record is not written, the store is fine)."""
 
 
+class NoStoreError(StoreError):
+    """Nothing at the path to read as a store, or no directory to create one in: the path is
+    wrong, or nothing was pulled or imported yet.  A usage error (exit 2), not a broken store."""
+
+    @classmethod
+    def at(cls, path: str) -> "NoStoreError":
+        """The error for a read-only command on a path that holds no store."""
+        return cls(f"no store at {path} (run `pithsync pull` or `pithsync import` first)")
+
+
 def utcnow() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -278,6 +288,11 @@ class Store:
     # -- opening --------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str) -> "Store":
+        """The store for writing (pull, sync, import): creates the file, and its schema, if it
+        is not there yet; never its directory (a missing one is a mistyped path)."""
+        directory = os.path.dirname(os.path.abspath(path))
+        if path != ":memory:" and not os.path.isdir(directory):
+            raise NoStoreError(f"no directory for a store at {path}: create {directory} first")
         store = cls(_connect(path), path)
         try:
             store._migrate()
@@ -288,12 +303,26 @@ class Store:
     @classmethod
     def open_reader(cls, path: str) -> "Store":
         """The store through a read-only SQLite connection: never migrates, never writes.  What
-        `serve`, `export` and the sync worker processes read through."""
+        `serve`, `export`, the read-only commands and the sync worker processes read through.
+        Creates nothing: a path that holds no store raises NoStoreError."""
         if path == ":memory:" or not Path(path).is_file():
-            raise StoreError(f"no store at {path}: run `pithsync pull` (or `sync`) first")
+            raise NoStoreError.at(path)
         store = cls(_connect(path, read_only=True), path)
         try:
             version = store.schema_version()
+        except sqlite3.OperationalError as exc:
+            store.close()
+            if not _cannot_open(exc):
+                raise StoreError(f"cannot open store {path} read-only: {exc}") from None
+            # A WAL store needs its -wal and -shm files, even to read, and they cannot be
+            # created here (a read-only file system or directory): nothing can write the file
+            # through this path either, so read it as immutable.
+            store = cls(_connect(path, read_only=True, immutable=True), path)
+            try:
+                version = store.schema_version()
+            except sqlite3.DatabaseError as exc:
+                store.close()
+                raise StoreError(f"cannot open store {path} read-only: {exc}") from None
         except sqlite3.DatabaseError as exc:
             store.close()
             raise StoreError(f"cannot open store {path} read-only: {exc}") from None
@@ -974,13 +1003,21 @@ class Store:
         return rows[0] if rows else None
 
 
-def _connect(path: str, *, read_only: bool = False) -> sqlite_utils.Database:
+def _cannot_open(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_CANTOPEN: for a file that exists, the -wal or -shm file it needs is missing and
+    cannot be created."""
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_CANTOPEN
+
+
+def _connect(
+    path: str, *, read_only: bool = False, immutable: bool = False
+) -> sqlite_utils.Database:
     try:
         if read_only:
-            conn = sqlite3.connect(f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro", uri=True, timeout=30, isolation_level="DEFERRED")
+            query = "mode=ro&immutable=1" if immutable else "mode=ro"
+            uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?{query}"
+            conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level="DEFERRED")
         else:
-            if path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, timeout=30, isolation_level="DEFERRED")
         # Plugins installed beside sqlite-utils do not get the verified store's connection (and
         # looking them up scanned every installed package: 10 ms of each start).
@@ -1059,13 +1096,17 @@ def _lock_holder(fh) -> int | None:
 
 @contextlib.contextmanager
 def run_lock(db_path: str, timeout_s: float, poll_s: float = 0.1) -> Iterator[None]:
-    """One sync or pull at a time per store: wait up to `timeout_s` for the lock, then give up."""
-    lock_path = f"{db_path}.lock" if db_path != ":memory:" else None
-    if lock_path is None:
+    """One sync or pull at a time per store: wait up to `timeout_s` for the lock, then give up.
+    The lock is named after the store's real path, so runs that reach it through a symlink
+    (or another spelling of the path) wait for each other too."""
+    if db_path == ":memory:":
         yield
         return
+    lock_path = f"{os.path.realpath(db_path)}.lock"
+    directory = os.path.dirname(lock_path)
+    if not os.path.isdir(directory):
+        raise NoStoreError(f"no directory for a store at {db_path}: create {directory} first")
     try:
-        Path(lock_path).parent.mkdir(parents=True, exist_ok=True)  # as Store.open would, but first
         fh = open(lock_path, "a+")
     except OSError as exc:
         raise StoreError(f"cannot open lock file {lock_path}: {exc.strerror or exc}") from None

@@ -18,6 +18,7 @@ def make_config(tmp_path, mirrors, trust: TrustStore | None = None, **crawl) -> 
     crawl.setdefault("timeout_s", 2.0)
     crawl.setdefault("deadline_s", 5.0)
     crawl.setdefault("follow_hints", False)
+    tmp_path.mkdir(parents=True, exist_ok=True)  # pithsync creates the store, not its directory
     return Config(
         trust=trust or forge.test_trust(),
         mirrors=tuple(mirrors),

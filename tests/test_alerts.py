@@ -7,7 +7,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import signal
 import sys
+import time
 from dataclasses import replace
 
 import anyio
@@ -328,6 +331,50 @@ async def test_command_timeout_and_missing_command_are_kept(tmp_path):
             assert outbox(store)[0]["attempts"] == 2 and outbox(store)[0]["delivered_at"] is None
         finally:
             store.close()
+
+
+def _process_gone(pid: int) -> bool:
+    """No such process, or only its zombie left (ended, not yet reaped by init)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+async def test_command_that_leaves_a_background_child_is_delivered_when_it_exits(tmp_path):
+    # The command exits at once, but its background child holds its stdout and stderr: delivery
+    # must not wait for those to close (30 s, the command timeout), nor count it as a timeout.
+    record = forge.forge_record(8, n_events=3)
+    child_pid = tmp_path / "child.pid"
+    command = ("sh", "-c", f'sleep 45 & echo $! > "{child_pid}"; exit 0')
+    async with MirrorServer("a") as a, MirrorServer("b") as b:
+        a.put_record(record.bundle())
+        b.put_record(record.bundle(upto=2))
+        cfg = with_alerts(make_config(tmp_path, [a.spec(), b.spec()]), command=command)
+        store = Store.open(cfg.db_path)
+        try:
+            started = time.monotonic()
+            _, report = await run_once(cfg, store, record.pith_number)  # opens the alert
+            # Far below the 30 s a wait for the pipes takes, however loaded the machine.
+            assert time.monotonic() - started < 20 and alerts.COMMAND_TIMEOUT_S == 30.0
+            assert report.delivered == {"command": 1} and not report.failed, report
+            (row,) = outbox(store)
+            assert row["delivered_at"] is not None and row["attempts"] == 1
+            pid = int(child_pid.read_text())
+            for _ in range(1000):  # killed with the command's process group; reaped by init
+                if _process_gone(pid):
+                    break
+                await anyio.sleep(0.01)
+            assert _process_gone(pid), f"the background child {pid} outlived delivery"
+            # Delivered once: the next run sends nothing again.
+            _, report = await run_once(cfg, store, record.pith_number)
+            assert report.delivered == {} and not report.failed, report
+            assert outbox(store)[0]["attempts"] == 1
+        finally:
+            store.close()
+            if child_pid.exists() and not _process_gone(int(child_pid.read_text())):
+                os.kill(int(child_pid.read_text()), signal.SIGKILL)  # our test's own child
 
 
 async def test_unreachable_alert_after_n_runs_once_per_mirror(tmp_path):

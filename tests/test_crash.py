@@ -130,7 +130,7 @@ class Runner:
         return code, time.monotonic() - started, err.read_text(errors="replace")
 
     @staticmethod
-    async def no_orphans(db: str, within: float = 5.0) -> None:
+    async def no_orphans(db: str, within: float = 30.0) -> None:
         """No process of the killed run (a sync worker) may outlive it: the kernel kills them
         with the parent (PR_SET_PDEATHSIG)."""
         deadline = time.monotonic() + within
@@ -468,6 +468,7 @@ async def test_full_disk_is_a_clear_store_error_and_nothing_is_lost(tmp_path, sm
                 disk = tmp_path / "disk"
                 disk.mkdir()
                 preexec = _fsize_limit(1100 * 1024)
+            (disk / "store").mkdir()  # pull creates the store, not its directory
             db = str(disk / "store" / "pithsync.db")
             proc = await _pull_in_thread(str(conf), db, "-q", "pull", "--from", str(listing), preexec=preexec)
             # A real ENOSPC is SQLITE_FULL; a file-size limit (EFBIG) is reported as an I/O error.
@@ -514,6 +515,7 @@ async def test_read_only_store_is_a_clear_store_error(tmp_path, small_world, how
                 disk = stack.enter_context(tmpfs(tmp_path / "disk", "16m"))
             else:
                 disk = tmp_path / "disk"
+                disk.mkdir()
             db = str(disk / "pithsync.db")
             proc = await _pull_in_thread(str(conf), db, "-q", "pull", *numbers[:5])
             assert proc.returncode == 0, proc.stderr
@@ -528,13 +530,17 @@ async def test_read_only_store_is_a_clear_store_error(tmp_path, small_world, how
             for args in (["-q", "pull", *numbers], ["-q", "sync"]):
                 proc = await _pull_in_thread(str(conf), db, *args)
                 assert_store_error(proc, *needles)
+            # It can still be inspected (on the read-only mount, where its -wal and -shm files
+            # cannot be created, as immutable), and it is as it was.
             proc = await _pull_in_thread(str(conf), db, "--json", "status")
-            if how == "read-only mount":
-                # A WAL store cannot even be read where its -shm file cannot be created: say so.
-                assert_store_error(proc, "is read-only")
-                subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
-                proc = await _pull_in_thread(str(conf), db, "--json", "status")
-            # The store is as it was.
             assert proc.returncode == 0, proc.stderr
             assert {r["pith_number"] for r in json.loads(proc.stdout)["records"]} == set(numbers[:5])
+            proc = await _pull_in_thread(str(conf), db, "journal", "verify")
+            assert proc.returncode == 0 and "intact" in proc.stdout, proc.stderr
+            out_dir = tmp_path / "exported"
+            export = ["-q", "export", str(out_dir), "--base-url", "https://m.example"]
+            proc = await _pull_in_thread(str(conf), db, *export)
+            assert proc.returncode == 0, proc.stderr
+            bundles = [out_dir / "pith" / n.split(":")[2] / "bundle.json" for n in numbers[:5]]
+            assert all(b.is_file() for b in bundles)
     reliability_counts.add("faults")

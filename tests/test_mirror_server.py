@@ -315,7 +315,7 @@ async def test_hang_times_out_the_client(m):
     t0 = time.monotonic()
     with pytest.raises(asyncio.TimeoutError):
         await fetch(m.url("/x"), timeout=aiohttp.ClientTimeout(total=0.3))
-    assert 0.25 < time.monotonic() - t0 < 2
+    assert 0.25 < time.monotonic() - t0 < 20  # the client's timeout ended it: a hang never ends
     assert m.requests[-1].status is None
 
 
@@ -332,7 +332,7 @@ async def test_stop_ends_a_hang_promptly():
         assert not task.done() and server.count("/x") == 1
         t0 = time.monotonic()
         await server.stop()
-        assert time.monotonic() - t0 < 1.5
+        assert time.monotonic() - t0 < 20  # not the hang's forever, nor aiohttp's 60 s grace
         with pytest.raises(aiohttp.ClientError):
             await asyncio.wait_for(task, 1)
     await server.stop()  # idempotent
@@ -340,9 +340,9 @@ async def test_stop_ends_a_hang_promptly():
 
 async def test_delay(m):
     m.put("/x", b"late")
-    m.fault("delay", "/x", seconds=0.5)
+    m.fault("delay", "/x", seconds=30)
     with pytest.raises(asyncio.TimeoutError):
-        await fetch(m.url("/x"), timeout=aiohttp.ClientTimeout(total=0.2))
+        await fetch(m.url("/x"), timeout=aiohttp.ClientTimeout(total=0.5))
     m.clear_faults()
     m.fault("delay", "/x", seconds=0.1)
     t0 = time.monotonic()
@@ -383,8 +383,8 @@ async def test_trickle_and_endless_end_when_the_server_stops():
         assert not any(t.done() for t in tasks)
         t0 = time.monotonic()
         await server.stop()
-        assert time.monotonic() - t0 < 1.5
-        done, pending = await asyncio.wait(tasks, timeout=1.5)
+        assert time.monotonic() - t0 < 20  # neither body would ever end by itself
+        done, pending = await asyncio.wait(tasks, timeout=20)
         assert not pending
         for t in done:
             assert isinstance(t.exception(), aiohttp.ClientError)
@@ -401,7 +401,7 @@ async def test_endless_chunked(m):
                 break
     assert got > 2 * MIB
     # the client hung up: the server's streaming handler notices and ends
-    for _ in range(100):
+    for _ in range(1000):  # up to 10 s: an endless handler that missed the hang-up never ends
         if not m._tasks:
             break
         await asyncio.sleep(0.01)

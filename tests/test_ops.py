@@ -156,9 +156,9 @@ async def test_serve_publishes_only_what_the_pinned_keys_verify(tmp_path):
         assert r.pith_number in app[CATALOG].rejected
 
 
-async def test_serve_without_store_exits_4_and_parse_bind(tmp_path, capsys):
+async def test_serve_without_store_exits_2_and_parse_bind(tmp_path, capsys):
     code, _ = await run_cli("--db", tmp_path / "none.db", "serve", "--bind", "127.0.0.1:0")
-    assert code == cli.ExitCode.STORE
+    assert code == cli.ExitCode.USAGE
     assert "no store at" in capsys.readouterr().err
     assert ops.parse_bind("[::1]:9000") == ("::1", 9000)
     assert ops.parse_bind(":8080") == ("0.0.0.0", 8080)
@@ -260,30 +260,48 @@ async def test_demo_json_stays_on_loopback(monkeypatch):
 # -- one run at a time -------------------------------------------------------------------------
 
 
+def _holds_open(pid: int, path: str) -> bool:
+    """Whether process `pid` has `path` open (Linux /proc)."""
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        links = [os.readlink(os.path.join(fd_dir, fd)) for fd in os.listdir(fd_dir)]
+    except OSError:
+        return False
+    return os.path.realpath(path) in links
+
+
 async def test_concurrent_syncs_wait_or_refuse_and_store_stays_sound(tmp_path):
     r = forge.forge_record(31, 2)
     db = str(tmp_path / "s.db")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     async with MirrorServer("slow") as m:
         m.put_record(r.bundle())
-        patient = write_config(tmp_path / "patient.toml", [m.spec()], timeout_s=5, extra="[store]\nlock_timeout_s = 20\n")
+        patient_store = "[store]\nlock_timeout_s = 120\n"
+        patient = write_config(tmp_path / "patient.toml", [m.spec()], timeout_s=120,
+                               extra=patient_store)
         hasty = write_config(tmp_path / "hasty.toml", [m.spec()], timeout_s=5, extra="[store]\nlock_timeout_s = 0.3\n")
         code, out = await run_cli("--config", patient, "--db", db, "pull", r.pith_number)
         assert code == 0, out
-        # Long enough that the hasty run starts (a Python start-up, slow on a loaded machine)
-        # while the first still holds the lock.
-        m.fault("delay", path=bundle_path(r.suffix), seconds=3.0)
+        # The first sync holds the lock until the test releases its request, however slowly the
+        # other runs start on a loaded machine.
+        release = asyncio.Event()
+        m.fault("delay", path=bundle_path(r.suffix), seconds=300, until=release)
 
         async def sync(conf):
             return await asyncio.create_subprocess_exec(sys.executable, "-m", "pithsync", "--config", conf, "--db", db, "sync", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env)
 
         first = await sync(patient)
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60
         while m.count(bundle_path(r.suffix)) < 2:  # the pull's request, then the first sync's
             assert time.monotonic() < deadline, "first sync never reached the mirror"
             await asyncio.sleep(0.02)
-        refused, waiting = await sync(hasty), await sync(patient)
+        refused = await sync(hasty)
         ref_out, ref_err = await refused.communicate()
+        waiting = await sync(patient)
+        while not _holds_open(waiting.pid, db + ".lock"):  # it is waiting for the lock now
+            assert time.monotonic() < deadline and waiting.returncode is None, "never waited"
+            await asyncio.sleep(0.02)
+        release.set()
         first_out, first_err = await first.communicate()
         wait_out, wait_err = await waiting.communicate()
 

@@ -159,9 +159,15 @@ def test_supply_hands_out_each_chunk_once_across_processes(monkeypatch):
 
     go = ctx.Event()  # both start taking together, however slowly the second one forks
 
+    both_took_one = ctx.Barrier(2)  # neither takes it all while the other is still unscheduled
+
     def take_all(worker: int) -> None:
         go.wait(30)
+        first_take = True
         while supply.take(worker):
+            if first_take:
+                both_took_one.wait(30)
+                first_take = False
             time.sleep(0.002)  # as if syncing it, so that the two take turns
         os._exit(0)
 

@@ -281,7 +281,10 @@ async def test_discovered_mirror_cap(tmp_path, record):
         hints = [{"name": f"h{i}", "base_url": f"http://127.0.0.{i + 2}:9"} for i in range(10_000)]
         bundle = record.bundle(mirror_hints=hints, base_url=a.base_url)
         a.put_record(bundle)
-        cfg = make_config(tmp_path, [a.spec()], follow_hints=True, allow_http=True, allow_private=True, max_discovered_mirrors=3, retries=0, timeout_s=0.5)
+        cfg = make_config(
+            tmp_path, [a.spec()], follow_hints=True, allow_http=True, allow_private=True,
+            max_discovered_mirrors=3, retries=0, timeout_s=5,
+        )
         res = (await pull(cfg, record.pith_number))[record.pith_number]
     assert len(res.mirrors) == 1 + 3
     assert len(res.refused_hints) <= 51

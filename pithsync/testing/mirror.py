@@ -384,6 +384,11 @@ class MirrorServer:
             raise ValueError(f"unknown fault kind {kind!r}; one of {sorted(FAULT_KINDS)}")
         if kind == "redirect" and "location" not in params:
             raise ValueError("the redirect fault needs location=")
+        if kind == "gzip_bomb":
+            # Compress now (cached), not in the handler: 64 MiB takes the better part of a second
+            # and must not count against the client's read timeout.
+            expanded = int(params.get("expanded_bytes", 64 * MIB))
+            gzip_bomb(expanded, _to_bytes(params.get("fill", b" ")))
         f = Fault(kind, path, params, times)
         self.faults.append(f)
         return f
@@ -600,7 +605,16 @@ class MirrorServer:
     # faults answered through aiohttp
 
     async def _fault_delay(self, request: web.Request, rec: RequestRecord, fault: Fault) -> web.StreamResponse:
-        if await self._sleep(float(fault.params.get("seconds", 1.0))):
+        release = fault.params.get("until")  # an asyncio.Event: the test ends the delay itself
+        if isinstance(release, asyncio.Event):
+            waits = [asyncio.ensure_future(e.wait()) for e in (release, self._stopping)]
+            seconds = float(fault.params.get("seconds", 1.0))
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+            if self._stopping.is_set():
+                return await self._fault_drop(request, rec, fault)
+        elif await self._sleep(float(fault.params.get("seconds", 1.0))):
             return await self._fault_drop(request, rec, fault)
         return self._serve(request, rec)
 
