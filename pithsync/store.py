@@ -329,7 +329,24 @@ class Store:
         if version == 0 or version > SCHEMA_VERSION:
             store.close()
             raise StoreError(f"{path} is not a pithsync store (no schema)" if version == 0 else f"store schema {version} is newer than this pithsync ({SCHEMA_VERSION})")
+        if version < SCHEMA_VERSION:
+            store.close()
+            cls._upgrade(path, version)
+            return cls.open_reader(path)
         return store
+
+    @classmethod
+    def _upgrade(cls, path: str, version: int) -> None:
+        """Bring an older store to this schema before reading it.  Migrations only add what
+        the new code reads (and heal what old code wrote wrongly, with a journal entry), so a
+        read-only command may run them; a store that cannot be written stays unreadable here."""
+        try:
+            cls.open(path).close()
+        except (StoreError, sqlite3.Error) as exc:
+            raise StoreError(
+                f"store {path} has schema {version}, this pithsync reads {SCHEMA_VERSION}, and it"
+                f" cannot be upgraded here ({exc}): run `pithsync sync` where it is writable"
+            ) from None
 
     @contextlib.contextmanager
     def disconnected(self) -> Iterator[None]:
