@@ -397,7 +397,7 @@ def build_evidence(store, pith_number: str, verifier: Verifier, *, max_bytes: in
     """The evidence file for one record: every bad copy the store kept that a claim can be made
     about, the verified good bundle beside them, and the signed events the claims need.  Only
     claims that `verify_evidence` confirms are written."""
-    from pithsync.store import utcnow
+    from pithsync.base.clock import utcnow
 
     probe = _Probe(verifier, pith_number, max_bytes)
     keep: dict[str, list] = {}  # sha256 -> [body, role], in the order they go into the file

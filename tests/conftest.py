@@ -122,7 +122,7 @@ def _merge_reuse_checked(monkeypatch):
     """SyncEngine._merged reuses the merge verification made when it can; in every sync any
     test runs, it must equal the merge computed afresh."""
     from pithsync.core.merge import merge_state
-    from pithsync.sync import SyncEngine
+    from pithsync.run.engine import SyncEngine
 
     reuse = SyncEngine._merged
 

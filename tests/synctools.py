@@ -9,7 +9,7 @@ from pithsync.config import Config, CrawlConfig
 from pithsync.core.keys import TrustStore
 from pithsync.fetch import Fetcher
 from pithsync.store import Store
-from pithsync.sync import SyncEngine, Target
+from pithsync.run.engine import SyncEngine, Target
 from pithsync.testing import forge
 
 

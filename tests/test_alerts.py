@@ -18,9 +18,9 @@ import pytest
 from aiohttp import web
 
 from synctools import json_lines, make_config, pull, run_cli, write_config
-from pithsync import alerts, cli
-from pithsync.logfmt import log_event
-from pithsync.alerts import MirrorView, OpenAlert, decide
+from pithsync import cli, delivery
+from pithsync.base.logfmt import log_event
+from pithsync.core.alerting import MirrorView, OpenAlert, clip_words, decide
 from pithsync.config import AlertsConfig
 from pithsync.store import Store
 from pithsync.testing import forge
@@ -98,7 +98,7 @@ def with_alerts(cfg, **kw):
 
 async def run_once(cfg, store, *piths, **deliver):
     results = await pull(cfg, *piths, store=store)
-    report = await alerts.deliver_pending(cfg, store, **deliver)
+    report = await delivery.deliver_pending(cfg, store, **deliver)
     return results, report
 
 
@@ -326,7 +326,7 @@ async def test_command_timeout_and_missing_command_are_kept(tmp_path):
             assert report.failed == {"command": 1}
             assert "timed out" in outbox(store)[0]["last_error"]
             cfg = with_alerts(cfg, command=(str(tmp_path / "no-such-notifier"),))
-            report = await alerts.deliver_pending(cfg, store)
+            report = await delivery.deliver_pending(cfg, store)
             assert report.failed == {"command": 1} and "cannot run" in outbox(store)[0]["last_error"]
             assert outbox(store)[0]["attempts"] == 2 and outbox(store)[0]["delivered_at"] is None
         finally:
@@ -357,7 +357,7 @@ async def test_command_that_leaves_a_background_child_is_delivered_when_it_exits
             started = time.monotonic()
             _, report = await run_once(cfg, store, record.pith_number)  # opens the alert
             # Far below the 30 s a wait for the pipes takes, however loaded the machine.
-            assert time.monotonic() - started < 20 and alerts.COMMAND_TIMEOUT_S == 30.0
+            assert time.monotonic() - started < 20 and delivery.COMMAND_TIMEOUT_S == 30.0
             assert report.delivered == {"command": 1} and not report.failed, report
             (row,) = outbox(store)
             assert row["delivered_at"] is not None and row["attempts"] == 1
@@ -488,12 +488,12 @@ def test_log_lines_are_key_value_one_line(monkeypatch):
     cli.configure_logging(1, False)
     log_event(logger, logging.DEBUG, "shown", mirror="Pith Resolver")
     assert stream.getvalue().splitlines()[-1] == 'level=debug logger=pithsync.test event=shown mirror="Pith Resolver"'
-    line = alerts.log_line({"event": "opened", "kind": "divergence", "alert_id": 3, "pith_number": "pith:2026:X", "verdict": "diverged", "divergent": [{"name": "my mirror", "status": "stale"}], "summary": "a b"})
+    line = delivery.log_line({"event": "opened", "kind": "divergence", "alert_id": 3, "pith_number": "pith:2026:X", "verdict": "diverged", "divergent": [{"name": "my mirror", "status": "stale"}], "summary": "a b"})
     assert line == 'alert=opened kind=divergence alert_id=3 pith=pith:2026:X verdict=diverged mirrors="my mirror:stale" summary="a b"'
 
 
 def test_store_knows_whether_any_alert_is_open_without_asking_per_record(tmp_path):
-    # The in-sync fast path of alerts.on_record trusts this: it must never say "none open"
+    # The in-sync fast path of run.alerting.on_record trusts this: it must never say "none open"
     # while one is.
     store = Store.open(str(tmp_path / "a.db"))
     try:
@@ -532,5 +532,5 @@ def test_summaries_never_cut_a_hash():
     assert len(summary) <= 500 and summary.endswith("…")  # long enough to be shortened
     runs = re.findall(r"[0-9a-f]{10,}", summary)
     assert runs and all(len(r) == 64 for r in runs), runs
-    assert alerts.clip_words("short", 10) == "short"
-    assert alerts.clip_words("one two three", 9) == "one two …"
+    assert clip_words("short", 10) == "short"
+    assert clip_words("one two three", 9) == "one two …"

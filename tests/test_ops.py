@@ -21,8 +21,9 @@ import pytest
 from aiohttp import web
 
 from synctools import make_config, pull, run_cli, statuses, write_config
-from pithsync import cli, ops
-from pithsync.serving import CATALOG, build_app
+from pithsync import cli, publishing
+from pithsync.cli import mirror
+from pithsync.publishing.server import CATALOG, build_app
 from pithsync.core import numbers
 from pithsync.core.canonical import canon, sha256hex
 from pithsync.core.keys import TrustStore
@@ -160,10 +161,10 @@ async def test_serve_without_store_exits_2_and_parse_bind(tmp_path, capsys):
     code, _ = await run_cli("--db", tmp_path / "none.db", "serve", "--bind", "127.0.0.1:0")
     assert code == cli.ExitCode.USAGE
     assert "no store at" in capsys.readouterr().err
-    assert ops.parse_bind("[::1]:9000") == ("::1", 9000)
-    assert ops.parse_bind(":8080") == ("0.0.0.0", 8080)
+    assert mirror.parse_bind("[::1]:9000") == ("::1", 9000)
+    assert mirror.parse_bind(":8080") == ("0.0.0.0", 8080)
     with pytest.raises(cli.UsageError):
-        ops.parse_bind("localhost")
+        mirror.parse_bind("localhost")
 
 
 # -- export ------------------------------------------------------------------------------------
@@ -326,9 +327,9 @@ async def test_concurrent_syncs_wait_or_refuse_and_store_stays_sound(tmp_path):
 def test_only_serve_imports_the_server_side_of_aiohttp():
     # 20 ms of every start (a timer-driven sync, a pull) went to importing aiohttp.web.
     code = (
-        "import sys; from pithsync import cli, commands; cli.build_parser(); "
+        "import sys; from pithsync import cli; from pithsync.cli import records; cli.build_parser(); "
         "assert 'aiohttp.web' not in sys.modules, 'aiohttp.web imported by the CLI'; "
-        "from pithsync import serving; assert 'aiohttp.web' in sys.modules"
+        "from pithsync.publishing import server; assert 'aiohttp.web' in sys.modules"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -486,4 +487,4 @@ async def test_resolver_recipe_works_against_serve_and_a_static_export(tmp_path)
     ],
 )
 def test_resolver_negotiation(accept, wanted):
-    assert ops.wants_json_ld(accept) == wanted
+    assert publishing.wants_json_ld(accept) == wanted

@@ -342,15 +342,16 @@ def test_log_lines_go_above_the_progress_bar_whole(tmp_path):
     import io
     import logging
 
-    from pithsync import cli, commands
-    from pithsync.logfmt import log_event
+    from pithsync import cli
+    from pithsync.cli import output
+    from pithsync.base.logfmt import log_event
 
     cli.configure_logging(0, False)
     logger = logging.getLogger("pithsync")
     before = list(logger.handlers)
     screen = io.StringIO()
     screen.isatty = lambda: True  # type: ignore[method-assign]
-    with commands._Progress(10, stream=screen) as bar:
+    with output._Progress(10, stream=screen) as bar:
         bar.advance(None)
         log_event(logging.getLogger("pithsync.sync"), logging.WARNING, "mirror_slow",
                   mirror="Pith Resolver", detail="a value long enough " * 8)

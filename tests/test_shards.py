@@ -11,11 +11,11 @@ import pytest
 
 from synctools import json_lines, run_cli, serve_bad_copy, write_config
 
-from pithsync import shards
+from pithsync.run import workers as shards
 from pithsync.config import from_toml
 from pithsync.store import Store, StoreError
-from pithsync import sync as sync_module
-from pithsync.sync import SyncEngine, Target
+from pithsync.run import engine as sync_module
+from pithsync.run.engine import SyncEngine, Target
 from pithsync.testing import forge
 from pithsync.testing.mirror import MirrorServer
 
@@ -288,10 +288,10 @@ async def test_a_record_whose_write_hits_a_bug_costs_only_that_record(tmp_path, 
     """Workers' records are written a message at a time; a bug in one record's write (here its
     alerts) takes that group back, and the writer then finds the record: it alone is reported
     as an internal error, as in one process, and every other record is stored."""
-    from pithsync import alerts
+    from pithsync.run import alerting
 
     victim = RECORDS[2]
-    real_on_record = alerts.on_record
+    real_on_record = alerting.on_record
 
     def on_record(cfg, store, run_id, result):
         if result.pith_number != victim.pith_number:
@@ -302,7 +302,7 @@ async def test_a_record_whose_write_hits_a_bug_costs_only_that_record(tmp_path, 
 
         return broken
 
-    monkeypatch.setattr(alerts, "on_record", on_record)
+    monkeypatch.setattr(alerting, "on_record", on_record)
     async with MirrorServer("a") as a, MirrorServer("b") as b:
         await _mirrors(a, b)
         code, results, db = await _pull(tmp_path, "bug", [a, b], processes=processes)

@@ -494,7 +494,7 @@ async def _examine_both_ways(tmp_path, cfg, pith: str) -> tuple[bool, tuple, tup
     from dataclasses import replace as dc_replace
 
     from pithsync.fetch import Fetcher
-    from pithsync.sync import SyncEngine, Target
+    from pithsync.run.engine import SyncEngine, Target
 
     outcomes, taken = [], []
     for quick in (True, False):
@@ -581,7 +581,7 @@ async def test_quick_check_gives_what_the_full_comparison_gives(tmp_path, case):
 def test_a_run_raises_the_gc_threshold_and_puts_it_back_even_on_failure():
     import gc
 
-    from pithsync.sync import GC_THRESHOLD, rare_gc_passes
+    from pithsync.run.engine import GC_THRESHOLD, rare_gc_passes
 
     before = gc.get_threshold()
     with pytest.raises(RuntimeError):
@@ -598,7 +598,7 @@ def test_a_syncs_event_loop_is_uvloop_where_uvloop_exists():
     import asyncio
     import sys
 
-    from pithsync.sync import run_event_loop
+    from pithsync.run.engine import run_event_loop
 
     async def loop_type() -> str:
         return type(asyncio.get_running_loop()).__module__
@@ -663,7 +663,7 @@ async def test_records_written_as_one_group_store_what_one_at_a_time_stores(tmp_
     in-process engine's records one at a time: every table must end up the same, evidence,
     alerts and a record named twice included."""
     from pithsync.fetch import Fetcher
-    from pithsync.sync import RecordSink, SyncEngine, Target
+    from pithsync.run.engine import RecordSink, SyncEngine, Target
 
     records = [forge.forge_record(i, n_events=3) for i in range(40, 46)]
     captured = []

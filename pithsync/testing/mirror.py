@@ -32,7 +32,7 @@ from typing import Any, AsyncIterator
 from aiohttp import web
 
 from pithsync.core.urls import MirrorSpec
-from pithsync.httpcache import etag_of, not_modified
+from pithsync.publishing.httpcache import etag_of, not_modified
 from pithsync.testing.forge import dumps
 
 LOCALHOST = "127.0.0.1"

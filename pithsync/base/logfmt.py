@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import datetime, timezone
 
 FIELDS_ATTR = "pithsync_fields"  # the LogRecord attribute log_event sets
 _BARE = re.compile(r'[^\s"=\\\x00-\x1f\x7f]+')
@@ -65,3 +66,24 @@ class _Lazy:
 
     def __str__(self) -> str:
         return kv(self.pairs)
+
+
+class KeyValueFormatter(logging.Formatter):
+    """One logfmt line per event: `level=info logger=pithsync.sync event=record_checked ...`.
+    The fields a log call passed (logfmt.log_event) are encoded pair by pair; any other message
+    (a library's) becomes msg="...".  No ts= under journald, which stamps its own time."""
+
+    def __init__(self, with_time: bool = True):
+        super().__init__()
+        self.with_time = with_time
+
+    def format(self, record: logging.LogRecord) -> str:
+        head: dict = {}
+        if self.with_time:
+            head["ts"] = datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        head.update(level=record.levelname.lower(), logger=record.name)
+        fields = getattr(record, FIELDS_ATTR, None)
+        line = kv(head) + " " + kv(fields if fields is not None else {"msg": record.getMessage()})
+        if record.exc_info:
+            line += " " + kv(exc=self.formatException(record.exc_info))
+        return line

@@ -24,8 +24,10 @@ from typing import Callable, Iterator
 
 import sqlite_utils
 
+from pithsync.base.clock import utcnow
 from pithsync.core import numbers
 from pithsync.core.canonical import canon, sha256hex
+from pithsync.core.merge import merge_state
 
 SCHEMA_VERSION = 3
 GENESIS = "0" * 64
@@ -62,10 +64,6 @@ class NoStoreError(StoreError):
     def at(cls, path: str) -> "NoStoreError":
         """The error for a read-only command on a path that holds no store."""
         return cls(f"no store at {path} (run `pithsync pull` or `pithsync import` first)")
-
-
-def utcnow() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _schema_v1(db: sqlite_utils.Database) -> None:
@@ -389,7 +387,7 @@ class Store:
                 self.db.commit()
             except sqlite3.OperationalError as exc:
                 self.db.rollback()
-                raise StoreError(_explain(exc, self.path)) from None
+                raise StoreError(explain_error(exc, self.path)) from None
 
     def rollback_batch(self) -> None:
         if self._batch_started is not None:
@@ -422,7 +420,7 @@ class Store:
                 raise
             conn.execute("RELEASE pithsync")
         except sqlite3.OperationalError as exc:
-            raise StoreError(_explain(exc, self.path)) from None
+            raise StoreError(explain_error(exc, self.path)) from None
 
     # -- reading ----------------------------------------------------------------------------
     def record(self, pith_number: str) -> dict | None:
@@ -829,7 +827,6 @@ class Store:
         ).fetchone()
         if row is not None and row[2] is not None and json.loads(row[2]).get("pith_number") != new:
             # A state merged under the typed number names it, and its state_sha256 covers it.
-            from pithsync.core.merge import merge_state
 
             bodies = conn.execute("select body from events where pith_number = ?", [new])
             events = [json.loads(body) for (body,) in bodies]
@@ -1085,7 +1082,7 @@ def _entry_sha256(fields: dict) -> str:
     return sha256hex(canon(fields))
 
 
-def _explain(exc: sqlite3.OperationalError, path: str) -> str:
+def explain_error(exc: sqlite3.OperationalError, path: str) -> str:
     msg = str(exc)
     if "readonly" in msg or "read-only" in msg:
         return f"store {path} is read-only: {msg}"

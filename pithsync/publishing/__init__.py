@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pithsync import __version__
-from pithsync.httpcache import etag_of
+from pithsync.publishing.httpcache import etag_of
 from pithsync.config import AlertsConfig, Config, CrawlConfig, MetricsConfig
 from pithsync.core import strictjson
 from pithsync.core.canonical import canon, canon_sha256, compact
@@ -42,7 +42,7 @@ from pithsync.core.merge import MERGE_VERSION
 from pithsync.core.urls import BUNDLE_PATTERN, STATE_PATTERN, WELL_KNOWN_PATTERN
 from pithsync.core.verify import BUNDLE_TYPE, Verifier
 from pithsync.store import Store
-from pithsync.logfmt import log_event
+from pithsync.base.logfmt import log_event
 
 log = logging.getLogger("pithsync.ops")
 
@@ -75,10 +75,6 @@ VERIFY_RECIPE = (
 )
 
 
-def _cli():
-    from pithsync import cli  # late: cli imports the command modules to build its parser
-
-    return cli
 
 
 # -- what this store publishes -----------------------------------------------------------------
@@ -404,38 +400,6 @@ def manifest_bytes(doc: dict) -> bytes:
 # -- serve ------------------------------------------------------------------------------------
 
 
-def parse_bind(text: str) -> tuple[str, int]:
-    """`HOST:PORT`, `[v6]:PORT` or `:PORT` (all interfaces)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise _cli().UsageError(f"--bind wants HOST:PORT, got {text[:80]!r}")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port)
-
-
-def cmd_serve(args, cfg: Config, out) -> int:
-    cli = _cli()
-    host, port = parse_bind(args.bind)
-    store = Store.open_reader(cfg.db_path)  # fail now (exit 2 or 4), not inside the server
-    try:
-        catalog = Catalog(store, Verifier(cfg.trust))
-        count = len(catalog.suffixes())
-    finally:
-        store.close()
-    from aiohttp import web  # only `serve` needs the server side of aiohttp: 20 ms of every other command's start
-
-    from pithsync.serving import build_app
-
-    app = build_app(cfg, base_url=args.base_url.rstrip("/") if args.base_url else None, name=args.name)
-    shown = f"[{host}]" if ":" in host else host
-    out.line(f"pithsync serve: {count} record(s) from {cfg.db_path} at http://{shown}:{port}/ (manifest {MANIFEST_PATH}); Ctrl-C stops")
-    try:
-        web.run_app(app, host=host, port=port, print=None, access_log=logging.getLogger("pithsync.access") if args.verbose else None, handle_signals=True)
-    except OSError as exc:
-        raise cli.UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    return cli.ExitCode.OK
-
-
 # -- export ------------------------------------------------------------------------------------
 
 
@@ -486,267 +450,6 @@ def export_tree(store: Store, cfg: Config, directory: str, base_url: str, *, nam
     return {"directory": str(root), "records": records, "files_written": written, "files_unchanged": unchanged, "not_published": dict(catalog.rejected)}
 
 
-def cmd_export(args, cfg: Config, out) -> int:
-    cli = _cli()
-    base = args.base_url.rstrip("/")
-    if not base.startswith(("https://", "http://")):
-        raise cli.UsageError(f"--base-url must be an http(s) URL, got {args.base_url[:80]!r}")
-    store = Store.open_reader(cfg.db_path)
-    try:
-        report = export_tree(store, cfg, args.directory, base, name=args.name)
-    except OSError as exc:
-        raise cli.UsageError(f"cannot write {exc.filename or args.directory}: {exc.strerror or exc}") from None
-    finally:
-        store.close()
-    if out.as_json:
-        out.json(report)
-    else:
-        out.line(f"exported {len(report['records'])} record(s) to {report['directory']}: {report['files_written']} file(s) written, {report['files_unchanged']} unchanged; manifest {base}{MANIFEST_PATH}")
-        for pith, why in report["not_published"].items():
-            out.line(f"  not published {pith}: {why}")
-    return cli.ExitCode.OK
-
-
-# -- demo --------------------------------------------------------------------------------------
-
-
-def seed_bundles() -> list[tuple[str, bytes, dict]]:
-    """The real seed bundles shipped in pithsync/data/seeds: (file name, exact bytes, parsed)."""
-    root = importlib.resources.files("pithsync").joinpath("data", "seeds")
-    found = []
-    for entry in sorted(root.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".txt"):
-            data = entry.read_bytes()
-            doc = strictjson.loads_object(data)
-            if doc.get("bundle_type") == BUNDLE_TYPE:
-                found.append((entry.name, data, doc))
-    return found
-
-
-def tamper_payload(bundle: dict) -> dict:
-    """A copy of `bundle` with one event payload edited after signing (hashes and signatures
-    left as they were): what a hostile mirror would serve."""
-    b = copy.deepcopy(bundle)
-    for ev in reversed(b["events"]):
-        paper = ev.get("payload", {}).get("graph_snapshot", {}).get("paper")
-        if isinstance(paper, dict):
-            paper["headline"] = "Retracted: results could not be reproduced"
-            return b
-    b["events"][-1]["payload"]["edited_by"] = "a hostile mirror"
-    return b
-
-
-@dataclass(frozen=True)
-class DemoPlan:
-    numbers: list[str]
-    expected: dict[str, str]  # pith number -> verdict
-    expected_mirror: dict[str, tuple[str, str]]  # pith number -> (mirror name, status)
-    lagging_missing: str
-    tampered: str
-
-
-async def _start_demo_mirrors(seeds):
-    from pithsync.testing.mirror import MirrorServer
-
-    honest, lagging, hostile = MirrorServer("honest"), MirrorServer("lagging"), MirrorServer("tampered")
-    numbers = [doc["pith_number"] for _, _, doc in seeds]
-    missing, tampered = numbers[-2], numbers[-1]
-    for _, data, doc in seeds:
-        suffix = doc["pith_number"].split(":")[2]
-        state = compact(doc["state"])
-        honest.put_bundle(suffix, data)
-        honest.put_state(suffix, state)
-        if doc["pith_number"] != missing:
-            lagging.put_bundle(suffix, data)
-            lagging.put_state(suffix, state)
-        hostile.put_bundle(suffix, compact(tamper_payload(doc)) if doc["pith_number"] == tampered else data)
-        hostile.put_state(suffix, state)
-    servers = [honest, lagging, hostile]
-    started = []
-    try:
-        for s in servers:
-            started.append(await s.start())
-    except BaseException:
-        for s in started:
-            await s.stop()
-        raise
-    expected = {n: "in_sync" for n in numbers}
-    expected[missing] = expected[tampered] = "diverged"
-    plan = DemoPlan(numbers, expected, {missing: ("lagging", "missing"), tampered: ("tampered", "tampered")}, missing, tampered)
-    return servers, plan
-
-
-def demo_config(db_path: str, mirrors) -> Config:
-    """Default trust (the registry key only), the local mirrors only, hints never followed
-    (the seeds' hints name the real pith.science: the demo stays offline), no waiting."""
-    crawl = replace(CrawlConfig(), retries=0, timeout_s=2.0, deadline_s=5.0, backoff_max_s=0.5, follow_hints=False)
-    return Config(
-        trust=TrustStore.registry_default(),
-        mirrors=tuple(mirrors),
-        crawl=crawl,
-        alerts=AlertsConfig(webhook_url=None, command=(), log=True),
-        metrics=MetricsConfig(textfile=None),
-        db_path=db_path,
-        lock_timeout_s=5.0,
-        source="<pithsync demo>",
-    )
-
-
-def _alert_rows(store: Store) -> list[dict]:
-    """Alerts the run raised, oldest first."""
-    return sorted(store.alerts(), key=lambda r: r["id"])
-
-
-def _run_demo_pull(cfg: Config, numbers: list[str], out) -> dict:
-    """Worker thread: `pithsync pull` of the seed numbers through commands.run_sync, then what
-    the store says happened."""
-    from pithsync import commands
-
-    with commands.open_store(cfg, lock=True) as store:
-        targets = commands.parse_targets(numbers, store, 0)
-        code = commands.run_sync(cfg, out, store, targets, "demo")
-        last_run = store.last_finished_run(success=False)["run_id"]
-        verdicts = {e["pith_number"]: e["status"] for e in store.journal() if e["run_id"] == last_run and e["kind"] == "record_outcome"}
-        statuses = {p: {m["name"]: {"status": m["status"], "reasons": m["reasons"]} for m in store.mirror_statuses(p)} for p in numbers}
-        alerts = _alert_rows(store)
-    return {"exit_code": int(code), "verdicts": verdicts, "mirrors": statuses, "alerts": alerts}
-
-
-def cmd_demo(args, cfg_ignored: Config, out) -> int:
-    cli = _cli()
-    seeds = seed_bundles()
-    if len(seeds) < 3:
-        out.line(f"pithsync demo: needs at least 3 seed bundles, found {len(seeds)}")
-        return cli.ExitCode.FAILED
-    workdir = tempfile.mkdtemp(prefix="pithsync-demo-")
-    db_path = str(Path(workdir) / "pithsync.db")
-    started = time.monotonic()
-    pull_out = cli.Output(True, stream=io.StringIO()) if out.as_json else out
-
-    async def main():
-        servers, plan = await _start_demo_mirrors(seeds)
-        try:
-            cfg = demo_config(db_path, [s.spec() for s in servers])
-            if not out.as_json:
-                _demo_intro(out, servers, plan, db_path, args.keep)
-            result = await asyncio.to_thread(_run_demo_pull, cfg, plan.numbers, pull_out)
-            requests = {s.name: len(s.requests) for s in servers}
-        finally:
-            for s in servers:
-                await s.stop()
-        return plan, result, requests
-
-    sync_log = logging.getLogger("pithsync.sync")
-    level = sync_log.level
-    if not args.verbose:
-        sync_log.setLevel(logging.WARNING)  # the table says it all; -v shows the per-record log
-    try:
-        plan, result, requests = asyncio.run(main())
-    finally:
-        sync_log.setLevel(level)
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-
-    problems = []
-    for pith, verdict in plan.expected.items():
-        if result["verdicts"].get(pith) != verdict:
-            problems.append(f"{pith}: expected {verdict}, got {result['verdicts'].get(pith)}")
-    for pith, (mirror, status) in plan.expected_mirror.items():
-        got = result["mirrors"].get(pith, {}).get(mirror, {}).get("status")
-        if got != status:
-            problems.append(f"{pith}: expected mirror {mirror} {status}, got {got}")
-    as_expected = not problems
-    elapsed = time.monotonic() - started
-
-    if out.as_json:
-        records = [json.loads(line) for line in pull_out.stream.getvalue().splitlines() if line]
-        out.json(
-            {
-                "as_expected": as_expected,
-                "problems": problems,
-                "expected": plan.expected,
-                "verdicts": result["verdicts"],
-                "pull_exit_code": result["exit_code"],
-                "records": records,
-                "alerts": result["alerts"],
-                "requests": requests,
-                "store": db_path if args.keep else None,
-                "seconds": round(elapsed, 3),
-            }
-        )
-    else:
-        _demo_outro(out, plan, result, problems, db_path if args.keep else None, elapsed)
-    return cli.ExitCode.OK if as_expected else cli.ExitCode.FAILED
 
 
 
-
-def _demo_intro(out, servers, plan: DemoPlan, db_path: str, keep: bool) -> None:
-    by = {s.name: s for s in servers}
-    n = len(plan.numbers)
-    out.line(f"pithsync demo: {n} real seed bundles (signed by the Pith registry key), served by three local mirrors on 127.0.0.1")
-    out.line(f"  honest    {by['honest'].base_url}  serves all {n} records as published")
-    out.line(f"  lagging   {by['lagging'].base_url}  has not caught up: no copy of {plan.lagging_missing}")
-    out.line(f"  tampered  {by['tampered'].base_url}  serves {plan.tampered} with an event payload edited after signing")
-    out.line("  trust: only the pinned registry key pith-v1-2026-05; mirror hints are not followed, nothing leaves this machine")
-    out.line(f"  store: {db_path} ({'kept' if keep else 'temporary, removed afterwards'})")
-    out.line("")
-    out.line(f"$ pithsync pull {' '.join(plan.numbers)}")
-
-
-def _demo_outro(out, plan: DemoPlan, result: dict, problems: list[str], kept: str | None, elapsed: float) -> None:
-    out.line("")
-    alerts = result["alerts"]
-    if alerts:
-        out.line(f"alerts raised ({len(alerts)}):")
-        for a in alerts:
-            payload = a.get("payload") if isinstance(a.get("payload"), dict) else {}
-            what = next((payload[k] for k in ("summary", "message", "title") if isinstance(payload.get(k), str)), "")
-            out.line(f"  #{a.get('id')} {a.get('state') or ''} {a.get('kind') or ''} {a.get('pith_number') or ''} {('mirror ' + a['mirror']) if a.get('mirror') else ''} {what}".rstrip())
-    else:
-        out.line("alerts: none recorded in this store (the sync writes no alert rows in this build); what an alert would report:")
-        for pith, verdict in sorted(result["verdicts"].items()):
-            if verdict == "in_sync":
-                continue
-            for name, m in sorted(result["mirrors"].get(pith, {}).items()):
-                if m["status"] != "ok":
-                    why = "; ".join(f"{r.get('code')}: {r.get('message')}" for r in m["reasons"][:2])
-                    out.line(f"  {pith} {verdict}: mirror {name} is {m['status']} ({why})")
-    out.line("")
-    counts: dict[str, int] = {}
-    for v in result["verdicts"].values():
-        counts[v] = counts.get(v, 0) + 1
-    summary = ", ".join(f"{c} {v}" for v, c in sorted(counts.items()))
-    if problems:
-        out.line(f"demo: NOT as expected ({summary}):")
-        for p in problems:
-            out.line(f"  {p}")
-        out.line("exit 1")
-    else:
-        out.line(f"demo: as expected in {elapsed:.1f}s: {summary}.  The honest copies agree; the lagging and the tampered")
-        out.line("mirror were caught and nothing they served entered the verified store.  A real `pithsync pull` exits 1")
-        out.line("on divergence; the demo exits 0 because divergence is exactly what it sets out to show.")
-    if kept:
-        out.line(f"store kept: pithsync --db {kept} status")
-
-
-def register(sub, common) -> None:
-    """Adds `serve`, `export` and `demo` subcommands."""
-    p = sub.add_parser("serve", parents=[common], help="serve the verified store as a Pith mirror over HTTP (read-only)")
-    p.add_argument("--bind", default="127.0.0.1:8080", metavar="HOST:PORT", help="where to listen (default 127.0.0.1:8080; put TLS in front with a reverse proxy)")
-    p.add_argument("--base-url", metavar="URL", help="base URL announced in /pith-mirrors.json (default: the origin each request came to)")
-    p.add_argument("--name", default="pithsync mirror", help="mirror name in the manifest")
-    p.set_defaults(func=cmd_serve)
-
-    p = sub.add_parser("export", parents=[common], help="write the verified store as a static mirror tree (atomic writes) for any web server")
-    p.add_argument("directory", metavar="DIR", help="directory to write the mirror tree into")
-    p.add_argument("--base-url", required=True, metavar="URL", help="the URL DIR will be served at, for pith-mirrors.json")
-    p.add_argument("--name", default="pithsync mirror", help="mirror name in the manifest")
-    p.set_defaults(func=cmd_export)
-
-    # demo brings its own temporary store and embedded configuration: output options only.
-    p = sub.add_parser("demo", parents=[_cli().output_options()],
-                       help="offline demonstration: three local mirrors (honest, lagging, tampered)"
-                       " built from the shipped seeds; exits 0 when it shows what it should")
-    p.add_argument("--keep", action="store_true", help="keep the temporary store and print its path")
-    p.set_defaults(func=cmd_demo, own_store=True)

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import logging
 
+from pithsync import delivery, metrics
+from pithsync.base.logfmt import log_event
+
 log = logging.getLogger("pithsync.hooks")
 
 
-def after_run(cfg, store, run_id, tally, out) -> None:
-    from pithsync import alerts, metrics
-    from pithsync.logfmt import log_event
-
+def after_run(cfg, store, run_id: str, tally) -> None:
+    """Deliver what the outbox holds and write the metrics textfile; log what fails."""
     try:
-        report = alerts.deliver(cfg, store)
+        report = delivery.deliver(cfg, store)
         if report.delivered or report.failed or report.deferred:
             counts = {
                 **{f"delivered_{c}": n for c, n in report.delivered.items()},

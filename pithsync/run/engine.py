@@ -27,7 +27,8 @@ from pithsync.core.urls import MirrorSpec, hinted_mirrors
 from pithsync.core.verify import Verifier
 from pithsync.fetch import Fetcher, PolicyError, UrlPolicy, Validators
 from pithsync.store import EncodedState, MirrorRow, RecordWrite, Store, StoreError
-from pithsync.logfmt import log_event
+from pithsync.base.logfmt import log_event
+from pithsync.run import alerting
 
 log = logging.getLogger("pithsync.sync")
 
@@ -202,9 +203,8 @@ class RecordSink:
             # The run is stopping (exit 4); records still finishing in the same turn of the
             # event loop must not write into the batch that is about to be rolled back.
             raise StoreError(self._store_failed)
-        from pithsync import alerts  # its rows commit in the record's transaction, beside the evidence
 
-        writes = [(write, alerts.on_record(self.cfg, self.store, run_id, result)) for result, write in records if write is not None]
+        writes = [(write, alerting.on_record(self.cfg, self.store, run_id, result)) for result, write in records if write is not None]
         if writes:
             try:
                 self.store.write_records(run_id, writes, batch_records=self.batch_records)

@@ -13,8 +13,8 @@ from aiohttp import web
 from pithsync import __version__
 from pithsync.config import Config
 from pithsync.core.verify import Verifier
-from pithsync.httpcache import etag_of, not_modified
-from pithsync.ops import (
+from pithsync.publishing.httpcache import etag_of, not_modified
+from pithsync.publishing import (
     HTML_TYPE,
     JSON_TYPE,
     MANIFEST_PATH,

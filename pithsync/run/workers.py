@@ -30,8 +30,17 @@ from multiprocessing.connection import Connection, wait
 
 from pithsync.config import Config
 from pithsync.store import Store, StoreError
-from pithsync.sync import RecordResult, RecordSink, SyncEngine, Target, failed_result, rare_gc_passes, run_event_loop
-from pithsync.logfmt import log_event
+from pithsync.base.logfmt import log_event
+from pithsync.fetch import Fetcher
+from pithsync.run.engine import (
+    RecordResult,
+    RecordSink,
+    SyncEngine,
+    Target,
+    failed_result,
+    rare_gc_passes,
+    run_event_loop,
+)
 
 log = logging.getLogger("pithsync.sync")
 
@@ -263,7 +272,6 @@ def _worker_main(cfg: Config, db_path: str, run_id: str, supply: Supply, worker:
             outbox_bytes = 0
 
     async def main() -> None:
-        from pithsync.fetch import Fetcher
 
         async with Fetcher(cfg.crawl, SyncEngine.policy_for(cfg)) as fetcher:
             engine = SyncEngine(cfg, store, fetcher, sink=RecordSink(cfg, store, keep_results=False), commit=send)

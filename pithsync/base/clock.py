@@ -1,0 +1,10 @@
+"""The clock: every timestamp pithsync writes (the store, the journal, alerts) comes from here,
+in one format that sorts as text."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,108 @@
+"""`alerts` (what was raised, and its delivery) and `evidence` (the signed documents behind a
+record's divergence, as one self-contained file)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from pithsync import evidence
+from pithsync.base.exits import ExitCode, UsageError
+from pithsync.base.logfmt import log_event
+from pithsync.cli.common import open_store
+from pithsync.core.verify import Verifier
+from pithsync.metrics import write_atomically
+
+log = logging.getLogger("pithsync.alerts")
+
+
+log = logging.getLogger("pithsync.alerts")
+
+
+def _alert_json(row: dict) -> dict:
+    payload = row["resolved_payload"] or row["payload"]
+    return {
+        "id": row["id"],
+        "kind": row["kind"],
+        "state": row["state"],
+        "pith_number": row["pith_number"],
+        "mirror": row["mirror"],
+        "opened_at": row["opened_at"],
+        "resolved_at": row["resolved_at"],
+        "summary": (row["payload"] or {}).get("summary"),
+        "resolution": (row["resolved_payload"] or {}).get("resolution"),
+        "notifications": row["notifications"],
+        "undelivered": row["undelivered"],
+        "payload": payload,
+    }
+
+
+def _listed_summary(summary: str, pith_number: str | None) -> str:
+    """A notification's summary as `alerts` lists it: whole (a table folds it, a hash is never
+    cut), without the pith number its row already shows in `about`."""
+    if pith_number:
+        for prefix in (f"{pith_number}: ", f"{pith_number} "):
+            if summary.startswith(prefix):
+                return summary[len(prefix):]
+    return summary
+
+
+def cmd_alerts(args, cfg, out) -> int:
+    """Alerts, newest first.  --json: JSON Lines, one alert a line, `{"id": int, "kind", "state",
+    "pith_number", "mirror" (base URL or null), "opened_at", "resolved_at", "summary",
+    "resolution", "notifications": int, "undelivered": int, "payload": {...}}`."""
+
+    with open_store(cfg, lock=False) as store:
+        rows = store.alerts(open_only=args.open)
+    if out.as_json:
+        for r in rows:
+            out.json_line(_alert_json(r))
+        return ExitCode.OK
+    if not rows:
+        out.line("no open alerts" if args.open else "no alerts")
+        return ExitCode.OK
+    table = []
+    for r in rows:
+        delivery = f"{r['undelivered']} undelivered" if r["undelivered"] else "delivered" if r["notifications"] else "-"
+        about = r["mirror"] or r["pith_number"] or "-"
+        summary = _listed_summary(str((r["payload"] or {}).get("summary", "")), r["pith_number"])
+        table.append(
+            [str(r["id"]), r["state"], r["kind"], about, r["opened_at"], r["resolved_at"] or "-"]
+            + [delivery, summary],
+        )
+    out.table("alerts", ["id", "state", "kind", "about", "opened", "resolved", "delivery", "summary"], table)
+    return ExitCode.OK
+
+
+def cmd_evidence(args, cfg, out) -> int:
+
+    verifier = Verifier(cfg.trust)
+    with open_store(cfg, lock=False) as store:
+        matches = store.resolve(args.pith)
+        if not matches:
+            raise UsageError(f"no stored record matches {args.pith[:80]!r}")
+        if len(matches) > 1:
+            raise UsageError(f"{args.pith[:80]!r} is ambiguous: {', '.join(matches[:5])}")
+        doc = evidence.build_evidence(store, matches[0], verifier, max_bytes=cfg.crawl.max_bytes)
+    if not doc["claims"]:
+        raise UsageError(f"the store holds no evidence for {matches[0]} that signatures can prove (nothing written)")
+    check = evidence.verify_evidence(doc, verifier, cfg.crawl.max_bytes)
+    if not check.ok:  # cannot happen: build keeps only confirmed claims
+        for r in check.reasons:
+            log_event(log, logging.ERROR, "evidence_self_check_failed", reason=str(r))
+        return ExitCode.FAILED
+    data = (json.dumps(doc, indent=1, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
+    if args.out == "-":
+        out.write(data.decode("utf-8"))
+        return ExitCode.OK
+    try:
+        write_atomically(args.out, data)
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    if out.as_json:
+        out.json({"file": args.out, "pith_number": doc["pith_number"], "documents": len(doc["documents"]), "claims": [c["claim"] for c in doc["claims"]], "truncated": doc["truncated"]})
+    else:
+        out.line(f"wrote {args.out}: {len(doc['claims'])} claim(s) over {len(doc['documents'])} document(s) for {doc['pith_number']}; check it anywhere with `pithsync verify {args.out}`")
+    return ExitCode.OK
+
+

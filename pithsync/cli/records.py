@@ -1,0 +1,286 @@
+"""`pull`, `sync`, `status`, `untrack` and `import`: the commands that sync records, and
+what the store holds of them."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+
+from pithsync.base.exits import ExitCode, UsageError
+from pithsync.base.logfmt import log_event
+from pithsync.cli.common import open_store
+from pithsync.cli.output import ResultWriter, _progress
+from pithsync.cli.verify import UnreadableFile, read_file, report_unreadable, verify_bytes
+from pithsync.config import Config
+from pithsync.core import numbers
+from pithsync.core.canonical import sha256hex
+from pithsync.core.errors import InvalidPithNumber
+from pithsync.core.merge import merge_state
+from pithsync.core.verify import Verifier
+from pithsync.run import sync_records
+from pithsync.run.engine import RecordResult, Target
+from pithsync.store import EncodedState, RecordWrite, Store, StoreLocked
+
+log = logging.getLogger("pithsync.sync")
+
+
+log = logging.getLogger("pithsync.sync")
+
+
+# -- pull / sync ----------------------------------------------------------------------------
+
+
+def parse_targets(refs: list[str], store: Store, depth: int) -> list[Target]:
+    targets: dict[str, Target] = {}
+    for text in refs:
+        why = "not a full pith number or suffix"
+        try:
+            ref = numbers.parse_ref(text)
+        except InvalidPithNumber as exc:
+            ref, why = None, str(exc)
+        if ref is not None and not ref.is_prefix:
+            # The typed year is only a claim: the engine finds the stored or verified number by
+            # the suffix, and answers a reference naming another year with the true number.
+            requested = None if ref.year is None else str(numbers.PithNumber(ref.year, ref.suffix))
+            targets.setdefault(ref.suffix, Target(ref.suffix, None, depth, requested=requested))
+            continue
+        matches = store.resolve(text)
+        if not matches:
+            raise UsageError(
+                f"cannot resolve {text[:80]!r}: {why},"
+                " and no stored record has that short form or alias"
+            )
+        if len(matches) > 1:
+            raise UsageError(f"{text[:80]!r} is ambiguous: {', '.join(matches[:5])}")
+        suffix = matches[0].split(":")[2]
+        targets.setdefault(suffix, Target(suffix, matches[0], depth))
+    return list(targets.values())
+
+
+def read_list(source: str) -> list[str]:
+    try:
+        text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {source}: {exc}") from None
+    return [line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()]
+
+
+def sync_and_report(cfg: Config, out, store: Store, targets: list[Target], command: str) -> int:
+    """A run over `targets`, its records written to `out` as they complete (rows sorted at the
+    end); the progress bar on a terminal.  Returns the run's exit code."""
+    progress = _progress(out, len(targets))
+    writer = ResultWriter(out)
+
+    def on_record(result: RecordResult) -> None:
+        writer.add(result)
+        if progress:
+            progress.advance(result)
+
+    out.flush()  # before any fork: a reader already gone is found here, not by a worker
+    try:
+        with progress or contextlib.nullcontext():
+            outcome = sync_records(cfg, store, targets, command, on_record=on_record)
+    finally:
+        # Even when the store fails mid-run (exit 4), the rows examined so far are shown.
+        writer.finish()
+    return outcome.code
+
+
+def cmd_pull(args, cfg: Config, out) -> int:
+    """Pull, verify, compare and store the records named.  Rows sorted by pith number; --json:
+    JSON Lines, one record a line as each completes, `{"pith_number", "verdict", "event_count":
+    int|null, "state_sha256": str|null, "new_events": int, "mirrors": [{"name", "base_url",
+    "status", "configured": bool, "reasons": [{"status", "code", "message"}]}], "refused_hints":
+    [...]}` (and "error" when pithsync itself failed on the record)."""
+    refs = list(args.pith)
+    if args.from_file:
+        refs += read_list(args.from_file)
+    if not refs:
+        raise UsageError("pull needs at least one pith number (or --from FILE)")
+    with open_store(cfg, lock=True) as store:
+        targets = parse_targets(refs, store, args.depth)
+        return sync_and_report(cfg, out, store, targets, "pull")
+
+
+def cmd_sync(args, cfg: Config, out) -> int:
+    """`sync`: pull every tracked record, with the same output as `pull` (JSON Lines under
+    --json).  With --if-locked=skip, a store that another run keeps locked past lock_timeout_s
+    is not an error: the run logs why and exits BUSY (nothing fetched or written), so a timer's
+    run beside a long manual pull does not fail its unit."""
+    try:
+        return sync_tracked(args, cfg, out)
+    except StoreLocked as exc:
+        if args.if_locked != "skip":
+            raise
+        log_event(log, logging.WARNING, "run_skipped", reason="store locked by another run",
+                  lock=exc.lock_path, holder_pid=exc.holder_pid,
+                  waited_s=f"{exc.waited_s:g}", exit=int(ExitCode.BUSY))
+        return ExitCode.BUSY
+
+
+def sync_tracked(args, cfg: Config, out) -> int:
+    with open_store(cfg, lock=True) as store:
+        targets = [Target(p.split(":")[2], p, args.depth) for p in store.tracked()]
+        if not targets and not out.quiet:
+            # A hint for people, on stderr: stdout stays valid JSON with --json.
+            print("pithsync: no tracked records yet: add some with `pithsync pull PITH` or `pithsync import FILE`", file=sys.stderr)
+        return sync_and_report(cfg, out, store, targets, "sync")
+
+
+# -- status / journal -----------------------------------------------------------------------
+
+
+def cmd_status(args, cfg: Config, out) -> int:
+    """What the store holds, one row per record, sorted by pith number.
+
+    `status --json`: {"records": [RECORD, ...]}, where RECORD is
+    {"pith_number": str, "tracked": bool, "event_count": int, "state_sha256": str | null,
+     "updated_at": str | null, "last_verdict": str | null, "last_checked": str | null};
+    last_verdict is the verdict of the record's last check (in_sync, degraded, diverged,
+    unverifiable) and last_checked its time (ISO 8601 UTC), both null before the first.
+    `status PITH --json`: RECORD with "mirrors": [{"name", "base_url", "status", "checked_at",
+    "reasons"}], or {"records": [...]} of those when PITH names several records."""
+    with open_store(cfg, lock=False) as store:
+        if args.pith:
+            matches = store.resolve(args.pith)
+            if not matches:
+                raise UsageError(f"no stored record matches {args.pith[:80]!r}")
+            docs = [_status_of(store, p) for p in sorted(matches)]
+            if out.as_json:
+                out.json(docs[0] if len(docs) == 1 else {"records": docs})
+            else:
+                for d in docs:
+                    out.line(
+                        f"{d['pith_number']}  events={d['event_count']}"
+                        f"  state_sha256={d['state_sha256']}  tracked={d['tracked']}"
+                        f"  last_verdict={d['last_verdict'] or '-'}"
+                        f"  last_checked={d['last_checked'] or '-'}"
+                    )
+                    mirrors = [[m["name"], m["status"], m["checked_at"] or "-"]
+                               for m in d["mirrors"]]
+                    out.table("mirrors", ["mirror", "status", "checked"], mirrors)
+            return ExitCode.OK
+        recs = store.records()
+        if out.as_json:
+            out.json({"records": recs})
+        else:
+            columns = ["pith number", "tracked", "events", "state_sha256", "updated",
+                       "last verdict", "last checked"]
+            rows = [
+                [r["pith_number"], "yes" if r["tracked"] else "no", str(r["event_count"]),
+                 (r["state_sha256"] or "-")[:16], r["updated_at"] or "-",
+                 r["last_verdict"] or "-", r["last_checked"] or "-"]
+                for r in recs
+            ]
+            out.table("records", columns, rows)
+        return ExitCode.OK
+
+
+def _status_of(store: Store, pith_number: str) -> dict:
+    """One record's `status PITH` document (see cmd_status)."""
+    rec = store.record(pith_number)
+    verdict, checked = store.last_check(pith_number)
+    mirrors = [
+        {"name": m["name"], "base_url": m["mirror"], "status": m["status"],
+         "checked_at": m["checked_at"], "reasons": m["reasons"]}
+        for m in store.mirror_statuses(pith_number)
+    ]
+    return {
+        "pith_number": pith_number,
+        "tracked": bool(rec["tracked"]),
+        "event_count": rec["event_count"],
+        "state_sha256": rec["state_sha256"],
+        "updated_at": rec["updated_at"],
+        "last_verdict": verdict,
+        "last_checked": checked,
+        "mirrors": mirrors,
+    }
+
+
+def cmd_untrack(args, cfg: Config, out) -> int:
+    """Stop syncing records; their history (record, events, documents, journal) is kept, and
+    `pull` tracks one again.  Every reference is resolved before anything changes."""
+    with open_store(cfg, lock=True) as store:
+        chosen: list[str] = []
+        for text in args.pith:
+            matches = store.resolve(text)
+            if not matches:
+                raise UsageError(
+                    f"cannot untrack {text[:80]!r}: no stored record has that number, suffix,"
+                    " short form or alias"
+                )
+            if len(matches) > 1:
+                raise UsageError(f"{text[:80]!r} is ambiguous: {', '.join(matches[:5])}")
+            if matches[0] not in chosen:
+                chosen.append(matches[0])
+        run_id = store.begin_run("untrack")
+        done = {p: store.untrack(run_id, p) for p in chosen}
+        untracked = [p for p, d in done.items() if d]
+        already = [p for p, d in done.items() if not d]
+        summary = {"untracked": len(untracked), "already_untracked": len(already)}
+        store.finish_run(run_id, int(ExitCode.OK), summary)
+    if out.as_json:
+        out.json({"untracked": untracked, "already_untracked": already})
+    else:
+        for p, d in done.items():
+            out.line(f"{'untracked' if d else 'already untracked'}  {p}")
+    return ExitCode.OK
+
+
+# -- import ---------------------------------------------------------------------------------
+
+
+def cmd_import(args, cfg: Config, out) -> int:
+    verifier = Verifier(cfg.trust)
+    results = []
+    with open_store(cfg, lock=True) as store:
+        run_id = store.begin_run("import")
+        for path in args.files:
+            # Read once: the bytes stored are the bytes that verified.
+            try:
+                body = read_file(path, cfg.crawl.max_bytes)
+            except UnreadableFile as exc:  # the others are still imported; exit 2
+                results.append((path, exc))
+                continue
+            report, doc = verify_bytes(body, verifier, cfg.crawl.max_bytes)
+            results.append((path, report))
+            if not report.ok or report.kind not in ("bundle", "state"):
+                continue
+            pith = report.pith_number
+            w = RecordWrite(pith_number=pith, verdict="imported", tracked=True)
+            w.documents.append((sha256hex(body), report.kind, body))
+            if report.kind == "bundle":
+                bundle = doc
+                events = store.stored_events(pith)
+                w.add_events(report.valid_events, f"file:{path}", stored=events)
+                for ev in report.valid_events:
+                    events.setdefault(ev["event_id"], ev)
+                merged = merge_state(pith, bundle["canonical_record"], bundle["source_aliases"], events.values(), {})
+                w.state = EncodedState.of(bundle["canonical_record"], bundle["source_aliases"], merged)
+            w.journal_detail = {"file": path, "kind": report.kind}
+            store.write_record(run_id, w)
+        unreadable = [r for _, r in results if isinstance(r, UnreadableFile)]
+        reports = [r for _, r in results if not isinstance(r, UnreadableFile)]
+        code = ExitCode.OK if all(r.ok for r in reports) else ExitCode.FAILED
+        if unreadable:
+            code = ExitCode.USAGE
+        tally = {"imported": sum(1 for r in reports if r.ok)}
+        tally["rejected"] = len(reports) - tally["imported"]
+        if unreadable:
+            tally["unreadable"] = len(unreadable)
+        store.finish_run(run_id, int(code), tally)
+    if out.as_json:
+        readable = {id(r) for r in reports}
+        out.json({"files": [{"file": p, "imported": id(r) in readable and r.ok, **r.to_json()}
+                            for p, r in results]})
+    else:
+        for p, r in results:
+            if isinstance(r, UnreadableFile):
+                out.line(f"unreadable  -  -  {p}  {r.reason}")
+                continue
+            out.line(f"{'imported' if r.ok else 'rejected'}  {r.status.value}  {r.pith_number or '-'}  {p}  {'; '.join(str(x) for x in r.reasons)}")
+    report_unreadable(unreadable)
+    return code
+
+
