@@ -20,7 +20,6 @@ import tempfile
 from datetime import datetime, timezone
 from typing import Iterable
 
-
 ALERT_KINDS = ("divergence", "unreachable")
 CHANNELS = ("webhook", "command", "log")
 

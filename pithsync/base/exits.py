@@ -1,5 +1,6 @@
-"""Exit codes, and the errors a user must fix.  Every command returns an ExitCode; the CLI's
-`main` is the one place outcomes become process exit statuses."""
+"""Exit codes, and the errors that map to them: what a user must fix (UsageError, NoStoreError:
+exit 2) and a store that cannot be used (StoreError: exit 4).  Every command returns an
+ExitCode; the CLI's `main` is the one place outcomes become process exit statuses."""
 
 from __future__ import annotations
 
@@ -30,3 +31,32 @@ def exit_code_for_verdicts(verdicts) -> ExitCode:
     if Verdict.UNVERIFIABLE in verdicts:
         return ExitCode.UNVERIFIABLE
     return ExitCode.OK
+
+
+class StoreError(Exception):
+    """The store cannot be opened or written (read-only, full disk, corrupt, locked)."""
+
+
+class StoreLocked(StoreError):
+    """Another run held the store's run lock for all of lock_timeout_s."""
+
+    def __init__(self, message: str, lock_path: str, waited_s: float, holder_pid: int | None):
+        super().__init__(message)
+        self.lock_path = lock_path
+        self.waited_s = waited_s
+        self.holder_pid = holder_pid
+
+
+class WrongNumberError(Exception):
+    """A write names a pith number its verified record does not have (a bug in the caller: the
+    record is not written, the store is fine)."""
+
+
+class NoStoreError(StoreError):
+    """Nothing at the path to read as a store, or no directory to create one in: the path is
+    wrong, or nothing was pulled or imported yet.  A usage error (exit 2), not a broken store."""
+
+    @classmethod
+    def at(cls, path: str) -> "NoStoreError":
+        """The error for a read-only command on a path that holds no store."""
+        return cls(f"no store at {path} (run `pithsync pull` or `pithsync import` first)")

@@ -29,7 +29,9 @@ def cmd_serve(args, cfg: Config, out) -> int:
         count = len(catalog.suffixes())
     finally:
         store.close()
-    from aiohttp import web  # only `serve` needs the server side of aiohttp: keep it off every other command's start
+    from aiohttp import (
+        web,  # only `serve` needs the server side of aiohttp: keep it off every other command's start
+    )
 
     from pithsync.publishing.server import build_app
 

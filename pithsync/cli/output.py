@@ -10,8 +10,7 @@ import logging
 import os
 import sys
 
-from pithsync.run.engine import RecordResult
-
+from pithsync.run.results import RecordResult
 
 # Columns whose cells are identifiers a user copies: a table on a terminal keeps them whole.
 UNBROKEN_COLUMNS = frozenset({"pith_number", "about"})

@@ -19,8 +19,10 @@ from pithsync.core.errors import InvalidPithNumber
 from pithsync.core.merge import merge_state
 from pithsync.core.verify import Verifier
 from pithsync.run import sync_records
-from pithsync.run.engine import RecordResult, Target
-from pithsync.store import EncodedState, RecordWrite, Store, StoreLocked
+from pithsync.run.results import RecordResult, Target
+from pithsync.base.exits import StoreLocked
+from pithsync.core.plan import EncodedState, RecordWrite
+from pithsync.store import Store
 
 log = logging.getLogger("pithsync.sync")
 

@@ -11,7 +11,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-
 DIVERGENCE = "divergence"
 
 

@@ -22,10 +22,16 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import anyio
+import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
-import yarl
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
 from pithsync.config import CrawlConfig
 from pithsync.core.compare import Fetched, Retrieval

@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pithsync import __version__
-from pithsync.publishing.httpcache import etag_of
+from pithsync.base.logfmt import log_event
 from pithsync.config import AlertsConfig, Config, CrawlConfig, MetricsConfig
 from pithsync.core import strictjson
 from pithsync.core.canonical import canon, canon_sha256, compact
@@ -41,8 +41,8 @@ from pithsync.core.keys import TrustStore, public_key_entry
 from pithsync.core.merge import MERGE_VERSION
 from pithsync.core.urls import BUNDLE_PATTERN, STATE_PATTERN, WELL_KNOWN_PATTERN
 from pithsync.core.verify import BUNDLE_TYPE, Verifier
+from pithsync.publishing.httpcache import etag_of
 from pithsync.store import Store
-from pithsync.base.logfmt import log_event
 
 log = logging.getLogger("pithsync.ops")
 

@@ -13,7 +13,6 @@ from aiohttp import web
 from pithsync import __version__
 from pithsync.config import Config
 from pithsync.core.verify import Verifier
-from pithsync.publishing.httpcache import etag_of, not_modified
 from pithsync.publishing import (
     HTML_TYPE,
     JSON_TYPE,
@@ -24,6 +23,7 @@ from pithsync.publishing import (
     manifest_bytes,
     wants_json_ld,
 )
+from pithsync.publishing.httpcache import etag_of, not_modified
 from pithsync.store import Store
 
 CATALOG = web.AppKey("pithsync_catalog", Catalog)

@@ -20,15 +20,8 @@ from pithsync.config import Config
 from pithsync.fetch import Fetcher
 from pithsync.run import workers
 from pithsync.run.after import after_run
-from pithsync.run.engine import (
-    RecordResult,
-    RecordSink,
-    RunTally,
-    SyncEngine,
-    Target,
-    rare_gc_passes,
-    run_event_loop,
-)
+from pithsync.run.engine import RecordSink, SyncEngine, rare_gc_passes, run_event_loop
+from pithsync.run.results import RecordResult, RunTally, Target
 from pithsync.store import Store
 
 log = logging.getLogger("pithsync.sync")

@@ -12,74 +12,43 @@ import gc
 import importlib.util
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Awaitable, Callable, TypeVar
 
 import anyio
 
+from pithsync.base.exits import StoreError
+from pithsync.base.logfmt import log_event
 from pithsync.config import Config
 from pithsync.core import numbers, strictjson
-from pithsync.core.compare import Assessment, Assessor, Fetched, MirrorCopy, RecordComparison, Retrieval, compare_record
+from pithsync.core.compare import (
+    Assessment,
+    Assessor,
+    Fetched,
+    MirrorCopy,
+    RecordComparison,
+    Retrieval,
+    compare_record,
+)
 from pithsync.core.errors import MalformedDocument
 from pithsync.core.merge import merge_state
+from pithsync.core.plan import EncodedState, MirrorRow, RecordWrite
 from pithsync.core.status import Status, Verdict
 from pithsync.core.urls import MirrorSpec, hinted_mirrors
 from pithsync.core.verify import Verifier
 from pithsync.fetch import Fetcher, PolicyError, UrlPolicy, Validators
-from pithsync.store import EncodedState, MirrorRow, RecordWrite, Store, StoreError
-from pithsync.base.logfmt import log_event
 from pithsync.run import alerting
+from pithsync.run.results import (
+    MirrorResult,
+    RecordResult,
+    Target,
+    failed_result,
+    internal_error,
+    wrong_number_result,
+)
+from pithsync.store import Store
 
 log = logging.getLogger("pithsync.sync")
-
-
-@dataclass(frozen=True)
-class Target:
-    suffix: str
-    pith_number: str | None = None  # when known
-    depth: int = 0
-    # The full number a user typed, a claim only: the record's verified number is what is stored,
-    # and a reference naming another one is answered with that number (Verdict.WRONG_NUMBER).
-    requested: str | None = None
-
-
-@dataclass
-class MirrorResult:
-    name: str
-    base_url: str
-    status: Status
-    reasons: list[dict]
-    configured: bool
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "base_url": self.base_url, "status": self.status.value, "configured": self.configured, "reasons": self.reasons}
-
-
-@dataclass
-class RecordResult:
-    pith_number: str
-    verdict: Verdict
-    mirrors: list[MirrorResult]
-    event_count: int | None = None
-    state_sha256: str | None = None
-    refused_hints: list[dict] = field(default_factory=list)
-    new_events: int = 0
-    found_numbers: list[str] = field(default_factory=list)
-    error: str | None = None  # set when pithsync itself failed on this record
-    true_number: str | None = None  # WRONG_NUMBER: the number the record's documents really have
-
-    def to_json(self) -> dict:
-        return {
-            "pith_number": self.pith_number,
-            "verdict": self.verdict.value,
-            "event_count": self.event_count,
-            "state_sha256": self.state_sha256,
-            "new_events": self.new_events,
-            "mirrors": [m.to_json() for m in self.mirrors],
-            "refused_hints": self.refused_hints,
-            **({"error": self.error} if self.error else {}),
-            **({"true_number": self.true_number} if self.true_number else {}),
-        }
 
 
 # uvloop runs the event loop, its transports and its timers in C: a GET through aiohttp costs
@@ -113,30 +82,6 @@ def rare_gc_passes():
         yield
     finally:
         gc.set_threshold(*before)
-
-
-class RunTally:
-    """What a run produced, counted record by record, so that a run over many records keeps
-    none of them: verdicts (the exit code, the journal summary) and statuses per mirror (metrics)."""
-
-    def __init__(self) -> None:
-        self.by_verdict: dict[Verdict, int] = {v: 0 for v in Verdict}
-        self.mirrors: dict[tuple[str, str], dict[str, int]] = {}  # (name, base_url) -> status -> n
-
-    def add(self, result: RecordResult) -> None:
-        self.by_verdict[result.verdict] += 1
-        for m in result.mirrors:
-            counts = self.mirrors.get((m.name, m.base_url))
-            if counts is None:  # not setdefault: its default dict was built for every mirror of every record
-                counts = self.mirrors[(m.name, m.base_url)] = {s.value: 0 for s in Status}
-            counts[m.status.value] += 1
-
-    @property
-    def records(self) -> int:
-        return sum(self.by_verdict.values())
-
-    def summary(self) -> dict[str, int]:
-        return {v.value: n for v, n in self.by_verdict.items()}
 
 
 @dataclass
@@ -241,24 +186,6 @@ class RecordSink:
 
     def abort(self) -> None:
         self.store.rollback_batch()
-
-
-def internal_error(exc: Exception) -> str:
-    return f"internal error: {type(exc).__name__}: {str(exc)[:200]}"
-
-
-def wrong_number_result(target: Target, true_number: str) -> RecordResult:
-    """A reference whose year is not its record's: the user's input to fix, no mirror's fault,
-    and nothing is stored for it."""
-    error = f"no such record: the documents with suffix {target.suffix} are {true_number}"
-    name = target.requested or true_number
-    return RecordResult(name, Verdict.WRONG_NUMBER, [], error=error, true_number=true_number)
-
-
-def failed_result(target: Target, error: str) -> RecordResult:
-    # Not the mirrors' fault: no mirror status is claimed, the record is just not verified.
-    name = target.pith_number or target.requested or f"pith:{target.suffix}"
-    return RecordResult(name, Verdict.UNVERIFIABLE, [], error=error[:300])
 
 
 Commit = Callable[[str, RecordResult, "RecordWrite | None"], None]

@@ -28,19 +28,13 @@ import signal
 import sys
 from multiprocessing.connection import Connection, wait
 
-from pithsync.config import Config
-from pithsync.store import Store, StoreError
 from pithsync.base.logfmt import log_event
+from pithsync.config import Config
 from pithsync.fetch import Fetcher
-from pithsync.run.engine import (
-    RecordResult,
-    RecordSink,
-    SyncEngine,
-    Target,
-    failed_result,
-    rare_gc_passes,
-    run_event_loop,
-)
+from pithsync.base.exits import StoreError
+from pithsync.run.engine import RecordSink, SyncEngine, rare_gc_passes, run_event_loop
+from pithsync.run.results import RecordResult, Target, failed_result
+from pithsync.store import Store
 
 log = logging.getLogger("pithsync.sync")
 

@@ -25,9 +25,11 @@ from typing import Callable, Iterator
 import sqlite_utils
 
 from pithsync.base.clock import utcnow
+from pithsync.base.exits import NoStoreError, StoreError, StoreLocked, WrongNumberError
 from pithsync.core import numbers
 from pithsync.core.canonical import canon, sha256hex
 from pithsync.core.merge import merge_state
+from pithsync.core.plan import EncodedState, MirrorRow, RecordWrite, _derived_number, number_of
 
 SCHEMA_VERSION = 3
 GENESIS = "0" * 64
@@ -35,35 +37,6 @@ GENESIS = "0" * 64
 _DETAIL_JSON = json.JSONEncoder(sort_keys=True)
 # What runs inside a record's write, after its rows (alerts.on_record gives one).
 Extra = Callable[[sqlite_utils.Database], None]
-
-
-class StoreError(Exception):
-    """The store cannot be opened or written (read-only, full disk, corrupt, locked)."""
-
-
-class StoreLocked(StoreError):
-    """Another run held the store's run lock for all of lock_timeout_s."""
-
-    def __init__(self, message: str, lock_path: str, waited_s: float, holder_pid: int | None):
-        super().__init__(message)
-        self.lock_path = lock_path
-        self.waited_s = waited_s
-        self.holder_pid = holder_pid
-
-
-class WrongNumberError(Exception):
-    """A write names a pith number its verified record does not have (a bug in the caller: the
-    record is not written, the store is fine)."""
-
-
-class NoStoreError(StoreError):
-    """Nothing at the path to read as a store, or no directory to create one in: the path is
-    wrong, or nothing was pulled or imported yet.  A usage error (exit 2), not a broken store."""
-
-    @classmethod
-    def at(cls, path: str) -> "NoStoreError":
-        """The error for a read-only command on a path that holds no store."""
-        return cls(f"no store at {path} (run `pithsync pull` or `pithsync import` first)")
 
 
 def _schema_v1(db: sqlite_utils.Database) -> None:
@@ -186,89 +159,6 @@ def _schema_v3(db: sqlite_utils.Database) -> None:
 HEAL_RUN_ID = "migration-3"  # the journal's run_id for what the schema 3 migration renumbered
 # version -> function that brings the schema from version-1
 MIGRATIONS = {1: _schema_v1, 2: _schema_v2, 3: _schema_v3}
-
-
-def number_of(state: "EncodedState") -> str:
-    """The pith number a stored state's canonical record derives, from its stored bytes."""
-    return _derived_number(state.canonical_record)
-
-
-def _derived_number(canonical_record_json: str) -> str:
-    record = json.loads(canonical_record_json)
-    suffix = numbers.suffix_from_sha256(sha256hex(canonical_record_json.encode()))
-    return str(numbers.PithNumber(numbers.year_of(record), suffix))
-
-
-@dataclass
-class MirrorRow:
-    base_url: str
-    name: str
-    configured: bool
-    status: str
-    reasons: list[dict]
-    bundle_sha256: str | None = None
-    state_sha256: str | None = None
-    unreachable: bool = False
-
-
-@dataclass(frozen=True)
-class EncodedState:
-    """A record's merged state as the records table keeps it, encoded once by whoever merged it
-    (in a large run, a worker process), so that the one writer only writes."""
-
-    canonical_record: str
-    canonical_sha256: str
-    source_aliases: str
-    aliases: tuple[tuple[str, str], ...]  # (alias_kind, alias_value): the aliases table
-    state: str
-    state_sha256: str
-    event_count: int
-
-    @classmethod
-    def of(cls, canonical_record: dict, source_aliases: list, state: dict) -> "EncodedState":
-        record_json = canon(canonical_record)
-        aliases = tuple(
-            (a["alias_kind"], a["alias_value"])
-            for a in source_aliases or []
-            if isinstance(a, dict) and isinstance(a.get("alias_kind"), str) and isinstance(a.get("alias_value"), str)
-        )
-        return cls(record_json.decode(), sha256hex(record_json), canon(source_aliases).decode(), aliases, canon(state).decode(), state["state_sha256"], state["event_count"])
-
-
-@dataclass
-class RecordWrite:
-    """Everything one sync learned about one record, written in one transaction.  Documents and
-    events arrive encoded: the bytes to store, not objects to encode again."""
-
-    pith_number: str
-    verdict: str
-    tracked: bool
-    state: EncodedState | None = None  # the new merge of all verified events, if any
-    documents: list[tuple[str, str, bytes]] = field(default_factory=list)  # (sha256, kind, body)
-    events: dict[str, tuple[str | None, str]] = field(default_factory=dict)  # event_id -> (event_type, canonical JSON), new ones only
-    event_sources: list[tuple[str, str]] = field(default_factory=list)  # (event_id, mirror base_url)
-    mirrors: list[MirrorRow] = field(default_factory=list)
-    evidence: list[dict] = field(default_factory=list)  # mirror, url, status, reasons, body
-    validators: list[tuple[str, str | None, str | None, str | None]] = field(default_factory=list)
-    verified_copies: list[tuple[str, str]] = field(default_factory=list)  # (bundle sha, state sha)
-    trust_id: str = ""
-    journal_detail: dict = field(default_factory=dict)
-
-    def payload_bytes(self) -> int:
-        """About how many bytes of documents, events, state and evidence this write carries."""
-        n = sum(len(body) for _, _, body in self.documents) + sum(len(body) for _, body in self.events.values())
-        n += sum(len(ev.get("body") or b"") for ev in self.evidence)
-        if self.state is not None:
-            n += len(self.state.state) + len(self.state.canonical_record)
-        return n
-
-    def add_events(self, events, source: str, stored: dict | set = frozenset()) -> None:
-        """Verified `events` seen at `source`: each encoded once, and only if not `stored` yet."""
-        for ev in events:
-            eid = ev["event_id"]
-            if eid not in stored and eid not in self.events:
-                self.events[eid] = (ev.get("event_type"), canon(ev).decode("utf-8"))
-            self.event_sources.append((eid, source))
 
 
 class Store:
