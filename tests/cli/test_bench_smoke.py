@@ -16,13 +16,15 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench import harness  # noqa: E402
 from bench.floor import FloorVerifier  # noqa: E402
 from bench.servers import find_nginx  # noqa: E402
+
+pytestmark = pytest.mark.slow  # real subprocesses, hundreds of records or many examples
 
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="the harness's curl floor needs curl")
 

@@ -50,6 +50,8 @@ from pithsync.core.canonical import canon_sha256, without
 from pithsync.testing import forge
 from pithsync.testing.mirror import MirrorServer
 
+pytestmark = pytest.mark.slow  # real subprocesses, hundreds of records or many examples
+
 SLOW = bool(os.environ.get("PITHSYNC_SLOW_TESTS"))
 KILLS = int(os.environ.get("PITHSYNC_CRASH_KILLS", 100 if SLOW else 20))
 CHAIN = 10  # kills on one store before an uninterrupted run must put it right

@@ -21,7 +21,7 @@ from pithsync.store import run_lock
 from pithsync.testing import forge
 from pithsync.testing.mirror import MirrorServer, bundle_path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SYSTEMD = REPO / "systemd"
 UNITS = ("pithsync-sync.service", "pithsync-sync.timer", "pithsync-serve.service")
 SERVICES = ("pithsync-sync.service", "pithsync-serve.service")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pithsync import config
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "pithsync.toml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "pithsync.toml"
 
 
 def test_example_parses_to_the_embedded_defaults():

@@ -14,7 +14,7 @@ from helpers import BUNDLE_SEEDS, EXPECTED_PITH, SEED_NAMES, STATE_SEED, flip_b6
 from pithsync import cli
 from pithsync.testing import forge
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run(argv, capsys):

@@ -17,7 +17,7 @@ import pytest
 from helpers import BUNDLE_SEEDS, EXPECTED_PITH
 from pithsync import cli
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run(argv, capsys):

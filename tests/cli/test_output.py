@@ -96,6 +96,7 @@ async def mirrors():
         yield a, b
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("processes", [1, 2], ids=["one process", "worker processes"])
 async def test_a_reader_that_goes_away_costs_the_run_nothing(tmp_path, mirrors, processes):
     a, b = mirrors

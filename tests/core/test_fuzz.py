@@ -20,6 +20,8 @@ randomized run:  PITHSYNC_FUZZ_EXAMPLES=20000 pytest tests/test_fuzz.py
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 from functools import lru_cache
@@ -35,6 +37,8 @@ from pithsync.core.compare import Assessor, Fetched, MirrorCopy, Retrieval, comp
 from pithsync.core.errors import PithError
 from pithsync.core.status import Status
 from pithsync.core.verify import Verifier, verify_document
+
+pytestmark = pytest.mark.slow  # real subprocesses, hundreds of records or many examples
 from pithsync.testing import forge
 
 TOTAL = int(os.environ.get("PITHSYNC_FUZZ_EXAMPLES", "1200"))
