@@ -149,10 +149,16 @@ class RecordSink:
             # event loop must not write into the batch that is about to be rolled back.
             raise StoreError(self._store_failed)
 
-        writes = [(write, alerting.on_record(self.cfg, self.store, run_id, result)) for result, write in records if write is not None]
-        if writes:
+        pending = [(result, write) for result, write in records if write is not None]
+        if pending:
             try:
-                self.store.write_records(run_id, writes, batch_records=self.batch_records)
+                # Each group in one savepoint: the records' rows, then each record's alerts in
+                # order (they read the rows just written, and the alerts opened before them).
+                for group in self.store.groups(pending):
+                    with self.store.group(batch_records=self.batch_records):
+                        self.store.write_rows(run_id, [write for _, write in group])
+                        for result, _ in group:
+                            alerting.record_alerts(self.cfg, self.store, run_id, result)
             except StoreError as exc:
                 self._store_failed = str(exc)
                 raise

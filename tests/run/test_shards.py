@@ -240,7 +240,7 @@ def test_workers_share_the_connection_limits_instead_of_multiplying_them():
 async def test_store_failure_mid_run_stops_everything_and_exits_4(tmp_path, monkeypatch, processes):
     import multiprocessing
 
-    real_write = Store.write_records
+    real_write = Store.write_rows
     calls = {"records": 0, "after_failure": 0, "reported": 0}
 
     def failing_write(self, run_id, writes, **kwargs):
@@ -252,7 +252,7 @@ async def test_store_failure_mid_run_stops_everything_and_exits_4(tmp_path, monk
         calls["reported"] = calls["records"]
         return real_write(self, run_id, writes, **kwargs)
 
-    monkeypatch.setattr(Store, "write_records", failing_write)
+    monkeypatch.setattr(Store, "write_rows", failing_write)
     async with MirrorServer("a") as a:
         for r in RECORDS:
             a.put_record(r.bundle())
@@ -291,18 +291,14 @@ async def test_a_record_whose_write_hits_a_bug_costs_only_that_record(tmp_path, 
     from pithsync.run import alerting
 
     victim = RECORDS[2]
-    real_on_record = alerting.on_record
+    real_record_alerts = alerting.record_alerts
 
-    def on_record(cfg, store, run_id, result):
-        if result.pith_number != victim.pith_number:
-            return real_on_record(cfg, store, run_id, result)
-
-        def broken(_db):
+    def record_alerts(cfg, store, run_id, result):
+        if result.pith_number == victim.pith_number:
             raise RuntimeError("alert bug")
+        real_record_alerts(cfg, store, run_id, result)
 
-        return broken
-
-    monkeypatch.setattr(alerting, "on_record", on_record)
+    monkeypatch.setattr(alerting, "record_alerts", record_alerts)
     async with MirrorServer("a") as a, MirrorServer("b") as b:
         await _mirrors(a, b)
         code, results, db = await _pull(tmp_path, "bug", [a, b], processes=processes)

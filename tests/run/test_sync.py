@@ -10,7 +10,7 @@ import pytest
 from synctools import NoSleep, json_lines, make_config, pull, run_cli, serve_bad_copy, statuses, write_config
 from pithsync.core import strictjson
 from pithsync.core.canonical import sha256hex
-from pithsync import store as store_module
+from pithsync.store import reads as store_reads
 from pithsync.store import Store
 from pithsync.testing import forge
 from pithsync.testing.mirror import MirrorServer, bundle_path, refused_spec, state_path, well_known_path
@@ -451,7 +451,7 @@ def test_resolving_a_suffix_or_prefix_uses_the_index(tmp_path):
         assert store.resolve(f"pith:{suffix[:8]}") == [pith]
         assert store.resolve("pith:" + "A" * 26) == []
         for query, args in (("select suffix, pith_number from records where suffix in ({})", [suffix]), ("select pith_number from records where suffix >= ? and suffix < ?", [suffix[:8], suffix[:8] + "~"])):
-            assert query in open(store_module.__file__).read()  # the queries resolve() runs
+            assert query in open(store_reads.__file__).read()  # the queries resolve() runs
             query = query.format("?")
             plan = " ".join(str(r[-1]) for r in store.db.execute("explain query plan " + query, args).fetchall())
             assert "USING" in plan and "INDEX" in plan, plan
@@ -610,8 +610,8 @@ def test_a_syncs_event_loop_is_uvloop_where_uvloop_exists():
 
 
 def test_a_record_or_group_rolled_back_inside_a_batch_is_written_not_at_all(tmp_path):
-    """A write is atomic: a record whose `extra` fails is taken back, and with it every record of
-    its group (write_records).  The journal's head is kept in memory while a batch is open, and
+    """A write is atomic: a record whose alerts fail is taken back, and with it every record of
+    its group (Store.group).  The journal's head is kept in memory while a batch is open, and
     the next write must not be chained to entries that are gone."""
     from pithsync.store import MirrorRow, RecordWrite
 
@@ -623,16 +623,19 @@ def test_a_record_or_group_rolled_back_inside_a_batch_is_written_not_at_all(tmp_
         w.mirrors.append(MirrorRow("http://m.example", "m", True, "ok", []))
         return w
 
-    def broken_extra(_db):
-        raise RuntimeError("alert bug")
+    def write_group(numbers: list[int], broken: bool = False) -> None:
+        with store.group(batch_records=10):
+            store.write_rows(run_id, [write(n) for n in numbers])
+            if broken:  # as a record's alerts would, after the group's rows
+                raise RuntimeError("alert bug")
 
     store.write_record(run_id, write(1), batch_records=10)
     with pytest.raises(RuntimeError):
-        store.write_record(run_id, write(2), extra=broken_extra, batch_records=10)
+        write_group([2], broken=True)
     store.write_record(run_id, write(3), batch_records=10)
     with pytest.raises(RuntimeError):
-        store.write_records(run_id, [(write(4), None), (write(5), broken_extra), (write(6), None)], batch_records=10)
-    store.write_records(run_id, [(write(7), None)], batch_records=10)
+        write_group([4, 5, 6], broken=True)
+    store.write_records(run_id, [write(7)], batch_records=10)
     store.commit_batch()
     store.finish_run(run_id, 0, {})
     assert store.verify_journal() == []

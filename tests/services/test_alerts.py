@@ -419,7 +419,9 @@ async def test_alert_rows_commit_with_the_evidence(tmp_path, monkeypatch):
             seen.append(store.db.conn.in_transaction)
             raise RuntimeError("disk on fire")
 
-        monkeypatch.setattr(store, "enqueue_notification", broken)
+        from pithsync.store import alerts as store_alerts
+
+        monkeypatch.setattr(store_alerts, "enqueue_notification", broken)
         try:
             try:
                 await pull(cfg, record.pith_number, store=store)
@@ -493,15 +495,14 @@ def test_log_lines_are_key_value_one_line(monkeypatch):
 
 
 def test_store_knows_whether_any_alert_is_open_without_asking_per_record(tmp_path):
-    # The in-sync fast path of run.alerting.on_record trusts this: it must never say "none open"
-    # while one is.
+    # The in-sync fast path of run.alerting.record_alerts trusts this: it must never say "none
+    # open" while one is.
     store = Store.open(str(tmp_path / "a.db"))
     try:
         assert store.any_open_alert() is False
         run = store.begin_run("test")
-        store.db.conn.execute("BEGIN")
-        store._batch_started = 0.0  # a batch is open, as during a run
-        alert_id = store.insert_alert("divergence", "record:x", "pith:x", None, "f", "now", run)
+        with store.group(batch_records=10):  # a batch is open, as during a run
+            alert_id = store.insert_alert("divergence", "record:x", "pith:x", None, "f", "now", run)
         assert store.any_open_alert() is True
         store.rollback_batch()  # the alert never happened
         assert store.any_open_alert() is False

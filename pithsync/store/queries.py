@@ -1,0 +1,169 @@
+"""The read side of the Store facade: each query method a one-line call to the module that
+holds the query (reads, alerts, journal, publishing), on the store's connection."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import sqlite_utils
+
+from pithsync.store import alerts, journal, publishing, reads
+
+
+class StoreQueries:
+    """Queries on `self.db`; `Store` adds the opening and the writing."""
+
+    db: sqlite_utils.Database
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see one consistent state of the store, even while a sync commits."""
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.db.execute("ROLLBACK")
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits (SQLite's PRAGMA data_version)."""
+        return self.db.execute("PRAGMA data_version").fetchone()[0]
+
+    # -- records (reads) ----------------------------------------------------------------------
+    def record(self, pith_number: str) -> dict | None:
+        """See reads.record."""
+        return reads.record(self.db, pith_number)
+
+    def record_summary(self, pith_number: str) -> dict | None:
+        """A record's summary (see reads.record_summaries), or None."""
+        return reads.record_summaries(self.db, [pith_number]).get(pith_number)
+
+    def record_summaries(self, pith_numbers: list[str]) -> dict[str, dict]:
+        """See reads.record_summaries."""
+        return reads.record_summaries(self.db, pith_numbers)
+
+    def tracked(self) -> list[str]:
+        """See reads.tracked."""
+        return reads.tracked(self.db)
+
+    def records(self) -> list[dict]:
+        """See reads.records."""
+        return reads.records(self.db)
+
+    def last_check(self, pith_number: str) -> tuple[str | None, str | None]:
+        """See reads.last_check."""
+        return reads.last_check(self.db, pith_number)
+
+    def stored_events(self, pith_number: str) -> dict[str, dict]:
+        """See reads.stored_events."""
+        return reads.stored_events(self.db, pith_number)
+
+    def mirror_statuses(self, pith_number: str) -> list[dict]:
+        """See reads.mirror_statuses."""
+        return reads.mirror_statuses(self.db, pith_number)
+
+    def mirror_verdicts(self, pith_numbers: list[str]) -> dict[str, dict[str, reads.MirrorVerdict]]:
+        """See reads.mirror_verdicts."""
+        return reads.mirror_verdicts(self.db, pith_numbers)
+
+    def validators_for(self, urls: list[str]) -> dict[str, dict]:
+        """See reads.validators_for."""
+        return reads.validators_for(self.db, urls)
+
+    def validators_with_bodies(self, urls: list[str]) -> tuple[dict[str, dict], dict[str, bytes]]:
+        """validators_for(urls), and the stored bytes (document_bodies) each of them names."""
+        validators = reads.validators_for(self.db, urls)
+        shas = [v["document_sha256"] for v in validators.values() if v.get("document_sha256")]
+        return validators, reads.document_bodies(self.db, shas)
+
+    def document_bodies(self, shas: list[str]) -> dict[str, bytes]:
+        """See reads.document_bodies."""
+        return reads.document_bodies(self.db, shas)
+
+    def document_body(self, sha256: str) -> bytes | None:
+        """The stored bytes of one document (see reads.document_bodies), or None."""
+        return reads.document_bodies(self.db, [sha256]).get(sha256)
+
+    def verified_pairs(self, pith_numbers: list[str], trust_id: str) -> dict[str, set]:
+        """See reads.verified_pairs."""
+        return reads.verified_pairs(self.db, pith_numbers, trust_id)
+
+    def numbers_for_suffixes(self, suffixes: list[str]) -> dict[str, str]:
+        """See reads.numbers_for_suffixes."""
+        return reads.numbers_for_suffixes(self.db, suffixes)
+
+    def resolve(self, text: str) -> list[str]:
+        """See reads.resolve."""
+        return reads.resolve(self.db, text)
+
+    # -- publishing (serve, export, evidence files, metrics) ------------------------------------
+    def records_with_state(self) -> list[tuple[str, str]]:
+        """See publishing.records_with_state."""
+        return publishing.records_with_state(self.db)
+
+    def document_index(self, kind: str) -> dict[str, list[str]]:
+        """See publishing.document_index."""
+        return publishing.document_index(self.db, kind)
+
+    def stored_event_ids(self, pith_number: str) -> set[str]:
+        """See publishing.stored_event_ids."""
+        return publishing.stored_event_ids(self.db, pith_number)
+
+    def document_first_seen(self, sha256: str) -> str | None:
+        """See publishing.document_first_seen."""
+        return publishing.document_first_seen(self.db, sha256)
+
+    def best_bundle(
+        self, pith_number: str, shas: list[str] | None = None
+    ) -> tuple[str, bytes, dict] | None:
+        """See publishing.best_bundle."""
+        return publishing.best_bundle(self.db, pith_number, shas)
+
+    def verified_documents(self, pith_number: str, kind: str) -> list[tuple[str, bytes]]:
+        """See publishing.verified_documents."""
+        return publishing.verified_documents(self.db, pith_number, kind)
+
+    def evidence_for(self, pith_number: str) -> list[dict]:
+        """See publishing.evidence_for."""
+        return publishing.evidence_for(self.db, pith_number)
+
+    def run(self, run_id: str) -> dict | None:
+        """See publishing.run."""
+        return publishing.run(self.db, run_id)
+
+    def last_finished_run(self, *, success: bool) -> dict | None:
+        """See publishing.last_finished_run."""
+        return publishing.last_finished_run(self.db, success=success)
+
+    # -- alerts and the journal -------------------------------------------------------------
+    def unreachable_counts(self, pith_number: str) -> dict[str, int]:
+        """See alerts.unreachable_counts."""
+        return alerts.unreachable_counts(self.db, pith_number)
+
+    def open_alerts_for(self, pith_number: str, mirrors: list[str]) -> list[dict]:
+        """See alerts.open_alerts_for."""
+        return alerts.open_alerts_for(self.db, pith_number, mirrors)
+
+    def pending_notifications(self, channel: str, limit: int = 1000) -> list[dict]:
+        """See alerts.pending_notifications."""
+        return alerts.pending_notifications(self.db, channel, limit)
+
+    def alerts(self, open_only: bool = False) -> list[dict]:
+        """See alerts.alerts."""
+        return alerts.alerts(self.db, open_only)
+
+    def open_alert_counts(self) -> dict[str, int]:
+        """See alerts.open_alert_counts."""
+        return alerts.open_alert_counts(self.db)
+
+    def undelivered_counts(self) -> dict[str, int]:
+        """See alerts.undelivered_counts."""
+        return alerts.undelivered_counts(self.db)
+
+    def journal(self, since: str | None = None) -> list[dict]:
+        """See journal.entries."""
+        return journal.entries(self.db, since)
+
+    def verify_journal(self) -> list[str]:
+        """See journal.verify."""
+        return journal.verify(self.db)

@@ -1,0 +1,256 @@
+"""The store's schema, the one place it is written down, and the migrations that bring an
+older store to it.  Migrations only add what new code reads, and heal what old code wrote
+wrongly (with a journal entry), so a read-only command may run them."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import sqlite_utils
+
+from pithsync.base.clock import utcnow
+from pithsync.base.exits import StoreError
+from pithsync.store import journal, records
+
+SCHEMA_VERSION = 3
+HEAL_RUN_ID = "migration-3"  # the journal's run_id for what the schema 3 migration renumbered
+
+
+def _schema_v1(db: sqlite_utils.Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key")
+    db["mirrors"].create(
+        {"name": str, "base_url": str, "configured": int, "first_seen": str, "last_seen": str},
+        pk="base_url",
+    )
+    db["records"].create(
+        {
+            "pith_number": str,
+            "suffix": str,
+            "tracked": int,
+            "canonical_sha256": str,
+            "canonical_record": str,
+            "source_aliases": str,
+            "state": str,  # canonical JSON of the merge of every verified event
+            "state_sha256": str,
+            "event_count": int,
+            "first_seen": str,
+            "updated_at": str,
+        },
+        pk="pith_number",
+    )
+    db["records"].create_index(["suffix"], unique=True)
+    db["aliases"].create(
+        {"alias_kind": str, "alias_value": str, "pith_number": str},
+        pk=("alias_kind", "alias_value"),
+    )
+    db["aliases"].create_index(["alias_value"])
+    # Exact bytes received, content-addressed; only documents that verified.
+    db["documents"].create(
+        {
+            "sha256": str,
+            "kind": str,
+            "pith_number": str,
+            "body": bytes,
+            "size": int,
+            "first_seen": str,
+        },
+        pk="sha256",
+    )
+    db["events"].create(
+        {"event_id": str, "pith_number": str, "event_type": str, "body": str, "first_seen": str},
+        pk="event_id",
+    )
+    db["events"].create_index(["pith_number"])
+    # last_seen: the last run that fetched a copy containing the event from that mirror; a copy
+    # answered 304 is not fetched again (its mirror_status row says when it was last confirmed).
+    db["event_sources"].create(
+        {"event_id": str, "mirror": str, "first_seen": str, "last_seen": str},
+        pk=("event_id", "mirror"),
+    )
+    db["mirror_status"].create(
+        {
+            "pith_number": str,
+            "mirror": str,
+            "name": str,
+            "status": str,
+            "reasons": str,
+            "bundle_sha256": str,
+            "state_sha256": str,
+            "checked_at": str,
+            "unreachable_runs": int,
+        },
+        pk=("pith_number", "mirror"),
+    )
+    db["validators"].create(
+        {"url": str, "etag": str, "last_modified": str, "document_sha256": str, "updated_at": str},
+        pk="url",
+    )
+    # Bad copies, kept apart from verified data, as evidence.
+    db["evidence"].create(
+        {
+            "id": int,
+            "pith_number": str,
+            "mirror": str,
+            "url": str,
+            "status": str,
+            "reasons": str,
+            "body_sha256": str,
+            "body": bytes,
+            "observed_at": str,
+            "run_id": str,
+        },
+        pk="id",
+    )
+    db["evidence"].create_index(["pith_number"])
+    db["runs"].create(
+        {
+            "run_id": str,
+            "command": str,
+            "started_at": str,
+            "finished_at": str,
+            "exit_code": int,
+            "summary": str,
+        },
+        pk="run_id",
+    )
+    db["journal"].create(
+        {
+            "seq": int,
+            "run_id": str,
+            "at": str,
+            "kind": str,
+            "pith_number": str,
+            "mirror": str,
+            "status": str,
+            "detail": str,
+            "prev_sha256": str,
+            "entry_sha256": str,
+        },
+        pk="seq",
+        not_null=["run_id", "at", "kind", "prev_sha256", "entry_sha256"],
+    )
+    # One row per alert.  `scope` says what it is about ("record:<pith>" for a divergence,
+    # "mirror:<base_url>" for an unreachable mirror); at most one alert per (kind, scope) is open.
+    db["alerts"].create(
+        {
+            "id": int,
+            "kind": str,  # divergence | unreachable
+            "scope": str,
+            "pith_number": str,  # the record it is about (unreachable: the record that tripped it)
+            "mirror": str,  # unreachable: the mirror's base_url
+            "fingerprint": str,  # divergence: sha256 of the sorted (mirror, status) pairs
+            "state": str,  # open | resolved
+            "opened_at": str,
+            "opened_run_id": str,
+            "resolved_at": str,
+            "resolved_run_id": str,
+            "payload": str,  # the `opened` notification
+            "resolved_payload": str,  # the `resolved` notification
+        },
+        pk="id",
+        not_null=["kind", "scope", "state", "opened_at", "payload"],
+    )
+    db["alerts"].create_index(["state", "kind"])
+    db.execute("create unique index alerts_one_open on alerts (kind, scope) where state = 'open'")
+    # Notifications waiting for delivery, one per (alert, event, channel), written in the same
+    # transaction as the evidence they report; a failed delivery stays until it succeeds.
+    db["outbox"].create(
+        {
+            "id": int,
+            "alert_id": int,
+            "event": str,
+            "channel": str,
+            "payload": str,
+            "created_at": str,
+            "attempts": int,
+            "last_attempt_at": str,
+            "last_error": str,
+            "delivered_at": str,
+        },
+        pk="id",
+        not_null=["alert_id", "event", "channel", "payload", "created_at", "attempts"],
+        foreign_keys=[("alert_id", "alerts", "id")],
+    )
+    db["outbox"].create_index(["alert_id", "event", "channel"], unique=True)
+    db["outbox"].create_index(["delivered_at", "channel"])
+
+
+def _schema_v2(db: sqlite_utils.Database) -> None:
+    # Pairs of exact documents that verified together under one set of pinned keys: a mirror
+    # that serves the same bytes again (a 304, or an unchanged copy) need not be re-verified.
+    db["verified_copies"].create(
+        {
+            "bundle_sha256": str,
+            "state_sha256": str,
+            "trust_id": str,
+            "pith_number": str,
+            "first_seen": str,
+        },
+        pk=("bundle_sha256", "state_sha256", "trust_id"),
+    )
+    db["verified_copies"].create_index(["pith_number", "trust_id"])
+
+
+def _schema_v3(db: sqlite_utils.Database) -> None:
+    # Each record's last check: its verdict, and when.  Apart from `records`, whose large rows a
+    # re-sync of an unchanged record does not rewrite.  Filled from the journal for old stores.
+    db["record_checks"].create(
+        {"pith_number": str, "verdict": str, "checked_at": str}, pk="pith_number"
+    )
+    db.execute(
+        "insert into record_checks (pith_number, verdict, checked_at)"
+        " select pith_number, status, at from journal where seq in"
+        " (select max(seq) from journal where kind = 'record_outcome' group by pith_number)"
+    )
+    # Earlier versions stored a record under the number a user typed, year included, even when
+    # its verified record gives another year: each such row takes its record's number now.
+    now = utcnow()
+    journal.append(db, HEAL_RUN_ID, records.heal_numbers(db, now), now)
+
+
+# version -> function that brings the schema from version-1
+MIGRATIONS = {1: _schema_v1, 2: _schema_v2, 3: _schema_v3}
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    """The schema version a store's `meta` records (0: no schema yet)."""
+    if not db["meta"].exists():
+        return 0
+    row = db.execute("select value from meta where key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(db: sqlite_utils.Database) -> None:
+    """Bring the store's schema to SCHEMA_VERSION, in one transaction.
+
+    Raises:
+        StoreError: the store's schema is newer than this pithsync.
+    """
+    version = schema_version(db)
+    if version > SCHEMA_VERSION:
+        raise StoreError(_newer(version))
+    with db.atomic():
+        for v in range(version + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[v](db)
+            db["meta"].upsert({"key": "schema_version", "value": str(v)}, pk="key")
+
+
+def readable_version(db: sqlite_utils.Database, path: str) -> int:
+    """The schema version of the store a reader opened: this one, or an older one to upgrade.
+
+    Raises:
+        StoreError: the file holds no store, or one newer than this pithsync, or cannot be read.
+    """
+    try:
+        version = schema_version(db)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot open store {path} read-only: {exc}") from None
+    if version == 0:
+        raise StoreError(f"{path} is not a pithsync store (no schema)")
+    if version > SCHEMA_VERSION:
+        raise StoreError(_newer(version))
+    return version
+
+
+def _newer(version: int) -> str:
+    return f"store schema {version} is newer than this pithsync ({SCHEMA_VERSION})"
