@@ -6,10 +6,11 @@ import os
 import re
 
 import pytest
-
 from synctools import run_cli
 from synctools import write_config as shared_write_config
+
 from pithsync import metrics
+from pithsync.base import files
 from pithsync.testing import forge
 from pithsync.testing.mirror import MirrorServer
 
@@ -77,18 +78,18 @@ async def test_textfile_after_each_run(tmp_path):
 
 def test_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "m.prom"
-    metrics.write_atomically(str(path), b"old 1\n")
+    files.write_atomically(str(path), b"old 1\n")
 
     def crash(src, dst):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError):
-        metrics.write_atomically(str(path), b"new 2\n")
+        files.write_atomically(str(path), b"new 2\n")
     assert path.read_bytes() == b"old 1\n"  # the reader still sees the whole old file
     assert os.listdir(tmp_path) == ["m.prom"]  # and the temp file is gone
     monkeypatch.undo()
-    metrics.write_atomically(str(path), b"new 2\n")
+    files.write_atomically(str(path), b"new 2\n")
     assert path.read_bytes() == b"new 2\n"
 
 
