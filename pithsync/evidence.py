@@ -61,120 +61,39 @@ def build_evidence(
 ) -> dict:
     """The evidence file for one record: every bad copy the store kept that a claim can be made
     about, the verified good bundle beside them, and the signed events the claims need.  Only
-    claims that `verify_evidence` confirms are written."""
-    probe = _Probe(verifier, pith_number, max_bytes)
-    keep: dict[str, list] = {}  # sha256 -> [body, role], in the order they go into the file
+    claims that `verify_evidence` confirms are written.
 
-    def kept(body: bytes, role: str) -> str:
-        sha = sha256hex(body)
-        if sha not in keep:
-            keep[sha] = [body, role]
-        elif role == "reference":
-            keep[sha][1] = "reference"
-        return sha
+    Args:
+        store: the store (read only).
+        pith_number: the record, in full.
+        verifier: the pinned keys every document and claim is checked with.
+        max_bytes: the largest document the checks parse.
+        created_at: the file's creation time; by default now.
 
-    stored = store.stored_events(pith_number)
-    groups = find_equivocations(stored.values())
-    in_conflict = {eid for g in groups for eid in g["event_ids"]}
-
-    # The reference: the verified bundle that holds the most of the record's verified events.
-    best = None
-    for _sha, body in store.verified_documents(pith_number, "bundle"):
-        bundle, _ = probe.docs.valid_bundle(probe.index(body))
-        if bundle is not None:
-            key = (
-                len({e["event_id"] for e in bundle["events"]} & set(stored)),
-                str(bundle.get("built_at", "")),
-            )
-            if best is None or key > best[0]:
-                best = (key, body)
-    if best is not None:
-        kept(best[1], "reference")
-
-    claims: list[dict] = []
-    observations: list[dict] = []
-    carriers: dict[
-        str, list[str]
-    ] = {}  # conflicting event_id -> sha256 of kept bundles carrying it
-    rows = list(reversed(store.evidence_for(pith_number)))  # newest first
-    statuses = {m["mirror"]: m for m in store.mirror_statuses(pith_number)}
-    considered: set[str] = set()
-    obs_sha: list[str | None] = []
-    for row in rows:
-        body = bytes(row["body"]) if row.get("body") is not None else None
-        sha = sha256hex(body) if body is not None else None
-        if len(observations) < MAX_OBSERVATIONS:
-            observations.append(
-                {
-                    "mirror": row["mirror"],
-                    "url": row["url"],
-                    "status": row["status"],
-                    "reasons": [
-                        {"code": r.get("code"), "message": r.get("message")}
-                        for r in row["reasons"]
-                        if isinstance(r, dict)
-                    ][:10],
-                    "observed_at": row["observed_at"],
-                    "document": None,
-                }
-            )
-            obs_sha.append(sha)
-        if body is None or sha in considered:
-            continue
-        considered.add(sha)
-        ctx = {"mirror": row["mirror"], "url": row["url"], "observed_at": row["observed_at"]}
-        for claim in _claims_for(
-            probe, body, row, rows, statuses, store, stored, in_conflict, carriers, kept
-        ):
-            claims.append({**claim, **ctx})
-
-    for g in groups:
-        events = [kept(_event_bytes(stored[eid]), "event") for eid in g["event_ids"]]
-        links = [
-            {"document": b, "event": e}
-            for eid, e in zip(g["event_ids"], events)
-            for b in carriers.get(eid, [])
-        ]
-        claims.append(
-            {
-                "claim": "equivocation",
-                "events": events,
-                "served_in": links,
-                "summary": f"{len(events)} validly signed events of signer {str(g['signer_id'])[:80]} claim the same place (target {str(g['target'])[:80]}, prev_event {str(g['prev_event'])[:30]})",
-            }
-        )
-
-    # Into the file, within the size budget: the reference first, then in order of use.
-    entries: list[dict] = []
-    index: dict[str, int] = {}
-    budget = MAX_TOTAL_BYTES
-    for sha, (body, role) in keep.items():
-        if len(entries) >= MAX_DOCUMENTS or len(body) > budget:
-            continue
-        budget -= len(body)
-        index[sha] = len(entries)
-        entries.append(
-            {
-                "id": len(entries),
-                "role": role,
-                "kind": "",
-                "sha256": sha,
-                "size": len(body),
-                "body_b64": base64.b64encode(body).decode("ascii"),
-            }
-        )
+    Returns:
+        The evidence document (format in pithsync.core.evidence).
+    """
+    builder = _Builder(store, pith_number, verifier, max_bytes)
+    builder.keep_reference()
+    claims, observations, observed_shas = builder.observe()
+    claims += builder.equivocation_claims()
+    entries, index = builder.pack()
     final = Documents(verifier, pith_number, max_bytes)
-    final.bodies = [keep[e["sha256"]][0] for e in entries]
+    final.bodies = [builder.keep[e["sha256"]][0] for e in entries]
     for e in entries:
         e["kind"] = final.kind(e["id"])
-
     bound = []
     for claim in claims:
         c = _bind(claim, index)
         if c is not None and not final.check(c):  # only what the verifier confirms goes out
             bound.append(c)
-    for obs, sha in zip(observations, obs_sha):
+    for obs, sha in zip(observations, observed_shas, strict=True):
         obs["document"] = index.get(sha) if sha else None
+    truncated = (
+        len(entries) < len(builder.keep)
+        or len(bound) < len(claims)
+        or len(builder.rows) > len(observations)
+    )
     return {
         "evidence_type": EVIDENCE_TYPE,
         "evidence_version": EVIDENCE_VERSION,
@@ -185,10 +104,226 @@ def build_evidence(
         "documents": entries,
         "claims": bound,
         "observations": observations,
-        "truncated": len(entries) < len(keep)
-        or len(bound) < len(claims)
-        or len(rows) > len(observations),
+        "truncated": truncated,
     }
+
+
+def _observation(row: dict) -> dict:
+    """One evidence row as the file's testimony of what a mirror served."""
+    reasons = [
+        {"code": r.get("code"), "message": r.get("message")}
+        for r in row["reasons"]
+        if isinstance(r, dict)
+    ]
+    return {
+        "mirror": row["mirror"],
+        "url": row["url"],
+        "status": row["status"],
+        "reasons": reasons[:10],
+        "observed_at": row["observed_at"],
+        "document": None,
+    }
+
+
+class _Builder:
+    """The documents and claims of one record's evidence file, gathered from the store; claims
+    name documents by sha256 until `pack` gives them ids."""
+
+    def __init__(self, store, pith_number: str, verifier: Verifier, max_bytes: int) -> None:
+        self.store = store
+        self.pith = pith_number
+        self.probe = _Probe(verifier, pith_number, max_bytes)
+        self.keep: dict[str, list] = {}  # sha256 -> [body, role], in the order they go in
+        self.stored = store.stored_events(pith_number)
+        self.groups = find_equivocations(self.stored.values())
+        self.in_conflict = {eid for g in self.groups for eid in g["event_ids"]}
+        # conflicting event_id -> sha256 of kept bundles carrying it
+        self.carriers: dict[str, list[str]] = {}
+        self.rows = list(reversed(store.evidence_for(pith_number)))  # newest first
+        self.statuses = {m["mirror"]: m for m in store.mirror_statuses(pith_number)}
+
+    def kept(self, body: bytes, role: str) -> str:
+        """Put a document into the file (a reference stays one); its sha256."""
+        sha = sha256hex(body)
+        if sha not in self.keep:
+            self.keep[sha] = [body, role]
+        elif role == "reference":
+            self.keep[sha][1] = "reference"
+        return sha
+
+    def keep_reference(self) -> None:
+        """The verified bundle that holds the most of the record's verified events."""
+        best = None
+        for _sha, body in self.store.verified_documents(self.pith, "bundle"):
+            bundle, _ = self.probe.docs.valid_bundle(self.probe.index(body))
+            if bundle is not None:
+                key = (
+                    len({e["event_id"] for e in bundle["events"]} & set(self.stored)),
+                    str(bundle.get("built_at", "")),
+                )
+                if best is None or key > best[0]:
+                    best = (key, body)
+        if best is not None:
+            self.kept(best[1], "reference")
+
+    def observe(self) -> tuple[list[dict], list[dict], list[str | None]]:
+        """The claims the kept bad copies prove, the observations (newest first, capped), and
+        the sha256 of the body each observation saw."""
+        claims: list[dict] = []
+        observations: list[dict] = []
+        observed_shas: list[str | None] = []
+        considered: set[str] = set()
+        for row in self.rows:
+            body = bytes(row["body"]) if row.get("body") is not None else None
+            sha = sha256hex(body) if body is not None else None
+            if len(observations) < MAX_OBSERVATIONS:
+                observations.append(_observation(row))
+                observed_shas.append(sha)
+            if body is None or sha in considered:
+                continue
+            considered.add(sha)
+            ctx = {"mirror": row["mirror"], "url": row["url"], "observed_at": row["observed_at"]}
+            claims += [{**claim, **ctx} for claim in self.claims_for(body, row)]
+        return claims, observations, observed_shas
+
+    def equivocation_claims(self) -> list[dict]:
+        """One claim per group of conflicting stored events, with the bundles that served them."""
+        claims = []
+        for g in self.groups:
+            events = [self.kept(_event_bytes(self.stored[eid]), "event") for eid in g["event_ids"]]
+            links = [
+                {"document": b, "event": e}
+                for eid, e in zip(g["event_ids"], events, strict=True)
+                for b in self.carriers.get(eid, [])
+            ]
+            summary = (
+                f"{len(events)} validly signed events of signer {str(g['signer_id'])[:80]} claim"
+                f" the same place (target {str(g['target'])[:80]},"
+                f" prev_event {str(g['prev_event'])[:30]})"
+            )
+            claims.append(
+                {"claim": "equivocation", "events": events, "served_in": links, "summary": summary}
+            )
+        return claims
+
+    def pack(self) -> tuple[list[dict], dict[str, int]]:
+        """The file's document entries within the size budget (the reference first, then in
+        order of use) and each packed document's id by sha256."""
+        entries: list[dict] = []
+        index: dict[str, int] = {}
+        budget = MAX_TOTAL_BYTES
+        for sha, (body, role) in self.keep.items():
+            if len(entries) >= MAX_DOCUMENTS or len(body) > budget:
+                continue
+            budget -= len(body)
+            index[sha] = len(entries)
+            entries.append(
+                {
+                    "id": len(entries),
+                    "role": role,
+                    "kind": "",
+                    "sha256": sha,
+                    "size": len(body),
+                    "body_b64": base64.b64encode(body).decode("ascii"),
+                }
+            )
+        return entries, index
+
+    def claims_for(self, body: bytes, row: dict) -> list[dict]:
+        """What one bad copy kept in the evidence table proves."""
+        docs = self.probe.docs
+        i = self.probe.index(body)
+        report = docs.report(i)
+        if not report.ok:
+            reasons = "; ".join(r.message for r in report.reasons[:2])
+            return [
+                {
+                    "claim": "bad_document",
+                    "document": self.kept(body, "observed"),
+                    "status": report.status.value,
+                    "codes": sorted({r.code for r in report.reasons}),
+                    "summary": f"{report.status.value}: {reasons}"[:400],
+                }
+            ]
+        doc, _ = docs.parsed(i)
+        if doc.get("pith_number") != docs.pith:
+            other = str(doc.get("pith_number"))[:80]
+            summary = f"a valid {report.kind} of {other}, served for {docs.pith}"
+            return [
+                {
+                    "claim": "wrong_record",
+                    "document": self.kept(body, "observed"),
+                    "summary": summary,
+                }
+            ]
+        if report.kind == "state":
+            return self._state_claims(body, i, row)
+        if report.kind == "bundle":
+            return self._bundle_claims(body, doc)
+        return []
+
+    def _served_beside(self, row: dict) -> list[bytes]:
+        """The bundles a state's mirror served beside it in the same write: a bad one kept in the
+        same evidence write, or the verified one the mirror_status row of that write names."""
+        beside = [
+            bytes(r["body"])
+            for r in self.rows
+            if r["run_id"] == row["run_id"]
+            and r["mirror"] == row["mirror"]
+            and r["observed_at"] == row["observed_at"]
+            and r.get("body") is not None
+        ]
+        status = self.statuses.get(row["mirror"])
+        if (
+            status
+            and status.get("checked_at") == row["observed_at"]
+            and status.get("bundle_sha256")
+        ):
+            verified = self.store.document_body(status["bundle_sha256"])
+            if verified is not None:
+                beside.append(verified)
+        return beside
+
+    def _state_claims(self, body: bytes, i: int, row: dict) -> list[dict]:
+        docs = self.probe.docs
+        for other in self._served_beside(row):
+            j = self.probe.index(other)
+            claim = {"claim": "state_not_merge", "document": i, "bundle": j}
+            if docs.kind(j) == "bundle" and not docs.check(claim):
+                return [
+                    {
+                        "claim": "state_not_merge",
+                        "document": self.kept(body, "observed"),
+                        "bundle": self.kept(other, "observed"),
+                        "summary": "a state that is not the merge of the bundle served beside it",
+                    }
+                ]
+        return []
+
+    def _bundle_claims(self, body: bytes, bundle: dict) -> list[dict]:
+        """A valid bundle: it carries conflicting events (noted for the equivocation claims), or
+        it lacks validly signed events the store holds (stale)."""
+        held = {e["event_id"] for e in bundle["events"]}
+        conflicting = held & self.in_conflict
+        if conflicting:
+            sha = self.kept(body, "observed")
+            for eid in conflicting:
+                self.carriers.setdefault(eid, []).append(sha)
+        lacking = set(self.stored) - held - self.in_conflict
+        if not lacking:
+            return []
+        newest = sorted((self.stored[e] for e in lacking), key=order_key, reverse=True)
+        return [
+            {
+                "claim": "stale",
+                "document": self.kept(body, "observed"),
+                "missing_events": [
+                    self.kept(_event_bytes(ev), "event") for ev in newest[:MAX_MISSING_EVENTS]
+                ],
+                "summary": f"a valid bundle of the record lacking {len(lacking)} of its validly"
+                " signed events",
+            }
+        ]
 
 
 def _bind(claim: dict, index: dict[str, int]) -> dict | None:
@@ -210,97 +345,3 @@ def _bind(claim: dict, index: dict[str, int]) -> dict | None:
     except KeyError:
         return None
     return out
-
-
-def _claims_for(
-    probe: _Probe,
-    body: bytes,
-    row: dict,
-    rows: list[dict],
-    statuses: dict,
-    store,
-    stored: dict,
-    in_conflict: set,
-    carriers: dict,
-    kept,
-) -> list[dict]:
-    """What one bad copy kept in the evidence table proves (documents referenced by sha256;
-    `kept(body, role)` puts a document into the file)."""
-    docs = probe.docs
-    i = probe.index(body)
-    report = docs.report(i)
-    if not report.ok:
-        codes = sorted({r.code for r in report.reasons})
-        summary = f"{report.status.value}: {'; '.join(r.message for r in report.reasons[:2])}"[:400]
-        return [
-            {
-                "claim": "bad_document",
-                "document": kept(body, "observed"),
-                "status": report.status.value,
-                "codes": codes,
-                "summary": summary,
-            }
-        ]
-    doc, _ = docs.parsed(i)
-    if doc.get("pith_number") != docs.pith:
-        return [
-            {
-                "claim": "wrong_record",
-                "document": kept(body, "observed"),
-                "summary": f"a valid {report.kind} of {str(doc.get('pith_number'))[:80]}, served for {docs.pith}",
-            }
-        ]
-    if report.kind == "state":
-        # The bundle its mirror served beside it in the same write: a bad one kept in the same
-        # evidence write, or the verified one the mirror_status row of that write names.
-        beside = [
-            bytes(r["body"])
-            for r in rows
-            if r["run_id"] == row["run_id"]
-            and r["mirror"] == row["mirror"]
-            and r["observed_at"] == row["observed_at"]
-            and r.get("body") is not None
-        ]
-        status = statuses.get(row["mirror"])
-        if (
-            status
-            and status.get("checked_at") == row["observed_at"]
-            and status.get("bundle_sha256")
-        ):
-            verified = store.document_body(status["bundle_sha256"])
-            if verified is not None:
-                beside.append(verified)
-        for other in beside:
-            j = probe.index(other)
-            if docs.kind(j) == "bundle" and not docs.check(
-                {"claim": "state_not_merge", "document": i, "bundle": j}
-            ):
-                return [
-                    {
-                        "claim": "state_not_merge",
-                        "document": kept(body, "observed"),
-                        "bundle": kept(other, "observed"),
-                        "summary": "a state that is not the merge of the bundle served beside it",
-                    }
-                ]
-        return []
-    if report.kind != "bundle":
-        return []
-    held = {e["event_id"] for e in doc["events"]}
-    conflicting = held & in_conflict
-    if conflicting:
-        sha = kept(body, "observed")
-        for eid in conflicting:
-            carriers.setdefault(eid, []).append(sha)
-    lacking = set(stored) - held - in_conflict
-    if not lacking:
-        return []
-    missing = sorted((stored[e] for e in lacking), key=order_key, reverse=True)[:MAX_MISSING_EVENTS]
-    return [
-        {
-            "claim": "stale",
-            "document": kept(body, "observed"),
-            "missing_events": [kept(_event_bytes(ev), "event") for ev in missing],
-            "summary": f"a valid bundle of the record lacking {len(lacking)} of its validly signed events",
-        }
-    ]

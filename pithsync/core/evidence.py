@@ -144,7 +144,8 @@ class Documents:
         if not report.ok:
             return (
                 None,
-                f"does not verify: {report.status.value}: {'; '.join(r.code for r in report.reasons[:5])}",
+                f"does not verify: {report.status.value}:"
+                f" {'; '.join(r.code for r in report.reasons[:5])}",
             )
         if doc.get("pith_number") != self.pith:
             return None, f"is a bundle of {str(doc.get('pith_number'))[:80]}, not {self.pith}"
@@ -175,9 +176,13 @@ class Documents:
             return f"document {i} verifies cleanly"
         found = {r.code for r in report.reasons}
         if report.status.value != claim.get("status"):
-            return f"document {i} is {report.status.value} ({', '.join(sorted(found))}), not {str(claim.get('status'))[:40]}"
+            return (
+                f"document {i} is {report.status.value} ({', '.join(sorted(found))}),"
+                f" not {str(claim.get('status'))[:40]}"
+            )
         if not set(codes) <= found:
-            return f"document {i} has reasons {', '.join(sorted(found))}, not {', '.join(sorted(set(codes) - found))}"
+            absent = ", ".join(sorted(set(codes) - found))
+            return f"document {i} has reasons {', '.join(sorted(found))}, not {absent}"
         return ""
 
     def _check_wrong_record(self, claim: dict) -> str:
@@ -259,7 +264,10 @@ class Documents:
                 or not self.has(s.get("document"))
                 or s.get("event") not in refs
             ):
-                return f"served_in entry {str(s)[:80]} does not name a document and one of the claim's events"
+                return (
+                    f"served_in entry {str(s)[:80]} does not name a document and one of the"
+                    " claim's events"
+                )
             report = self.report(s["document"])
             event_id = events[refs.index(s["event"])]["event_id"]
             if (
@@ -267,7 +275,10 @@ class Documents:
                 or report.pith_number != self.pith
                 or event_id not in {e["event_id"] for e in report.valid_events}
             ):
-                return f"document {s['document']} is not a bundle of {self.pith} carrying validly signed event {event_id[:23]}"
+                return (
+                    f"document {s['document']} is not a bundle of {self.pith} carrying validly"
+                    f" signed event {event_id[:23]}"
+                )
         return ""
 
 
@@ -333,19 +344,9 @@ def verify_evidence(
 
 
 def _verify(doc: dict, verifier: Verifier, max_bytes: int, report: EvidenceReport) -> None:
-    if doc.get("evidence_version") != EVIDENCE_VERSION:
-        report.add(
-            Status.MALFORMED,
-            "evidence_version",
-            f"evidence_version {str(doc.get('evidence_version'))[:20]!r} is not supported (this pithsync reads {EVIDENCE_VERSION})",
-        )
+    pith = _header(doc, report)
+    if pith is None:
         return
-    try:
-        pith = str(parse_full(doc.get("pith_number")))  # type: ignore[arg-type]
-    except PithError as exc:
-        report.add(Status.MALFORMED, "evidence_schema", f"pith_number: {exc}")
-        return
-    report.pith_number = pith
     entries, claims = doc.get("documents"), doc.get("claims")
     if (
         not isinstance(entries, list)
@@ -359,6 +360,41 @@ def _verify(doc: dict, verifier: Verifier, max_bytes: int, report: EvidenceRepor
         )
         return
     docs = Documents(verifier, pith, max_bytes)
+    roles = _decode_documents(entries, docs, report)
+    if roles is None:
+        return
+    _check_roles(roles, docs, report)
+    _check_claims(claims, docs, report)
+    observations = doc.get("observations")
+    if isinstance(observations, list) and observations:
+        report.notes.append(
+            f"{len(observations)} observation(s) recorded by the exporting machine"
+            " (testimony, not proven by signatures)"
+        )
+
+
+def _header(doc: dict, report: EvidenceReport) -> str | None:
+    """The file's pith number when its version is supported, else None (and why, in `report`)."""
+    if doc.get("evidence_version") != EVIDENCE_VERSION:
+        version = str(doc.get("evidence_version"))[:20]
+        report.add(
+            Status.MALFORMED,
+            "evidence_version",
+            f"evidence_version {version!r} is not supported"
+            f" (this pithsync reads {EVIDENCE_VERSION})",
+        )
+        return None
+    try:
+        pith = str(parse_full(doc.get("pith_number")))  # type: ignore[arg-type]
+    except PithError as exc:
+        report.add(Status.MALFORMED, "evidence_schema", f"pith_number: {exc}")
+        return None
+    report.pith_number = pith
+    return pith
+
+
+def _decode_documents(entries: list, docs: Documents, report: EvidenceReport) -> list[str] | None:
+    """Each entry's bytes into `docs`; their roles, or None when an entry is malformed."""
     roles = []
     for i, e in enumerate(entries):
         if (
@@ -372,23 +408,28 @@ def _verify(doc: dict, verifier: Verifier, max_bytes: int, report: EvidenceRepor
                 "evidence_schema",
                 f"documents[{i}] needs id {i}, a role ({', '.join(ROLES)}) and body_b64",
             )
-            return
+            return None
         try:
             body = base64.b64decode(e["body_b64"], validate=True)
         except (binascii.Error, ValueError):
             report.add(
                 Status.MALFORMED, "evidence_schema", f"documents[{i}].body_b64 is not base64"
             )
-            return
+            return None
         if e.get("sha256") != sha256hex(body):
             report.add(
                 Status.TAMPERED,
                 "document_hash_mismatch",
-                f"documents[{i}]: sha256 {str(e.get('sha256'))[:64]!r} is not that of its bytes ({sha256hex(body)})",
+                f"documents[{i}]: sha256 {str(e.get('sha256'))[:64]!r} is not that of its bytes"
+                f" ({sha256hex(body)})",
             )
         docs.bodies.append(body)
         roles.append(e["role"])
+    return roles
 
+
+def _check_roles(roles: list[str], docs: Documents, report: EvidenceReport) -> None:
+    """A reference must verify cleanly, an event must be a validly signed event of the record."""
     for i, role in enumerate(roles):
         if role == "reference":
             _, why = docs.valid_bundle(i)
@@ -400,9 +441,12 @@ def _verify(doc: dict, verifier: Verifier, max_bytes: int, report: EvidenceRepor
                 report.add(
                     Status.TAMPERED,
                     "event_invalid",
-                    f"document {i} (event) is not a validly signed event of {pith}: {why}",
+                    f"document {i} (event) is not a validly signed event of {docs.pith}: {why}",
                 )
 
+
+def _check_claims(claims: list, docs: Documents, report: EvidenceReport) -> None:
+    """Every claim re-checked from the bytes; at least one is needed."""
     if not claims:
         report.add(Status.MALFORMED, "no_claims", "the evidence makes no claim")
     for n, claim in enumerate(claims):
@@ -418,8 +462,3 @@ def _verify(doc: dict, verifier: Verifier, max_bytes: int, report: EvidenceRepor
         else:
             summary = f": {claim['summary']}" if isinstance(claim.get("summary"), str) else ""
             report.notes.append(f"{what} holds{summary}{attributed}")
-    observations = doc.get("observations")
-    if isinstance(observations, list) and observations:
-        report.notes.append(
-            f"{len(observations)} observation(s) recorded by the exporting machine (testimony, not proven by signatures)"
-        )
