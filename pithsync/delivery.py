@@ -39,8 +39,8 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import aiohttp
 import anyio
@@ -58,16 +58,17 @@ COMMAND_TIMEOUT_S = 30.0
 MAX_PER_RUN = 1000  # notifications per channel per run; the rest wait for the next run
 
 
-
-
 # -- delivery -----------------------------------------------------------------------------------
 
 
 @dataclass
 class DeliveryReport:
+    """Notifications by channel: delivered, failed, and deferred (not tried this run: the
+    channel was failing, or is no longer configured)."""
+
     delivered: dict[str, int] = field(default_factory=dict)
     failed: dict[str, int] = field(default_factory=dict)
-    deferred: dict[str, int] = field(default_factory=dict)  # not tried this run (channel failing, or not configured)
+    deferred: dict[str, int] = field(default_factory=dict)
 
     def _add(self, what: dict, channel: str, n: int = 1) -> None:
         if n:
@@ -80,7 +81,9 @@ def body_of(payload: dict) -> bytes:
 
 def log_fields(payload: dict) -> dict:
     """The fields of a notification's log line (the `log` channel), None where unknown."""
-    mirrors = payload.get("divergent") if payload.get("kind") == DIVERGENCE else payload.get("mirrors")
+    mirrors = (
+        payload.get("divergent") if payload.get("kind") == DIVERGENCE else payload.get("mirrors")
+    )
     fields = {
         "alert": payload.get("event"),
         "kind": payload.get("kind"),
@@ -103,27 +106,46 @@ def log_line(payload: dict) -> str:
 async def _post(session: aiohttp.ClientSession, url: str, body: bytes) -> tuple[str, bool]:
     """("", _) when delivered; else (why, whether the channel is failing as a whole)."""
     try:
-        async with session.post(url, data=body, headers={"Content-Type": "application/json", "User-Agent": f"pithsync/{__version__}"}, allow_redirects=False) as resp:
+        async with session.post(
+            url,
+            data=body,
+            headers={"Content-Type": "application/json", "User-Agent": f"pithsync/{__version__}"},
+            allow_redirects=False,
+        ) as resp:
             await resp.content.read(4096)
             if 200 <= resp.status < 300:
                 return "", False
-            return f"HTTP {resp.status}" + (" (redirects are not followed)" if 300 <= resp.status < 400 else ""), resp.status >= 500 or resp.status in (408, 429) or 300 <= resp.status < 400
+            return f"HTTP {resp.status}" + (
+                " (redirects are not followed)" if 300 <= resp.status < 400 else ""
+            ), resp.status >= 500 or resp.status in (408, 429) or 300 <= resp.status < 400
     except TimeoutError:
         return "timed out", True
     except (aiohttp.ClientError, OSError, ValueError) as exc:
         return f"{type(exc).__name__}: {str(exc)[:300]}", True
 
 
-def _run_command(argv: Sequence[str], body: bytes, payload: dict, timeout_s: float) -> tuple[str, bool]:
+def _run_command(
+    argv: Sequence[str], body: bytes, payload: dict, timeout_s: float
+) -> tuple[str, bool]:
     """Run the alert command (an argv list, no shell) with the alert's JSON on stdin.  Delivery
     ends when the command itself exits, not when its pipes close: a background child it leaves
     behind (`sh -c 'notifier & exit 0'`) is not waited for, and its process group is ended."""
-    env = {**os.environ, "PITHSYNC_ALERT_EVENT": str(payload.get("event")), "PITHSYNC_ALERT_KIND": str(payload.get("kind")), "PITHSYNC_PITH_NUMBER": str(payload.get("pith_number"))}
+    env = {
+        **os.environ,
+        "PITHSYNC_ALERT_EVENT": str(payload.get("event")),
+        "PITHSYNC_ALERT_KIND": str(payload.get("kind")),
+        "PITHSYNC_PITH_NUMBER": str(payload.get("pith_number")),
+    }
     with tempfile.TemporaryFile() as stderr_file:  # a file: a lingering child cannot block it
         try:
             proc = subprocess.Popen(
-                list(argv), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr_file,
-                env=env, shell=False, start_new_session=True,
+                list(argv),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr_file,
+                env=env,
+                shell=False,
+                start_new_session=True,
             )
         except OSError as exc:
             return f"cannot run {argv[0]!r}: {exc.strerror or exc}", True
@@ -171,15 +193,32 @@ def _wait_unreaped(pid: int, timeout_s: float, poll_s: float = 0.02) -> int | No
         time.sleep(poll_s)
 
 
-async def deliver_pending(cfg, store, *, webhook_timeout_s: float = WEBHOOK_TIMEOUT_S, command_timeout_s: float = COMMAND_TIMEOUT_S, limit: int = MAX_PER_RUN) -> DeliveryReport:
+async def deliver_pending(
+    cfg,
+    store,
+    *,
+    webhook_timeout_s: float = WEBHOOK_TIMEOUT_S,
+    command_timeout_s: float = COMMAND_TIMEOUT_S,
+    limit: int = MAX_PER_RUN,
+) -> DeliveryReport:
     """Send every undelivered notification to its channel, oldest first.  A channel that fails as
     a whole (receiver down, timeout, 5xx, command missing) is not tried again until the next run;
     a notification the receiver rejects (4xx, non-zero exit) is retried next run too, and the
-    same alert's later notifications wait for it (a receiver never sees `resolved` first)."""
+    same alert's later notifications wait for it (a receiver never sees `resolved` first).
 
+    Args:
+        cfg: the configuration (its alerts section names the channels).
+        store: the store whose outbox is delivered and marked.
+        webhook_timeout_s: the whole of one webhook request.
+        command_timeout_s: how long the alert command may run.
+        limit: notifications per channel in this run.
+
+    Returns:
+        What was delivered, failed and deferred, by channel.
+    """
+    sender = _Sender(cfg, webhook_timeout_s, command_timeout_s)
     report = DeliveryReport()
     configured = channels(cfg)
-    session = None
     try:
         for channel in CHANNELS:
             rows = store.pending_notifications(channel, limit)
@@ -188,71 +227,130 @@ async def deliver_pending(cfg, store, *, webhook_timeout_s: float = WEBHOOK_TIME
             if channel not in configured:
                 report._add(report.deferred, channel, len(rows))
                 log_event(
-                    log, logging.WARNING, "alert_delivery", outcome="deferred", channel=channel,
-                    pending=len(rows), why="channel no longer configured; kept in the outbox",
+                    log,
+                    logging.WARNING,
+                    "alert_delivery",
+                    outcome="deferred",
+                    channel=channel,
+                    pending=len(rows),
+                    why="channel no longer configured; kept in the outbox",
                 )
                 continue
-            held: set[int] = set()  # alerts whose earlier notification failed: keep their order
-            for n, row in enumerate(rows):
-                payload = row["payload"]
-                if row["alert_id"] in held:
-                    report._add(report.deferred, channel)
-                    continue
-                if channel == "log":
-                    log_event(
-                        log, logging.WARNING if payload.get("event") == OPENED else logging.INFO,
-                        "alert", **log_fields(payload),
-                    )
-                    why, fatal = "", False
-                elif channel == "webhook":
-                    if session is None:
-                        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=webhook_timeout_s), cookie_jar=aiohttp.DummyCookieJar())
-                    why, fatal = await _post(session, cfg.alerts.webhook_url, body_of(payload))
-                else:
-                    why, fatal = await anyio.to_thread.run_sync(functools.partial(_run_command, cfg.alerts.command, body_of(payload), payload, command_timeout_s))
-                at = utcnow()
-                if not why:
-                    store.mark_delivered(row["id"], at)
-                    report._add(report.delivered, channel)
-                    log_event(
-                        log, logging.DEBUG, "alert_delivery", outcome="delivered", channel=channel,
-                        outbox_id=row["id"], notification_id=payload.get("notification_id"),
-                    )
-                    continue
-                store.mark_failed(row["id"], at, why)
-                report._add(report.failed, channel)
-                held.add(row["alert_id"])
-                log_event(
-                    log, logging.WARNING, "alert_delivery", outcome="failed", channel=channel,
-                    outbox_id=row["id"], notification_id=payload.get("notification_id"),
-                    attempts=(row["attempts"] or 0) + 1, error=why,
-                )
-                if fatal:
-                    rest = len(rows) - n - 1
-                    report._add(report.deferred, channel, rest)
-                    if rest:
-                        log_event(
-                            log, logging.WARNING, "alert_delivery", outcome="deferred",
-                            channel=channel, pending=rest, why="channel failing; retried next run",
-                        )
-                    break
+            await _deliver_channel(sender, store, channel, rows, report)
     finally:
-        if session is not None:
-            await session.close()
+        await sender.close()
     return report
 
 
+class _Sender:
+    """Sends one notification on a channel; the webhook's HTTP session is opened on first use."""
+
+    def __init__(self, cfg, webhook_timeout_s: float, command_timeout_s: float) -> None:
+        self.cfg = cfg
+        self.webhook_timeout_s = webhook_timeout_s
+        self.command_timeout_s = command_timeout_s
+        self.session: aiohttp.ClientSession | None = None
+
+    async def send(self, channel: str, payload: dict) -> tuple[str, bool]:
+        """("", False) when delivered; else (why, whether the channel is failing as a whole)."""
+        if channel == "log":
+            level = logging.WARNING if payload.get("event") == OPENED else logging.INFO
+            log_event(log, level, "alert", **log_fields(payload))
+            return "", False
+        if channel == "webhook":
+            if self.session is None:
+                self.session = aiohttp.ClientSession(
+                    timeout=aiohttp.ClientTimeout(total=self.webhook_timeout_s),
+                    cookie_jar=aiohttp.DummyCookieJar(),
+                )
+            return await _post(self.session, self.cfg.alerts.webhook_url, body_of(payload))
+        run = functools.partial(
+            _run_command, self.cfg.alerts.command, body_of(payload), payload, self.command_timeout_s
+        )
+        return await anyio.to_thread.run_sync(run)
+
+    async def close(self) -> None:
+        """Close the webhook session, if one was opened."""
+        if self.session is not None:
+            await self.session.close()
+
+
+async def _deliver_channel(
+    sender: _Sender, store, channel: str, rows: list[dict], report: DeliveryReport
+) -> None:
+    """Deliver one channel's pending rows in order, marking each in the outbox; stop at the
+    first failure of the channel as a whole."""
+    held: set[int] = set()  # alerts whose earlier notification failed: keep their order
+    for n, row in enumerate(rows):
+        payload = row["payload"]
+        if row["alert_id"] in held:
+            report._add(report.deferred, channel)
+            continue
+        why, fatal = await sender.send(channel, payload)
+        at = utcnow()
+        if not why:
+            store.mark_delivered(row["id"], at)
+            report._add(report.delivered, channel)
+            log_event(
+                log,
+                logging.DEBUG,
+                "alert_delivery",
+                outcome="delivered",
+                channel=channel,
+                outbox_id=row["id"],
+                notification_id=payload.get("notification_id"),
+            )
+            continue
+        store.mark_failed(row["id"], at, why)
+        report._add(report.failed, channel)
+        held.add(row["alert_id"])
+        log_event(
+            log,
+            logging.WARNING,
+            "alert_delivery",
+            outcome="failed",
+            channel=channel,
+            outbox_id=row["id"],
+            notification_id=payload.get("notification_id"),
+            attempts=(row["attempts"] or 0) + 1,
+            error=why,
+        )
+        if fatal:
+            rest = len(rows) - n - 1
+            report._add(report.deferred, channel, rest)
+            if rest:
+                log_event(
+                    log,
+                    logging.WARNING,
+                    "alert_delivery",
+                    outcome="deferred",
+                    channel=channel,
+                    pending=rest,
+                    why="channel failing; retried next run",
+                )
+            return
+
+
 def deliver(cfg, store, **kw) -> DeliveryReport:
-    """deliver_pending from synchronous code (run.after.after_run runs after the crawl's loop ended)."""
+    """deliver_pending from synchronous code: run.after.after_run calls it once the crawl's
+    loop has ended."""
     if not store.undelivered_counts():
         return DeliveryReport()
     return anyio.run(functools.partial(deliver_pending, cfg, store, **kw))
 
 
-# -- commands: `alerts` and `evidence` ----------------------------------------------------------
+# -- configuration -----------------------------------------------------------------------------
 
 
 def channels(cfg) -> list[str]:
     """The configured delivery channels."""
     a = cfg.alerts
-    return [c for c, on in (("webhook", bool(a.webhook_url)), ("command", bool(a.command)), ("log", a.log)) if on]
+    return [
+        c
+        for c, on in (
+            ("webhook", bool(a.webhook_url)),
+            ("command", bool(a.command)),
+            ("log", a.log),
+        )
+        if on
+    ]

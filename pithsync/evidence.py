@@ -1,384 +1,42 @@
-"""Evidence files: the signed documents that show a mirror served something wrong, in one
-self-contained JSON file that `pithsync verify FILE` checks offline, on any machine, against its
-own pinned keys.
-
-Format (`evidence_version` 1)::
-
-    {"evidence_type": "pithsync_evidence", "evidence_version": 1,
-     "pith_number": "pith:2026:...", "created_at": "...", "created_by": "pithsync 0.1.0",
-     "pinned_keys": [{"key_id": ..., "fingerprint": ...}],        # informational
-     "documents": [{"id": 0, "role": "reference" | "observed" | "event", "kind": "bundle",
-                    "sha256": "...", "size": 1234, "body_b64": "<exact bytes>"}, ...],
-     "claims": [...],                                                # what the documents prove
-     "observations": [{"mirror", "url", "status", "reasons", "observed_at", "document"}]}
-
-Roles: a `reference` is a verified good bundle of the record and must verify cleanly; an `event`
-is one signed event and must verify with the record as its subject; an `observed` document is a
-copy a mirror served, checked only through the claims that name it.
-
-Claims, each re-checked from the bytes alone:
-- `bad_document` {document, status, codes}: verifying the document with the pinned keys gives
-  exactly `status` (the most severe) and at least the reason `codes` (tampered, bad_signature,
-  state_mismatch, malformed).
-- `wrong_record` {document}: a valid bundle or state, but of another record.
-- `state_not_merge` {document, bundle}: a state that is not the merge of the bundle served
-  beside it.
-- `stale` {document, missing_events}: a valid bundle of the record that lacks each listed
-  validly signed event of the record.
-- `equivocation` {events, served_in}: validly signed events that conflict per
-  core.merge.find_equivocations (exactly that group), and each `served_in` bundle carries the
-  named event with a valid signature.
-
-Observations (which mirror served what, when, and what the observer concluded) are the
-observer's testimony: an unsigned HTTP response proves nothing about who sent it, so they are
-context, not claims.  A 404 or an unreachable mirror leaves no document and no claim.  For the
-same reason a claim's `mirror` and `url` are the exporter's word: `pithsync verify` says so on
-every line that names them (and `"attribution": "exporter"` in its JSON).
+"""Evidence files, built: the signed documents in the store that show a mirror served something
+wrong, written into one self-contained file (the format, and how it is checked, is in
+pithsync.core.evidence).  Building reads the store; checking is pure and lives in the core.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
-from dataclasses import dataclass, field
-from typing import Any
 
 from pithsync import __version__
+from pithsync.base.clock import utcnow
 from pithsync.core import strictjson
 from pithsync.core.canonical import canon, sha256hex
-from pithsync.core.errors import MalformedDocument, PithError
+from pithsync.core.evidence import (
+    EVIDENCE_TYPE,
+    EVIDENCE_VERSION,
+    MAX_DOCUMENTS,
+    MAX_MISSING_EVENTS,
+    MAX_OBSERVATIONS,
+    MAX_TOTAL_BYTES,
+    Documents,
+    EvidenceReport,
+    is_evidence,
+    verify_evidence,
+)
 from pithsync.core.merge import find_equivocations, order_key
-from pithsync.core.numbers import parse_full
-from pithsync.core.status import Status
-from pithsync.core.verify import Report, Verifier, detect_kind, verify_document
+from pithsync.core.verify import Verifier
 
-EVIDENCE_TYPE = "pithsync_evidence"
-EVIDENCE_VERSION = 1
-ROLES = ("reference", "observed", "event")
-CLAIMS = ("bad_document", "wrong_record", "state_not_merge", "stale", "equivocation")
-MAX_DOCUMENTS = 500
-MAX_TOTAL_BYTES = 5 * 1024 * 1024  # of embedded bodies; base64 keeps the file under the 8 MiB read cap
-MAX_MISSING_EVENTS = 20  # per stale claim: enough to prove it
-MAX_OBSERVATIONS = 200
-
-
-def is_evidence(doc: object) -> bool:
-    return isinstance(doc, dict) and doc.get("evidence_type") == EVIDENCE_TYPE
-
-
-# -- the documents, as both the builder and the verifier see them ------------------------------
-
-
-class _Documents:
-    """Embedded bodies with cached parses and verification reports."""
-
-    def __init__(self, verifier: Verifier, pith_number: str, max_bytes: int = strictjson.DEFAULT_MAX_BYTES):
-        self.verifier = verifier
-        self.pith = pith_number
-        self.max_bytes = max_bytes
-        self.bodies: list[bytes] = []
-        self._parsed: dict[int, tuple[Any, str | None]] = {}
-        self._reports: dict[int, Report] = {}
-
-    def __len__(self) -> int:
-        return len(self.bodies)
-
-    def has(self, i: object) -> bool:
-        return isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(self.bodies)
-
-    def parsed(self, i: int) -> tuple[Any, str | None]:
-        if i not in self._parsed:
-            try:
-                self._parsed[i] = (strictjson.loads(self.bodies[i], max_bytes=self.max_bytes), None)
-            except MalformedDocument as exc:
-                self._parsed[i] = (None, str(exc))
-        return self._parsed[i]
-
-    def report(self, i: int) -> Report:
-        """The document verified on its own, exactly as `pithsync verify` would."""
-        if i not in self._reports:
-            doc, error = self.parsed(i)
-            if error is not None:
-                report = Report("unknown")
-                report.add(Status.MALFORMED, "not_strict_json", error)
-            else:
-                report = verify_document(doc, self.verifier)
-            self._reports[i] = report
-        return self._reports[i]
-
-    def kind(self, i: int) -> str:
-        doc, _ = self.parsed(i)
-        if detect_kind(doc):
-            return detect_kind(doc)  # type: ignore[return-value]
-        if isinstance(doc, dict) and isinstance(doc.get("event_id"), str) and "event_type" in doc:
-            return "event"
-        return "unknown"
-
-    def event(self, i: int) -> tuple[dict | None, str]:
-        """A validly signed event of this record, or why not."""
-        doc, error = self.parsed(i)
-        if error is not None:
-            return None, f"not strict JSON: {error}"
-        try:
-            check = self.verifier.check_event(doc, i, subject=self.pith)
-        except PithError as exc:
-            return None, str(exc)
-        if not check.valid:
-            return None, "; ".join(str(r) for r in check.reasons)
-        return doc, ""
-
-    def valid_bundle(self, i: int) -> tuple[dict | None, str]:
-        """A bundle of this record that verifies cleanly, or why not."""
-        report = self.report(i)
-        doc, _ = self.parsed(i)
-        if report.kind != "bundle":
-            return None, f"not a bundle ({self.kind(i)})"
-        if not report.ok:
-            return None, f"does not verify: {report.status.value}: {'; '.join(r.code for r in report.reasons[:5])}"
-        if doc.get("pith_number") != self.pith:
-            return None, f"is a bundle of {str(doc.get('pith_number'))[:80]}, not {self.pith}"
-        return doc, ""
-
-    # -- claims: each returns "" when it holds, else why not --------------------------------
-    def check(self, claim: dict) -> str:
-        name = claim.get("claim")
-        if name not in CLAIMS:
-            return f"unknown claim {str(name)[:40]!r}"
-        return getattr(self, f"_check_{name}")(claim)
-
-    def _doc_ref(self, claim: dict, key: str) -> tuple[int | None, str]:
-        i = claim.get(key)
-        if not self.has(i):
-            return None, f"{key} {str(i)[:20]!r} is not a document of this file"
-        return i, ""
-
-    def _check_bad_document(self, claim: dict) -> str:
-        i, why = self._doc_ref(claim, "document")
-        if i is None:
-            return why
-        codes = claim.get("codes")
-        if not isinstance(codes, list) or not codes or not all(isinstance(c, str) for c in codes):
-            return "codes must be a non-empty list of reason codes"
-        report = self.report(i)
-        if report.ok:
-            return f"document {i} verifies cleanly"
-        found = {r.code for r in report.reasons}
-        if report.status.value != claim.get("status"):
-            return f"document {i} is {report.status.value} ({', '.join(sorted(found))}), not {str(claim.get('status'))[:40]}"
-        if not set(codes) <= found:
-            return f"document {i} has reasons {', '.join(sorted(found))}, not {', '.join(sorted(set(codes) - found))}"
-        return ""
-
-    def _check_wrong_record(self, claim: dict) -> str:
-        i, why = self._doc_ref(claim, "document")
-        if i is None:
-            return why
-        report = self.report(i)
-        if report.kind not in ("bundle", "state") or not report.ok:
-            return f"document {i} is not a valid bundle or state ({report.status.value})"
-        doc, _ = self.parsed(i)
-        if doc.get("pith_number") == self.pith:
-            return f"document {i} is of {self.pith} itself"
-        return ""
-
-    def _check_state_not_merge(self, claim: dict) -> str:
-        i, why = self._doc_ref(claim, "document")
-        j, why2 = self._doc_ref(claim, "bundle")
-        if i is None or j is None:
-            return why or why2
-        state, _ = self.parsed(i)
-        if self.kind(i) != "state":
-            return f"document {i} is not a state"
-        served = self.report(j)
-        bundle, _ = self.parsed(j)
-        if served.kind != "bundle" or served.merged_state is None:
-            return f"document {j} is not a bundle whose events can be merged"
-        if bundle.get("pith_number") != self.pith or state.get("pith_number") != self.pith:
-            return f"documents {i} and {j} are not both of {self.pith}"
-        pair = Report("pair", merged_state=served.merged_state, pith_number=served.pith_number)
-        self.verifier.check_served_state(pair, state)
-        if pair.ok:
-            return f"document {i} is the merge of bundle {j}"
-        return ""
-
-    def _check_stale(self, claim: dict) -> str:
-        i, why = self._doc_ref(claim, "document")
-        if i is None:
-            return why
-        bundle, why = self.valid_bundle(i)
-        if bundle is None:
-            return f"document {i} {why}"
-        missing = claim.get("missing_events")
-        if not isinstance(missing, list) or not missing:
-            return "missing_events must be a non-empty list of documents"
-        held = {e.get("event_id") for e in bundle["events"] if isinstance(e, dict)}
-        for k in missing:
-            if not self.has(k):
-                return f"missing event {str(k)[:20]!r} is not a document of this file"
-            event, why = self.event(k)
-            if event is None:
-                return f"document {k} is not a validly signed event of {self.pith}: {why}"
-            if event["event_id"] in held:
-                return f"bundle {i} holds event {event['event_id'][:23]} (document {k})"
-        return ""
-
-    def _check_equivocation(self, claim: dict) -> str:
-        refs = claim.get("events")
-        if not isinstance(refs, list) or len(refs) < 2:
-            return "events must list at least two documents"
-        events = []
-        for k in refs:
-            if not self.has(k):
-                return f"event {str(k)[:20]!r} is not a document of this file"
-            event, why = self.event(k)
-            if event is None:
-                return f"document {k} is not a validly signed event of {self.pith}: {why}"
-            events.append(event)
-        ids = {e["event_id"] for e in events}
-        if len(ids) != len(events):
-            return "the same event is listed twice"
-        if not any(set(g["event_ids"]) == ids for g in find_equivocations(events)):
-            return "these events do not conflict (no equivocation among exactly them)"
-        served_in = claim.get("served_in", [])
-        if not isinstance(served_in, list):
-            return "served_in must be a list"
-        for s in served_in:
-            if not isinstance(s, dict) or not self.has(s.get("document")) or s.get("event") not in refs:
-                return f"served_in entry {str(s)[:80]} does not name a document and one of the claim's events"
-            report = self.report(s["document"])
-            event_id = events[refs.index(s["event"])]["event_id"]
-            if report.kind != "bundle" or report.pith_number != self.pith or event_id not in {e["event_id"] for e in report.valid_events}:
-                return f"document {s['document']} is not a bundle of {self.pith} carrying validly signed event {event_id[:23]}"
-        return ""
-
-
-# -- verifying a file -------------------------------------------------------------------------
-
-
-@dataclass
-class EvidenceReport(Report):
-    """A Report with one entry per claim: what was proven, and who says which mirror served it."""
-
-    claims: list[dict] = field(default_factory=list)
-
-    def to_json(self) -> dict:
-        return {**super().to_json(), "claims": list(self.claims)}
-
-
-# A claim's `mirror` and `url` are the exporter's testimony: no signature binds a document to
-# the mirror that served it, so anyone may edit them without the claim failing.  Until
-# observations are signed, every line that names a mirror says so.
-ATTRIBUTION = "exporter"
-
-
-def _shown(value: object, limit: int) -> str:
-    """`value` as text for one output line: cut to `limit`, control characters escaped (the
-    file is untrusted and its text reaches a terminal)."""
-    text = str(value)[:limit]
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-def _attribution(claim: dict) -> str:
-    """What follows a claim's verdict: `; mirror M (url U) per the exporter, not signed`, or
-    nothing when the claim names no mirror."""
-    mirror, url = claim.get("mirror"), claim.get("url")
-    if not isinstance(mirror, str) and not isinstance(url, str):
-        return ""
-    where = f"mirror {_shown(mirror, 200)}" if isinstance(mirror, str) else "mirror unnamed"
-    where += f" (url {_shown(url, 300)})" if isinstance(url, str) else ""
-    return f"; {where} per the exporter, not signed"
-
-
-def _claim_outcome(n: int, claim: dict, holds: bool) -> dict:
-    """One claim in the JSON report; `attribution` says whose word `mirror` and `url` are."""
-    out: dict[str, Any] = {"claim": n, "kind": _shown(claim.get("claim"), 40), "holds": holds}
-    if isinstance(claim.get("mirror"), str) or isinstance(claim.get("url"), str):
-        for key in ("mirror", "url"):
-            out[key] = claim[key][:2000] if isinstance(claim.get(key), str) else None
-        out["attribution"] = ATTRIBUTION
-        out["signed"] = False
-    return out
-
-
-def verify_evidence(doc: dict, verifier: Verifier, max_bytes: int = strictjson.DEFAULT_MAX_BYTES) -> Report:
-    """Every embedded document re-verified with `verifier`'s pinned keys, every claim re-checked.
-    ok only when every claim holds (and there is at least one)."""
-    report = EvidenceReport("evidence")
-    try:
-        _verify(doc, verifier, max_bytes, report)
-    except PithError as exc:  # e.g. a value with no canonical encoding
-        report.add(Status.MALFORMED, "unencodable", str(exc))
-    return report
-
-
-def _verify(doc: dict, verifier: Verifier, max_bytes: int, report: EvidenceReport) -> None:
-    if doc.get("evidence_version") != EVIDENCE_VERSION:
-        report.add(Status.MALFORMED, "evidence_version", f"evidence_version {str(doc.get('evidence_version'))[:20]!r} is not supported (this pithsync reads {EVIDENCE_VERSION})")
-        return
-    try:
-        pith = str(parse_full(doc.get("pith_number")))  # type: ignore[arg-type]
-    except PithError as exc:
-        report.add(Status.MALFORMED, "evidence_schema", f"pith_number: {exc}")
-        return
-    report.pith_number = pith
-    entries, claims = doc.get("documents"), doc.get("claims")
-    if not isinstance(entries, list) or not isinstance(claims, list) or len(entries) > MAX_DOCUMENTS:
-        report.add(Status.MALFORMED, "evidence_schema", f"documents (at most {MAX_DOCUMENTS}) and claims must be lists")
-        return
-    docs = _Documents(verifier, pith, max_bytes)
-    roles = []
-    for i, e in enumerate(entries):
-        if not isinstance(e, dict) or e.get("id") != i or e.get("role") not in ROLES or not isinstance(e.get("body_b64"), str):
-            report.add(Status.MALFORMED, "evidence_schema", f"documents[{i}] needs id {i}, a role ({', '.join(ROLES)}) and body_b64")
-            return
-        try:
-            body = base64.b64decode(e["body_b64"], validate=True)
-        except (binascii.Error, ValueError):
-            report.add(Status.MALFORMED, "evidence_schema", f"documents[{i}].body_b64 is not base64")
-            return
-        if e.get("sha256") != sha256hex(body):
-            report.add(Status.TAMPERED, "document_hash_mismatch", f"documents[{i}]: sha256 {str(e.get('sha256'))[:64]!r} is not that of its bytes ({sha256hex(body)})")
-        docs.bodies.append(body)
-        roles.append(e["role"])
-
-    for i, role in enumerate(roles):
-        if role == "reference":
-            _, why = docs.valid_bundle(i)
-            if why:
-                report.add(Status.TAMPERED, "reference_invalid", f"document {i} (reference) {why}")
-        elif role == "event":
-            _, why = docs.event(i)
-            if why:
-                report.add(Status.TAMPERED, "event_invalid", f"document {i} (event) is not a validly signed event of {pith}: {why}")
-
-    if not claims:
-        report.add(Status.MALFORMED, "no_claims", "the evidence makes no claim")
-    for n, claim in enumerate(claims):
-        if not isinstance(claim, dict):
-            report.add(Status.MALFORMED, "evidence_schema", f"claims[{n}] is not an object")
-            continue
-        why = docs.check(claim)
-        what = f"claim {n} ({_shown(claim.get('claim'), 40)})"
-        attributed = _attribution(claim)
-        report.claims.append(_claim_outcome(n, claim, not why))
-        if why:
-            report.add(Status.TAMPERED, "claim_false", f"{what} does not hold: {why}{attributed}")
-        else:
-            summary = f": {claim['summary']}" if isinstance(claim.get("summary"), str) else ""
-            report.notes.append(f"{what} holds{summary}{attributed}")
-    observations = doc.get("observations")
-    if isinstance(observations, list) and observations:
-        report.notes.append(f"{len(observations)} observation(s) recorded by the exporting machine (testimony, not proven by signatures)")
+__all__ = ["EvidenceReport", "build_evidence", "is_evidence", "verify_evidence"]
 
 
 # -- building a file from the store -----------------------------------------------------------
 
 
 class _Probe:
-    """A scratch _Documents addressed by sha256, for deriving claims before anything is kept."""
+    """A scratch Documents addressed by sha256, for deriving claims before anything is kept."""
 
     def __init__(self, verifier: Verifier, pith_number: str, max_bytes: int):
-        self.docs = _Documents(verifier, pith_number, max_bytes)
+        self.docs = Documents(verifier, pith_number, max_bytes)
         self._at: dict[str, int] = {}
 
     def index(self, body: bytes) -> int:
@@ -393,101 +51,49 @@ def _event_bytes(event: dict) -> bytes:
     return canon(event)
 
 
-def build_evidence(store, pith_number: str, verifier: Verifier, *, max_bytes: int = strictjson.DEFAULT_MAX_BYTES, created_at: str | None = None) -> dict:
+def build_evidence(
+    store,
+    pith_number: str,
+    verifier: Verifier,
+    *,
+    max_bytes: int = strictjson.DEFAULT_MAX_BYTES,
+    created_at: str | None = None,
+) -> dict:
     """The evidence file for one record: every bad copy the store kept that a claim can be made
     about, the verified good bundle beside them, and the signed events the claims need.  Only
-    claims that `verify_evidence` confirms are written."""
-    from pithsync.base.clock import utcnow
+    claims that `verify_evidence` confirms are written.
 
-    probe = _Probe(verifier, pith_number, max_bytes)
-    keep: dict[str, list] = {}  # sha256 -> [body, role], in the order they go into the file
+    Args:
+        store: the store (read only).
+        pith_number: the record, in full.
+        verifier: the pinned keys every document and claim is checked with.
+        max_bytes: the largest document the checks parse.
+        created_at: the file's creation time; by default now.
 
-    def kept(body: bytes, role: str) -> str:
-        sha = sha256hex(body)
-        if sha not in keep:
-            keep[sha] = [body, role]
-        elif role == "reference":
-            keep[sha][1] = "reference"
-        return sha
-
-    stored = store.stored_events(pith_number)
-    groups = find_equivocations(stored.values())
-    in_conflict = {eid for g in groups for eid in g["event_ids"]}
-
-    # The reference: the verified bundle that holds the most of the record's verified events.
-    best = None
-    for _sha, body in store.verified_documents(pith_number, "bundle"):
-        bundle, _ = probe.docs.valid_bundle(probe.index(body))
-        if bundle is not None:
-            key = (len({e["event_id"] for e in bundle["events"]} & set(stored)), str(bundle.get("built_at", "")))
-            if best is None or key > best[0]:
-                best = (key, body)
-    if best is not None:
-        kept(best[1], "reference")
-
-    claims: list[dict] = []
-    observations: list[dict] = []
-    carriers: dict[str, list[str]] = {}  # conflicting event_id -> sha256 of kept bundles carrying it
-    rows = list(reversed(store.evidence_for(pith_number)))  # newest first
-    statuses = {m["mirror"]: m for m in store.mirror_statuses(pith_number)}
-    considered: set[str] = set()
-    obs_sha: list[str | None] = []
-    for row in rows:
-        body = bytes(row["body"]) if row.get("body") is not None else None
-        sha = sha256hex(body) if body is not None else None
-        if len(observations) < MAX_OBSERVATIONS:
-            observations.append(
-                {
-                    "mirror": row["mirror"],
-                    "url": row["url"],
-                    "status": row["status"],
-                    "reasons": [{"code": r.get("code"), "message": r.get("message")} for r in row["reasons"] if isinstance(r, dict)][:10],
-                    "observed_at": row["observed_at"],
-                    "document": None,
-                }
-            )
-            obs_sha.append(sha)
-        if body is None or sha in considered:
-            continue
-        considered.add(sha)
-        ctx = {"mirror": row["mirror"], "url": row["url"], "observed_at": row["observed_at"]}
-        for claim in _claims_for(probe, body, row, rows, statuses, store, stored, in_conflict, carriers, kept):
-            claims.append({**claim, **ctx})
-
-    for g in groups:
-        events = [kept(_event_bytes(stored[eid]), "event") for eid in g["event_ids"]]
-        links = [{"document": b, "event": e} for eid, e in zip(g["event_ids"], events) for b in carriers.get(eid, [])]
-        claims.append(
-            {
-                "claim": "equivocation",
-                "events": events,
-                "served_in": links,
-                "summary": f"{len(events)} validly signed events of signer {str(g['signer_id'])[:80]} claim the same place (target {str(g['target'])[:80]}, prev_event {str(g['prev_event'])[:30]})",
-            }
-        )
-
-    # Into the file, within the size budget: the reference first, then in order of use.
-    entries: list[dict] = []
-    index: dict[str, int] = {}
-    budget = MAX_TOTAL_BYTES
-    for sha, (body, role) in keep.items():
-        if len(entries) >= MAX_DOCUMENTS or len(body) > budget:
-            continue
-        budget -= len(body)
-        index[sha] = len(entries)
-        entries.append({"id": len(entries), "role": role, "kind": "", "sha256": sha, "size": len(body), "body_b64": base64.b64encode(body).decode("ascii")})
-    final = _Documents(verifier, pith_number, max_bytes)
-    final.bodies = [keep[e["sha256"]][0] for e in entries]
+    Returns:
+        The evidence document (format in pithsync.core.evidence).
+    """
+    builder = _Builder(store, pith_number, verifier, max_bytes)
+    builder.keep_reference()
+    claims, observations, observed_shas = builder.observe()
+    claims += builder.equivocation_claims()
+    entries, index = builder.pack()
+    final = Documents(verifier, pith_number, max_bytes)
+    final.bodies = [builder.keep[e["sha256"]][0] for e in entries]
     for e in entries:
         e["kind"] = final.kind(e["id"])
-
     bound = []
     for claim in claims:
         c = _bind(claim, index)
         if c is not None and not final.check(c):  # only what the verifier confirms goes out
             bound.append(c)
-    for obs, sha in zip(observations, obs_sha):
+    for obs, sha in zip(observations, observed_shas, strict=True):
         obs["document"] = index.get(sha) if sha else None
+    truncated = (
+        len(entries) < len(builder.keep)
+        or len(bound) < len(claims)
+        or len(builder.rows) > len(observations)
+    )
     return {
         "evidence_type": EVIDENCE_TYPE,
         "evidence_version": EVIDENCE_VERSION,
@@ -498,8 +104,226 @@ def build_evidence(store, pith_number: str, verifier: Verifier, *, max_bytes: in
         "documents": entries,
         "claims": bound,
         "observations": observations,
-        "truncated": len(entries) < len(keep) or len(bound) < len(claims) or len(rows) > len(observations),
+        "truncated": truncated,
     }
+
+
+def _observation(row: dict) -> dict:
+    """One evidence row as the file's testimony of what a mirror served."""
+    reasons = [
+        {"code": r.get("code"), "message": r.get("message")}
+        for r in row["reasons"]
+        if isinstance(r, dict)
+    ]
+    return {
+        "mirror": row["mirror"],
+        "url": row["url"],
+        "status": row["status"],
+        "reasons": reasons[:10],
+        "observed_at": row["observed_at"],
+        "document": None,
+    }
+
+
+class _Builder:
+    """The documents and claims of one record's evidence file, gathered from the store; claims
+    name documents by sha256 until `pack` gives them ids."""
+
+    def __init__(self, store, pith_number: str, verifier: Verifier, max_bytes: int) -> None:
+        self.store = store
+        self.pith = pith_number
+        self.probe = _Probe(verifier, pith_number, max_bytes)
+        self.keep: dict[str, list] = {}  # sha256 -> [body, role], in the order they go in
+        self.stored = store.stored_events(pith_number)
+        self.groups = find_equivocations(self.stored.values())
+        self.in_conflict = {eid for g in self.groups for eid in g["event_ids"]}
+        # conflicting event_id -> sha256 of kept bundles carrying it
+        self.carriers: dict[str, list[str]] = {}
+        self.rows = list(reversed(store.evidence_for(pith_number)))  # newest first
+        self.statuses = {m["mirror"]: m for m in store.mirror_statuses(pith_number)}
+
+    def kept(self, body: bytes, role: str) -> str:
+        """Put a document into the file (a reference stays one); its sha256."""
+        sha = sha256hex(body)
+        if sha not in self.keep:
+            self.keep[sha] = [body, role]
+        elif role == "reference":
+            self.keep[sha][1] = "reference"
+        return sha
+
+    def keep_reference(self) -> None:
+        """The verified bundle that holds the most of the record's verified events."""
+        best = None
+        for _sha, body in self.store.verified_documents(self.pith, "bundle"):
+            bundle, _ = self.probe.docs.valid_bundle(self.probe.index(body))
+            if bundle is not None:
+                key = (
+                    len({e["event_id"] for e in bundle["events"]} & set(self.stored)),
+                    str(bundle.get("built_at", "")),
+                )
+                if best is None or key > best[0]:
+                    best = (key, body)
+        if best is not None:
+            self.kept(best[1], "reference")
+
+    def observe(self) -> tuple[list[dict], list[dict], list[str | None]]:
+        """The claims the kept bad copies prove, the observations (newest first, capped), and
+        the sha256 of the body each observation saw."""
+        claims: list[dict] = []
+        observations: list[dict] = []
+        observed_shas: list[str | None] = []
+        considered: set[str] = set()
+        for row in self.rows:
+            body = bytes(row["body"]) if row.get("body") is not None else None
+            sha = sha256hex(body) if body is not None else None
+            if len(observations) < MAX_OBSERVATIONS:
+                observations.append(_observation(row))
+                observed_shas.append(sha)
+            if body is None or sha in considered:
+                continue
+            considered.add(sha)
+            ctx = {"mirror": row["mirror"], "url": row["url"], "observed_at": row["observed_at"]}
+            claims += [{**claim, **ctx} for claim in self.claims_for(body, row)]
+        return claims, observations, observed_shas
+
+    def equivocation_claims(self) -> list[dict]:
+        """One claim per group of conflicting stored events, with the bundles that served them."""
+        claims = []
+        for g in self.groups:
+            events = [self.kept(_event_bytes(self.stored[eid]), "event") for eid in g["event_ids"]]
+            links = [
+                {"document": b, "event": e}
+                for eid, e in zip(g["event_ids"], events, strict=True)
+                for b in self.carriers.get(eid, [])
+            ]
+            summary = (
+                f"{len(events)} validly signed events of signer {str(g['signer_id'])[:80]} claim"
+                f" the same place (target {str(g['target'])[:80]},"
+                f" prev_event {str(g['prev_event'])[:30]})"
+            )
+            claims.append(
+                {"claim": "equivocation", "events": events, "served_in": links, "summary": summary}
+            )
+        return claims
+
+    def pack(self) -> tuple[list[dict], dict[str, int]]:
+        """The file's document entries within the size budget (the reference first, then in
+        order of use) and each packed document's id by sha256."""
+        entries: list[dict] = []
+        index: dict[str, int] = {}
+        budget = MAX_TOTAL_BYTES
+        for sha, (body, role) in self.keep.items():
+            if len(entries) >= MAX_DOCUMENTS or len(body) > budget:
+                continue
+            budget -= len(body)
+            index[sha] = len(entries)
+            entries.append(
+                {
+                    "id": len(entries),
+                    "role": role,
+                    "kind": "",
+                    "sha256": sha,
+                    "size": len(body),
+                    "body_b64": base64.b64encode(body).decode("ascii"),
+                }
+            )
+        return entries, index
+
+    def claims_for(self, body: bytes, row: dict) -> list[dict]:
+        """What one bad copy kept in the evidence table proves."""
+        docs = self.probe.docs
+        i = self.probe.index(body)
+        report = docs.report(i)
+        if not report.ok:
+            reasons = "; ".join(r.message for r in report.reasons[:2])
+            return [
+                {
+                    "claim": "bad_document",
+                    "document": self.kept(body, "observed"),
+                    "status": report.status.value,
+                    "codes": sorted({r.code for r in report.reasons}),
+                    "summary": f"{report.status.value}: {reasons}"[:400],
+                }
+            ]
+        doc, _ = docs.parsed(i)
+        if doc.get("pith_number") != docs.pith:
+            other = str(doc.get("pith_number"))[:80]
+            summary = f"a valid {report.kind} of {other}, served for {docs.pith}"
+            return [
+                {
+                    "claim": "wrong_record",
+                    "document": self.kept(body, "observed"),
+                    "summary": summary,
+                }
+            ]
+        if report.kind == "state":
+            return self._state_claims(body, i, row)
+        if report.kind == "bundle":
+            return self._bundle_claims(body, doc)
+        return []
+
+    def _served_beside(self, row: dict) -> list[bytes]:
+        """The bundles a state's mirror served beside it in the same write: a bad one kept in the
+        same evidence write, or the verified one the mirror_status row of that write names."""
+        beside = [
+            bytes(r["body"])
+            for r in self.rows
+            if r["run_id"] == row["run_id"]
+            and r["mirror"] == row["mirror"]
+            and r["observed_at"] == row["observed_at"]
+            and r.get("body") is not None
+        ]
+        status = self.statuses.get(row["mirror"])
+        if (
+            status
+            and status.get("checked_at") == row["observed_at"]
+            and status.get("bundle_sha256")
+        ):
+            verified = self.store.document_body(status["bundle_sha256"])
+            if verified is not None:
+                beside.append(verified)
+        return beside
+
+    def _state_claims(self, body: bytes, i: int, row: dict) -> list[dict]:
+        docs = self.probe.docs
+        for other in self._served_beside(row):
+            j = self.probe.index(other)
+            claim = {"claim": "state_not_merge", "document": i, "bundle": j}
+            if docs.kind(j) == "bundle" and not docs.check(claim):
+                return [
+                    {
+                        "claim": "state_not_merge",
+                        "document": self.kept(body, "observed"),
+                        "bundle": self.kept(other, "observed"),
+                        "summary": "a state that is not the merge of the bundle served beside it",
+                    }
+                ]
+        return []
+
+    def _bundle_claims(self, body: bytes, bundle: dict) -> list[dict]:
+        """A valid bundle: it carries conflicting events (noted for the equivocation claims), or
+        it lacks validly signed events the store holds (stale)."""
+        held = {e["event_id"] for e in bundle["events"]}
+        conflicting = held & self.in_conflict
+        if conflicting:
+            sha = self.kept(body, "observed")
+            for eid in conflicting:
+                self.carriers.setdefault(eid, []).append(sha)
+        lacking = set(self.stored) - held - self.in_conflict
+        if not lacking:
+            return []
+        newest = sorted((self.stored[e] for e in lacking), key=order_key, reverse=True)
+        return [
+            {
+                "claim": "stale",
+                "document": self.kept(body, "observed"),
+                "missing_events": [
+                    self.kept(_event_bytes(ev), "event") for ev in newest[:MAX_MISSING_EVENTS]
+                ],
+                "summary": f"a valid bundle of the record lacking {len(lacking)} of its validly"
+                " signed events",
+            }
+        ]
 
 
 def _bind(claim: dict, index: dict[str, int]) -> dict | None:
@@ -513,56 +337,11 @@ def _bind(claim: dict, index: dict[str, int]) -> dict | None:
             if key in out:
                 out[key] = [index[s] for s in out[key]]
         if "served_in" in out:
-            out["served_in"] = [{"document": index[s["document"]], "event": index[s["event"]]} for s in out["served_in"] if s["document"] in index]
+            out["served_in"] = [
+                {"document": index[s["document"]], "event": index[s["event"]]}
+                for s in out["served_in"]
+                if s["document"] in index
+            ]
     except KeyError:
         return None
     return out
-
-
-def _claims_for(probe: _Probe, body: bytes, row: dict, rows: list[dict], statuses: dict, store, stored: dict, in_conflict: set, carriers: dict, kept) -> list[dict]:
-    """What one bad copy kept in the evidence table proves (documents referenced by sha256;
-    `kept(body, role)` puts a document into the file)."""
-    docs = probe.docs
-    i = probe.index(body)
-    report = docs.report(i)
-    if not report.ok:
-        codes = sorted({r.code for r in report.reasons})
-        summary = f"{report.status.value}: {'; '.join(r.message for r in report.reasons[:2])}"[:400]
-        return [{"claim": "bad_document", "document": kept(body, "observed"), "status": report.status.value, "codes": codes, "summary": summary}]
-    doc, _ = docs.parsed(i)
-    if doc.get("pith_number") != docs.pith:
-        return [{"claim": "wrong_record", "document": kept(body, "observed"), "summary": f"a valid {report.kind} of {str(doc.get('pith_number'))[:80]}, served for {docs.pith}"}]
-    if report.kind == "state":
-        # The bundle its mirror served beside it in the same write: a bad one kept in the same
-        # evidence write, or the verified one the mirror_status row of that write names.
-        beside = [bytes(r["body"]) for r in rows if r["run_id"] == row["run_id"] and r["mirror"] == row["mirror"] and r["observed_at"] == row["observed_at"] and r.get("body") is not None]
-        status = statuses.get(row["mirror"])
-        if status and status.get("checked_at") == row["observed_at"] and status.get("bundle_sha256"):
-            verified = store.document_body(status["bundle_sha256"])
-            if verified is not None:
-                beside.append(verified)
-        for other in beside:
-            j = probe.index(other)
-            if docs.kind(j) == "bundle" and not docs.check({"claim": "state_not_merge", "document": i, "bundle": j}):
-                return [{"claim": "state_not_merge", "document": kept(body, "observed"), "bundle": kept(other, "observed"), "summary": "a state that is not the merge of the bundle served beside it"}]
-        return []
-    if report.kind != "bundle":
-        return []
-    held = {e["event_id"] for e in doc["events"]}
-    conflicting = held & in_conflict
-    if conflicting:
-        sha = kept(body, "observed")
-        for eid in conflicting:
-            carriers.setdefault(eid, []).append(sha)
-    lacking = set(stored) - held - in_conflict
-    if not lacking:
-        return []
-    missing = sorted((stored[e] for e in lacking), key=order_key, reverse=True)[:MAX_MISSING_EVENTS]
-    return [
-        {
-            "claim": "stale",
-            "document": kept(body, "observed"),
-            "missing_events": [kept(_event_bytes(ev), "event") for ev in missing],
-            "summary": f"a valid bundle of the record lacking {len(lacking)} of its validly signed events",
-        }
-    ]

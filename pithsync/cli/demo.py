@@ -23,9 +23,10 @@ from pithsync.config import AlertsConfig, Config, CrawlConfig, MetricsConfig
 from pithsync.core import strictjson
 from pithsync.core.canonical import compact
 from pithsync.core.keys import TrustStore
+from pithsync.core.numbers import parse_full
 from pithsync.core.verify import BUNDLE_TYPE
+from pithsync.publishing.localmirror import LocalMirror
 from pithsync.store import Store
-from pithsync.testing.mirror import MirrorServer
 
 
 def seed_bundles() -> list[tuple[str, bytes, dict]]:
@@ -66,7 +67,14 @@ class DemoPlan:
 def demo_config(db_path: str, mirrors) -> Config:
     """Default trust (the registry key only), the local mirrors only, hints never followed
     (the seeds' hints name the real pith.science: the demo stays offline), no waiting."""
-    crawl = replace(CrawlConfig(), retries=0, timeout_s=2.0, deadline_s=5.0, backoff_max_s=0.5, follow_hints=False)
+    crawl = replace(
+        CrawlConfig(),
+        retries=0,
+        timeout_s=2.0,
+        deadline_s=5.0,
+        backoff_max_s=0.5,
+        follow_hints=False,
+    )
     return Config(
         trust=TrustStore.registry_default(),
         mirrors=tuple(mirrors),
@@ -91,13 +99,35 @@ def _run_demo_pull(cfg: Config, numbers: list[str], out) -> dict:
         targets = parse_targets(numbers, store, 0)
         code = sync_and_report(cfg, out, store, targets, "demo")
         last_run = store.last_finished_run(success=False)["run_id"]
-        verdicts = {e["pith_number"]: e["status"] for e in store.journal() if e["run_id"] == last_run and e["kind"] == "record_outcome"}
-        statuses = {p: {m["name"]: {"status": m["status"], "reasons": m["reasons"]} for m in store.mirror_statuses(p)} for p in numbers}
+        verdicts = {
+            e["pith_number"]: e["status"]
+            for e in store.journal()
+            if e["run_id"] == last_run and e["kind"] == "record_outcome"
+        }
+        statuses = {
+            p: {
+                m["name"]: {"status": m["status"], "reasons": m["reasons"]}
+                for m in store.mirror_statuses(p)
+            }
+            for p in numbers
+        }
         alerts = _alert_rows(store)
     return {"exit_code": int(code), "verdicts": verdicts, "mirrors": statuses, "alerts": alerts}
 
 
+@dataclass(frozen=True)
+class DemoOutcome:
+    """What the demo's pull did, and how that compares with the plan."""
+
+    plan: DemoPlan
+    result: dict  # from _run_demo_pull
+    requests: dict[str, int]  # mirror name -> requests it answered
+    problems: list[str]  # where the outcome differs from the plan
+    elapsed_s: float
+
+
 def cmd_demo(args, cfg_ignored: Config, out) -> int:
+    """`pithsync demo`: pull the seeds from three local mirrors and show what was caught."""
     seeds = seed_bundles()
     if len(seeds) < 3:
         out.line(f"pithsync demo: needs at least 3 seed bundles, found {len(seeds)}")
@@ -106,31 +136,43 @@ def cmd_demo(args, cfg_ignored: Config, out) -> int:
     db_path = str(Path(workdir) / "pithsync.db")
     started = time.monotonic()
     pull_out = Output(True, stream=io.StringIO()) if out.as_json else out
-
-    async def main():
-        servers, plan = await _start_demo_mirrors(seeds)
-        try:
-            cfg = demo_config(db_path, [s.spec() for s in servers])
-            if not out.as_json:
-                _demo_intro(out, servers, plan, db_path, args.keep)
-            result = await asyncio.to_thread(_run_demo_pull, cfg, plan.numbers, pull_out)
-            requests = {s.name: len(s.requests) for s in servers}
-        finally:
-            for s in servers:
-                await s.stop()
-        return plan, result, requests
-
     sync_log = logging.getLogger("pithsync.sync")
     level = sync_log.level
     if not args.verbose:
         sync_log.setLevel(logging.WARNING)  # the table says it all; -v shows the per-record log
     try:
-        plan, result, requests = asyncio.run(main())
+        plan, result, requests = asyncio.run(_serve_and_pull(args, out, pull_out, seeds, db_path))
     finally:
         sync_log.setLevel(level)
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+    problems = _differences(plan, result)
+    outcome = DemoOutcome(plan, result, requests, problems, time.monotonic() - started)
+    kept = db_path if args.keep else None
+    if out.as_json:
+        out.json(_json_report(outcome, pull_out, kept))
+    else:
+        _demo_outro(out, outcome, kept)
+    return ExitCode.FAILED if problems else ExitCode.OK
 
+
+async def _serve_and_pull(args, out, pull_out, seeds, db_path: str):
+    """Start the demo's mirrors, pull from them (in a worker thread, as `pull` runs), stop them."""
+    servers, plan = await _start_demo_mirrors(seeds)
+    try:
+        cfg = demo_config(db_path, [s.spec() for s in servers])
+        if not out.as_json:
+            _demo_intro(out, servers, plan, db_path, args.keep)
+        result = await asyncio.to_thread(_run_demo_pull, cfg, plan.numbers, pull_out)
+        requests = {s.name: s.request_count for s in servers}
+    finally:
+        for s in servers:
+            await s.stop()
+    return plan, result, requests
+
+
+def _differences(plan: DemoPlan, result: dict) -> list[str]:
+    """Where the pull's verdicts and mirror statuses differ from the plan's."""
     problems = []
     for pith, verdict in plan.expected.items():
         if result["verdicts"].get(pith) != verdict:
@@ -139,92 +181,134 @@ def cmd_demo(args, cfg_ignored: Config, out) -> int:
         got = result["mirrors"].get(pith, {}).get(mirror, {}).get("status")
         if got != status:
             problems.append(f"{pith}: expected mirror {mirror} {status}, got {got}")
-    as_expected = not problems
-    elapsed = time.monotonic() - started
+    return problems
 
-    if out.as_json:
-        records = [json.loads(line) for line in pull_out.stream.getvalue().splitlines() if line]
-        out.json(
-            {
-                "as_expected": as_expected,
-                "problems": problems,
-                "expected": plan.expected,
-                "verdicts": result["verdicts"],
-                "pull_exit_code": result["exit_code"],
-                "records": records,
-                "alerts": result["alerts"],
-                "requests": requests,
-                "store": db_path if args.keep else None,
-                "seconds": round(elapsed, 3),
-            }
-        )
-    else:
-        _demo_outro(out, plan, result, problems, db_path if args.keep else None, elapsed)
-    return ExitCode.OK if as_expected else ExitCode.FAILED
+
+def _json_report(outcome: DemoOutcome, pull_out: Output, kept: str | None) -> dict:
+    """The `--json` document: the outcome, and the pull's own JSON lines as `records`."""
+    result = outcome.result
+    records = [json.loads(line) for line in pull_out.stream.getvalue().splitlines() if line]
+    return {
+        "as_expected": not outcome.problems,
+        "problems": outcome.problems,
+        "expected": outcome.plan.expected,
+        "verdicts": result["verdicts"],
+        "pull_exit_code": result["exit_code"],
+        "records": records,
+        "alerts": result["alerts"],
+        "requests": outcome.requests,
+        "store": kept,
+        "seconds": round(outcome.elapsed_s, 3),
+    }
 
 
 def _demo_intro(out, servers, plan: DemoPlan, db_path: str, keep: bool) -> None:
     by = {s.name: s for s in servers}
     n = len(plan.numbers)
-    out.line(f"pithsync demo: {n} real seed bundles (signed by the Pith registry key), served by three local mirrors on 127.0.0.1")
+    out.line(
+        f"pithsync demo: {n} real seed bundles (signed by the Pith registry key),"
+        " served by three local mirrors on 127.0.0.1"
+    )
     out.line(f"  honest    {by['honest'].base_url}  serves all {n} records as published")
-    out.line(f"  lagging   {by['lagging'].base_url}  has not caught up: no copy of {plan.lagging_missing}")
-    out.line(f"  tampered  {by['tampered'].base_url}  serves {plan.tampered} with an event payload edited after signing")
-    out.line("  trust: only the pinned registry key pith-v1-2026-05; mirror hints are not followed, nothing leaves this machine")
+    out.line(
+        f"  lagging   {by['lagging'].base_url}  has not caught up:"
+        f" no copy of {plan.lagging_missing}"
+    )
+    out.line(
+        f"  tampered  {by['tampered'].base_url}  serves {plan.tampered}"
+        " with an event payload edited after signing"
+    )
+    out.line(
+        "  trust: only the pinned registry key pith-v1-2026-05; mirror hints are not followed,"
+        " nothing leaves this machine"
+    )
     out.line(f"  store: {db_path} ({'kept' if keep else 'temporary, removed afterwards'})")
     out.line("")
     out.line(f"$ pithsync pull {' '.join(plan.numbers)}")
 
 
-def _demo_outro(out, plan: DemoPlan, result: dict, problems: list[str], kept: str | None, elapsed: float) -> None:
+def _demo_outro(out, outcome: DemoOutcome, kept: str | None) -> None:
     out.line("")
+    _show_alerts(out, outcome.result)
+    out.line("")
+    counts: dict[str, int] = {}
+    for v in outcome.result["verdicts"].values():
+        counts[v] = counts.get(v, 0) + 1
+    summary = ", ".join(f"{c} {v}" for v, c in sorted(counts.items()))
+    if outcome.problems:
+        out.line(f"demo: NOT as expected ({summary}):")
+        for p in outcome.problems:
+            out.line(f"  {p}")
+        out.line("exit 1")
+    else:
+        out.line(
+            f"demo: as expected in {outcome.elapsed_s:.1f}s: {summary}.  The honest copies agree;"
+            " the lagging and the tampered"
+        )
+        out.line(
+            "mirror were caught and nothing they served entered the verified store.  A real"
+            " `pithsync pull` exits 1"
+        )
+        out.line(
+            "on divergence; the demo exits 0 because divergence is exactly what it sets out"
+            " to show."
+        )
+    if kept:
+        out.line(f"store kept: pithsync --db {kept} status")
+
+
+def _show_alerts(out, result: dict) -> None:
+    """The alerts the pull raised, or (when the store holds none) what they would report."""
     alerts = result["alerts"]
     if alerts:
         out.line(f"alerts raised ({len(alerts)}):")
         for a in alerts:
             payload = a.get("payload") if isinstance(a.get("payload"), dict) else {}
-            what = next((payload[k] for k in ("summary", "message", "title") if isinstance(payload.get(k), str)), "")
-            out.line(f"  #{a.get('id')} {a.get('state') or ''} {a.get('kind') or ''} {a.get('pith_number') or ''} {('mirror ' + a['mirror']) if a.get('mirror') else ''} {what}".rstrip())
-    else:
-        out.line("alerts: none recorded in this store (the sync writes no alert rows in this build); what an alert would report:")
-        for pith, verdict in sorted(result["verdicts"].items()):
-            if verdict == "in_sync":
-                continue
-            for name, m in sorted(result["mirrors"].get(pith, {}).items()):
-                if m["status"] != "ok":
-                    why = "; ".join(f"{r.get('code')}: {r.get('message')}" for r in m["reasons"][:2])
-                    out.line(f"  {pith} {verdict}: mirror {name} is {m['status']} ({why})")
-    out.line("")
-    counts: dict[str, int] = {}
-    for v in result["verdicts"].values():
-        counts[v] = counts.get(v, 0) + 1
-    summary = ", ".join(f"{c} {v}" for v, c in sorted(counts.items()))
-    if problems:
-        out.line(f"demo: NOT as expected ({summary}):")
-        for p in problems:
-            out.line(f"  {p}")
-        out.line("exit 1")
-    else:
-        out.line(f"demo: as expected in {elapsed:.1f}s: {summary}.  The honest copies agree; the lagging and the tampered")
-        out.line("mirror were caught and nothing they served entered the verified store.  A real `pithsync pull` exits 1")
-        out.line("on divergence; the demo exits 0 because divergence is exactly what it sets out to show.")
-    if kept:
-        out.line(f"store kept: pithsync --db {kept} status")
+            what = next(
+                (
+                    payload[k]
+                    for k in ("summary", "message", "title")
+                    if isinstance(payload.get(k), str)
+                ),
+                "",
+            )
+            mirror = f"mirror {a['mirror']}" if a.get("mirror") else ""
+            fields = (a.get("state"), a.get("kind"), a.get("pith_number"))
+            head = " ".join(str(f or "") for f in fields)
+            out.line(f"  #{a.get('id')} {head} {mirror} {what}".rstrip())
+        return
+    out.line(
+        "alerts: none recorded in this store (the sync writes no alert rows in this build);"
+        " what an alert would report:"
+    )
+    for pith, verdict in sorted(result["verdicts"].items()):
+        if verdict == "in_sync":
+            continue
+        for name, m in sorted(result["mirrors"].get(pith, {}).items()):
+            if m["status"] != "ok":
+                why = "; ".join(f"{r.get('code')}: {r.get('message')}" for r in m["reasons"][:2])
+                out.line(f"  {pith} {verdict}: mirror {name} is {m['status']} ({why})")
 
 
 async def _start_demo_mirrors(seeds):
-    honest, lagging, hostile = MirrorServer("honest"), MirrorServer("lagging"), MirrorServer("tampered")
+    honest, lagging, hostile = (
+        LocalMirror("honest"),
+        LocalMirror("lagging"),
+        LocalMirror("tampered"),
+    )
     numbers = [doc["pith_number"] for _, _, doc in seeds]
     missing, tampered = numbers[-2], numbers[-1]
     for _, data, doc in seeds:
-        suffix = doc["pith_number"].split(":")[2]
+        suffix = parse_full(doc["pith_number"]).suffix
         state = compact(doc["state"])
         honest.put_bundle(suffix, data)
         honest.put_state(suffix, state)
         if doc["pith_number"] != missing:
             lagging.put_bundle(suffix, data)
             lagging.put_state(suffix, state)
-        hostile.put_bundle(suffix, compact(tamper_payload(doc)) if doc["pith_number"] == tampered else data)
+        hostile.put_bundle(
+            suffix, compact(tamper_payload(doc)) if doc["pith_number"] == tampered else data
+        )
         hostile.put_state(suffix, state)
     servers = [honest, lagging, hostile]
     started = []
@@ -237,5 +321,11 @@ async def _start_demo_mirrors(seeds):
         raise
     expected = {n: "in_sync" for n in numbers}
     expected[missing] = expected[tampered] = "diverged"
-    plan = DemoPlan(numbers, expected, {missing: ("lagging", "missing"), tampered: ("tampered", "tampered")}, missing, tampered)
+    plan = DemoPlan(
+        numbers,
+        expected,
+        {missing: ("lagging", "missing"), tampered: ("tampered", "tampered")},
+        missing,
+        tampered,
+    )
     return servers, plan

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
-from datetime import datetime, timezone
-from typing import Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime
 
 
 def etag_of(body: bytes) -> str:
@@ -22,7 +22,9 @@ def etag_matches(if_none_match: str, etags: tuple[str, ...]) -> bool:
     return any(t.strip().removeprefix("W/") in opaque for t in if_none_match.split(","))
 
 
-def not_modified(headers: Mapping[str, str], etags: tuple[str, ...], last_modified: datetime) -> bool:
+def not_modified(
+    headers: Mapping[str, str], etags: tuple[str, ...], last_modified: datetime
+) -> bool:
     """True when the client's copy is current (answer 304).  If-None-Match, when present, wins
     over If-Modified-Since."""
     inm = headers.get("If-None-Match")
@@ -36,5 +38,5 @@ def not_modified(headers: Mapping[str, str], etags: tuple[str, ...], last_modifi
     except (TypeError, ValueError, IndexError):
         return False
     if since.tzinfo is None:
-        since = since.replace(tzinfo=timezone.utc)
+        since = since.replace(tzinfo=UTC)
     return last_modified <= since

@@ -19,15 +19,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-
 from synctools import make_config, pull, run_cli, statuses, write_config
+
 from pithsync import cli, publishing
 from pithsync.cli import mirror
-from pithsync.publishing.server import CATALOG, build_app
 from pithsync.core import numbers
 from pithsync.core.canonical import canon, sha256hex
 from pithsync.core.keys import TrustStore
 from pithsync.core.urls import MirrorSpec
+from pithsync.publishing.server import CATALOG, build_app
 from pithsync.store import Store
 from pithsync.testing import forge
 from pithsync.testing.mirror import MirrorServer, bundle_path, state_path, well_known_path
@@ -87,42 +87,73 @@ async def test_serve_round_trip_second_pithsync_sees_in_sync(tmp_path):
         async with serving(build_app(origin, refresh_s=0)) as base, aiohttp.ClientSession() as http:
             replica = make_config(tmp_path / "replica", [MirrorSpec("served", base)])
             res = await pull(replica, r1.pith_number, r2.pith_number, r3.pith_number)
-            assert {p: r.verdict.value for p, r in res.items()} == {r1.pith_number: "in_sync", r2.pith_number: "in_sync", r3.pith_number: "in_sync"}
+            assert {p: r.verdict.value for p, r in res.items()} == {
+                r1.pith_number: "in_sync",
+                r2.pith_number: "in_sync",
+                r3.pith_number: "in_sync",
+            }
 
             # r1: the full bundle (3 events) wins over the stale one, byte for byte.
             async with http.get(base + bundle_path(r1.suffix)) as resp:
                 assert resp.status == 200 and resp.content_type == "application/json"
-                body, etag, lm = await resp.read(), resp.headers["ETag"], resp.headers["Last-Modified"]
+                body, etag, lm = (
+                    await resp.read(),
+                    resp.headers["ETag"],
+                    resp.headers["Last-Modified"],
+                )
             assert body == forge.dumps(r1.bundle())
             async with http.get(base + well_known_path(r1.suffix)) as resp:
                 assert await resp.read() == body
-            async with http.get(base + bundle_path(r1.suffix), headers={"If-None-Match": etag}) as resp:
+            async with http.get(
+                base + bundle_path(r1.suffix), headers={"If-None-Match": etag}
+            ) as resp:
                 assert resp.status == 304 and await resp.read() == b""
-            async with http.get(base + bundle_path(r1.suffix), headers={"If-Modified-Since": lm}) as resp:
+            async with http.get(
+                base + bundle_path(r1.suffix), headers={"If-Modified-Since": lm}
+            ) as resp:
                 assert resp.status == 304
-            async with http.get(base + bundle_path(r1.suffix), headers={"If-None-Match": '"other"'}) as resp:
+            async with http.get(
+                base + bundle_path(r1.suffix), headers={"If-None-Match": '"other"'}
+            ) as resp:
                 assert resp.status == 200
 
-            # r2: one of the two split bundles, and exactly its merge beside it (not the stored state).
+            # r2: one of the two split bundles, and exactly its merge beside it (not the stored
+            # state).
             async with http.get(base + bundle_path(r2.suffix)) as resp:
                 served = json.loads(await resp.read())
             async with http.get(base + state_path(r2.suffix)) as resp:
                 state_body = await resp.read()
             assert canon(served) in (canon(split_a), canon(split_b))
-            assert json.loads(state_body) == served["state"] and state_body == forge.dumps(served["state"])
+            assert json.loads(state_body) == served["state"] and state_body == forge.dumps(
+                served["state"]
+            )
             assert json.loads(state_body)["state_sha256"] != stored_r2["state_sha256"]
 
-            for path in (bundle_path("A" * 26), state_path("A" * 26), "/pith/not-a-suffix/bundle.json"):
+            for path in (
+                bundle_path("A" * 26),
+                state_path("A" * 26),
+                "/pith/not-a-suffix/bundle.json",
+            ):
                 async with http.get(base + path) as resp:
                     assert resp.status == 404, path
 
             async with http.get(base + "/pith-mirrors.json") as resp:
                 doc = await resp.json()
             m = doc["mirrors"][0]
-            assert doc["manifest_type"] == "pith_mirror_manifest" and doc["manifest_version"] == "1.0"
-            assert m["base_url"] == base and m["bundle_pattern"] == base + "/pith/{suffix}/bundle.json"
-            assert m["state_pattern"] == base + "/pith/{suffix}/state.json" and m["well_known_pattern"] == base + "/.well-known/pith/{suffix}/bundle.json"
-            assert {k["key_id"] for k in m["public_keys"]} == {forge.TEST_KEY.key_id, "pith-v1-2026-05"}
+            assert (
+                doc["manifest_type"] == "pith_mirror_manifest" and doc["manifest_version"] == "1.0"
+            )
+            assert (
+                m["base_url"] == base and m["bundle_pattern"] == base + "/pith/{suffix}/bundle.json"
+            )
+            assert (
+                m["state_pattern"] == base + "/pith/{suffix}/state.json"
+                and m["well_known_pattern"] == base + "/.well-known/pith/{suffix}/bundle.json"
+            )
+            assert {k["key_id"] for k in m["public_keys"]} == {
+                forge.TEST_KEY.key_id,
+                "pith-v1-2026-05",
+            }
             assert m["public_key"]["fingerprint_sha256_hex"] == forge.TEST_KEY.fingerprint
 
             # A record the origin syncs while we serve appears without a restart.
@@ -177,7 +208,9 @@ async def test_export_round_trip(tmp_path):
         r1, r2, r3, _, _ = await fill_origin(a, b, origin)
     conf = write_config(tmp_path / "origin.toml", [])
     url = "https://mirror.example.org/pith-data"
-    code, out = await run_cli("--config", conf, "--db", origin.db_path, "export", out_dir, "--base-url", url, "--json")
+    code, out = await run_cli(
+        "--config", conf, "--db", origin.db_path, "export", out_dir, "--base-url", url, "--json"
+    )
     assert code == 0, out
     report = json.loads(out)
     assert sorted(report["records"]) == sorted([r1.pith_number, r2.pith_number, r3.pith_number])
@@ -191,10 +224,15 @@ async def test_export_round_trip(tmp_path):
     assert all((out_dir / f).stat().st_mode & 0o777 == 0o644 for f in files)
     assert (out_dir / "pith" / r1.suffix / "bundle.json").read_bytes() == forge.dumps(r1.bundle())
     manifest = json.loads((out_dir / "pith-mirrors.json").read_text())
-    assert manifest["mirrors"][0]["base_url"] == url and manifest["mirrors"][0]["bundle_pattern"] == url + "/pith/{suffix}/bundle.json"
+    assert (
+        manifest["mirrors"][0]["base_url"] == url
+        and manifest["mirrors"][0]["bundle_pattern"] == url + "/pith/{suffix}/bundle.json"
+    )
 
     # Unchanged files are not rewritten (their mtime, a static server's Last-Modified, stays).
-    code, out = await run_cli("--config", conf, "--db", origin.db_path, "export", out_dir, "--base-url", url, "--json")
+    code, out = await run_cli(
+        "--config", conf, "--db", origin.db_path, "export", out_dir, "--base-url", url, "--json"
+    )
     again = json.loads(out)
     assert code == 0 and again["files_written"] == 0 and again["files_unchanged"] == 12
 
@@ -207,9 +245,32 @@ async def test_export_round_trip(tmp_path):
 
     # Under trust that cannot verify the forged documents nothing is exported.
     untrusting = write_config(tmp_path / "registry-only.toml", [], test_key=False)
-    code, out = await run_cli("--config", untrusting, "--db", origin.db_path, "export", tmp_path / "www2", "--base-url", url, "--json")
-    assert code == 0 and json.loads(out)["records"] == [] and len(json.loads(out)["not_published"]) == 3
-    code, _ = await run_cli("--config", conf, "--db", origin.db_path, "export", tmp_path / "www3", "--base-url", "ftp://x")
+    code, out = await run_cli(
+        "--config",
+        untrusting,
+        "--db",
+        origin.db_path,
+        "export",
+        tmp_path / "www2",
+        "--base-url",
+        url,
+        "--json",
+    )
+    assert (
+        code == 0
+        and json.loads(out)["records"] == []
+        and len(json.loads(out)["not_published"]) == 3
+    )
+    code, _ = await run_cli(
+        "--config",
+        conf,
+        "--db",
+        origin.db_path,
+        "export",
+        tmp_path / "www3",
+        "--base-url",
+        "ftp://x",
+    )
     assert code == cli.ExitCode.USAGE
 
 
@@ -218,7 +279,14 @@ async def test_export_round_trip(tmp_path):
 
 def test_demo_subprocess_exits_0_and_shows_verdicts():
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "pithsync", "demo"], capture_output=True, text=True, timeout=30, cwd=REPO, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pithsync", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "in_sync" in out and "diverged" in out
@@ -254,7 +322,9 @@ async def test_demo_json_stays_on_loopback(monkeypatch):
     assert doc["verdicts"] == doc["expected"]
     assert all(n > 0 for n in doc["requests"].values())
     assert doc["store"] is None  # temporary store, removed
-    assert seen and all((a[0] if isinstance(a, tuple) else a) in ("127.0.0.1", "localhost", "::1") for a in seen), seen
+    assert seen and all(
+        (a[0] if isinstance(a, tuple) else a) in ("127.0.0.1", "localhost", "::1") for a in seen
+    ), seen
     assert doc["seconds"] < 5
 
 
@@ -278,9 +348,15 @@ async def test_concurrent_syncs_wait_or_refuse_and_store_stays_sound(tmp_path):
     async with MirrorServer("slow") as m:
         m.put_record(r.bundle())
         patient_store = "[store]\nlock_timeout_s = 120\n"
-        patient = write_config(tmp_path / "patient.toml", [m.spec()], timeout_s=120,
-                               extra=patient_store)
-        hasty = write_config(tmp_path / "hasty.toml", [m.spec()], timeout_s=5, extra="[store]\nlock_timeout_s = 0.3\n")
+        patient = write_config(
+            tmp_path / "patient.toml", [m.spec()], timeout_s=120, extra=patient_store
+        )
+        hasty = write_config(
+            tmp_path / "hasty.toml",
+            [m.spec()],
+            timeout_s=5,
+            extra="[store]\nlock_timeout_s = 0.3\n",
+        )
         code, out = await run_cli("--config", patient, "--db", db, "pull", r.pith_number)
         assert code == 0, out
         # The first sync holds the lock until the test releases its request, however slowly the
@@ -289,7 +365,20 @@ async def test_concurrent_syncs_wait_or_refuse_and_store_stays_sound(tmp_path):
         m.fault("delay", path=bundle_path(r.suffix), seconds=300, until=release)
 
         async def sync(conf):
-            return await asyncio.create_subprocess_exec(sys.executable, "-m", "pithsync", "--config", conf, "--db", db, "sync", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env)
+            return await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "pithsync",
+                "--config",
+                conf,
+                "--db",
+                db,
+                "sync",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=REPO,
+                env=env,
+            )
 
         first = await sync(patient)
         deadline = time.monotonic() + 60
@@ -314,7 +403,9 @@ async def test_concurrent_syncs_wait_or_refuse_and_store_stays_sound(tmp_path):
 
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        runs = conn.execute("select command, started_at, finished_at, exit_code from runs order by started_at").fetchall()
+        runs = conn.execute(
+            "select command, started_at, finished_at, exit_code from runs order by started_at"
+        ).fetchall()
     assert [(c, e) for c, _, _, e in runs] == [("pull", 0), ("sync", 0), ("sync", 0)]
     assert runs[2][1] >= runs[1][2], "the waiting sync started before the first one finished"
     code, out = await run_cli("--db", db, "journal", "verify")
@@ -325,9 +416,10 @@ async def test_concurrent_syncs_wait_or_refuse_and_store_stays_sound(tmp_path):
 
 
 def test_only_serve_imports_the_server_side_of_aiohttp():
-    # 20 ms of every start (a timer-driven sync, a pull) went to importing aiohttp.web.
+    # Only `serve` needs the server side of aiohttp; keep it off every other command's start.
     code = (
-        "import sys; from pithsync import cli; from pithsync.cli import records; cli.build_parser(); "
+        "import sys; from pithsync import cli; from pithsync.cli import records; "
+        "cli.build_parser(); "
         "assert 'aiohttp.web' not in sys.modules, 'aiohttp.web imported by the CLI'; "
         "from pithsync.publishing import server; assert 'aiohttp.web' in sys.modules"
     )
@@ -385,9 +477,17 @@ def stored_canonical_sha256(db_path: str, pith: str) -> str:
 async def static_server(directory: Path):
     """Python's own http.server, unmodified, on a free port of 127.0.0.1."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1",
-        "--directory", str(directory),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-u",
+        "-m",
+        "http.server",
+        "0",
+        "--bind",
+        "127.0.0.1",
+        "--directory",
+        str(directory),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     try:
         line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
@@ -455,8 +555,16 @@ async def test_resolver_recipe_works_against_serve_and_a_static_export(tmp_path)
     out_dir = tmp_path / "www"
     out_dir.mkdir()
     async with static_server(out_dir) as static:
-        code, out = await run_cli("--config", write_config(tmp_path / "o.toml", []), "--db",
-                                  origin.db_path, "export", out_dir, "--base-url", static)
+        code, out = await run_cli(
+            "--config",
+            write_config(tmp_path / "o.toml", []),
+            "--db",
+            origin.db_path,
+            "export",
+            out_dir,
+            "--base-url",
+            static,
+        )
         assert code == 0, out
         status = await curl("-s", "-o", os.devnull, "-w", "%{http_code}", static + url_tail)
         assert status == b"301"

@@ -9,8 +9,8 @@ import copy
 import json
 
 import pytest
-
 from synctools import make_config, pull, run_cli, serve_bad_copy
+
 from pithsync import evidence
 from pithsync.core.canonical import canon, sha256hex
 from pithsync.core.verify import Verifier
@@ -21,7 +21,10 @@ from pithsync.testing.mirror import MirrorServer
 
 def trust_config(tmp_path, keys=(forge.TEST_KEY,)) -> str:
     """Another machine's configuration: only pinned keys, no mirrors in common."""
-    text = "".join(f'[[trust.keys]]\nkey_id = "{k.key_id}"\npublic_key_b64 = "{k.public_key_b64}"\n\n' for k in keys)
+    text = "".join(
+        f'[[trust.keys]]\nkey_id = "{k.key_id}"\npublic_key_b64 = "{k.public_key_b64}"\n\n'
+        for k in keys
+    )
     path = tmp_path / "elsewhere.toml"
     path.write_text(text + '[[mirrors]]\nbase_url = "https://elsewhere.invalid"\n')
     return str(path)
@@ -30,15 +33,21 @@ def trust_config(tmp_path, keys=(forge.TEST_KEY,)) -> str:
 async def export(tmp_path, cfg, pith) -> tuple[int, dict | None, str]:
     conf = trust_config(tmp_path)
     out = tmp_path / "evidence.json"
-    code, text = await run_cli("--config", conf, "--db", cfg.db_path, "evidence", pith, "--out", str(out))
+    code, text = await run_cli(
+        "--config", conf, "--db", cfg.db_path, "evidence", pith, "--out", str(out)
+    )
     return code, (json.loads(out.read_text()) if out.exists() else None), text
 
 
-async def verify_offline(tmp_path, doc: dict, *, keys=(forge.TEST_KEY,), name="check.json") -> tuple[int, dict]:
+async def verify_offline(
+    tmp_path, doc: dict, *, keys=(forge.TEST_KEY,), name="check.json"
+) -> tuple[int, dict]:
     path = tmp_path / name
     path.write_text(json.dumps(doc))
     fresh = tmp_path / "fresh" / "never-created.db"
-    code, text = await run_cli("--config", trust_config(tmp_path, keys), "--db", str(fresh), "verify", "--json", str(path))
+    code, text = await run_cli(
+        "--config", trust_config(tmp_path, keys), "--db", str(fresh), "verify", "--json", str(path)
+    )
     assert not fresh.exists()  # verifying needs no store
     return code, json.loads(text)["files"][0]
 
@@ -83,14 +92,22 @@ async def test_evidence_round_trip(tmp_path, record, variant):
         assert res.verdict.value == "diverged"
     code, doc, text = await export(tmp_path, cfg, record.pith_number)
     assert code == 0, text
-    assert doc["evidence_type"] == "pithsync_evidence" and doc["evidence_version"] == 1 and doc["pith_number"] == record.pith_number
+    assert (
+        doc["evidence_type"] == "pithsync_evidence"
+        and doc["evidence_version"] == 1
+        and doc["pith_number"] == record.pith_number
+    )
     assert claims(doc) == sorted(SCENARIOS[variant])
     ref = [d for d in doc["documents"] if d["role"] == "reference"]
     assert len(ref) == 1 and body(doc, ref[0]["id"]) == forge.dumps(good)  # exact bytes
     assert all(c["mirror"] == b.base_url for c in doc["claims"])
     code, report = await verify_offline(tmp_path, doc)
     assert code == 0, report
-    assert report["kind"] == "evidence" and report["status"] == "ok" and report["pith_number"] == record.pith_number
+    assert (
+        report["kind"] == "evidence"
+        and report["status"] == "ok"
+        and report["pith_number"] == record.pith_number
+    )
     assert sum("holds" in n for n in report["notes"]) == len(doc["claims"])
 
 
@@ -108,7 +125,13 @@ async def test_equivocation_and_rollback_evidence(tmp_path, record):
     eq = next(c for c in doc["claims"] if c["claim"] == "equivocation")
     forks = {left["events"][-1]["event_id"], right["events"][-1]["event_id"]}
     assert {json.loads(body(doc, i))["event_id"] for i in eq["events"]} == forks
-    served = {(json.loads(body(doc, s["document"]))["events"][-1]["event_id"], json.loads(body(doc, s["event"]))["event_id"]) for s in eq["served_in"]}
+    served = {
+        (
+            json.loads(body(doc, s["document"]))["events"][-1]["event_id"],
+            json.loads(body(doc, s["event"]))["event_id"],
+        )
+        for s in eq["served_in"]
+    }
     assert served == {(f, f) for f in forks}  # each fork, in the bundle a mirror served
     stale = next(c for c in doc["claims"] if c["claim"] == "stale")
     assert stale["mirror"] == c.base_url and len(stale["missing_events"]) == 1
@@ -135,15 +158,28 @@ async def test_equivocation_and_rollback_evidence(tmp_path, record):
 
     # "stale" naming an event the bundle does hold
     def not_missing(d):
-        d["documents"].append({"id": len(d["documents"]), "role": "event", "kind": "event", "sha256": sha256hex(first), "body_b64": base64.b64encode(first).decode()})
-        next(x for x in d["claims"] if x["claim"] == "stale")["missing_events"] = [len(d["documents"]) - 1]
+        d["documents"].append(
+            {
+                "id": len(d["documents"]),
+                "role": "event",
+                "kind": "event",
+                "sha256": sha256hex(first),
+                "body_b64": base64.b64encode(first).decode(),
+            }
+        )
+        next(x for x in d["claims"] if x["claim"] == "stale")["missing_events"] = [
+            len(d["documents"]) - 1
+        ]
 
     await fails(not_missing, "claim_false")
 
     # a fork "served in" a bundle that does not carry it
     def wrong_carrier(d):
         e = next(x for x in d["claims"] if x["claim"] == "equivocation")
-        e["served_in"][0]["event"], e["served_in"][1]["event"] = e["served_in"][1]["event"], e["served_in"][0]["event"]
+        e["served_in"][0]["event"], e["served_in"][1]["event"] = (
+            e["served_in"][1]["event"],
+            e["served_in"][0]["event"],
+        )
 
     await fails(wrong_carrier, "claim_false")
 
@@ -171,7 +207,9 @@ async def test_equivocation_and_rollback_evidence(tmp_path, record):
     await fails(lambda d: d.update(evidence_version=2), "evidence_version")
 
     # Another machine that does not pin the key these documents are signed with proves nothing.
-    code, report = await verify_offline(tmp_path, doc, keys=(forge.ForgeKey.from_seed("someone-else", "x"),), name="other.json")
+    code, report = await verify_offline(
+        tmp_path, doc, keys=(forge.ForgeKey.from_seed("someone-else", "x"),), name="other.json"
+    )
     assert code == 1 and "reference_invalid" in {r["code"] for r in report["reasons"]}
 
 
@@ -219,8 +257,17 @@ def test_build_and_verify_in_process(tmp_path, forge_verifier):
         assert evidence.build_evidence(store, record.pith_number, forge_verifier)["claims"] == []
     finally:
         store.close()
-    for junk in ({"evidence_type": "pithsync_evidence"}, {"evidence_type": "pithsync_evidence", "evidence_version": 1, "pith_number": "nope"},
-                 {"evidence_type": "pithsync_evidence", "evidence_version": 1, "pith_number": record.pith_number, "documents": [{"id": 0}], "claims": []}):
+    for junk in (
+        {"evidence_type": "pithsync_evidence"},
+        {"evidence_type": "pithsync_evidence", "evidence_version": 1, "pith_number": "nope"},
+        {
+            "evidence_type": "pithsync_evidence",
+            "evidence_version": 1,
+            "pith_number": record.pith_number,
+            "documents": [{"id": 0}],
+            "claims": [],
+        },
+    ):
         report = evidence.verify_evidence(junk, Verifier(forge.test_trust()))
         assert not report.ok and report.status.value == "malformed"
 
@@ -252,8 +299,9 @@ async def test_mirror_attribution_is_the_exporters_word(tmp_path, record):
     # The plain output says it on the claim's own line.
     path = tmp_path / "edited-plain.json"
     path.write_text(json.dumps(edited))
-    code, text = await run_cli("--config", trust_config(tmp_path), "--db",
-                               str(tmp_path / "none.db"), "verify", str(path))
+    code, text = await run_cli(
+        "--config", trust_config(tmp_path), "--db", str(tmp_path / "none.db"), "verify", str(path)
+    )
     assert code == 0
     assert "claim 0 (stale) holds" in text and "mirror http://innocent.example" in text
     assert "per the exporter, not signed" in text

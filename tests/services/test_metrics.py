@@ -6,21 +6,28 @@ import os
 import re
 
 import pytest
-
 from synctools import run_cli
 from synctools import write_config as shared_write_config
+
 from pithsync import metrics
+from pithsync.base import files
 from pithsync.testing import forge
 from pithsync.testing.mirror import MirrorServer
 
-SAMPLE = re.compile(r'^([a-z_]+)(\{([a-z_]+="(?:[^"\\]|\\.)*"(?:,[a-z_]+="(?:[^"\\]|\\.)*")*)\})? (-?[0-9.e+]+)$')
+SAMPLE = re.compile(
+    r'^([a-z_]+)(\{([a-z_]+="(?:[^"\\]|\\.)*"(?:,[a-z_]+="(?:[^"\\]|\\.)*")*)\})? (-?[0-9.e+]+)$'
+)
 
 
 def write_config(tmp_path, mirrors, textfile) -> str:
-    return shared_write_config(tmp_path, mirrors, extra=f'[alerts]\nlog = false\n\n[metrics]\ntextfile = "{textfile}"\n')
+    return shared_write_config(
+        tmp_path, mirrors, extra=f'[alerts]\nlog = false\n\n[metrics]\ntextfile = "{textfile}"\n'
+    )
+
 
 def parse(text: str) -> dict[tuple, float]:
-    """Strict parse of the exposition format: every metric has HELP and TYPE, every sample parses."""
+    """Strict parse of the exposition format: every metric has HELP and TYPE, every sample
+    parses."""
     samples, typed = {}, set()
     for line in text.splitlines():
         if line.startswith("# TYPE "):
@@ -47,15 +54,41 @@ async def test_textfile_after_each_run(tmp_path):
         b.put_record(bad_rec.bundle(upto=2))
         conf = write_config(tmp_path, [a.spec(), b.spec()], prom)
         db = str(tmp_path / "s.db")
-        code, _ = await run_cli("--config", conf, "--db", db, "pull", ok_rec.pith_number, bad_rec.pith_number)
+        code, _ = await run_cli(
+            "--config", conf, "--db", db, "pull", ok_rec.pith_number, bad_rec.pith_number
+        )
         assert code == 1
         m1 = parse(prom.read_text())
         assert m1[("pithsync_records", (("verdict", "diverged"),))] == 1
         assert m1[("pithsync_records", (("verdict", "in_sync"),))] == 1
         assert m1[("pithsync_records", (("verdict", "unverifiable"),))] == 0
-        assert m1[("pithsync_mirror_records", (("base_url", b.base_url), ("mirror", "b"), ("status", "stale")))] == 1
-        assert m1[("pithsync_mirror_records", (("base_url", b.base_url), ("mirror", "b"), ("status", "ok")))] == 1
-        assert m1[("pithsync_mirror_records", (("base_url", a.base_url), ("mirror", "a"), ("status", "ok")))] == 2
+        assert (
+            m1[
+                (
+                    "pithsync_mirror_records",
+                    (("base_url", b.base_url), ("mirror", "b"), ("status", "stale")),
+                )
+            ]
+            == 1
+        )
+        assert (
+            m1[
+                (
+                    "pithsync_mirror_records",
+                    (("base_url", b.base_url), ("mirror", "b"), ("status", "ok")),
+                )
+            ]
+            == 1
+        )
+        assert (
+            m1[
+                (
+                    "pithsync_mirror_records",
+                    (("base_url", a.base_url), ("mirror", "a"), ("status", "ok")),
+                )
+            ]
+            == 2
+        )
         assert m1[("pithsync_alerts_open", (("kind", "divergence"),))] == 1
         assert m1[("pithsync_alerts_open", (("kind", "unreachable"),))] == 0
         assert m1[("pithsync_last_run_exit_code", ())] == 1
@@ -70,25 +103,29 @@ async def test_textfile_after_each_run(tmp_path):
         assert m2[("pithsync_records", (("verdict", "in_sync"),))] == 2
         assert m2[("pithsync_alerts_open", (("kind", "divergence"),))] == 0
         assert m2[("pithsync_last_run_exit_code", ())] == 0
-        assert m2[("pithsync_last_success_timestamp_seconds", ())] == m2[("pithsync_last_run_timestamp_seconds", ())] >= m1[("pithsync_last_run_timestamp_seconds", ())]
+        assert (
+            m2[("pithsync_last_success_timestamp_seconds", ())]
+            == m2[("pithsync_last_run_timestamp_seconds", ())]
+            >= m1[("pithsync_last_run_timestamp_seconds", ())]
+        )
     assert os.listdir(prom.parent) == ["pithsync.prom"]  # no temp files left behind
     assert oct(prom.stat().st_mode & 0o777) == oct(0o644)  # readable by the node exporter
 
 
 def test_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "m.prom"
-    metrics.write_atomically(str(path), b"old 1\n")
+    files.write_atomically(str(path), b"old 1\n")
 
     def crash(src, dst):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError):
-        metrics.write_atomically(str(path), b"new 2\n")
+        files.write_atomically(str(path), b"new 2\n")
     assert path.read_bytes() == b"old 1\n"  # the reader still sees the whole old file
     assert os.listdir(tmp_path) == ["m.prom"]  # and the temp file is gone
     monkeypatch.undo()
-    metrics.write_atomically(str(path), b"new 2\n")
+    files.write_atomically(str(path), b"new 2\n")
     assert path.read_bytes() == b"new 2\n"
 
 
@@ -104,8 +141,14 @@ async def test_unwritable_textfile_does_not_change_exit_code(tmp_path, capsys):
     async with MirrorServer("a") as a:
         a.put_record(record.bundle())
         conf = write_config(tmp_path, [a.spec()], tmp_path / "no-such-dir" / "m.prom")
-        code, out = await run_cli("--config", conf, "--db", str(tmp_path / "s.db"), "pull", "--json", record.pith_number)
+        code, out = await run_cli(
+            "--config", conf, "--db", str(tmp_path / "s.db"), "pull", "--json", record.pith_number
+        )
     assert code == 0 and '"in_sync"' in out
     assert not (tmp_path / "no-such-dir").exists()
-    err = [line for line in capsys.readouterr().err.splitlines() if "event=metrics outcome=error" in line]
+    err = [
+        line
+        for line in capsys.readouterr().err.splitlines()
+        if "event=metrics outcome=error" in line
+    ]
     assert len(err) == 1 and "level=error" in err[0] and "no-such-dir" in err[0]  # logged, one line

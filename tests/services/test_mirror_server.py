@@ -7,7 +7,7 @@ import asyncio
 import gzip
 import time
 import zlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import aiohttp
@@ -115,7 +115,12 @@ async def test_etag_and_if_none_match(m):
     res = m.put("/x", b'{"a":1}')
     status, headers, _ = await fetch(m.url("/x"))
     etag = headers["ETag"]
-    assert etag == res.etag and etag.startswith('"') and etag.endswith('"') and not etag.startswith("W/")
+    assert (
+        etag == res.etag
+        and etag.startswith('"')
+        and etag.endswith('"')
+        and not etag.startswith("W/")
+    )
     status, headers, body = await fetch(m.url("/x"), headers={"If-None-Match": etag})
     assert (status, body, headers["ETag"]) == (304, b"", etag)
     assert "Content-Length" not in headers or headers["Content-Length"] == "0"
@@ -129,7 +134,7 @@ async def test_etag_and_if_none_match(m):
 
 
 async def test_last_modified_and_if_modified_since(m):
-    when = datetime(2026, 7, 3, 6, 28, 49, tzinfo=timezone.utc)
+    when = datetime(2026, 7, 3, 6, 28, 49, tzinfo=UTC)
     m.put("/x", b"1", last_modified=when)
     status, headers, _ = await fetch(m.url("/x"))
     assert headers["Last-Modified"] == "Fri, 03 Jul 2026 06:28:49 GMT"
@@ -139,7 +144,9 @@ async def test_last_modified_and_if_modified_since(m):
     assert (await fetch(m.url("/x"), headers={"If-Modified-Since": earlier}))[0] == 200
     assert (await fetch(m.url("/x"), headers={"If-Modified-Since": "garbage"}))[0] == 200
     # If-None-Match takes precedence over If-Modified-Since
-    assert (await fetch(m.url("/x"), headers={"If-Modified-Since": same, "If-None-Match": '"nope"'}))[0] == 200
+    assert (
+        await fetch(m.url("/x"), headers={"If-Modified-Since": same, "If-None-Match": '"nope"'})
+    )[0] == 200
     # replacing the bytes without a date moves Last-Modified forward
     m.put("/x", b"2", last_modified=when)
     m.put("/x", b"3")
@@ -155,17 +162,30 @@ async def test_gzip_when_asked_and_enabled():
     async with MirrorServer("g", gzip=True) as g, MirrorServer("p") as plain:
         for server in (g, plain):
             server.put("/x", body)
-        status, headers, raw = await fetch(g.url("/x"), headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+        status, headers, raw = await fetch(
+            g.url("/x"), headers={"Accept-Encoding": "gzip"}, auto_decompress=False
+        )
         assert headers["Content-Encoding"] == "gzip" and headers["Vary"] == "Accept-Encoding"
         assert len(raw) < len(body) // 10 and gzip.decompress(raw) == body
         gz_etag = headers["ETag"]
-        status, headers, raw = await fetch(g.url("/x"), headers={"Accept-Encoding": "identity"}, auto_decompress=False)
+        status, headers, raw = await fetch(
+            g.url("/x"), headers={"Accept-Encoding": "identity"}, auto_decompress=False
+        )
         assert "Content-Encoding" not in headers and raw == body and headers["ETag"] != gz_etag
-        assert (await fetch(g.url("/x"), headers={"Accept-Encoding": "gzip;q=0"}, auto_decompress=False))[2] == body
-        assert (await fetch(g.url("/x"), headers={"Accept-Encoding": "gzip", "If-None-Match": gz_etag}))[0] == 304
-        status, headers, raw = await fetch(plain.url("/x"), headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+        assert (
+            await fetch(g.url("/x"), headers={"Accept-Encoding": "gzip;q=0"}, auto_decompress=False)
+        )[2] == body
+        assert (
+            await fetch(g.url("/x"), headers={"Accept-Encoding": "gzip", "If-None-Match": gz_etag})
+        )[0] == 304
+        status, headers, raw = await fetch(
+            plain.url("/x"), headers={"Accept-Encoding": "gzip"}, auto_decompress=False
+        )
         assert "Content-Encoding" not in headers and raw == body
-        assert g.requests[0].bytes_sent == len(gzip.compress(body)) or g.requests[0].bytes_sent < len(body) // 10
+        assert (
+            g.requests[0].bytes_sent == len(gzip.compress(body))
+            or g.requests[0].bytes_sent < len(body) // 10
+        )
 
 
 # -- the request log --------------------------------------------------------------------------
@@ -173,14 +193,30 @@ async def test_gzip_when_asked_and_enabled():
 
 async def test_request_log(m):
     m.put("/x", b"12345")
-    await fetch(m.url("/x"), headers={"User-Agent": "pithsync-test/1", "If-None-Match": '"zz"', "X-Other": "1"})
+    await fetch(
+        m.url("/x"),
+        headers={"User-Agent": "pithsync-test/1", "If-None-Match": '"zz"', "X-Other": "1"},
+    )
     await fetch(m.url("/x?q=1"))
     await fetch(m.url("/missing"))
     await fetch(m.url("/x"), headers={"If-None-Match": m.resources["/x"].etag})
     first = m.requests[0]
-    assert (first.method, first.path, first.status, first.bytes_sent, first.fault) == ("GET", "/x", 200, 5, None)
-    assert first.headers["User-Agent"] == "pithsync-test/1" and first.headers["If-None-Match"] == '"zz"'
-    assert "X-Other" not in first.headers and first.finished is not None and first.finished >= first.started
+    assert (first.method, first.path, first.status, first.bytes_sent, first.fault) == (
+        "GET",
+        "/x",
+        200,
+        5,
+        None,
+    )
+    assert (
+        first.headers["User-Agent"] == "pithsync-test/1"
+        and first.headers["If-None-Match"] == '"zz"'
+    )
+    assert (
+        "X-Other" not in first.headers
+        and first.finished is not None
+        and first.finished >= first.started
+    )
     assert m.requests[1].query == "q=1"
     assert m.count() == 4 and m.count("/x") == 3 and m.count(status=404) == 1
     assert m.count("/x", status=304) == 1 and m.requests[3].bytes_sent == 0
@@ -235,7 +271,9 @@ async def test_fault_validation(m):
 async def test_reset_mid_body(m):
     m.put("/x", b"x" * 10_000)
     m.fault("reset", "/x")
-    with pytest.raises((aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)):
+    with pytest.raises(
+        (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+    ):
         await fetch(m.url("/x"))
     assert m.requests[-1].fault == "reset" and m.requests[-1].bytes_sent == 5000
 
@@ -323,6 +361,7 @@ async def test_stop_ends_a_hang_promptly():
     server = await MirrorServer("h").start()
     server.fault("hang")
     async with session() as s:
+
         async def get():
             async with s.get(server.url("/x")) as r:
                 return await r.read()
@@ -373,6 +412,7 @@ async def test_trickle_and_endless_end_when_the_server_stops():
     server.fault("trickle", "/x", interval=0.05)
     server.fault("endless_chunked", "/y")
     async with session() as s:
+
         async def get(path):
             async with s.get(server.url(path)) as r:
                 async for _ in r.content.iter_any():
@@ -446,7 +486,10 @@ async def test_redirect_ping_pong(m):
         assert r.headers["Location"] == m.url("/a")
 
 
-@pytest.mark.parametrize("location", ["http://10.0.0.1/x", "file:///etc/passwd", "ftp://example/x", "http://169.254.169.254/latest"])
+@pytest.mark.parametrize(
+    "location",
+    ["http://10.0.0.1/x", "file:///etc/passwd", "ftp://example/x", "http://169.254.169.254/latest"],
+)
 async def test_redirect_anywhere(m, location):
     m.fault("redirect", "/x", location=location)
     async with session() as s, s.get(m.url("/x"), allow_redirects=False) as r:
@@ -462,7 +505,9 @@ async def test_hostile_bodies_byte_exact(m, kind):
     content_type = "text/html; charset=utf-8" if kind == "html" else "application/json"
     m.fault("body", "/x", data=HOSTILE_BODIES[kind], content_type=content_type)
     status, headers, body = await fetch(m.url("/x"))
-    assert status == 200 and body == HOSTILE_BODIES[kind] and headers["Content-Type"] == content_type
+    assert (
+        status == 200 and body == HOSTILE_BODIES[kind] and headers["Content-Type"] == content_type
+    )
 
 
 async def test_hostile_body_shapes():
@@ -473,7 +518,9 @@ async def test_hostile_body_shapes():
 
 
 async def test_body_fault_status_and_headers(m):
-    m.fault("body", "/x", data="<html>", content_type="text/html", status=200, headers={"X-Evil": "1"})
+    m.fault(
+        "body", "/x", data="<html>", content_type="text/html", status=200, headers={"X-Evil": "1"}
+    )
     status, headers, body = await fetch(m.url("/x"))
     assert (status, body, headers["X-Evil"]) == (200, b"<html>", "1")
 
