@@ -18,7 +18,7 @@ from pithsync.core.status import Status, Verdict
 from pithsync.core.urls import MirrorSpec, hinted_mirrors
 
 
-def number_of(state: "EncodedState") -> str:
+def number_of(state: EncodedState) -> str:
     """The pith number a stored state's canonical record derives, from its stored bytes."""
     return _derived_number(state.canonical_record)
 
@@ -55,14 +55,24 @@ class EncodedState:
     event_count: int
 
     @classmethod
-    def of(cls, canonical_record: dict, source_aliases: list, state: dict) -> "EncodedState":
+    def of(cls, canonical_record: dict, source_aliases: list, state: dict) -> EncodedState:
         record_json = canon(canonical_record)
         aliases = tuple(
             (a["alias_kind"], a["alias_value"])
             for a in source_aliases or []
-            if isinstance(a, dict) and isinstance(a.get("alias_kind"), str) and isinstance(a.get("alias_value"), str)
+            if isinstance(a, dict)
+            and isinstance(a.get("alias_kind"), str)
+            and isinstance(a.get("alias_value"), str)
         )
-        return cls(record_json.decode(), sha256hex(record_json), canon(source_aliases).decode(), aliases, canon(state).decode(), state["state_sha256"], state["event_count"])
+        return cls(
+            record_json.decode(),
+            sha256hex(record_json),
+            canon(source_aliases).decode(),
+            aliases,
+            canon(state).decode(),
+            state["state_sha256"],
+            state["event_count"],
+        )
 
 
 @dataclass
@@ -75,8 +85,12 @@ class RecordWrite:
     tracked: bool
     state: EncodedState | None = None  # the new merge of all verified events, if any
     documents: list[tuple[str, str, bytes]] = field(default_factory=list)  # (sha256, kind, body)
-    events: dict[str, tuple[str | None, str]] = field(default_factory=dict)  # event_id -> (event_type, canonical JSON), new ones only
-    event_sources: list[tuple[str, str]] = field(default_factory=list)  # (event_id, mirror base_url)
+    events: dict[str, tuple[str | None, str]] = field(
+        default_factory=dict
+    )  # event_id -> (event_type, canonical JSON), new ones only
+    event_sources: list[tuple[str, str]] = field(
+        default_factory=list
+    )  # (event_id, mirror base_url)
     mirrors: list[MirrorRow] = field(default_factory=list)
     evidence: list[dict] = field(default_factory=list)  # mirror, url, status, reasons, body
     validators: list[tuple[str, str | None, str | None, str | None]] = field(default_factory=list)
@@ -86,7 +100,9 @@ class RecordWrite:
 
     def payload_bytes(self) -> int:
         """About how many bytes of documents, events, state and evidence this write carries."""
-        n = sum(len(body) for _, _, body in self.documents) + sum(len(body) for _, body in self.events.values())
+        n = sum(len(body) for _, _, body in self.documents) + sum(
+            len(body) for _, body in self.events.values()
+        )
         n += sum(len(ev.get("body") or b"") for ev in self.evidence)
         if self.state is not None:
             n += len(self.state.state) + len(self.state.canonical_record)
@@ -179,13 +195,26 @@ class _Report:
         self.write = RecordWrite(pith_number, verdict.value, tracked, trust_id=rules.trust_id)
         self.mirrors: list[MirrorResult] = []
 
-    def mirror(self, spec: MirrorSpec | None, base_url: str, status: Status, reasons: list[dict],
-               shas: tuple[str | None, str | None]) -> None:
+    def mirror(
+        self,
+        spec: MirrorSpec | None,
+        base_url: str,
+        status: Status,
+        reasons: list[dict],
+        shas: tuple[str | None, str | None],
+    ) -> None:
         """One mirror's outcome, in the record's result and in its write."""
         name, configured = (spec.name, spec.configured) if spec else (base_url, False)
         self.mirrors.append(MirrorResult(name, base_url, status, reasons, configured))
-        row = MirrorRow(base_url, name, configured, status.value, reasons, *shas,
-                        unreachable=status is Status.UNREACHABLE)
+        row = MirrorRow(
+            base_url,
+            name,
+            configured,
+            status.value,
+            reasons,
+            *shas,
+            unreachable=status is Status.UNREACHABLE,
+        )
         self.write.mirrors.append(row)
 
 
@@ -205,7 +234,9 @@ def merged(pith_number: str, best: Assessment, comparison: RecordComparison) -> 
         return reused
     bundle = best.bundle
     events = comparison.valid_events.values()
-    return merge_state(pith_number, bundle["canonical_record"], bundle["source_aliases"], events, {})
+    return merge_state(
+        pith_number, bundle["canonical_record"], bundle["source_aliases"], events, {}
+    )
 
 
 def plan_write(found: Findings, rules: PlanRules) -> Plan:
@@ -249,18 +280,26 @@ def plan_write(found: Findings, rules: PlanRules) -> Plan:
     if state is not None:
         result.event_count, result.state_sha256 = state["event_count"], state["state_sha256"]
     elif stored is not None:
-        result.event_count, result.state_sha256 = stored.get("event_count"), stored.get("state_sha256")
+        result.event_count, result.state_sha256 = (
+            stored.get("event_count"),
+            stored.get("state_sha256"),
+        )
     return result, write
 
 
-def _plan_mirror(report: _Report, found: Findings, outcome: MirrorOutcome,
-                 documents: dict[str, tuple[str, bytes]]) -> None:
+def _plan_mirror(
+    report: _Report,
+    found: Findings,
+    outcome: MirrorOutcome,
+    documents: dict[str, tuple[str, bytes]],
+) -> None:
     """One mirror's part of the write: its row, its new documents, events and evidence."""
     a, write, copy = outcome.assessment, report.write, outcome.assessment.copy
     reasons = [r.to_json() for r in outcome.reasons]
     shas = (copy.bundle.sha256, copy.state.sha256) if copy else (None, None)
-    report.mirror(found.specs.get(base_key(outcome.mirror)), outcome.mirror, outcome.status,
-                  reasons, shas)
+    report.mirror(
+        found.specs.get(base_key(outcome.mirror)), outcome.mirror, outcome.status, reasons, shas
+    )
     if copy is None:
         write.add_events(a.valid_events, outcome.mirror, stored=found.stored_events)
         return
@@ -322,8 +361,9 @@ def quick_plan(stored: StoredRecord, fetched: list[FetchedCopy], rules: PlanRule
     return result, report.write
 
 
-def _confirmed_unchanged(stored: StoredRecord, fetched: list[FetchedCopy],
-                         pairs: list[tuple[str, str]], rules: PlanRules) -> bool:
+def _confirmed_unchanged(
+    stored: StoredRecord, fetched: list[FetchedCopy], pairs: list[tuple[str, str]], rules: PlanRules
+) -> bool:
     """Whether quick_plan's conditions all hold (see there)."""
     if any(
         f.copy.bundle.code != NOT_MODIFIED or f.copy.state.code != NOT_MODIFIED for f in fetched
@@ -332,13 +372,17 @@ def _confirmed_unchanged(stored: StoredRecord, fetched: list[FetchedCopy],
     if not all(p in stored.known_good for p in pairs):
         return False
     ok = Status.OK.value
-    if any(stored.verdicts.get(f.copy.mirror) != (ok, *p) for f, p in zip(fetched, pairs)):
+    if any(
+        stored.verdicts.get(f.copy.mirror) != (ok, *p) for f, p in zip(fetched, pairs, strict=True)
+    ):
         return False
     if not stored.has_state:
         return False
     states = {f.copy.state.sha256: f.copy.state.body for f in fetched}  # each distinct one once
     try:
-        served = [strictjson.loads_object(body, max_bytes=rules.max_bytes) for body in states.values()]
+        served = [
+            strictjson.loads_object(body, max_bytes=rules.max_bytes) for body in states.values()
+        ]
     except MalformedDocument:
         return False
     if any(s.get("state_sha256") != stored.summary["state_sha256"] for s in served):

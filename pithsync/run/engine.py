@@ -37,10 +37,9 @@ from pithsync.core.status import Verdict
 from pithsync.core.urls import MirrorSpec
 from pithsync.core.verify import Verifier
 from pithsync.fetch import Fetcher, UrlPolicy
-from pithsync.run import alerting
+from pithsync.run import alerting, readahead
 from pithsync.run.fetching import RecordFetcher
 from pithsync.run.hints import discover
-from pithsync.run import readahead
 from pithsync.run.readahead import ReadAhead
 from pithsync.run.results import (
     RecordResult,
@@ -169,7 +168,6 @@ class RecordSink:
         self.store.rollback_batch()
 
 
-
 class RecordOutlet(Protocol):
     """Where SyncEngine hands each record it examined, in the order examined.  Implemented by
     RecordSink (one process: the store, the log, the caller) and by workers.RecordSender (a
@@ -224,7 +222,10 @@ class _Queue:
             return
         self._asking = True
         try:
-            while self.more is not None and self.receive.statistics().current_buffer_used < self.low_water:
+            while (
+                self.more is not None
+                and self.receive.statistics().current_buffer_used < self.low_water
+            ):
                 new = await self.more()
                 if not new:
                     self.more = None  # the supply is spent
@@ -267,7 +268,9 @@ class SyncEngine:
         self.sink: RecordOutlet = sink or RecordSink(cfg, store, on_record=on_record)
         self.copies = RecordFetcher(fetcher, store)
         self.read_ahead = ReadAhead(store, self.mirrors, cfg.trust.trust_id)
-        self.quick_check = True  # unchanged records skip the comparison (quick_plan); tests turn it off
+        self.quick_check = (
+            True  # unchanged records skip the comparison (quick_plan); tests turn it off
+        )
         self._rules = {track: self._rules_for(track) for track in (True, False)}
 
     def _rules_for(self, track: bool) -> PlanRules:
@@ -281,7 +284,12 @@ class SyncEngine:
         return UrlPolicy.for_mirrors([m.base_url for m in cfg.mirrors], cfg.crawl)
 
     async def run(
-        self, run_id: str, targets: list[Target], *, track: bool = True, more: TargetSupply | None = None
+        self,
+        run_id: str,
+        targets: list[Target],
+        *,
+        track: bool = True,
+        more: TargetSupply | None = None,
     ) -> None:
         """Sync every target (and, within their depth, the records they cite), handing each
         record to the sink, then finish the sink (or abort it, if the run fails).

@@ -59,7 +59,11 @@ class RecordFetcher:
 
         async def get(i: int, kind: str, url: str, fallback: str | None) -> None:
             fetched, row = await self._get(url, validators.get(url), bodies)
-            if fallback is not None and fetched.retrieval is Retrieval.NOT_FOUND and fallback != url:
+            if (
+                fallback is not None
+                and fetched.retrieval is Retrieval.NOT_FOUND
+                and fallback != url
+            ):
                 fetched, row = await self._get(fallback, validators.get(fallback), bodies)
             docs[i][kind] = fetched
             if row is not None:
@@ -68,7 +72,10 @@ class RecordFetcher:
         await gather_fetches(
             fetch
             for i, (bundle_url, state_url, well_known_url) in enumerate(urls)
-            for fetch in (get(i, "bundle", bundle_url, well_known_url), get(i, "state", state_url, None))
+            for fetch in (
+                get(i, "bundle", bundle_url, well_known_url),
+                get(i, "state", state_url, None),
+            )
         )
         return [
             FetchedCopy(MirrorCopy(m.base_url, docs[i]["bundle"], docs[i]["state"]), keep[i])
@@ -82,7 +89,11 @@ class RecordFetcher:
         validators row to keep, if the mirror sent validators for a new body."""
         sha = stored.get("document_sha256") if stored else None
         cached_body = bodies.get(sha) if sha else None
-        asked = None if cached_body is None else Validators(stored.get("etag"), stored.get("last_modified"))
+        asked = (
+            None
+            if cached_body is None
+            else Validators(stored.get("etag"), stored.get("last_modified"))
+        )
         resp = await self.fetcher.get(url, asked)
         if resp.not_modified:
             if cached_body is None:  # a 304 we did not ask for: ask again without validators

@@ -80,7 +80,9 @@ class ReadAhead:
         out = {}
         for t in targets:
             pith = piths[t.suffix]
-            mine = {u: validators[u] for triple in urls[t.suffix] for u in triple if u in validators}
+            mine = {
+                u: validators[u] for triple in urls[t.suffix] for u in triple if u in validators
+            }
             shas = (v.get("document_sha256") for v in mine.values())
             record = StoredRecord(
                 pith, pairs.get(pith, set()), verdicts.get(pith, {}), summaries.get(pith)

@@ -22,7 +22,8 @@ __all__ = [
 
 class RunTally:
     """What a run produced, counted record by record, so that a run over many records keeps
-    none of them: verdicts (the exit code, the journal summary) and statuses per mirror (metrics)."""
+    none of them: verdicts (the exit code, the journal summary) and statuses per mirror
+    (metrics)."""
 
     def __init__(self) -> None:
         self.by_verdict: dict[Verdict, int] = {v: 0 for v in Verdict}
@@ -32,7 +33,9 @@ class RunTally:
         self.by_verdict[result.verdict] += 1
         for m in result.mirrors:
             counts = self.mirrors.get((m.name, m.base_url))
-            if counts is None:  # not setdefault: its default dict was built for every mirror of every record
+            if (
+                counts is None
+            ):  # not setdefault: its default dict was built for every mirror of every record
                 counts = self.mirrors[(m.name, m.base_url)] = {s.value: 0 for s in Status}
             counts[m.status.value] += 1
 

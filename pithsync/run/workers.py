@@ -142,7 +142,9 @@ def worker_count(cfg: Config, targets: list[Target], db_path: str) -> int:
     if any(t.depth > 0 for t in targets):
         return 0  # following citations needs one queue of records, deduplicated as it grows
     wanted = cfg.crawl.processes or _usable_cpus()
-    n = min(wanted, len(targets) // MIN_RECORDS_PER_WORKER if not cfg.crawl.processes else len(targets))
+    n = min(
+        wanted, len(targets) // MIN_RECORDS_PER_WORKER if not cfg.crawl.processes else len(targets)
+    )
     return n if n >= 2 else 0
 
 
@@ -156,7 +158,11 @@ def _usable_cpus() -> int:
 def _share(cfg: Config, workers: int) -> Config:
     """The config a worker runs with: its slice of the connection limits, so that all workers
     together stay within [crawl] concurrency and per_host."""
-    crawl = dataclasses.replace(cfg.crawl, concurrency=max(1, cfg.crawl.concurrency // workers), per_host=max(1, cfg.crawl.per_host // workers))
+    crawl = dataclasses.replace(
+        cfg.crawl,
+        concurrency=max(1, cfg.crawl.concurrency // workers),
+        per_host=max(1, cfg.crawl.per_host // workers),
+    )
     return dataclasses.replace(cfg, crawl=crawl)
 
 
@@ -287,7 +293,11 @@ class WorkerPool:
         lost = [t for t in held if t.suffix not in w.reported]
         if not lost and kind == "done":
             return
-        why = payload if kind == "error" else f"sync worker process exited with code {w.proc.exitcode}"
+        why = (
+            payload
+            if kind == "error"
+            else f"sync worker process exited with code {w.proc.exitcode}"
+        )
         log_event(
             log, logging.ERROR, "sync_worker_failed", pid=w.proc.pid, error=why,
             records_lost=len(lost), records_taken=len(held),
@@ -339,7 +349,9 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _worker_main(job: _Job, conn: Connection, replies: Connection, parents: list[Connection]) -> None:
+def _worker_main(
+    job: _Job, conn: Connection, replies: Connection, parents: list[Connection]
+) -> None:
     """A worker process: sync what the parent hands out, send each record back."""
     _die_with_parent(job.parent_pid)
     for other in parents:
