@@ -268,9 +268,8 @@ class SyncEngine:
         self.sink: RecordOutlet = sink or RecordSink(cfg, store, on_record=on_record)
         self.copies = RecordFetcher(fetcher, store)
         self.read_ahead = ReadAhead(store, self.mirrors, cfg.trust.trust_id)
-        self.quick_check = (
-            True  # unchanged records skip the comparison (quick_plan); tests turn it off
-        )
+        # Unchanged records skip the comparison (quick_plan); tests turn it off.
+        self.quick_check = True
         self._rules = {track: self._rules_for(track) for track in (True, False)}
 
     def _rules_for(self, track: bool) -> PlanRules:
