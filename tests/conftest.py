@@ -119,12 +119,12 @@ def _offline(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def _merge_reuse_checked(monkeypatch):
-    """SyncEngine._merged reuses the merge verification made when it can; in every sync any
+    """core.plan.merged reuses the merge verification made when it can; in every sync any
     test runs, it must equal the merge computed afresh."""
+    from pithsync.core import plan
     from pithsync.core.merge import merge_state
-    from pithsync.run.engine import SyncEngine
 
-    reuse = SyncEngine._merged
+    reuse = plan.merged
 
     def checked(pith_number, best, comparison):
         got = reuse(pith_number, best, comparison)
@@ -132,7 +132,7 @@ def _merge_reuse_checked(monkeypatch):
         assert got == fresh, "a reused merge differs from the merge computed afresh"
         return got
 
-    monkeypatch.setattr(SyncEngine, "_merged", staticmethod(checked))
+    monkeypatch.setattr(plan, "merged", checked)
 
 
 # The reliability counts (issue 6) in the closing summary: faults, kills, fuzz examples.

@@ -9,7 +9,7 @@ from pithsync.config import Config, CrawlConfig
 from pithsync.core.keys import TrustStore
 from pithsync.fetch import Fetcher
 from pithsync.store import Store
-from pithsync.run.engine import SyncEngine, Target
+from pithsync.run.engine import RecordSink, SyncEngine, Target
 from pithsync.testing import forge
 
 
@@ -44,11 +44,12 @@ async def pull(cfg: Config, *pith_numbers: str, depth: int = 0, sleep=None, stor
     store = store or Store.open(cfg.db_path)
     run_id = store.begin_run("test")
     async with Fetcher(cfg.crawl, SyncEngine.policy_for(cfg), sleep=sleep or NoSleep()) as fetcher:
-        engine = SyncEngine(cfg, store, fetcher)
+        sink = RecordSink(cfg, store)
+        engine = SyncEngine(cfg, store, fetcher, sink=sink)
         targets = [Target(p.split(":")[-1], p if p.count(":") == 2 else None, depth) for p in pith_numbers]
-        results = await engine.run(run_id, targets)
+        await engine.run(run_id, targets)
     store.finish_run(run_id, 0, {})
-    by_number = {r.pith_number: r for r in results}
+    by_number = dict(sink.results)
     if own:
         store.close()
     return by_number

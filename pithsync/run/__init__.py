@@ -11,8 +11,8 @@ fetch, verify and compare; the parent alone stores.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from pithsync.base.exits import ExitCode, exit_code_for_verdicts
 from pithsync.base.logfmt import log_event
@@ -84,8 +84,14 @@ def sync_records(
     summary = tally.summary()
     store.finish_run(run_id, int(code), summary)
     log_event(
-        log, logging.INFO, "run_finished", run=run_id, command=command, records=tally.records,
-        **{str(k): n for k, n in summary.items()}, exit=int(code),
+        log,
+        logging.INFO,
+        "run_finished",
+        run=run_id,
+        command=command,
+        records=tally.records,
+        **{str(k): n for k, n in summary.items()},
+        exit=int(code),
     )
     after_run(cfg, store, run_id, tally)
     return RunOutcome(run_id, code, tally)

@@ -28,8 +28,13 @@ def after_run(cfg, store, run_id: str, tally) -> None:
             log_event(log, logging.INFO, "alert_delivery", outcome="done", run_id=run_id, **counts)
     except Exception as exc:  # noqa: BLE001 - delivery never fails the run; the outbox keeps everything
         log_event(
-            log, logging.ERROR, "alert_delivery", outcome="error", run_id=run_id,
-            error=f"{type(exc).__name__}: {exc}", exc_info=log.isEnabledFor(logging.DEBUG),
+            log,
+            logging.ERROR,
+            "alert_delivery",
+            outcome="error",
+            run_id=run_id,
+            error=f"{type(exc).__name__}: {exc}",
+            exc_info=log.isEnabledFor(logging.DEBUG),
         )
 
     if cfg.metrics.textfile:
@@ -37,6 +42,11 @@ def after_run(cfg, store, run_id: str, tally) -> None:
             metrics.write_textfile(cfg.metrics.textfile, store, run_id, tally)
         except Exception as exc:  # noqa: BLE001
             log_event(
-                log, logging.ERROR, "metrics", outcome="error", textfile=cfg.metrics.textfile,
-                error=f"{type(exc).__name__}: {exc}", exc_info=log.isEnabledFor(logging.DEBUG),
+                log,
+                logging.ERROR,
+                "metrics",
+                outcome="error",
+                textfile=cfg.metrics.textfile,
+                error=f"{type(exc).__name__}: {exc}",
+                exc_info=log.isEnabledFor(logging.DEBUG),
             )

@@ -1,45 +1,47 @@
-"""One sync run: fetch -> verify -> compare -> store, for many records at once.
+"""One sync run: fetch -> verify -> compare -> plan, for many records at once, each record then
+handed to the run's RecordOutlet (a RecordSink stores it).
 
 Data flows one way.  The only thing read back from the store is trusted input the comparison
-needs (events verified on earlier runs, validators for conditional requests).
+needs (events verified on earlier runs, validators for conditional requests: readahead.py).
+Fetching is fetching.py, following hints hints.py, and what a record's comparison means for the
+store is the pure pithsync.core.plan.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import importlib.util
 import logging
 import math
-from dataclasses import dataclass
-from typing import Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 import anyio
 
 from pithsync.base.exits import StoreError
 from pithsync.base.logfmt import log_event
 from pithsync.config import Config
-from pithsync.core import numbers, strictjson
-from pithsync.core.compare import (
-    Assessment,
-    Assessor,
-    Fetched,
-    MirrorCopy,
-    RecordComparison,
-    Retrieval,
-    compare_record,
+from pithsync.core import numbers
+from pithsync.core.compare import Assessment, Assessor, compare_record
+from pithsync.core.plan import (
+    FetchedCopy,
+    Findings,
+    PlanRules,
+    RecordWrite,
+    base_key,
+    plan_write,
+    quick_plan,
 )
-from pithsync.core.errors import MalformedDocument
-from pithsync.core.merge import merge_state
-from pithsync.core.plan import EncodedState, MirrorRow, RecordWrite
-from pithsync.core.status import Status, Verdict
-from pithsync.core.urls import MirrorSpec, hinted_mirrors
+from pithsync.core.status import Verdict
+from pithsync.core.urls import MirrorSpec
 from pithsync.core.verify import Verifier
-from pithsync.fetch import Fetcher, PolicyError, UrlPolicy, Validators
-from pithsync.run import alerting
+from pithsync.fetch import Fetcher, UrlPolicy
+from pithsync.run import alerting, readahead
+from pithsync.run.fetching import RecordFetcher
+from pithsync.run.hints import discover
+from pithsync.run.readahead import ReadAhead
 from pithsync.run.results import (
-    MirrorResult,
     RecordResult,
     Target,
     failed_result,
@@ -48,13 +50,23 @@ from pithsync.run.results import (
 )
 from pithsync.store import Store
 
+__all__ = [
+    "GC_THRESHOLD",
+    "RecordOutlet",
+    "RecordResult",
+    "RecordSink",
+    "SyncEngine",
+    "Target",
+    "rare_gc_passes",
+    "run_event_loop",
+]
+
 log = logging.getLogger("pithsync.sync")
 
 
-# uvloop runs the event loop, its transports and its timers in C: a GET through aiohttp costs
-# about a seventh less CPU (82 against 96 us, six interleaved runs of the fetch path alone) and a
-# full sync's workers about 5% less.  A dependency wherever uvloop exists (not on Windows);
-# elsewhere the standard loop runs the same code.
+# uvloop runs the loop, transports and timers in C, which lowers the fetch path's CPU per
+# request.  A dependency wherever uvloop exists (not on Windows); elsewhere the standard loop
+# runs the same code.
 _LOOP_OPTIONS = {"use_uvloop": importlib.util.find_spec("uvloop") is not None}
 
 T = TypeVar("T")
@@ -66,10 +78,9 @@ def run_event_loop(main: Callable[[], Awaitable[T]]) -> T:
 
 
 # CPython's cyclic GC starts a pass every 700 net container allocations.  A sync allocates
-# heavily (parsed documents, aiohttp's per-request objects) but almost nothing it drops is
-# cyclic, so refcounting frees it and the passes find nothing: ~600 of them per 2,500 records
-# took 0.45 s of a worker's 3.5 s.  At 20,000 a full sync of 5,000 records makes one or two,
-# and cyclic garbage stays bounded by the same 20,000 objects.
+# heavily (parsed documents, aiohttp's per-request objects), but the passes find nothing,
+# because almost nothing it drops is cyclic; a high threshold makes them rare and still bounds
+# cyclic garbage.
 GC_THRESHOLD = 20_000
 
 
@@ -84,30 +95,6 @@ def rare_gc_passes():
         gc.set_threshold(*before)
 
 
-@dataclass
-class _Fetched:
-    copy: MirrorCopy
-    validators: dict  # url -> (Validators, sha256 of body or None)
-
-
-@dataclass
-class _Known:
-    """What the store holds about one record before it is synced: trusted input only."""
-
-    pith_number: str | None
-    urls: list[tuple[str, str, str]]  # each configured mirror's (bundle, state, well-known) URL
-    known_good: set  # (bundle sha256, state sha256) pairs verified together under the pinned keys
-    validators: dict[str, dict]  # url -> the validators row, for the configured mirrors' URLs
-    bodies: dict[str, bytes]  # sha256 -> stored bytes those validators name
-    verdicts: dict[str, tuple]  # mirror base_url -> (status, bundle sha256, state sha256), last check
-    summary: dict | None  # Store.record_summary
-
-
-# Records whose trusted inputs are read in one round of queries: per record, the five small
-# queries cost about twice as much as their share of a round.
-READ_AHEAD = 32
-
-
 def _cited(events, pith_number: str) -> list[str]:
     """Pith numbers that verified events mention, other than their own record's."""
     found: set[str] = set()
@@ -115,13 +102,6 @@ def _cited(events, pith_number: str) -> list[str]:
         found |= numbers.find_in(ev.get("payload"))
     found.discard(pith_number)
     return sorted(found)
-
-
-NOT_MODIFIED = "not_modified"  # Fetched.code of a copy answered 304: the stored bytes, unchanged
-
-
-def _base_key(url: str) -> str:
-    return url.rstrip("/").lower()
 
 
 class RecordSink:
@@ -194,405 +174,245 @@ class RecordSink:
         self.store.rollback_batch()
 
 
-Commit = Callable[[str, RecordResult, "RecordWrite | None"], None]
+class RecordOutlet(Protocol):
+    """Where SyncEngine hands each record it examined, in the order examined.  Implemented by
+    RecordSink (one process: the store, the log, the caller) and by workers.RecordSender (a
+    worker process: to the parent, which commits them through its own RecordSink)."""
+
+    def commit(self, run_id: str, result: RecordResult, write: RecordWrite | None) -> None:
+        """Take one examined record: its result, and what to store for it (None: nothing)."""
+
+    def finish(self) -> None:
+        """The run is over: every record has been handed over."""
+
+    def abort(self) -> None:
+        """The run failed: records handed over but not yet made durable may be let go."""
+
+
+def records_in_flight(cfg: Config) -> int:
+    """How many records a run examines at once: enough to keep every allowed connection busy,
+    with some to spare for the CPU work between fetches.  Extra records only queue inside the
+    connector, each costing a future and a wake-up."""
+    per_record = 2 * max(1, len(cfg.mirrors))
+    return max(2, min(64, -(-3 * cfg.crawl.concurrency // (2 * per_record))))
+
+
+# Further targets while a run goes on, [] when there are no more (a worker's share of the run).
+TargetSupply = Callable[[], Awaitable[list[Target]]]
+
+
+class _Queue:
+    """The targets of a run waiting for a task: those given, those cited (--depth), and those a
+    supply hands out while the run goes on.  Closed when none is pending and none can come."""
+
+    def __init__(self, read_ahead: ReadAhead, more: TargetSupply | None, low_water: int):
+        self.send, self.receive = anyio.create_memory_object_stream[Target](math.inf)
+        self.read_ahead = read_ahead
+        self.more = more
+        self.low_water = low_water
+        self.queued: set[str] = set()  # suffixes taken into the run
+        self.pending = 0  # targets added and not yet done
+        self._asking = False  # a task waits on `more`
+
+    def add(self, new: list[Target]) -> None:
+        """Queue targets after those added before."""
+        for t in new:
+            self.read_ahead.add(t)
+            self.queued.add(t.suffix)
+            self.send.send_nowait(t)
+        self.pending += len(new)
+
+    async def refill(self) -> None:
+        """Keep enough targets waiting for the records in flight and a read-ahead behind them."""
+        if self._asking:
+            return
+        self._asking = True
+        try:
+            while (
+                self.more is not None
+                and self.receive.statistics().current_buffer_used < self.low_water
+            ):
+                new = await self.more()
+                if not new:
+                    self.more = None  # the supply is spent
+                self.add(new)
+        finally:
+            self._asking = False
+        self._close_if_done()
+
+    async def done(self, target: Target) -> None:
+        """`target` is finished: take more if the supply has them, else end when all are."""
+        self.pending -= 1
+        await self.refill()
+        self._close_if_done()
+
+    def _close_if_done(self) -> None:
+        if self.pending == 0 and not self._asking:
+            self.send.close()
 
 
 class SyncEngine:
-    """Fetches, verifies and compares records, and hands each one to `commit` (by default a
-    RecordSink on `store`).  It reads the store only for trusted input: events verified on
-    earlier runs, validators and bodies for conditional requests."""
+    """Fetches, verifies and compares records, plans each one's write, and hands it to `sink`
+    (by default a RecordSink on `store`).  It reads the store only for trusted input: events
+    verified on earlier runs, validators and bodies for conditional requests."""
 
-    def __init__(self, cfg: Config, store: Store, fetcher: Fetcher, *, sink: RecordSink | None = None, commit: Commit | None = None, on_record: Callable[[RecordResult], None] | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        fetcher: Fetcher,
+        *,
+        sink: RecordOutlet | None = None,
+        on_record: Callable[[RecordResult], None] | None = None,
+    ):
         self.cfg = cfg
         self.store = store
         self.fetcher = fetcher
         self.assessor = Assessor(Verifier(cfg.trust), cfg.crawl.max_bytes)
-        self.trust_id = cfg.trust.trust_id
-        self._configured = {_base_key(m.base_url): m for m in cfg.mirrors}  # base key -> spec, for every record
-        self.sink = sink or RecordSink(cfg, store, on_record=on_record)
-        self.commit = commit or self.sink.commit  # a worker process sends instead (shards.py)
-        self.quick_check = True  # unchanged records skip the comparison (_unchanged); tests turn it off
-        self._known: dict[str, _Known] = {}  # read ahead, by suffix; each taken once
-        self._order: list[Target] = []  # the run's targets, in the order they are taken
-        self._position: dict[str, int] = {}
-        self._read_upto = 0
+        self.mirrors: list[MirrorSpec] = list(cfg.mirrors)
+        self.configured = {base_key(m.base_url): m for m in cfg.mirrors}
+        self.sink: RecordOutlet = sink or RecordSink(cfg, store, on_record=on_record)
+        self.copies = RecordFetcher(fetcher, store)
+        self.read_ahead = ReadAhead(store, self.mirrors, cfg.trust.trust_id)
+        # Unchanged records skip the comparison (quick_plan); tests turn it off.
+        self.quick_check = True
+        self._rules = {track: self._rules_for(track) for track in (True, False)}
 
-    @property
-    def results(self) -> dict[str, RecordResult]:
-        return self.sink.results
+    def _rules_for(self, track: bool) -> PlanRules:
+        crawl = self.cfg.crawl
+        trust_id = self.cfg.trust.trust_id
+        return PlanRules(trust_id, track, crawl.max_bytes, crawl.follow_hints, self.configured)
 
     @staticmethod
     def policy_for(cfg: Config) -> UrlPolicy:
+        """The URL policy a run's fetcher is to hold for `cfg`'s mirrors."""
         return UrlPolicy.for_mirrors([m.base_url for m in cfg.mirrors], cfg.crawl)
 
-    async def run(self, run_id: str, targets: list[Target], *, track: bool = True, more: Callable[[], list[Target]] | None = None) -> list[RecordResult]:
-        """Sync every target (and, within their depth, the records they cite).  `more`, when
-        given, hands out further targets while the run goes on, until it returns none: a worker
-        process takes its records from the run's common supply that way (shards.py)."""
-        queued: set[str] = set()
-        # Read-ahead state is per run: nothing read for an earlier run is trusted in this one.
-        self._known, self._order, self._position, self._read_upto = {}, [], {}, 0
-        send, receive = anyio.create_memory_object_stream[Target](max_buffer_size=math.inf)
-        pending = 0
+    async def run(
+        self,
+        run_id: str,
+        targets: list[Target],
+        *,
+        track: bool = True,
+        more: TargetSupply | None = None,
+    ) -> None:
+        """Sync every target (and, within their depth, the records they cite), handing each
+        record to the sink, then finish the sink (or abort it, if the run fails).
 
-        def add(new: list[Target]) -> None:
-            nonlocal pending
-            for t in new:
-                if t.suffix not in self._position:
-                    self._position[t.suffix] = len(self._order)
-                    self._order.append(t)
-                queued.add(t.suffix)
-                send.send_nowait(t)
-            pending += len(new)
-
-        supply_left = more is not None
-
-        def take_more() -> None:
-            """Keep enough targets waiting for the records in flight and a read-ahead behind them."""
-            nonlocal supply_left
-            while supply_left and receive.statistics().current_buffer_used < low_water:
-                new = more()
-                supply_left = bool(new)
-                add(new)
-
-        # Records in flight: enough to keep every allowed connection busy, with some to spare
-        # for the CPU work between fetches.  More only queue inside aiohttp's connector, where
-        # each waiting request costs a future and a wake-up: at concurrency/2 records, full
-        # sync and re-sync took 7-9% more CPU.  A mirror that is down no longer holds records
-        # in retry backoff for long (fetch.MirrorBreaker), which is what had needed the excess.
-        per_record = 2 * max(1, len(self.cfg.mirrors))
-        in_flight = max(2, min(64, -(-3 * self.cfg.crawl.concurrency // (2 * per_record))))
-        low_water = in_flight + READ_AHEAD // 2
-        add(targets)
-        take_more()
-        if pending == 0:
-            send.close()
-
-        async def take_records() -> None:
-            nonlocal pending
-            async for target in receive:
-                try:
-                    try:
-                        result = await self.sync_record(run_id, target, track=track)
-                    except StoreError:
-                        raise  # the store is unusable: stop the run, say why (exit 4)
-                    except Exception as exc:  # a bug must not stop the other records
-                        log_event(
-                            log, logging.ERROR, "record_failed", exc_info=True,
-                            record=target.pith_number or target.suffix, error=repr(exc),
-                        )
-                        result = failed_result(target, internal_error(exc))
-                        self.commit(run_id, result, None)
-                    if target.depth > 0:
-                        for number in result.found_numbers:
-                            suffix = number.split(":")[2]
-                            if suffix not in queued:
-                                add([Target(suffix, number, target.depth - 1)])
-                finally:
-                    pending -= 1
-                    take_more()
-                    if pending == 0:
-                        send.close()
-
+        Args:
+            run_id: the run the records are journaled under.
+            targets: the records to sync.
+            track: whether records synced are tracked from now on.
+            more: hands out further targets while the run goes on, until it returns none: a
+                worker process takes its share of the run that way (workers.py).
+        """
+        self.read_ahead = ReadAhead(self.store, self.mirrors, self.cfg.trust.trust_id)
+        in_flight = records_in_flight(self.cfg)
+        queue = _Queue(self.read_ahead, more, in_flight + readahead.READ_AHEAD // 2)
+        queue.add(targets)
         try:
+            await queue.refill()
             async with anyio.create_task_group() as tg:
                 for _ in range(in_flight):
-                    tg.start_soon(take_records)
+                    tg.start_soon(self._take_records, run_id, queue, track)
         except BaseException:
             self.sink.abort()
             raise
         self.sink.finish()
-        return list(self.results.values())
+
+    async def _take_records(self, run_id: str, queue: _Queue, track: bool) -> None:
+        async for target in queue.receive:
+            result = await self._sync_guarded(run_id, target, track)
+            if target.depth > 0:
+                for number in result.found_numbers:
+                    suffix = numbers.parse_full(number).suffix
+                    if suffix not in queue.queued:
+                        queue.add([Target(suffix, number, target.depth - 1)])
+            await queue.done(target)
+
+    async def _sync_guarded(self, run_id: str, target: Target, track: bool) -> RecordResult:
+        """sync_record, with a bug on one record reported as that record's failure."""
+        try:
+            return await self.sync_record(run_id, target, track=track)
+        except StoreError:
+            raise  # the store is unusable: stop the run, say why (exit 4)
+        except Exception as exc:  # a bug must not stop the other records
+            log_event(
+                log, logging.ERROR, "record_failed", exc_info=True,
+                record=target.pith_number or target.suffix, error=repr(exc),
+            )  # fmt: skip
+            result = failed_result(target, internal_error(exc))
+            self.sink.commit(run_id, result, None)
+            return result
 
     # -- one record ---------------------------------------------------------------------------
     async def sync_record(self, run_id: str, target: Target, *, track: bool = True) -> RecordResult:
+        """Examine one record and hand it to the sink; returns its result."""
         result, write, valid_events = await self.examine(target, track=track)
-        self.commit(run_id, result, write)
+        self.sink.commit(run_id, result, write)
         if target.depth > 0:  # only --depth needs the numbers cited in the payloads
             result.found_numbers = _cited(valid_events, result.pith_number)
         return result
 
-    async def examine(self, target: Target, *, track: bool = True) -> tuple[RecordResult, RecordWrite, list[dict]]:
+    async def examine(
+        self, target: Target, *, track: bool = True
+    ) -> tuple[RecordResult, RecordWrite | None, list[dict]]:
         """Fetch, verify and compare one record: its result, what to store, its verified events."""
         suffix = target.suffix
-        configured = list(self.cfg.mirrors)
-        known = self._known_for(target)
-        known_pith, known_good = known.pith_number, known.known_good
+        known = self.read_ahead.known_for(target)
+        stored = known.record
         # A stored row with a state holds a verified record (Store checks its number on write);
         # a row without one holds only the number someone typed.
-        has_state = known.summary is not None and known.summary["has_state"]
-        verified_pith = known_pith if has_state else None
+        verified_pith = stored.pith_number if stored.has_state else None
         if verified_pith is not None and target.requested not in (None, verified_pith):
             return wrong_number_result(target, verified_pith), None, []
-        if verified_pith is None:
-            known_pith = None  # not trusted: the verified bundles below say which number it is
-        fetched = await self._fetch_all(configured, suffix, known)
-        if self.quick_check and known_pith and target.depth == 0:
-            unchanged = self._unchanged(known, fetched, track)
-            if unchanged is not None:
-                return unchanged
-        assessments = [self.assessor.assess(f.copy, suffix, known_good) for f in fetched]
-        specs = dict(self._configured)  # hinted mirrors join it for this record
-
-        refused: list[dict] = []
-        if self.cfg.crawl.follow_hints:
-            discovered = self._discover(assessments, suffix, specs, refused)
-            if discovered:
-                more = await self._fetch_all(discovered, suffix)
-                fetched += more
-                assessments += [self.assessor.assess(f.copy, suffix, known_good) for f in more]
-                specs.update({_base_key(m.base_url): m for m in discovered})
-
+        rules = self._rules[track]
+        fetched = await self.copies.fetch_all(self.mirrors, suffix, known)
+        if self.quick_check and verified_pith and target.depth == 0:
+            quick = quick_plan(stored, fetched, rules)
+            if quick is not None:
+                return quick[0], quick[1], []
+        assessments = [self.assessor.assess(f.copy, suffix, stored.known_good) for f in fetched]
+        specs, refused = await self._follow_hints(suffix, stored.known_good, fetched, assessments)
         # Only a verified number is stored with verified data; a typed one stands in while no
         # mirror has a verified copy (a tracked record waiting to appear).
         verified_bundles = (a.bundle["pith_number"] for a in assessments if a.bundle_ok)
-        verified_pith = known_pith or next(verified_bundles, None)
+        verified_pith = verified_pith or next(verified_bundles, None)
         if verified_pith is not None and target.requested not in (None, verified_pith):
             return wrong_number_result(target, verified_pith), None, []
-        pith_number = verified_pith or target.requested or known.pith_number or f"pith:{suffix}"
+        pith_number = verified_pith or target.requested or stored.pith_number or f"pith:{suffix}"
         stored_events = self.store.stored_events(pith_number)
         comparison = compare_record(assessments, stored_events)
-        stored = pith_number == known.pith_number
-        summary = known.summary if stored else self.store.record_summary(pith_number)
-        result, write = self._plan_write(pith_number, comparison, stored_events, fetched, specs, track, refused, known_good, summary)
+        if pith_number == stored.pith_number:
+            summary = stored.summary
+        else:
+            summary = self.store.record_summary(pith_number)
+        found = Findings(
+            pith_number, comparison, stored_events, fetched, specs, refused, stored.known_good,
+            summary,
+        )  # fmt: skip
+        result, write = plan_write(found, rules)
         return result, write, list(comparison.valid_events.values())
 
-    def _known_for(self, target: Target) -> _Known:
-        """The store's trusted inputs for `target`, read with those of the next READ_AHEAD
-        targets of the run.  Nothing else writes a record's rows before it is synced (each is
-        synced once per run, under the run lock), so what was read ahead is still what is stored."""
-        known = self._known.pop(target.suffix, None)
-        if known is not None:
-            return known
-        batch = [target]
-        i = self._position.get(target.suffix)
-        if i is not None and i >= self._read_upto:
-            batch = self._order[i : i + READ_AHEAD]
-            self._read_upto = i + len(batch)
-        self._known.update(self._read_known(batch))
-        return self._known.pop(target.suffix)
-
-    def _read_known(self, targets: list[Target]) -> dict[str, _Known]:
-        store = self.store
-        missing = [t.suffix for t in targets if not t.pith_number]
-        numbers = store.numbers_for_suffixes(missing) if missing else {}
-        piths = {t.suffix: t.pith_number or numbers.get(t.suffix) for t in targets}
-        stored = [p for p in piths.values() if p]
-        pairs = store.verified_pairs(stored, self.trust_id)
-        verdicts = store.mirror_verdicts(stored)
-        summaries = store.record_summaries(stored)
-        urls = {t.suffix: [self._urls(m, t.suffix) for m in self.cfg.mirrors] for t in targets}
-        validators, bodies = store.validators_with_bodies([u for triples in urls.values() for triple in triples for u in triple])
-        out = {}
-        for t in targets:
-            pith = piths[t.suffix]
-            mine = {u: validators[u] for triple in urls[t.suffix] for u in triple if u in validators}
-            out[t.suffix] = _Known(
-                pith,
-                urls[t.suffix],
-                pairs.get(pith, set()),
-                mine,
-                {v["document_sha256"]: bodies[v["document_sha256"]] for v in mine.values() if v.get("document_sha256") in bodies},
-                verdicts.get(pith, {}),
-                summaries.get(pith),
-            )
-        return out
-
-    @staticmethod
-    def _urls(m: MirrorSpec, suffix: str) -> tuple[str, str, str]:
-        return m.bundle_url(suffix), m.state_url(suffix), m.well_known_url(suffix)
-
-    def _unchanged(self, known: _Known, fetched: list[_Fetched], track: bool) -> tuple[RecordResult, RecordWrite, list[dict]] | None:
-        """The result of a record nothing has changed in since its last check, found without
-        comparing again, or None.  It holds when every configured mirror answered 304 for both
-        documents with a pair that verified together under the pinned keys (known_good), the
-        last check found each of these mirrors `ok` with these very bytes (so their events hold
-        no equivocation), and each served state's state_sha256 is the stored merge's (so each
-        mirror has exactly the stored events: none is stale, and nothing new is to be stored).
-        Then the full path gives every mirror `ok`, an in_sync verdict and nothing to write
-        but the check itself; tests/test_sync.py holds the two paths equal case by case.
-        With follow_hints the bundle is read for hints: one naming another mirror takes the full path."""
-        if any(f.copy.bundle.code != NOT_MODIFIED or f.copy.state.code != NOT_MODIFIED for f in fetched):
-            return None
-        pith_number = known.pith_number
-        pairs = [(f.copy.bundle.sha256, f.copy.state.sha256) for f in fetched]
-        if not all(p in known.known_good for p in pairs):
-            return None
-        if any(known.verdicts.get(f.copy.mirror) != (Status.OK.value, *p) for f, p in zip(fetched, pairs)):
-            return None
-        stored = known.summary
-        if stored is None or not stored["has_state"]:
-            return None
-        served: dict[str, dict] = {}
-        for f in fetched:
-            if f.copy.state.sha256 not in served:
-                try:
-                    served[f.copy.state.sha256] = strictjson.loads_object(f.copy.state.body, max_bytes=self.cfg.crawl.max_bytes)
-                except MalformedDocument:
-                    return None
-        if any(state.get("state_sha256") != stored["state_sha256"] for state in served.values()):
-            return None
-        specs = self._configured
-        if self.cfg.crawl.follow_hints:
-            # Hints naming configured mirrors are ignored by _discover too; any other goes the full way.
-            suffix = pith_number.split(":")[2]
-            for body in {f.copy.bundle.sha256: f.copy.bundle.body for f in fetched}.values():
-                try:
-                    hints = hinted_mirrors(strictjson.loads_object(body, max_bytes=self.cfg.crawl.max_bytes), suffix)
-                except MalformedDocument:
-                    return None
-                if any(_base_key(h.base_url) not in specs for h in hints):
-                    return None
-        write = self._new_write(pith_number, Verdict.IN_SYNC, track)
-        mirrors: list[MirrorResult] = []
-        for f, (bundle_sha, state_sha) in zip(fetched, pairs):
-            self._report_mirror(mirrors, write, specs[_base_key(f.copy.mirror)], f.copy.mirror, Status.OK, [], bundle_sha, state_sha)
-        write.journal_detail = {"new_events": 0, "refused_hints": 0}
-        result = RecordResult(pith_number, Verdict.IN_SYNC, mirrors, event_count=stored["event_count"], state_sha256=stored["state_sha256"])
-        return result, write, []
-
-    def _discover(self, assessments: list[Assessment], suffix: str, known: dict, refused: list[dict]) -> list[MirrorSpec]:
-        """Mirrors named by verified bundles, under the safety policy and the per-record cap."""
-        found: list[MirrorSpec] = []
-        seen = set(known)
-        for a in assessments:
-            if not a.bundle_ok:
-                continue  # hints from unverified documents are never followed
-            for spec in hinted_mirrors(a.bundle, suffix):
-                key = _base_key(spec.base_url)
-                if key in seen:
-                    continue
-                seen.add(key)
-                if len(found) >= self.cfg.crawl.max_discovered_mirrors:
-                    refused.append({"base_url": spec.base_url[:200], "reason": f"over the cap of {self.cfg.crawl.max_discovered_mirrors} discovered mirrors per record"})
-                    continue
-                try:
-                    self.fetcher.policy.check(spec.bundle_url(suffix))
-                except PolicyError as exc:
-                    refused.append({"base_url": spec.base_url[:200], "reason": str(exc)})
-                    continue
-                found.append(spec)
-        if len(refused) > 50:  # a hostile hint list must not flood the report either
-            extra = len(refused) - 50
-            del refused[50:]
-            refused.append({"base_url": "...", "reason": f"{extra} more refused"})
-        return found
-
-    async def _fetch_all(self, mirrors: list[MirrorSpec], suffix: str, stored: _Known | None = None) -> list[_Fetched]:
-        """Bundle and state from every mirror at once: one task group per record.  `stored`:
-        what was read ahead for the configured mirrors; hinted ones are looked up here."""
-        if stored is not None:
-            urls, known, bodies = stored.urls, stored.validators, stored.bodies
-        else:
-            urls = [self._urls(m, suffix) for m in mirrors]
-            known, bodies = self.store.validators_with_bodies([u for triple in urls for u in triple])
-        out: list[dict] = [{} for _ in mirrors]
-        validators: list[dict] = [{} for _ in mirrors]
-
-        async def get(i: int, kind: str, url: str, fallback: str | None) -> None:
-            fetched, v, sha = await self._get(url, known.get(url), bodies)
-            if fallback is not None and fetched.retrieval is Retrieval.NOT_FOUND and fallback != url:
-                url = fallback
-                fetched, v, sha = await self._get(url, known.get(url), bodies)
-            out[i][kind] = fetched
-            if v is not None:
-                validators[i][url] = (v, sha)
-
-        # asyncio's TaskGroup, not anyio's: aiohttp needs asyncio anyway, and anyio's per-task
-        # bookkeeping was 8% of a full sync at six tasks per record.
-        async with asyncio.TaskGroup() as tg:
-            for i, (bundle_url, state_url, well_known_url) in enumerate(urls):
-                tg.create_task(get(i, "bundle", bundle_url, well_known_url))
-                tg.create_task(get(i, "state", state_url, None))
-        return [_Fetched(MirrorCopy(m.base_url, out[i]["bundle"], out[i]["state"]), validators[i]) for i, m in enumerate(mirrors)]
-
-    async def _get(self, url: str, known: dict | None, bodies: dict[str, bytes]) -> tuple[Fetched, Validators | None, str | None]:
-        cached_body = bodies.get(known["document_sha256"]) if known and known.get("document_sha256") else None
-        validators = Validators(known.get("etag"), known.get("last_modified")) if cached_body is not None else None
-        resp = await self.fetcher.get(url, validators)
-        if resp.not_modified:
-            if cached_body is None:  # a 304 we did not ask for: ask again without validators
-                resp = await self.fetcher.get(url, None)
-            else:
-                return Fetched(Retrieval.FOUND, url, cached_body, "not modified", code=NOT_MODIFIED, stored_sha256=known["document_sha256"]), None, None
-        f = resp.fetched
-        if f.retrieval is Retrieval.FOUND and f.body is not None and (resp.validators.etag or resp.validators.last_modified):
-            return f, resp.validators, f.sha256
-        return f, None, None
-
-    # -- what to write --------------------------------------------------------------------
-    def _new_write(self, pith_number: str, verdict: Verdict, track: bool) -> RecordWrite:
-        return RecordWrite(pith_number=pith_number, verdict=verdict.value, tracked=track and pith_number.count(":") == 2, trust_id=self.trust_id)
-
-    @staticmethod
-    def _report_mirror(mirrors: list[MirrorResult], write: RecordWrite, spec: MirrorSpec | None, base_url: str, status: Status, reasons: list[dict], bundle_sha: str | None, state_sha: str | None) -> None:
-        """One mirror's outcome, in the record's result and in its write (the full comparison
-        and the quick check both report through here)."""
-        name, configured = (spec.name, spec.configured) if spec else (base_url, False)
-        mirrors.append(MirrorResult(name, base_url, status, reasons, configured))
-        write.mirrors.append(MirrorRow(base_url, name, configured, status.value, reasons, bundle_sha, state_sha, unreachable=status is Status.UNREACHABLE))
-
-    @staticmethod
-    def _merged(pith_number: str, best: Assessment, comparison: RecordComparison) -> dict:
-        """The merge of every verified event (comparison.valid_events), from `best`'s bundle's
-        record and aliases.  When that bundle holds exactly these events and no invalid one, its
-        verification already merged them (or, for a known-good copy, checked its embedded state
-        against that merge): the same inputs, and the merge ignores event order and signatures.
-        Otherwise merged here.  tests/conftest.py checks the reuse against a fresh merge in
-        every sync the suite runs."""
-        merged = best.report.merged_state if best.report is not None else None
-        if merged is not None and merged.get("invalid_event_count") == 0 and best.event_ids == comparison.valid_events.keys():
-            return merged
-        return merge_state(pith_number, best.bundle["canonical_record"], best.bundle["source_aliases"], comparison.valid_events.values(), {})
-
-    def _plan_write(self, pith_number: str, comparison: RecordComparison, stored_events: dict, fetched: list[_Fetched], specs: dict, track: bool, refused: list[dict], known_good: set, stored: dict | None) -> tuple[RecordResult, RecordWrite]:
-        by_mirror = {f.copy.mirror: f for f in fetched}
-        write = self._new_write(pith_number, comparison.verdict, track)
-        mirrors: list[MirrorResult] = []
-        best: Assessment | None = None
-        documents: dict[str, tuple[str, bytes]] = {}  # each distinct verified document once
-        for outcome in comparison.outcomes:
-            a = outcome.assessment
-            spec = specs.get(_base_key(outcome.mirror))
-            reasons = [r.to_json() for r in outcome.reasons]
-            copy = a.copy
-            self._report_mirror(mirrors, write, spec, outcome.mirror, outcome.status, reasons, copy.bundle.sha256 if copy else None, copy.state.sha256 if copy else None)
-            f = by_mirror.get(outcome.mirror)
-            stored_pair = copy is not None and (copy.bundle.sha256, copy.state.sha256) in known_good
-            if a.bundle_ok and copy is not None:
-                if not stored_pair and copy.bundle.sha256 not in documents:
-                    documents[copy.bundle.sha256] = ("bundle", copy.bundle.body)
-                if best is None or len(a.valid_events) > len(best.valid_events):
-                    best = a
-            if a.state_ok and copy is not None and not stored_pair:
-                documents.setdefault(copy.state.sha256, ("state", copy.state.body))
-                if (copy.bundle.sha256, copy.state.sha256) not in write.verified_copies:
-                    write.verified_copies.append((copy.bundle.sha256, copy.state.sha256))
-            if copy is None or copy.bundle.code != NOT_MODIFIED:
-                # A copy answered 304 serves the events it served when its row was written;
-                # mirror_status.checked_at says it was confirmed again.
-                write.add_events(a.valid_events, outcome.mirror, stored=stored_events)
-            if outcome.status is not Status.OK and copy is not None:
-                for kind, doc in (("bundle", copy.bundle), ("state", copy.state)):
-                    bad_doc = doc.body is not None and not (kind == "bundle" and a.bundle_ok) and not (kind == "state" and a.state_ok)
-                    if bad_doc or (kind == "bundle" and outcome.status in (Status.EQUIVOCATION, Status.STALE) and doc.body is not None):
-                        write.evidence.append({"mirror": outcome.mirror, "url": doc.url, "status": outcome.status.value, "reasons": reasons, "body": doc.body})
-            if f is not None:
-                for url, (v, sha) in f.validators.items():
-                    write.validators.append((url, v.etag, v.last_modified, sha))
-
-        write.documents = [(sha, kind, body) for sha, (kind, body) in documents.items()]
-        # The stored state: the merge of every verified event, seen now or before.
-        state = None
-        new_ids = set(comparison.valid_events) - set(stored_events)
-        if best is not None and (new_ids or stored is None or not stored["has_state"]):
-            record_json, aliases = best.bundle["canonical_record"], best.bundle["source_aliases"]
-            state = self._merged(pith_number, best, comparison)
-            write.state = EncodedState.of(record_json, aliases, state)
-        write.journal_detail = {"new_events": len(new_ids), "refused_hints": len(refused)}
-        result = RecordResult(pith_number, comparison.verdict, mirrors, refused_hints=refused, new_events=len(new_ids))
-        if state is not None:
-            result.event_count, result.state_sha256 = state["event_count"], state["state_sha256"]
-        elif stored is not None:
-            result.event_count, result.state_sha256 = stored.get("event_count"), stored.get("state_sha256")
-        return result, write
+    async def _follow_hints(
+        self,
+        suffix: str,
+        known_good: set,
+        fetched: list[FetchedCopy],
+        assessments: list[Assessment],
+    ) -> tuple[dict[str, MirrorSpec], list[dict]]:
+        """With follow_hints, fetch and assess the mirrors verified bundles name, adding them to
+        `fetched` and `assessments`; returns every mirror's spec by base key, and the hints
+        refused."""
+        if not self.cfg.crawl.follow_hints:
+            return self.configured, []
+        cap = self.cfg.crawl.max_discovered_mirrors
+        policy = self.fetcher.policy
+        discovered, refused = discover(assessments, suffix, self.configured, policy, cap)
+        specs = dict(self.configured)
+        if discovered:
+            more = await self.copies.fetch_all(discovered, suffix)
+            fetched += more
+            assessments += [self.assessor.assess(f.copy, suffix, known_good) for f in more]
+            specs.update({base_key(m.base_url): m for m in discovered})
+        return specs, refused

@@ -2,7 +2,8 @@
 
 One process cannot go faster than its one core, and a full sync is CPU-bound (HTTP parsing,
 Ed25519, canonical encoding).  So a large run has worker processes take its records a chunk at a
-time from a common Supply, and each worker runs the ordinary SyncEngine on what it takes with its
+time from the parent (Supply: a worker asks, the parent replies with the next chunk), and each
+worker runs the ordinary SyncEngine on what it takes with its
 slice of the connection limits.  Workers only read the store (trusted input: earlier events,
 validators); every (result, write) they produce is sent to the parent, which commits it through
 the same RecordSink a one-process run uses: one writer, one journal chain, alerts beside their
@@ -20,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
-import gc
 import logging
 import multiprocessing
 import os
@@ -28,12 +28,15 @@ import signal
 import sys
 from multiprocessing.connection import Connection, wait
 
+import anyio
+
+from pithsync.base.exits import StoreError
 from pithsync.base.logfmt import log_event
 from pithsync.config import Config
+from pithsync.core.plan import RecordWrite
 from pithsync.fetch import Fetcher
-from pithsync.base.exits import StoreError
 from pithsync.run.engine import RecordSink, SyncEngine, rare_gc_passes, run_event_loop
-from pithsync.run.results import RecordResult, Target, failed_result
+from pithsync.run.results import RecordResult, Target, failed_result, suffix_of
 from pithsync.store import Store
 
 log = logging.getLogger("pithsync.sync")
@@ -42,61 +45,94 @@ log = logging.getLogger("pithsync.sync")
 # a second core gives back.
 MIN_RECORDS_PER_WORKER = 250
 # A worker sends its records in messages of up to SEND_RECORDS records or SEND_BYTES bytes of
-# documents and state, whichever comes first: fewer, larger writes to the pipe.  A new record
-# carries about 20 kB, so a full sync sends 16 per message (64, 1.4 MB, no longer fitted the
-# pipe: 7% slower); an unchanged one carries under 1 kB, so a re-sync sends 64.
+# documents and state, whichever comes first: fewer, larger writes to the pipe.  The byte cap
+# keeps a message of new, large records within the pipe; unchanged records are small, so a
+# re-sync fills messages by count.
 SEND_RECORDS = 64
 SEND_BYTES = 320 * 1024
 
 
-# Workers take the run's records a chunk at a time from a common supply instead of each getting
-# a fixed half: the parent and nginx share the cores unevenly, and with fixed halves one worker
-# finished 0.15-0.76 s before the other in a 5 s full sync, leaving its core to idle.
+# Workers take the run's records a chunk at a time instead of each getting a fixed half: the
+# parent and nginx share the cores unevenly, so with fixed halves one worker finishes early and
+# its core idles.
 CHUNK_RECORDS = 16
-# Chunk numbers are 4 bytes each, written before any worker reads: 1024 of them fill one page,
-# the least a Linux pipe holds (even a user out of pipe quota gets that).  Larger runs take
-# larger chunks: 49 records at 50,000.
+# Larger runs take larger chunks, so that a run costs at most this many requests for them.
 MAX_CHUNKS = 1024
 
 
 class Supply:
-    """The chunks of a run's targets, handed out once each to whichever worker asks first.
+    """The chunks of a run's targets, each handed out once, to whichever worker asks first.
 
-    Their numbers sit in a pipe that every worker reads 4 bytes at a time (Linux reads a pipe
-    under its lock, so two readers never split a number), written whole before the workers
-    start.  Not a counter behind a multiprocessing lock: a worker killed while holding that lock
-    would stop the others for good.  Each worker marks the chunks it took in shared memory, so
-    the parent knows whose records a dead worker took with it."""
+    The parent alone holds it and hands a chunk out in reply to a worker's request (see
+    ChunkRequests), so it always knows who holds what: a worker that dies took exactly the
+    chunks handed to it, and nothing shared is left for it to corrupt."""
 
-    def __init__(self, ctx, targets: list[Target]):
+    def __init__(self, targets: list[Target]):
         size = max(CHUNK_RECORDS, -(-len(targets) // MAX_CHUNKS))
         self.chunks = [targets[i : i + size] for i in range(0, len(targets), size)]
-        self.taken_by = ctx.RawArray("i", max(1, len(self.chunks)))  # chunk -> worker number + 1, 0: not taken
-        self._read, write = os.pipe()
-        try:
-            os.set_blocking(write, False)  # fits (see MAX_CHUNKS); were it not to, fail, never hang
-            data = b"".join(k.to_bytes(4, "little") for k in range(len(self.chunks)))
-            if data and os.write(write, data) != len(data):
-                raise OSError("the pipe of chunk numbers took only part of them")
-        finally:
-            os.close(write)  # closed before any fork: the workers see the end of the supply
+        self._next = 0
+        self._held: dict[int, list[Target]] = {}  # worker number -> the targets handed to it
 
-    def take(self, worker: int) -> list[Target]:
-        """The next chunk for `worker` (numbered from 0), or [] when none is left."""
-        data = os.read(self._read, 4)
-        if len(data) < 4:
+    def hand_out(self, worker: int) -> list[Target]:
+        """The next chunk, now held by `worker` (numbered from 0), or [] when none is left."""
+        if self._next >= len(self.chunks):
             return []
-        k = int.from_bytes(data, "little")
-        self.taken_by[k] = worker + 1
-        return self.chunks[k]
+        chunk = self.chunks[self._next]
+        self._next += 1
+        self._held.setdefault(worker, []).extend(chunk)
+        return chunk
 
-    def taken(self, worker: int) -> list[Target]:
-        return [t for k, chunk in enumerate(self.chunks) if self.taken_by[k] == worker + 1 for t in chunk]
+    def held_by(self, worker: int) -> list[Target]:
+        """Every target handed to `worker` so far."""
+        return list(self._held.get(worker, ()))
 
-    def close(self) -> None:
-        if self._read >= 0:
-            os.close(self._read)
-            self._read = -1
+
+class ChunkRequests:
+    """A worker's side of the Supply: it asks the parent over its records pipe and reads the
+    reply from a pipe of its own, waiting without blocking its event loop."""
+
+    def __init__(self, requests: Connection, replies: Connection):
+        self.requests = requests
+        self.replies = replies
+
+    async def take(self) -> list[Target]:
+        """The next chunk of the run's targets, or [] when none is left."""
+        self.requests.send(("more", None))
+        await anyio.wait_readable(self.replies.fileno())
+        return self.replies.recv()
+
+
+class RecordSender:
+    """A worker's RecordOutlet (engine.py): it sends the records it examined to the parent, in
+    messages of up to SEND_RECORDS records or SEND_BYTES bytes; the parent commits them."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self._outbox: list[tuple[RecordResult, RecordWrite | None]] = []
+        self._outbox_bytes = 0
+
+    def commit(self, run_id: str, result: RecordResult, write: RecordWrite | None) -> None:
+        """Queue one examined record for the parent; send the message once it is full."""
+        self._outbox.append((result, write))
+        self._outbox_bytes += 1024 + (write.payload_bytes() if write is not None else 0)
+        if len(self._outbox) >= SEND_RECORDS or self._outbox_bytes >= SEND_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send what the outbox holds."""
+        if self._outbox:
+            self.conn.send(("records", self._outbox))
+            self._outbox = []
+            self._outbox_bytes = 0
+
+    def finish(self) -> None:
+        """The worker's run is over: send the rest."""
+        self.flush()
+
+    def abort(self) -> None:
+        """The worker's run failed: the records it finished are still good results."""
+        with contextlib.suppress(OSError, ValueError):
+            self.flush()
 
 
 def worker_count(cfg: Config, targets: list[Target], db_path: str) -> int:
@@ -106,7 +142,9 @@ def worker_count(cfg: Config, targets: list[Target], db_path: str) -> int:
     if any(t.depth > 0 for t in targets):
         return 0  # following citations needs one queue of records, deduplicated as it grows
     wanted = cfg.crawl.processes or _usable_cpus()
-    n = min(wanted, len(targets) // MIN_RECORDS_PER_WORKER if not cfg.crawl.processes else len(targets))
+    n = min(
+        wanted, len(targets) // MIN_RECORDS_PER_WORKER if not cfg.crawl.processes else len(targets)
+    )
     return n if n >= 2 else 0
 
 
@@ -120,102 +158,167 @@ def _usable_cpus() -> int:
 def _share(cfg: Config, workers: int) -> Config:
     """The config a worker runs with: its slice of the connection limits, so that all workers
     together stay within [crawl] concurrency and per_host."""
-    crawl = dataclasses.replace(cfg.crawl, concurrency=max(1, cfg.crawl.concurrency // workers), per_host=max(1, cfg.crawl.per_host // workers))
+    crawl = dataclasses.replace(
+        cfg.crawl,
+        concurrency=max(1, cfg.crawl.concurrency // workers),
+        per_host=max(1, cfg.crawl.per_host // workers),
+    )
     return dataclasses.replace(cfg, crawl=crawl)
+
+
+@dataclasses.dataclass
+class _Worker:
+    """The parent's view of one worker process."""
+
+    proc: multiprocessing.process.BaseProcess
+    number: int
+    replies: Connection  # the parent's end of the worker's pipe of chunks
+    reported: set[str] = dataclasses.field(default_factory=set)  # suffixes it sent back
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """What a worker process is started with."""
+
+    cfg: Config
+    db_path: str
+    run_id: str
+    worker: int
+    parent_pid: int
 
 
 class WorkerPool:
     """The workers of one run.  `start` forks them (before any thread, such as a progress bar,
-    is running); `collect` commits what they send until all have finished."""
+    is running); `collect` hands out chunks and commits what they send until all have finished."""
 
-    def __init__(self, run_id: str, procs: dict, supply: Supply):
+    def __init__(self, run_id: str, workers: dict[Connection, _Worker], supply: Supply):
         self.run_id = run_id
-        self._procs = procs  # receiving end -> (process, worker number, suffixes reported so far)
+        self._workers = workers  # the parent's end of each worker's records pipe -> the worker
         self._supply = supply
+        self._reported: set[str] = set()  # suffixes reported, by workers or for them
 
     @classmethod
-    def start(cls, cfg: Config, store: Store, run_id: str, targets: list[Target], workers: int) -> "WorkerPool":
+    def start(
+        cls, cfg: Config, store: Store, run_id: str, targets: list[Target], workers: int
+    ) -> WorkerPool:
+        """Fork `workers` processes for a run over `targets` (the store's connection is closed
+        around the fork)."""
         ctx = multiprocessing.get_context("fork")
         worker_cfg = _share(cfg, workers)
-        for stream in (sys.stdout, sys.stderr):  # a child must not flush the parent's buffered output again
+        for stream in (sys.stdout, sys.stderr):  # a child must not flush the parent's output again
             with contextlib.suppress(OSError, ValueError):  # a reader gone: cli.Output's business
                 stream.flush()
-        supply = Supply(ctx, targets)
-        procs: dict = {}
+        pool = cls(run_id, {}, Supply(targets))
         try:
             with store.disconnected():
                 for i in range(workers):
-                    receive, send = ctx.Pipe(duplex=False)
-                    _widen(send)
-                    # The earlier workers' receiving ends are passed so this one closes its
-                    # copies: else a worker outliving the parent could keep another's pipe open.
-                    siblings = list(procs)
-                    proc = ctx.Process(target=_worker_main, args=(worker_cfg, store.path, run_id, supply, i, send, os.getpid(), siblings), name=f"pithsync-worker-{i}", daemon=True)
-                    proc.start()
-                    send.close()
-                    procs[receive] = (proc, i, set())
+                    pool._fork(ctx, _Job(worker_cfg, store.path, run_id, i, os.getpid()))
         except BaseException:
-            cls(run_id, procs, supply).kill()
+            pool.kill()
             raise
-        return cls(run_id, procs, supply)
+        return pool
+
+    def _fork(self, ctx, job: _Job) -> None:
+        receive, send = ctx.Pipe(duplex=False)
+        _widen(send)
+        replies_in, replies_out = ctx.Pipe(duplex=False)
+        # The parent's ends, this worker's and the earlier ones', are passed so that the worker
+        # closes its copies: else a worker outliving the parent could keep another's pipe open.
+        parents = [c for conn, w in self._workers.items() for c in (conn, w.replies)]
+        parents += [receive, replies_out]
+        name = f"pithsync-worker-{job.worker}"
+        args = (job, send, replies_in, parents)
+        proc = ctx.Process(target=_worker_main, args=args, name=name, daemon=True)
+        try:
+            proc.start()
+        finally:
+            send.close()
+            replies_in.close()
+        self._workers[receive] = _Worker(proc, job.worker, replies_out)
 
     def kill(self) -> None:
-        for proc, _, _ in self._procs.values():
-            proc.kill()
-            proc.join()
-        self._procs.clear()
-        self._supply.close()
+        """Kill every worker still running."""
+        for conn, w in self._workers.items():
+            w.proc.kill()
+            w.proc.join()
+            conn.close()
+            w.replies.close()
+        self._workers.clear()
 
     def collect(self, sink: RecordSink) -> None:
-        procs, run_id = self._procs, self.run_id
-        reported: set[str] = set()
+        """Hand out chunks and commit what the workers send, until every worker has finished;
+        a dead worker's unreported records are reported `unverifiable`.
+
+        Raises:
+            StoreError: a worker could not read the store, or the sink could not write.
+        """
         try:
-            while procs:
-                for conn in wait(list(procs)):
-                    proc, worker, done = procs[conn]
-                    try:
-                        kind, payload = conn.recv()
-                    except (EOFError, OSError):
-                        kind, payload = "gone", None
-                    if kind == "records":
-                        done.update(result.pith_number.rsplit(":", 1)[-1] for result, _ in payload)
-                        sink.commit_many(run_id, payload)
-                        continue
-                    if kind == "store_error":
-                        raise StoreError(payload)  # as in one process: the run stops (exit 4)
-                    conn.close()
-                    del procs[conn]
-                    proc.join()
-                    reported |= done
-                    # What this worker took and did not report is lost with it; the others go on
-                    # taking what is left.
-                    took = self._supply.taken(worker)
-                    lost = [t for t in took if t.suffix not in done]
-                    if lost or kind != "done":
-                        why = payload if kind == "error" else f"sync worker process exited with code {proc.exitcode}"
-                        log_event(
-                            log, logging.ERROR, "sync_worker_failed", pid=proc.pid, error=why,
-                            records_lost=len(lost), records_taken=len(took),
-                        )
-                        for t in lost:
-                            reported.add(t.suffix)
-                            sink.commit(run_id, failed_result(t, f"internal error: {why}"), None)
-            # Left over only when every worker failed (or one died between taking a chunk and
-            # marking it): reported too, never silently dropped.
-            unreported = [t for chunk in self._supply.chunks for t in chunk if t.suffix not in reported]
-            if unreported:
-                log_event(
-                    log, logging.ERROR, "records_not_synced", records=len(unreported),
-                    why="no sync worker process reported them",
-                )
-                for t in unreported:
-                    sink.commit(run_id, failed_result(t, "internal error: no sync worker process reported this record"), None)
+            while self._workers:
+                for conn in wait(list(self._workers)):
+                    self._receive(conn, sink)
+            self._report_unreported(sink)
         except BaseException:
             self.kill()
             sink.abort()
             raise
-        self._supply.close()
         sink.finish()
+
+    def _receive(self, conn: Connection, sink: RecordSink) -> None:
+        w = self._workers[conn]
+        try:
+            kind, payload = conn.recv()
+        except (EOFError, OSError):
+            kind, payload = "gone", None
+        if kind == "more":
+            chunk = self._supply.hand_out(w.number)
+            with contextlib.suppress(OSError):  # gone: the chunk is reported with its records
+                w.replies.send(chunk)
+        elif kind == "records":
+            w.reported.update(suffix_of(result.pith_number) for result, _ in payload)
+            sink.commit_many(self.run_id, payload)
+        elif kind == "store_error":
+            raise StoreError(payload)  # as in one process: the run stops (exit 4)
+        else:
+            self._ended(conn, w, kind, payload, sink)
+
+    def _ended(self, conn: Connection, w: _Worker, kind: str, payload, sink: RecordSink) -> None:
+        """A worker finished (or died): what it held and did not report is lost with it; the
+        others go on taking what is left."""
+        conn.close()
+        w.replies.close()
+        del self._workers[conn]
+        w.proc.join()
+        self._reported |= w.reported
+        held = self._supply.held_by(w.number)
+        lost = [t for t in held if t.suffix not in w.reported]
+        if not lost and kind == "done":
+            return
+        why = (
+            payload
+            if kind == "error"
+            else f"sync worker process exited with code {w.proc.exitcode}"
+        )
+        log_event(
+            log, logging.ERROR, "sync_worker_failed", pid=w.proc.pid, error=why,
+            records_lost=len(lost), records_taken=len(held),
+        )  # fmt: skip
+        for t in lost:
+            self._reported.add(t.suffix)
+            sink.commit(self.run_id, failed_result(t, f"internal error: {why}"), None)
+
+    def _report_unreported(self, sink: RecordSink) -> None:
+        """Records left over only when every worker failed: reported too, never dropped."""
+        chunks = self._supply.chunks
+        unreported = [t for chunk in chunks for t in chunk if t.suffix not in self._reported]
+        if not unreported:
+            return
+        log_event(
+            log, logging.ERROR, "records_not_synced", records=len(unreported),
+            why="no sync worker process reported them",
+        )  # fmt: skip
+        why = "internal error: no sync worker process reported this record"
+        for t in unreported:
+            sink.commit(self.run_id, failed_result(t, why), None)
 
 
 PIPE_BYTES = 1 << 20
@@ -223,9 +326,9 @@ PIPE_BYTES = 1 << 20
 
 def _widen(conn: Connection) -> None:
     """A 1 MiB pipe instead of Linux's 64 KiB: a batch of records (about 350 kB) then goes in one
-    write instead of six, without the worker blocking until the parent has read the rest.  Full
-    sync -12%, parent sys time -30% (interleaved A/B).  Where the kernel refuses (another OS, or
-    the user's pipe quota spent), the default pipe still works."""
+    write instead of several, without blocking the worker until the parent has read the rest.
+    Where the kernel refuses (another OS, or the user's pipe quota spent), the default pipe
+    still works."""
     try:
         import fcntl
 
@@ -246,49 +349,35 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _worker_main(cfg: Config, db_path: str, run_id: str, supply: Supply, worker: int, conn: Connection, parent_pid: int, siblings: list[Connection]) -> None:
-    _die_with_parent(parent_pid)
-    for other in siblings:
+def _worker_main(
+    job: _Job, conn: Connection, replies: Connection, parents: list[Connection]
+) -> None:
+    """A worker process: sync what the parent hands out, send each record back."""
+    _die_with_parent(job.parent_pid)
+    for other in parents:
         other.close()
-    # What came from the parent stays: GC passes skip it, and do not write to its pages (which
-    # the fork shares until written).
-    gc.freeze()
-    outbox: list[tuple] = []
-    outbox_bytes = 0
-
-    def send(_run_id: str, result: RecordResult, write) -> None:
-        nonlocal outbox_bytes
-        outbox.append((result, write))
-        outbox_bytes += 1024 + (write.payload_bytes() if write is not None else 0)
-        if len(outbox) >= SEND_RECORDS or outbox_bytes >= SEND_BYTES:
-            conn.send(("records", outbox))
-            outbox.clear()
-            outbox_bytes = 0
+    sender = RecordSender(conn)
+    supply = ChunkRequests(conn, replies)
 
     async def main() -> None:
-
-        async with Fetcher(cfg.crawl, SyncEngine.policy_for(cfg)) as fetcher:
-            engine = SyncEngine(cfg, store, fetcher, sink=RecordSink(cfg, store, keep_results=False), commit=send)
-            await engine.run(run_id, [], more=lambda: supply.take(worker))
+        async with Fetcher(job.cfg.crawl, SyncEngine.policy_for(job.cfg)) as fetcher:
+            engine = SyncEngine(job.cfg, store, fetcher, sink=sender)
+            await engine.run(job.run_id, [], more=supply.take)
 
     try:
-        store = Store.open_reader(db_path)
+        store = Store.open_reader(job.db_path)
         try:
             with rare_gc_passes():
                 run_event_loop(main)
         finally:
             store.close()
-        if outbox:
-            conn.send(("records", outbox))
         conn.send(("done", None))
     except StoreError as exc:
         conn.send(("store_error", str(exc)))
     except BaseException as exc:  # reported by the parent with the records it cost
-        if outbox:  # records finished before the failure are still good results
-            with contextlib.suppress(OSError, ValueError):
-                conn.send(("records", outbox))
-        while isinstance(exc, BaseExceptionGroup) and exc.exceptions:  # say what failed, not "a task group"
+        while isinstance(exc, BaseExceptionGroup) and exc.exceptions:  # what failed, not a group
             exc = exc.exceptions[0]
         conn.send(("error", f"{type(exc).__name__}: {str(exc)[:200]}"))
     finally:
         conn.close()
+        replies.close()

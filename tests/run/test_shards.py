@@ -14,7 +14,7 @@ from synctools import json_lines, run_cli, serve_bad_copy, write_config
 from pithsync.run import workers as shards
 from pithsync.config import from_toml
 from pithsync.store import Store, StoreError
-from pithsync.run import engine as sync_module
+from pithsync.run import readahead
 from pithsync.run.engine import SyncEngine, Target
 from pithsync.testing import forge
 from pithsync.testing.mirror import MirrorServer
@@ -102,7 +102,7 @@ async def _pull_with_a_failing_worker(tmp_path, monkeypatch, victim, fail) -> tu
     # that the workers share these few records out as they would a large run's.
     monkeypatch.setattr(SyncEngine, "examine", examine)
     monkeypatch.setattr(shards, "CHUNK_RECORDS", 1)
-    monkeypatch.setattr(sync_module, "READ_AHEAD", 2)
+    monkeypatch.setattr(readahead, "READ_AHEAD", 2)
     async with MirrorServer("a") as a, MirrorServer("b") as b:
         for r in RECORDS:
             a.put_record(r.bundle())
@@ -147,43 +147,69 @@ async def test_worker_whose_run_fails_still_delivers_the_records_it_finished(tmp
     assert len(lost) <= 2
 
 
-def test_supply_hands_out_each_chunk_once_across_processes(monkeypatch):
+def test_supply_hands_out_each_chunk_once_and_knows_who_holds_it(monkeypatch):
+    """Workers ask over their pipes and the parent replies with the next chunk: each chunk goes
+    to one worker, the parent knows which, and a spent supply answers []."""
     import multiprocessing
+    import multiprocessing.connection
     import time
+
+    from pithsync.run.engine import run_event_loop
 
     monkeypatch.setattr(shards, "CHUNK_RECORDS", 3)
     ctx = multiprocessing.get_context("fork")
     targets = _targets(100)
-    supply = shards.Supply(ctx, targets)
+    supply = shards.Supply(targets)
     assert len(supply.chunks) == 34 and [t for c in supply.chunks for t in c] == targets
-
     go = ctx.Event()  # both start taking together, however slowly the second one forks
-
     both_took_one = ctx.Barrier(2)  # neither takes it all while the other is still unscheduled
 
-    def take_all(worker: int) -> None:
+    def take_all(requests, replies) -> None:
+        async def main() -> None:
+            chunks = shards.ChunkRequests(requests, replies)
+            first_take = True
+            while chunk := await chunks.take():
+                requests.send(("got", [t.suffix for t in chunk]))
+                if first_take:
+                    both_took_one.wait(30)
+                    first_take = False
+                time.sleep(0.002)  # as if syncing it, so that the two take turns
+
         go.wait(30)
-        first_take = True
-        while supply.take(worker):
-            if first_take:
-                both_took_one.wait(30)
-                first_take = False
-            time.sleep(0.002)  # as if syncing it, so that the two take turns
+        run_event_loop(main)
         os._exit(0)
 
-    procs = [ctx.Process(target=take_all, args=(w,)) for w in (0, 1)]
-    for p in procs:
-        p.start()
+    conns, procs = {}, []
+    for worker in (0, 1):
+        receive, send = ctx.Pipe(duplex=False)
+        replies_in, replies_out = ctx.Pipe(duplex=False)
+        procs.append(ctx.Process(target=take_all, args=(send, replies_in)))
+        procs[-1].start()
+        send.close()
+        replies_in.close()
+        conns[receive] = (worker, replies_out, [])
     go.set()
+    open_conns = dict(conns)
+    while open_conns:
+        for conn in multiprocessing.connection.wait(list(open_conns), timeout=60):
+            worker, replies, got = open_conns[conn]
+            try:
+                kind, payload = conn.recv()
+            except EOFError:
+                del open_conns[conn]
+                continue
+            if kind == "more":
+                replies.send(supply.hand_out(worker))
+            else:
+                got.extend(payload)
     for p in procs:
         p.join(30)
         assert p.exitcode == 0
-    first, second = supply.taken(0), supply.taken(1)
-    assert first and second, "both workers took chunks"
-    assert sorted(first + second, key=targets.index) == targets  # each record once, none left out
-    assert supply.take(0) == []  # the supply is spent
-    supply.close()
-    supply.close()  # closing twice is harmless
+    held = {w: [t.suffix for t in supply.held_by(w)] for w, _, _ in conns.values()}
+    assert all(held[w] == got for w, _, got in conns.values())  # the parent knows who took what
+    assert held[0] and held[1], "both workers took chunks"
+    assert sorted(held[0] + held[1]) == sorted(t.suffix for t in targets)  # each once, none left
+    assert supply.hand_out(0) == []  # the supply is spent
 
 
 async def test_worker_that_cannot_read_the_store_stops_the_run_with_exit_4(tmp_path, monkeypatch):

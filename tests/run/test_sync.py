@@ -480,7 +480,7 @@ def test_a_new_store_uses_16k_pages_and_an_old_one_keeps_its_own(tmp_path):
 
 
 # -- the quick check: a record nothing changed in skips the comparison ------------------------
-# SyncEngine._unchanged must give exactly what the full path gives, or decline.  Each case syncs
+# core.plan.quick_plan must give exactly what the full path gives, or decline.  Each case syncs
 # once (or more) to build a store, then examines the record on two copies of that store, with
 # the quick check and without, and compares the result and the write field by field.
 
@@ -493,7 +493,10 @@ def _copy_store(src: str, dst: str) -> None:
 async def _examine_both_ways(tmp_path, cfg, pith: str) -> tuple[bool, tuple, tuple]:
     from dataclasses import replace as dc_replace
 
+    from pithsync.core.numbers import parse_full
+    from pithsync.core.plan import quick_plan
     from pithsync.fetch import Fetcher
+    from pithsync.run import engine as engine_module
     from pithsync.run.engine import SyncEngine, Target
 
     outcomes, taken = [], []
@@ -506,16 +509,17 @@ async def _examine_both_ways(tmp_path, cfg, pith: str) -> tuple[bool, tuple, tup
                 engine = SyncEngine(dc_replace(cfg, db_path=path), store, fetcher)
                 engine.quick_check = quick
                 if quick:
-                    inner = engine._unchanged
 
                     def spy(*a, **kw):
-                        out = inner(*a, **kw)
+                        out = quick_plan(*a, **kw)
                         taken.append(out is not None)
                         return out
 
-                    engine._unchanged = spy
-                result, write, _ = await engine.examine(Target(pith.split(":")[2], pith))
+                    engine_module.quick_plan = spy
+                number = parse_full(pith)
+                result, write, _ = await engine.examine(Target(number.suffix, pith))
         finally:
+            engine_module.quick_plan = quick_plan
             store.close()
         outcomes.append((result.to_json(), write))
     return taken == [True], outcomes[0], outcomes[1]
@@ -661,6 +665,22 @@ def _contents(path: str) -> dict[str, list[tuple]]:
         conn.close()
 
 
+class _Capture:
+    """A RecordOutlet that keeps what the engine hands it."""
+
+    def __init__(self, into: list):
+        self.into = into
+
+    def commit(self, run_id, result, write) -> None:
+        self.into.append((result, write))
+
+    def finish(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
 async def test_records_written_as_one_group_store_what_one_at_a_time_stores(tmp_path):
     """A worker's message of records is written as one group (RecordSink.commit_many), the
     in-process engine's records one at a time: every table must end up the same, evidence,
@@ -680,7 +700,7 @@ async def test_records_written_as_one_group_store_what_one_at_a_time_stores(tmp_
         cfg = make_config(tmp_path, [a.spec(), b.spec()])
         scratch = Store.open(str(tmp_path / "scratch.db"))
         async with Fetcher(cfg.crawl, SyncEngine.policy_for(cfg), sleep=NoSleep()) as fetcher:
-            engine = SyncEngine(cfg, scratch, fetcher, commit=lambda run_id, result, write: captured.append((result, write)))
+            engine = SyncEngine(cfg, scratch, fetcher, sink=_Capture(captured))
             await engine.run("capture", [Target(r.suffix, r.pith_number) for r in records])
     assert len(captured) == len(records) and {r.verdict.value for r, _ in captured} == {"in_sync", "diverged"}
     captured.append(captured[0])  # the same record again, in the same group
