@@ -321,12 +321,12 @@ def test_errors_under_json_are_one_json_object_on_stderr(tmp_path, capsys):
 def test_a_terminal_table_never_breaks_a_pith_number():
     from rich.console import Console
 
-    from pithsync import cli
+    from pithsync.cli.output import Output
 
     number = RECORDS[0].pith_number
     screen = io.StringIO()
     console = Console(file=screen, force_terminal=True, width=40, color_system=None)
-    cli.Output(False, stream=io.StringIO())._rich_table(
+    Output(False, stream=io.StringIO())._rich_table(
         "pithsync",
         ["pith_number", "verdict", "events", "mirrors"],
         [[number, "diverged", "3", "alpha=ok  beta=stale"]],
@@ -351,7 +351,7 @@ def test_log_lines_go_above_the_progress_bar_whole(tmp_path):
     before = list(logger.handlers)
     screen = io.StringIO()
     screen.isatty = lambda: True  # type: ignore[method-assign]
-    with output._Progress(10, stream=screen) as bar:
+    with output.ProgressBar(10, stream=screen) as bar:
         bar.advance(None)
         log_event(logging.getLogger("pithsync.sync"), logging.WARNING, "mirror_slow",
                   mirror="Pith Resolver", detail="a value long enough " * 8)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from pithsync.core.status import Verdict
-
 
 class ExitCode(IntEnum):
     OK = 0  # all ok / in_sync / degraded
@@ -23,6 +21,11 @@ class UsageError(Exception):
 
 
 def exit_code_for_verdicts(verdicts) -> ExitCode:
+    """A run's exit code from its records' verdicts: the worst of them decides."""
+    # Imported here, not with the module: core.status brings dataclasses (and inspect), a
+    # third of an interpreter's start, which `pithsync --version` and usage errors never need.
+    from pithsync.core.status import Verdict
+
     verdicts = list(verdicts)
     if Verdict.WRONG_NUMBER in verdicts:  # the input must be fixed first; the others are reported
         return ExitCode.USAGE

@@ -9,8 +9,10 @@ import json
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
-from pithsync.run.results import RecordResult
+if TYPE_CHECKING:  # the run package imports aiohttp: not for `status` or `verify`
+    from pithsync.run.results import RecordResult
 
 # Columns whose cells are identifiers a user copies: a table on a terminal keeps them whole.
 UNBROKEN_COLUMNS = frozenset({"pith_number", "about"})
@@ -151,7 +153,7 @@ def _isatty(stream) -> bool:
         return False
 
 
-class _Progress:
+class ProgressBar:
     """A progress bar on stderr for a run on a terminal.  While it is drawn, the pithsync
     logger's lines go through the bar's console, which prints them above the bar instead of
     through it; the logger's own handlers are put back when the bar ends."""
@@ -206,8 +208,8 @@ class _ConsoleLogHandler(logging.Handler):
             self.handleError(record)
 
 
-def _progress(out, total: int):
-    return _Progress(total) if out.rich and sys.stderr.isatty() and total > 1 else None
+def progress_bar(out, total: int):
+    return ProgressBar(total) if out.rich and sys.stderr.isatty() and total > 1 else None
 
 
 class ResultWriter:

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from pithsync import __version__
 from pithsync.base.exits import ExitCode
 
 
-@dataclass(frozen=True)
 class Handler:
     """A command's function, named by its module in pithsync.cli and imported only when the
     command runs, so that building the parser (and `--version`) imports no command's
-    dependencies."""
+    dependencies.  A plain class: dataclasses would cost `--version` its import."""
 
-    module: str
-    function: str
+    __slots__ = ("module", "function")
+
+    def __init__(self, module: str, function: str):
+        self.module = module
+        self.function = function
+
+    def __repr__(self) -> str:
+        return f"Handler({self.module!r}, {self.function!r})"
 
     def __call__(self, args, cfg, out) -> int:
         module = importlib.import_module(f"pithsync.cli.{self.module}")
@@ -166,7 +170,7 @@ def register_records(sub, common) -> None:
     p.add_argument("pith", nargs="?", metavar="PITH",
                    help="one record, by pith number, suffix, short form or alias"
                    " (default: list every record)")
-    p.set_defaults(func=Handler("records", "cmd_status"))
+    p.set_defaults(func=Handler("status", "cmd_status"))
 
     p = sub.add_parser(
         "untrack", parents=[common],

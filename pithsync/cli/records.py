@@ -1,5 +1,5 @@
-"""`pull`, `sync`, `status`, `untrack` and `import`: the commands that sync records, and
-what the store holds of them."""
+"""`pull`, `sync`, `untrack` and `import`: the commands that sync records into the store or
+change what it tracks (`status`, which only reads, is in status.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import contextlib
 import logging
 import sys
 
-from pithsync.base.exits import ExitCode, UsageError
+from pithsync.base.exits import ExitCode, StoreLocked, UsageError
 from pithsync.base.logfmt import log_event
 from pithsync.cli.common import open_store
-from pithsync.cli.output import ResultWriter, _progress
+from pithsync.cli.output import ResultWriter, progress_bar
 from pithsync.cli.verify import UnreadableFile, read_file, report_unreadable, verify_bytes
 from pithsync.config import Config
 from pithsync.core import numbers
@@ -20,12 +20,8 @@ from pithsync.core.merge import merge_state
 from pithsync.core.verify import Verifier
 from pithsync.run import sync_records
 from pithsync.run.results import RecordResult, Target
-from pithsync.base.exits import StoreLocked
 from pithsync.core.plan import EncodedState, RecordWrite
 from pithsync.store import Store
-
-log = logging.getLogger("pithsync.sync")
-
 
 log = logging.getLogger("pithsync.sync")
 
@@ -55,7 +51,7 @@ def parse_targets(refs: list[str], store: Store, depth: int) -> list[Target]:
             )
         if len(matches) > 1:
             raise UsageError(f"{text[:80]!r} is ambiguous: {', '.join(matches[:5])}")
-        suffix = matches[0].split(":")[2]
+        suffix = numbers.parse_full(matches[0]).suffix
         targets.setdefault(suffix, Target(suffix, matches[0], depth))
     return list(targets.values())
 
@@ -71,7 +67,7 @@ def read_list(source: str) -> list[str]:
 def sync_and_report(cfg: Config, out, store: Store, targets: list[Target], command: str) -> int:
     """A run over `targets`, its records written to `out` as they complete (rows sorted at the
     end); the progress bar on a terminal.  Returns the run's exit code."""
-    progress = _progress(out, len(targets))
+    progress = progress_bar(out, len(targets))
     writer = ResultWriter(out)
 
     def on_record(result: RecordResult) -> None:
@@ -123,81 +119,14 @@ def cmd_sync(args, cfg: Config, out) -> int:
 
 def sync_tracked(args, cfg: Config, out) -> int:
     with open_store(cfg, lock=True) as store:
-        targets = [Target(p.split(":")[2], p, args.depth) for p in store.tracked()]
+        targets = [Target(numbers.parse_full(p).suffix, p, args.depth) for p in store.tracked()]
         if not targets and not out.quiet:
             # A hint for people, on stderr: stdout stays valid JSON with --json.
             print("pithsync: no tracked records yet: add some with `pithsync pull PITH` or `pithsync import FILE`", file=sys.stderr)
         return sync_and_report(cfg, out, store, targets, "sync")
 
 
-# -- status / journal -----------------------------------------------------------------------
-
-
-def cmd_status(args, cfg: Config, out) -> int:
-    """What the store holds, one row per record, sorted by pith number.
-
-    `status --json`: {"records": [RECORD, ...]}, where RECORD is
-    {"pith_number": str, "tracked": bool, "event_count": int, "state_sha256": str | null,
-     "updated_at": str | null, "last_verdict": str | null, "last_checked": str | null};
-    last_verdict is the verdict of the record's last check (in_sync, degraded, diverged,
-    unverifiable) and last_checked its time (ISO 8601 UTC), both null before the first.
-    `status PITH --json`: RECORD with "mirrors": [{"name", "base_url", "status", "checked_at",
-    "reasons"}], or {"records": [...]} of those when PITH names several records."""
-    with open_store(cfg, lock=False) as store:
-        if args.pith:
-            matches = store.resolve(args.pith)
-            if not matches:
-                raise UsageError(f"no stored record matches {args.pith[:80]!r}")
-            docs = [_status_of(store, p) for p in sorted(matches)]
-            if out.as_json:
-                out.json(docs[0] if len(docs) == 1 else {"records": docs})
-            else:
-                for d in docs:
-                    out.line(
-                        f"{d['pith_number']}  events={d['event_count']}"
-                        f"  state_sha256={d['state_sha256']}  tracked={d['tracked']}"
-                        f"  last_verdict={d['last_verdict'] or '-'}"
-                        f"  last_checked={d['last_checked'] or '-'}"
-                    )
-                    mirrors = [[m["name"], m["status"], m["checked_at"] or "-"]
-                               for m in d["mirrors"]]
-                    out.table("mirrors", ["mirror", "status", "checked"], mirrors)
-            return ExitCode.OK
-        recs = store.records()
-        if out.as_json:
-            out.json({"records": recs})
-        else:
-            columns = ["pith number", "tracked", "events", "state_sha256", "updated",
-                       "last verdict", "last checked"]
-            rows = [
-                [r["pith_number"], "yes" if r["tracked"] else "no", str(r["event_count"]),
-                 (r["state_sha256"] or "-")[:16], r["updated_at"] or "-",
-                 r["last_verdict"] or "-", r["last_checked"] or "-"]
-                for r in recs
-            ]
-            out.table("records", columns, rows)
-        return ExitCode.OK
-
-
-def _status_of(store: Store, pith_number: str) -> dict:
-    """One record's `status PITH` document (see cmd_status)."""
-    rec = store.record(pith_number)
-    verdict, checked = store.last_check(pith_number)
-    mirrors = [
-        {"name": m["name"], "base_url": m["mirror"], "status": m["status"],
-         "checked_at": m["checked_at"], "reasons": m["reasons"]}
-        for m in store.mirror_statuses(pith_number)
-    ]
-    return {
-        "pith_number": pith_number,
-        "tracked": bool(rec["tracked"]),
-        "event_count": rec["event_count"],
-        "state_sha256": rec["state_sha256"],
-        "updated_at": rec["updated_at"],
-        "last_verdict": verdict,
-        "last_checked": checked,
-        "mirrors": mirrors,
-    }
+# -- untrack ---------------------------------------------------------------------------------
 
 
 def cmd_untrack(args, cfg: Config, out) -> int:
