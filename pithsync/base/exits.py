@@ -22,8 +22,8 @@ class UsageError(Exception):
 
 def exit_code_for_verdicts(verdicts) -> ExitCode:
     """A run's exit code from its records' verdicts: the worst of them decides."""
-    # Imported here, not with the module: core.status brings dataclasses (and inspect), a
-    # third of an interpreter's start, which `pithsync --version` and usage errors never need.
+    # Imported here, not with the module: core.status brings dataclasses (and inspect), as
+    # costly as an interpreter's start, which `pithsync --version` and usage errors never need.
     from pithsync.core.status import Verdict
 
     verdicts = list(verdicts)

@@ -27,7 +27,7 @@ EXIT_INTERRUPTED = 130
 def configure_logging(verbose: int, quiet: bool) -> None:
     """The pithsync logger's one handler: logfmt lines on stderr, at WARNING with -q, INFO by
     default, DEBUG with -v (no timestamp under journald, which stamps its own)."""
-    # Imported here, once a command is parsed: logging costs about a third of an interpreter's
+    # Imported here, once a command is parsed: logging is a large share of an interpreter's
     # start, which `--version`, --help and a usage error do without.
     import logging
 
