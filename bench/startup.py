@@ -38,8 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=10, help="runs of each command (default 10)")
     args = ap.parse_args(argv)
     version, bare = measure(max(1, args.runs))
-    print(f"pithsync --version: {version:.1f} ms = {version / bare:.2f} x python -c pass"
-          f" ({bare:.1f} ms; medians of {args.runs})")
+    print(
+        f"pithsync --version: {version:.1f} ms = {version / bare:.2f} x python -c pass"
+        f" ({bare:.1f} ms; medians of {args.runs})"
+    )
     return 0
 
 

@@ -9,12 +9,12 @@ import os
 import sqlite3
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-
 from helpers import BUNDLE_SEEDS, EXPECTED_PITH
+
 from pithsync import __version__, cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -201,7 +201,7 @@ def test_journal_since_a_whole_second_includes_entries_within_it(tmp_path, seed_
     entries = _journal(db, capsys)
     assert entries
     last = datetime.strptime(entries[-1]["at"], "%Y-%m-%dT%H:%M:%S.%fZ")
-    last = last.replace(tzinfo=timezone.utc)
+    last = last.replace(tzinfo=UTC)
     second = last.replace(microsecond=0)
     expected = [e["seq"] for e in entries if e["at"] >= second.strftime("%Y-%m-%dT%H:%M:%S")]
     assert expected
@@ -302,7 +302,6 @@ def test_import_json_marks_the_unreadable_file_not_imported(tmp_path, seed_paths
     assert good["imported"] is True and good["status"] == "ok"
 
 
-
 # -- what a command imports -----------------------------------------------------------------
 
 # Run in a fresh interpreter: the command's output (stdout), then the top-level packages the
@@ -322,7 +321,11 @@ def imports_of(*argv, cwd) -> tuple[int, str, set[str]]:
     env = {k: v for k, v in os.environ.items() if k not in ("PITHSYNC_CONFIG", "PITHSYNC_DB")}
     done = subprocess.run(
         [sys.executable, "-c", IMPORTS_OF_A_COMMAND, *map(str, argv)],
-        capture_output=True, text=True, env=env, cwd=cwd, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stderr.strip().splitlines()[-1])
@@ -352,7 +355,11 @@ def test_status_imports_the_store_but_no_http_client_nor_rich(tmp_path, seed_pat
     code, out, modules = imports_of("--db", db, "status", cwd=tmp_path)
     assert code == 0 and EXPECTED_PITH[BUNDLE_SEEDS[0]] in out
     assert {"sqlite_utils", "pithsync.store", "pithsync.config"} <= modules  # it did read the store
-    assert modules & {"aiohttp", "rich", "anyio", "uvloop", "pithsync.run", "pithsync.fetch"} == set()
-    code, out, modules = imports_of("--db", db, "status", EXPECTED_PITH[BUNDLE_SEEDS[0]], cwd=tmp_path)
+    assert (
+        modules & {"aiohttp", "rich", "anyio", "uvloop", "pithsync.run", "pithsync.fetch"} == set()
+    )
+    code, out, modules = imports_of(
+        "--db", db, "status", EXPECTED_PITH[BUNDLE_SEEDS[0]], cwd=tmp_path
+    )
     assert code == 0 and out.startswith(EXPECTED_PITH[BUNDLE_SEEDS[0]])
     assert modules & {"aiohttp", "rich", "anyio", "uvloop", "pithsync.run"} == set()

@@ -14,7 +14,6 @@ import sys
 
 import anyio
 import pytest
-
 from synctools import json_lines, serve_bad_copy, write_config
 
 from pithsync.testing import forge
@@ -343,8 +342,8 @@ def test_log_lines_go_above_the_progress_bar_whole(tmp_path):
     import logging
 
     from pithsync import cli
-    from pithsync.cli import output
     from pithsync.base.logfmt import log_event
+    from pithsync.cli import output
 
     cli.configure_logging(0, False)
     logger = logging.getLogger("pithsync")
@@ -353,8 +352,13 @@ def test_log_lines_go_above_the_progress_bar_whole(tmp_path):
     screen.isatty = lambda: True  # type: ignore[method-assign]
     with output.ProgressBar(10, stream=screen) as bar:
         bar.advance(None)
-        log_event(logging.getLogger("pithsync.sync"), logging.WARNING, "mirror_slow",
-                  mirror="Pith Resolver", detail="a value long enough " * 8)
+        log_event(
+            logging.getLogger("pithsync.sync"),
+            logging.WARNING,
+            "mirror_slow",
+            mirror="Pith Resolver",
+            detail="a value long enough " * 8,
+        )
         bar.advance(None)
     assert logger.handlers == before
     lines = [line for line in screen.getvalue().splitlines() if "event=mirror_slow" in line]

@@ -22,8 +22,8 @@ class UsageError(Exception):
 
 def exit_code_for_verdicts(verdicts) -> ExitCode:
     """A run's exit code from its records' verdicts: the worst of them decides."""
-    # Imported here, not with the module: core.status brings dataclasses (and inspect), as
-    # costly as an interpreter's start, which `pithsync --version` and usage errors never need.
+    # Imported here, not with the module: core.status brings dataclasses (and inspect), a
+    # large share of an interpreter's start, which `pithsync --version` and usage errors never need.
     from pithsync.core.status import Verdict
 
     verdicts = list(verdicts)
@@ -60,6 +60,6 @@ class NoStoreError(StoreError):
     wrong, or nothing was pulled or imported yet.  A usage error (exit 2), not a broken store."""
 
     @classmethod
-    def at(cls, path: str) -> "NoStoreError":
+    def at(cls, path: str) -> NoStoreError:
         """The error for a read-only command on a path that holds no store."""
         return cls(f"no store at {path} (run `pithsync pull` or `pithsync import` first)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 FIELDS_ATTR = "pithsync_fields"  # the LogRecord attribute log_event sets
 _BARE = re.compile(r'[^\s"=\\\x00-\x1f\x7f]+')
@@ -80,7 +80,12 @@ class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         head: dict = {}
         if self.with_time:
-            head["ts"] = datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+            head["ts"] = (
+                datetime.fromtimestamp(record.created, UTC).strftime(
+                    "%Y-%m-%dT%H:%M:%S.%f"
+                )[:-3]
+                + "Z"
+            )
         head.update(level=record.levelname.lower(), logger=record.name)
         fields = getattr(record, FIELDS_ATTR, None)
         line = kv(head) + " " + kv(fields if fields is not None else {"msg": record.getMessage()})

@@ -43,7 +43,7 @@ def _listed_summary(summary: str, pith_number: str | None) -> str:
     if pith_number:
         for prefix in (f"{pith_number}: ", f"{pith_number} "):
             if summary.startswith(prefix):
-                return summary[len(prefix):]
+                return summary[len(prefix) :]
     return summary
 
 
@@ -63,14 +63,24 @@ def cmd_alerts(args, cfg, out) -> int:
         return ExitCode.OK
     table = []
     for r in rows:
-        delivery = f"{r['undelivered']} undelivered" if r["undelivered"] else "delivered" if r["notifications"] else "-"
+        delivery = (
+            f"{r['undelivered']} undelivered"
+            if r["undelivered"]
+            else "delivered"
+            if r["notifications"]
+            else "-"
+        )
         about = r["mirror"] or r["pith_number"] or "-"
         summary = _listed_summary(str((r["payload"] or {}).get("summary", "")), r["pith_number"])
         table.append(
             [str(r["id"]), r["state"], r["kind"], about, r["opened_at"], r["resolved_at"] or "-"]
             + [delivery, summary],
         )
-    out.table("alerts", ["id", "state", "kind", "about", "opened", "resolved", "delivery", "summary"], table)
+    out.table(
+        "alerts",
+        ["id", "state", "kind", "about", "opened", "resolved", "delivery", "summary"],
+        table,
+    )
     return ExitCode.OK
 
 
@@ -85,7 +95,9 @@ def cmd_evidence(args, cfg, out) -> int:
             raise UsageError(f"{args.pith[:80]!r} is ambiguous: {', '.join(matches[:5])}")
         doc = evidence.build_evidence(store, matches[0], verifier, max_bytes=cfg.crawl.max_bytes)
     if not doc["claims"]:
-        raise UsageError(f"the store holds no evidence for {matches[0]} that signatures can prove (nothing written)")
+        raise UsageError(
+            f"the store holds no evidence for {matches[0]} that signatures can prove (nothing written)"
+        )
     check = evidence.verify_evidence(doc, verifier, cfg.crawl.max_bytes)
     if not check.ok:  # cannot happen: build keeps only confirmed claims
         for r in check.reasons:
@@ -100,9 +112,17 @@ def cmd_evidence(args, cfg, out) -> int:
     except OSError as exc:
         raise UsageError(f"cannot write {args.out}: {exc.strerror or exc}") from None
     if out.as_json:
-        out.json({"file": args.out, "pith_number": doc["pith_number"], "documents": len(doc["documents"]), "claims": [c["claim"] for c in doc["claims"]], "truncated": doc["truncated"]})
+        out.json(
+            {
+                "file": args.out,
+                "pith_number": doc["pith_number"],
+                "documents": len(doc["documents"]),
+                "claims": [c["claim"] for c in doc["claims"]],
+                "truncated": doc["truncated"],
+            }
+        )
     else:
-        out.line(f"wrote {args.out}: {len(doc['claims'])} claim(s) over {len(doc['documents'])} document(s) for {doc['pith_number']}; check it anywhere with `pithsync verify {args.out}`")
+        out.line(
+            f"wrote {args.out}: {len(doc['claims'])} claim(s) over {len(doc['documents'])} document(s) for {doc['pith_number']}; check it anywhere with `pithsync verify {args.out}`"
+        )
     return ExitCode.OK
-
-

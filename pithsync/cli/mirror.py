@@ -35,11 +35,22 @@ def cmd_serve(args, cfg: Config, out) -> int:
 
     from pithsync.publishing.server import build_app
 
-    app = build_app(cfg, base_url=args.base_url.rstrip("/") if args.base_url else None, name=args.name)
+    app = build_app(
+        cfg, base_url=args.base_url.rstrip("/") if args.base_url else None, name=args.name
+    )
     shown = f"[{host}]" if ":" in host else host
-    out.line(f"pithsync serve: {count} record(s) from {cfg.db_path} at http://{shown}:{port}/ (manifest {MANIFEST_PATH}); Ctrl-C stops")
+    out.line(
+        f"pithsync serve: {count} record(s) from {cfg.db_path} at http://{shown}:{port}/ (manifest {MANIFEST_PATH}); Ctrl-C stops"
+    )
     try:
-        web.run_app(app, host=host, port=port, print=None, access_log=logging.getLogger("pithsync.access") if args.verbose else None, handle_signals=True)
+        web.run_app(
+            app,
+            host=host,
+            port=port,
+            print=None,
+            access_log=logging.getLogger("pithsync.access") if args.verbose else None,
+            handle_signals=True,
+        )
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return ExitCode.OK
@@ -53,15 +64,17 @@ def cmd_export(args, cfg: Config, out) -> int:
     try:
         report = export_tree(store, cfg, args.directory, base, name=args.name)
     except OSError as exc:
-        raise UsageError(f"cannot write {exc.filename or args.directory}: {exc.strerror or exc}") from None
+        raise UsageError(
+            f"cannot write {exc.filename or args.directory}: {exc.strerror or exc}"
+        ) from None
     finally:
         store.close()
     if out.as_json:
         out.json(report)
     else:
-        out.line(f"exported {len(report['records'])} record(s) to {report['directory']}: {report['files_written']} file(s) written, {report['files_unchanged']} unchanged; manifest {base}{MANIFEST_PATH}")
+        out.line(
+            f"exported {len(report['records'])} record(s) to {report['directory']}: {report['files_written']} file(s) written, {report['files_unchanged']} unchanged; manifest {base}{MANIFEST_PATH}"
+        )
         for pith, why in report["not_published"].items():
             out.line(f"  not published {pith}: {why}")
     return ExitCode.OK
-
-

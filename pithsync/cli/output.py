@@ -169,8 +169,14 @@ class ProgressBar:
         )
 
         console = Console(file=stream or sys.stderr)
-        self._p = Progress(TextColumn("syncing"), BarColumn(), MofNCompleteColumn(),
-                           TimeElapsedColumn(), console=console, transient=True)
+        self._p = Progress(
+            TextColumn("syncing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
         self._task = self._p.add_task("sync", total=total)
         self._logger = logging.getLogger("pithsync")
         self._saved: list[logging.Handler] = []
@@ -202,8 +208,9 @@ class _ConsoleLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.console.print(self.format(record), markup=False, highlight=False, emoji=False,
-                               soft_wrap=True)
+            self.console.print(
+                self.format(record), markup=False, highlight=False, emoji=False, soft_wrap=True
+            )
         except Exception:  # noqa: BLE001 - as logging.StreamHandler does
             self.handleError(record)
 
@@ -248,7 +255,9 @@ class ResultWriter:
         for m in r.mirrors:
             if m.status.value != "ok":
                 for reason in m.reasons[:3]:
-                    self.out.line(f"  {r.pith_number} {m.name}: {reason['status']}/{reason['code']}: {reason['message']}")
+                    self.out.line(
+                        f"  {r.pith_number} {m.name}: {reason['status']}/{reason['code']}: {reason['message']}"
+                    )
         for h in r.refused_hints[:5]:
             self.out.line(f"  {r.pith_number} refused hint {h['base_url']}: {h['reason']}")
         if r.error:

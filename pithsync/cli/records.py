@@ -17,10 +17,10 @@ from pithsync.core import numbers
 from pithsync.core.canonical import sha256hex
 from pithsync.core.errors import InvalidPithNumber
 from pithsync.core.merge import merge_state
+from pithsync.core.plan import EncodedState, RecordWrite
 from pithsync.core.verify import Verifier
 from pithsync.run import sync_records
 from pithsync.run.results import RecordResult, Target
-from pithsync.core.plan import EncodedState, RecordWrite
 from pithsync.store import Store
 
 log = logging.getLogger("pithsync.sync")
@@ -61,7 +61,9 @@ def read_list(source: str) -> list[str]:
         text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read {source}: {exc}") from None
-    return [line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()]
+    return [
+        line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()
+    ]
 
 
 def sync_and_report(cfg: Config, out, store: Store, targets: list[Target], command: str) -> int:
@@ -111,9 +113,16 @@ def cmd_sync(args, cfg: Config, out) -> int:
     except StoreLocked as exc:
         if args.if_locked != "skip":
             raise
-        log_event(log, logging.WARNING, "run_skipped", reason="store locked by another run",
-                  lock=exc.lock_path, holder_pid=exc.holder_pid,
-                  waited_s=f"{exc.waited_s:g}", exit=int(ExitCode.BUSY))
+        log_event(
+            log,
+            logging.WARNING,
+            "run_skipped",
+            reason="store locked by another run",
+            lock=exc.lock_path,
+            holder_pid=exc.holder_pid,
+            waited_s=f"{exc.waited_s:g}",
+            exit=int(ExitCode.BUSY),
+        )
         return ExitCode.BUSY
 
 
@@ -122,7 +131,10 @@ def sync_tracked(args, cfg: Config, out) -> int:
         targets = [Target(numbers.parse_full(p).suffix, p, args.depth) for p in store.tracked()]
         if not targets and not out.quiet:
             # A hint for people, on stderr: stdout stays valid JSON with --json.
-            print("pithsync: no tracked records yet: add some with `pithsync pull PITH` or `pithsync import FILE`", file=sys.stderr)
+            print(
+                "pithsync: no tracked records yet: add some with `pithsync pull PITH` or `pithsync import FILE`",
+                file=sys.stderr,
+            )
         return sync_and_report(cfg, out, store, targets, "sync")
 
 
@@ -187,8 +199,12 @@ def cmd_import(args, cfg: Config, out) -> int:
                 w.add_events(report.valid_events, f"file:{path}", stored=events)
                 for ev in report.valid_events:
                     events.setdefault(ev["event_id"], ev)
-                merged = merge_state(pith, bundle["canonical_record"], bundle["source_aliases"], events.values(), {})
-                w.state = EncodedState.of(bundle["canonical_record"], bundle["source_aliases"], merged)
+                merged = merge_state(
+                    pith, bundle["canonical_record"], bundle["source_aliases"], events.values(), {}
+                )
+                w.state = EncodedState.of(
+                    bundle["canonical_record"], bundle["source_aliases"], merged
+                )
             w.journal_detail = {"file": path, "kind": report.kind}
             store.write_record(run_id, w)
         unreadable = [r for _, r in results if isinstance(r, UnreadableFile)]
@@ -203,15 +219,21 @@ def cmd_import(args, cfg: Config, out) -> int:
         store.finish_run(run_id, int(code), tally)
     if out.as_json:
         readable = {id(r) for r in reports}
-        out.json({"files": [{"file": p, "imported": id(r) in readable and r.ok, **r.to_json()}
-                            for p, r in results]})
+        out.json(
+            {
+                "files": [
+                    {"file": p, "imported": id(r) in readable and r.ok, **r.to_json()}
+                    for p, r in results
+                ]
+            }
+        )
     else:
         for p, r in results:
             if isinstance(r, UnreadableFile):
                 out.line(f"unreadable  -  -  {p}  {r.reason}")
                 continue
-            out.line(f"{'imported' if r.ok else 'rejected'}  {r.status.value}  {r.pith_number or '-'}  {p}  {'; '.join(str(x) for x in r.reasons)}")
+            out.line(
+                f"{'imported' if r.ok else 'rejected'}  {r.status.value}  {r.pith_number or '-'}  {p}  {'; '.join(str(x) for x in r.reasons)}"
+            )
     report_unreadable(unreadable)
     return code
-
-

@@ -28,8 +28,13 @@ class UnreadableFile(UsageError):
     def to_json(self) -> dict:
         """The same fields as a verification Report's JSON, for one list of file results."""
         reason = {"status": self.STATUS, "code": "cannot_read", "message": self.reason}
-        return {"kind": None, "status": self.STATUS, "pith_number": None, "reasons": [reason],
-                "notes": []}
+        return {
+            "kind": None,
+            "status": self.STATUS,
+            "pith_number": None,
+            "reasons": [reason],
+            "notes": [],
+        }
 
 
 def read_file(path: str, max_bytes: int) -> bytes:
