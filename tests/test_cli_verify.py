@@ -17,6 +17,13 @@ from pithsync.testing import forge
 REPO = Path(__file__).resolve().parent.parent
 
 
+# A configuration that pins only the forge's test key.
+TEST_KEY_TOML = (
+    f'[[trust.keys]]\nkey_id = "{forge.TEST_KEY_ID}"\n'
+    f'public_key_b64 = "{forge.TEST_KEY.public_key_b64}"\n'
+)
+
+
 def run(argv, capsys):
     code = cli.main(argv)
     out, err = capsys.readouterr()
@@ -29,7 +36,7 @@ def test_all_seeds_ok(seed_paths, capsys):
     header, *lines = [line for line in out.splitlines() if line.strip()]
     assert header.split() == ["status", "kind", "pith_number", "file", "reasons"]  # as in the table
     assert len(lines) == 5
-    for name, line in zip(SEED_NAMES, lines):
+    for name, line in zip(SEED_NAMES, lines, strict=True):
         status, kind, pith, path = line.split("  ")[:4]
         assert status == "ok"
         assert kind == ("state" if name == STATE_SEED else "bundle")
@@ -41,7 +48,7 @@ def test_all_seeds_json(seed_paths, capsys):
     assert code == 0
     doc = json.loads(out)
     assert list(doc) == ["files"] and len(doc["files"]) == 5
-    for name, entry in zip(SEED_NAMES, doc["files"]):
+    for name, entry in zip(SEED_NAMES, doc["files"], strict=True):
         assert set(entry) == {"file", "kind", "status", "pith_number", "reasons", "notes"}
         assert entry["file"] == seed_paths[name]
         assert entry["status"] == "ok" and entry["reasons"] == []
@@ -172,9 +179,7 @@ def test_no_files_is_usage_error(capsys):
 
 def test_seeds_fail_when_config_pins_another_key(tmp_path, seed_paths, capsys):
     cfg = tmp_path / "other-key.toml"
-    cfg.write_text(
-        f'[[trust.keys]]\nkey_id = "{forge.TEST_KEY_ID}"\npublic_key_b64 = "{forge.TEST_KEY.public_key_b64}"\n'
-    )
+    cfg.write_text(TEST_KEY_TOML)
     code, out, _ = run(["verify", "--json", "--config", str(cfg), *seed_paths.values()], capsys)
     assert code == 1
     files = json.loads(out)["files"]
@@ -187,9 +192,7 @@ def test_forged_bundle_needs_its_key_pinned(tmp_path, capsys):
     code, out, _ = run(["verify", path], capsys)
     assert code == 1 and "key_not_pinned" in out
     cfg = tmp_path / "test-key.toml"
-    cfg.write_text(
-        f'[[trust.keys]]\nkey_id = "{forge.TEST_KEY_ID}"\npublic_key_b64 = "{forge.TEST_KEY.public_key_b64}"\n'
-    )
+    cfg.write_text(TEST_KEY_TOML)
     code, out, _ = run(["verify", "--config", str(cfg), path], capsys)
     assert code == 0 and out.splitlines()[1].startswith("ok  bundle")
 
@@ -197,9 +200,7 @@ def test_forged_bundle_needs_its_key_pinned(tmp_path, capsys):
 def test_lying_state_bundle_via_cli(tmp_path, capsys):
     path = _write(tmp_path, "lying.json", forge.bundle_with_lying_state(forge.forge_record(6, 3)))
     cfg = tmp_path / "test-key.toml"
-    cfg.write_text(
-        f'[[trust.keys]]\nkey_id = "{forge.TEST_KEY_ID}"\npublic_key_b64 = "{forge.TEST_KEY.public_key_b64}"\n'
-    )
+    cfg.write_text(TEST_KEY_TOML)
     code, out, _ = run(["verify", "--json", "--config", str(cfg), path], capsys)
     assert code == 1
     entry = json.loads(out)["files"][0]

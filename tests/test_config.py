@@ -276,7 +276,8 @@ def test_timeouts_must_be_finite_and_the_request_ones_positive(text, message):
 
 def test_zero_is_still_allowed_where_it_means_something():
     cfg = from_toml(
-        "[crawl]\nretries = 0\nmirror_down_after = 0\nbackoff_max_s = 0\n[store]\nlock_timeout_s = 0\n"
+        "[crawl]\nretries = 0\nmirror_down_after = 0\nbackoff_max_s = 0\n"
+        "[store]\nlock_timeout_s = 0\n"
     )
     assert (
         cfg.crawl.retries,

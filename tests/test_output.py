@@ -45,7 +45,7 @@ def _pithsync_with_early_close(*argv: str, timeout: float = 300) -> tuple[int, s
         _, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise AssertionError(f"pithsync {argv} did not finish within {timeout} s")
+        raise AssertionError(f"pithsync {argv} did not finish within {timeout} s") from None
     return proc.returncode, first.decode().split("\n", 1)[0], err.decode()
 
 
@@ -218,7 +218,7 @@ async def test_every_line_a_verbose_run_logs_is_logfmt(tmp_path, processes):
         downs = {refused_spec().base_url for _ in range(20)}  # distinct closed ports
         assert len(downs) >= 3
         specs = [(NASTY_NAMES[0], a.base_url), (NASTY_NAMES[1], b.base_url)] + list(
-            zip(NASTY_NAMES[2:], sorted(downs))
+            zip(NASTY_NAMES[2:], sorted(downs), strict=False)
         )
         conf = _toml_config(
             tmp_path / "p.toml",

@@ -81,9 +81,7 @@ class KeyValueFormatter(logging.Formatter):
         head: dict = {}
         if self.with_time:
             head["ts"] = (
-                datetime.fromtimestamp(record.created, UTC).strftime(
-                    "%Y-%m-%dT%H:%M:%S.%f"
-                )[:-3]
+                datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
                 + "Z"
             )
         head.update(level=record.levelname.lower(), logger=record.name)

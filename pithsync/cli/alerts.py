@@ -96,7 +96,8 @@ def cmd_evidence(args, cfg, out) -> int:
         doc = evidence.build_evidence(store, matches[0], verifier, max_bytes=cfg.crawl.max_bytes)
     if not doc["claims"]:
         raise UsageError(
-            f"the store holds no evidence for {matches[0]} that signatures can prove (nothing written)"
+            f"the store holds no evidence for {matches[0]} that signatures can prove"
+            " (nothing written)"
         )
     check = evidence.verify_evidence(doc, verifier, cfg.crawl.max_bytes)
     if not check.ok:  # cannot happen: build keeps only confirmed claims
@@ -123,6 +124,8 @@ def cmd_evidence(args, cfg, out) -> int:
         )
     else:
         out.line(
-            f"wrote {args.out}: {len(doc['claims'])} claim(s) over {len(doc['documents'])} document(s) for {doc['pith_number']}; check it anywhere with `pithsync verify {args.out}`"
+            f"wrote {args.out}: {len(doc['claims'])} claim(s) over"
+            f" {len(doc['documents'])} document(s) for {doc['pith_number']};"
+            f" check it anywhere with `pithsync verify {args.out}`"
         )
     return ExitCode.OK

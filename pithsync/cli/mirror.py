@@ -29,9 +29,8 @@ def cmd_serve(args, cfg: Config, out) -> int:
         count = len(catalog.suffixes())
     finally:
         store.close()
-    from aiohttp import (
-        web,  # only `serve` needs the server side of aiohttp: keep it off every other command's start
-    )
+    # Only `serve` needs the server side of aiohttp: kept off every other command's start.
+    from aiohttp import web
 
     from pithsync.publishing.server import build_app
 
@@ -40,7 +39,8 @@ def cmd_serve(args, cfg: Config, out) -> int:
     )
     shown = f"[{host}]" if ":" in host else host
     out.line(
-        f"pithsync serve: {count} record(s) from {cfg.db_path} at http://{shown}:{port}/ (manifest {MANIFEST_PATH}); Ctrl-C stops"
+        f"pithsync serve: {count} record(s) from {cfg.db_path} at http://{shown}:{port}/"
+        f" (manifest {MANIFEST_PATH}); Ctrl-C stops"
     )
     try:
         web.run_app(
@@ -73,7 +73,9 @@ def cmd_export(args, cfg: Config, out) -> int:
         out.json(report)
     else:
         out.line(
-            f"exported {len(report['records'])} record(s) to {report['directory']}: {report['files_written']} file(s) written, {report['files_unchanged']} unchanged; manifest {base}{MANIFEST_PATH}"
+            f"exported {len(report['records'])} record(s) to {report['directory']}:"
+            f" {report['files_written']} file(s) written,"
+            f" {report['files_unchanged']} unchanged; manifest {base}{MANIFEST_PATH}"
         )
         for pith, why in report["not_published"].items():
             out.line(f"  not published {pith}: {why}")

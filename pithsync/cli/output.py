@@ -255,9 +255,8 @@ class ResultWriter:
         for m in r.mirrors:
             if m.status.value != "ok":
                 for reason in m.reasons[:3]:
-                    self.out.line(
-                        f"  {r.pith_number} {m.name}: {reason['status']}/{reason['code']}: {reason['message']}"
-                    )
+                    why = f"{reason['status']}/{reason['code']}: {reason['message']}"
+                    self.out.line(f"  {r.pith_number} {m.name}: {why}")
         for h in r.refused_hints[:5]:
             self.out.line(f"  {r.pith_number} refused hint {h['base_url']}: {h['reason']}")
         if r.error:

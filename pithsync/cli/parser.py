@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE", help="a bundle, state or evidence JSON file")
     p.set_defaults(func=Handler("verify", "cmd_verify"))
 
-    for register in (register_records, register_alerts, register_mirror):
+    for register in (register_sync, register_store, register_alerts, register_mirror):
         register(sub, common)
     return parser
 
@@ -169,7 +169,8 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error("journal verify checks the whole chain: --since does not apply")
 
 
-def register_records(sub, common) -> None:
+def register_sync(sub, common) -> None:
+    """Adds `pull` and `sync` subcommands."""
     p = sub.add_parser(
         "pull",
         parents=[common],
@@ -215,6 +216,9 @@ def register_records(sub, common) -> None:
     )
     p.set_defaults(func=Handler("records", "cmd_sync"))
 
+
+def register_store(sub, common) -> None:
+    """Adds `status`, `untrack`, `journal` (and `journal verify`) and `import` subcommands."""
     p = sub.add_parser("status", parents=[common], help="what the store holds")
     p.add_argument(
         "pith",
@@ -286,7 +290,8 @@ def register_alerts(sub, common) -> None:
     p = sub.add_parser(
         "evidence",
         parents=[common],
-        help="write a self-contained evidence file for a record, checkable offline with `pithsync verify`",
+        help="write a self-contained evidence file for a record,"
+        " checkable offline with `pithsync verify`",
     )
     p.add_argument(
         "pith", metavar="PITH", help="pith number, suffix, short form or alias of a stored record"

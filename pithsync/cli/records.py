@@ -10,7 +10,7 @@ import sys
 from pithsync.base.exits import ExitCode, StoreLocked, UsageError
 from pithsync.base.logfmt import log_event
 from pithsync.cli.common import open_store
-from pithsync.cli.output import ResultWriter, progress_bar
+from pithsync.cli.output import Output, ResultWriter, progress_bar
 from pithsync.cli.verify import UnreadableFile, read_file, report_unreadable, verify_bytes
 from pithsync.config import Config
 from pithsync.core import numbers
@@ -18,7 +18,7 @@ from pithsync.core.canonical import sha256hex
 from pithsync.core.errors import InvalidPithNumber
 from pithsync.core.merge import merge_state
 from pithsync.core.plan import EncodedState, RecordWrite
-from pithsync.core.verify import Verifier
+from pithsync.core.verify import Report, Verifier
 from pithsync.run import sync_records
 from pithsync.run.results import RecordResult, Target
 from pithsync.store import Store
@@ -132,7 +132,8 @@ def sync_tracked(args, cfg: Config, out) -> int:
         if not targets and not out.quiet:
             # A hint for people, on stderr: stdout stays valid JSON with --json.
             print(
-                "pithsync: no tracked records yet: add some with `pithsync pull PITH` or `pithsync import FILE`",
+                "pithsync: no tracked records yet:"
+                " add some with `pithsync pull PITH` or `pithsync import FILE`",
                 file=sys.stderr,
             )
         return sync_and_report(cfg, out, store, targets, "sync")
@@ -173,67 +174,87 @@ def cmd_untrack(args, cfg: Config, out) -> int:
 
 # -- import ---------------------------------------------------------------------------------
 
+FileResult = Report | UnreadableFile
+
 
 def cmd_import(args, cfg: Config, out) -> int:
+    """Verify local bundle or state files and store the ones that verify, in one run.  A file
+    that cannot be read is reported (exit 2) and the others are still imported; otherwise exit
+    1 when any file is not ok.  --json: `{"files": [{"file", "imported": bool, "kind",
+    "status", "pith_number", "reasons", "notes"}]}`."""
     verifier = Verifier(cfg.trust)
-    results = []
+    results: list[tuple[str, FileResult]] = []
     with open_store(cfg, lock=True) as store:
         run_id = store.begin_run("import")
         for path in args.files:
-            # Read once: the bytes stored are the bytes that verified.
-            try:
-                body = read_file(path, cfg.crawl.max_bytes)
-            except UnreadableFile as exc:  # the others are still imported; exit 2
-                results.append((path, exc))
-                continue
-            report, doc = verify_bytes(body, verifier, cfg.crawl.max_bytes)
-            results.append((path, report))
-            if not report.ok or report.kind not in ("bundle", "state"):
-                continue
-            pith = report.pith_number
-            w = RecordWrite(pith_number=pith, verdict="imported", tracked=True)
-            w.documents.append((sha256hex(body), report.kind, body))
-            if report.kind == "bundle":
-                bundle = doc
-                events = store.stored_events(pith)
-                w.add_events(report.valid_events, f"file:{path}", stored=events)
-                for ev in report.valid_events:
-                    events.setdefault(ev["event_id"], ev)
-                merged = merge_state(
-                    pith, bundle["canonical_record"], bundle["source_aliases"], events.values(), {}
-                )
-                w.state = EncodedState.of(
-                    bundle["canonical_record"], bundle["source_aliases"], merged
-                )
-            w.journal_detail = {"file": path, "kind": report.kind}
-            store.write_record(run_id, w)
+            results.append((path, import_file(store, run_id, path, verifier, cfg.crawl.max_bytes)))
         unreadable = [r for _, r in results if isinstance(r, UnreadableFile)]
         reports = [r for _, r in results if not isinstance(r, UnreadableFile)]
         code = ExitCode.OK if all(r.ok for r in reports) else ExitCode.FAILED
-        if unreadable:
-            code = ExitCode.USAGE
         tally = {"imported": sum(1 for r in reports if r.ok)}
         tally["rejected"] = len(reports) - tally["imported"]
         if unreadable:
+            code = ExitCode.USAGE
             tally["unreadable"] = len(unreadable)
         store.finish_run(run_id, int(code), tally)
-    if out.as_json:
-        readable = {id(r) for r in reports}
-        out.json(
-            {
-                "files": [
-                    {"file": p, "imported": id(r) in readable and r.ok, **r.to_json()}
-                    for p, r in results
-                ]
-            }
-        )
-    else:
-        for p, r in results:
-            if isinstance(r, UnreadableFile):
-                out.line(f"unreadable  -  -  {p}  {r.reason}")
-                continue
-            out.line(
-                f"{'imported' if r.ok else 'rejected'}  {r.status.value}  {r.pith_number or '-'}  {p}  {'; '.join(str(x) for x in r.reasons)}"
-            )
+    show_imports(results, out)
     report_unreadable(unreadable)
     return code
+
+
+def import_file(
+    store: Store, run_id: str, path: str, verifier: Verifier, max_bytes: int
+) -> FileResult:
+    """Read, verify and (when it verifies as a bundle or a state) store one file.
+
+    Args:
+        store: the store, under the run lock.
+        run_id: the import's run.
+        path: the file.
+        verifier: the pinned keys.
+        max_bytes: the size cap of a document.
+
+    Returns:
+        The file's verification report, or the UnreadableFile it could not be read as.
+    """
+    # Read once: the bytes stored are the bytes that verified.
+    try:
+        body = read_file(path, max_bytes)
+    except UnreadableFile as exc:
+        return exc
+    report, doc = verify_bytes(body, verifier, max_bytes)
+    if not report.ok or report.kind not in ("bundle", "state"):
+        return report
+    pith = report.pith_number
+    w = RecordWrite(pith_number=pith, verdict="imported", tracked=True)
+    w.documents.append((sha256hex(body), report.kind, body))
+    if report.kind == "bundle":
+        record, aliases = doc["canonical_record"], doc["source_aliases"]
+        events = store.stored_events(pith)
+        w.add_events(report.valid_events, f"file:{path}", stored=events)
+        for ev in report.valid_events:
+            events.setdefault(ev["event_id"], ev)
+        merged = merge_state(pith, record, aliases, events.values(), {})
+        w.state = EncodedState.of(record, aliases, merged)
+    w.journal_detail = {"file": path, "kind": report.kind}
+    store.write_record(run_id, w)
+    return report
+
+
+def show_imports(results: list[tuple[str, FileResult]], out: Output) -> None:
+    """Each file's outcome: a line (`imported|rejected|unreadable  STATUS  PITH  FILE  WHY`),
+    or under --json one document listing them."""
+    if out.as_json:
+        files = [
+            {"file": p, "imported": isinstance(r, Report) and r.ok, **r.to_json()}
+            for p, r in results
+        ]
+        out.json({"files": files})
+        return
+    for p, r in results:
+        if isinstance(r, UnreadableFile):
+            out.line(f"unreadable  -  -  {p}  {r.reason}")
+            continue
+        outcome = "imported" if r.ok else "rejected"
+        why = "; ".join(str(x) for x in r.reasons)
+        out.line(f"{outcome}  {r.status.value}  {r.pith_number or '-'}  {p}  {why}")
