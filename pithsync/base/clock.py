@@ -7,4 +7,5 @@ from datetime import UTC, datetime
 
 
 def utcnow() -> str:
+    """Now, in UTC, as `YYYY-MM-DDTHH:MM:SS.ffffffZ`."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -8,6 +8,8 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
+    """What a command's exit status says (`pithsync --help` lists them)."""
+
     OK = 0  # all ok / in_sync / degraded
     FAILED = 1  # a document not ok, or a record diverged
     USAGE = 2  # usage or configuration error

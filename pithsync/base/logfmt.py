@@ -78,6 +78,7 @@ class KeyValueFormatter(logging.Formatter):
         self.with_time = with_time
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one logfmt line."""
         head: dict = {}
         if self.with_time:
             head["ts"] = (

@@ -16,9 +16,6 @@ from pithsync.metrics import write_atomically
 log = logging.getLogger("pithsync.alerts")
 
 
-log = logging.getLogger("pithsync.alerts")
-
-
 def _alert_json(row: dict) -> dict:
     payload = row["resolved_payload"] or row["payload"]
     return {
@@ -51,7 +48,6 @@ def cmd_alerts(args, cfg, out) -> int:
     """Alerts, newest first.  --json: JSON Lines, one alert a line, `{"id": int, "kind", "state",
     "pith_number", "mirror" (base URL or null), "opened_at", "resolved_at", "summary",
     "resolution", "notifications": int, "undelivered": int, "payload": {...}}`."""
-
     with open_store(cfg, lock=False) as store:
         rows = store.alerts(open_only=args.open)
     if out.as_json:
@@ -85,7 +81,9 @@ def cmd_alerts(args, cfg, out) -> int:
 
 
 def cmd_evidence(args, cfg, out) -> int:
-
+    """Write one record's evidence file (or to stdout with `--out -`), checked before it is
+    written.  --json: `{"file", "pith_number", "documents": int, "claims": [str],
+    "truncated"}`."""
     verifier = Verifier(cfg.trust)
     with open_store(cfg, lock=False) as store:
         matches = store.resolve(args.pith)

@@ -22,6 +22,8 @@ def parse_bind(text: str) -> tuple[str, int]:
 
 
 def cmd_serve(args, cfg: Config, out) -> int:
+    """Serve the verified store read-only over HTTP until interrupted (UsageError when the
+    address cannot be listened on)."""
     host, port = parse_bind(args.bind)
     store = Store.open_reader(cfg.db_path)  # fail now (exit 2 or 4), not inside the server
     try:
@@ -57,6 +59,8 @@ def cmd_serve(args, cfg: Config, out) -> int:
 
 
 def cmd_export(args, cfg: Config, out) -> int:
+    """Write the verified store as a static mirror tree.  --json: the export report
+    `{"directory", "records", "files_written", "files_unchanged", "not_published"}`."""
     base = args.base_url.rstrip("/")
     if not base.startswith(("https://", "http://")):
         raise UsageError(f"--base-url must be an http(s) URL, got {args.base_url[:80]!r}")

@@ -83,6 +83,7 @@ class Output:
         self.write(json.dumps(value, ensure_ascii=False) + "\n")
 
     def line(self, text: str = "") -> None:
+        """One line of text for people; nothing under -q."""
         if not self.quiet:
             self.write(text + "\n")
 
@@ -193,6 +194,7 @@ class ProgressBar:
         return self._p.__exit__(*exc)
 
     def advance(self, _result) -> None:
+        """One more record done."""
         self._p.advance(self._task)
 
 
@@ -216,6 +218,8 @@ class _ConsoleLogHandler(logging.Handler):
 
 
 def progress_bar(out, total: int):
+    """A progress bar for a run of `total` records, or None: only when the output is a rich
+    terminal, stderr a terminal too, and there is more than one record."""
     return ProgressBar(total) if out.rich and sys.stderr.isatty() and total > 1 else None
 
 
@@ -232,12 +236,15 @@ class ResultWriter:
         self._rows: list[RecordResult] = []
 
     def add(self, r: RecordResult) -> None:
+        """One record's result: written now under --json, else kept for `finish`."""
         if self.out.as_json:
             self.out.json_line(r.to_json())
         else:
             self._rows.append(r)
 
     def finish(self) -> None:
+        """The kept rows, sorted by pith number, then each record's problems (not under
+        --json, whose lines are already written)."""
         if self.out.as_json or not self._rows:
             return
         results = sorted(self._rows, key=lambda r: r.pith_number)

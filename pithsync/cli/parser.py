@@ -25,6 +25,7 @@ class Handler:
         return f"Handler({self.module!r}, {self.function!r})"
 
     def __call__(self, args, cfg, out) -> int:
+        """Import the command's module and run its function."""
         module = importlib.import_module(f"pithsync.cli.{self.module}")
         return getattr(module, self.function)(args, cfg, out)
 
@@ -129,6 +130,8 @@ EPILOG = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `pithsync` parser: the global options, --version and every command, each with
+    its Handler (nothing of a command is imported here)."""
     common = _global_options(suppress=True)
     parser = argparse.ArgumentParser(
         prog="pithsync",

@@ -30,6 +30,17 @@ log = logging.getLogger("pithsync.sync")
 
 
 def parse_targets(refs: list[str], store: Store, depth: int) -> list[Target]:
+    """The records `refs` name, once each: a full number or a bare suffix as it is, a short form
+    or an alias by what the store knows of it.
+
+    Args:
+        refs: what the user typed.
+        store: the store, to resolve short forms and aliases.
+        depth: how many citation hops to follow from each.
+
+    Raises:
+        UsageError: a reference that names no stored record, or several.
+    """
     targets: dict[str, Target] = {}
     for text in refs:
         why = "not a full pith number or suffix"
@@ -57,6 +68,7 @@ def parse_targets(refs: list[str], store: Store, depth: int) -> list[Target]:
 
 
 def read_list(source: str) -> list[str]:
+    """The references in a list file (or stdin for `-`): one a line, `#` starts a comment."""
     try:
         text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()
     except (OSError, UnicodeDecodeError) as exc:
@@ -127,6 +139,7 @@ def cmd_sync(args, cfg: Config, out) -> int:
 
 
 def sync_tracked(args, cfg: Config, out) -> int:
+    """A run over every tracked record (see cmd_sync)."""
     with open_store(cfg, lock=True) as store:
         targets = [Target(numbers.parse_full(p).suffix, p, args.depth) for p in store.tracked()]
         if not targets and not out.quiet:

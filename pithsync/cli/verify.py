@@ -61,6 +61,7 @@ def verify_bytes(data: bytes, verifier: Verifier, max_bytes: int) -> tuple[Repor
 
 
 def verify_file(path: str, verifier: Verifier, max_bytes: int) -> Report:
+    """The verification report of one local file (UnreadableFile when it cannot be read)."""
     return verify_bytes(read_file(path, max_bytes), verifier, max_bytes)[0]
 
 
