@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from pithsync.core.status import Verdict
-
 
 class ExitCode(IntEnum):
+    """What a command's exit status says (`pithsync --help` lists them)."""
+
     OK = 0  # all ok / in_sync / degraded
     FAILED = 1  # a document not ok, or a record diverged
     USAGE = 2  # usage or configuration error
@@ -23,6 +23,11 @@ class UsageError(Exception):
 
 
 def exit_code_for_verdicts(verdicts) -> ExitCode:
+    """A run's exit code from its records' verdicts: the worst of them decides."""
+    # Imported here, not with the module: core.status brings dataclasses (and inspect), a
+    # large share of an interpreter's start, which `pithsync --version` and usage errors never need.
+    from pithsync.core.status import Verdict
+
     verdicts = list(verdicts)
     if Verdict.WRONG_NUMBER in verdicts:  # the input must be fixed first; the others are reported
         return ExitCode.USAGE
@@ -57,6 +62,6 @@ class NoStoreError(StoreError):
     wrong, or nothing was pulled or imported yet.  A usage error (exit 2), not a broken store."""
 
     @classmethod
-    def at(cls, path: str) -> "NoStoreError":
+    def at(cls, path: str) -> NoStoreError:
         """The error for a read-only command on a path that holds no store."""
         return cls(f"no store at {path} (run `pithsync pull` or `pithsync import` first)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 FIELDS_ATTR = "pithsync_fields"  # the LogRecord attribute log_event sets
 _BARE = re.compile(r'[^\s"=\\\x00-\x1f\x7f]+')
@@ -78,9 +78,13 @@ class KeyValueFormatter(logging.Formatter):
         self.with_time = with_time
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one logfmt line."""
         head: dict = {}
         if self.with_time:
-            head["ts"] = datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+            head["ts"] = (
+                datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+                + "Z"
+            )
         head.update(level=record.levelname.lower(), logger=record.name)
         fields = getattr(record, FIELDS_ATTR, None)
         line = kv(head) + " " + kv(fields if fields is not None else {"msg": record.getMessage()})

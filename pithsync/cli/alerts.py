@@ -16,9 +16,6 @@ from pithsync.base.files import write_atomically
 log = logging.getLogger("pithsync.alerts")
 
 
-log = logging.getLogger("pithsync.alerts")
-
-
 def _alert_json(row: dict) -> dict:
     payload = row["resolved_payload"] or row["payload"]
     return {
@@ -43,7 +40,7 @@ def _listed_summary(summary: str, pith_number: str | None) -> str:
     if pith_number:
         for prefix in (f"{pith_number}: ", f"{pith_number} "):
             if summary.startswith(prefix):
-                return summary[len(prefix):]
+                return summary[len(prefix) :]
     return summary
 
 
@@ -51,7 +48,6 @@ def cmd_alerts(args, cfg, out) -> int:
     """Alerts, newest first.  --json: JSON Lines, one alert a line, `{"id": int, "kind", "state",
     "pith_number", "mirror" (base URL or null), "opened_at", "resolved_at", "summary",
     "resolution", "notifications": int, "undelivered": int, "payload": {...}}`."""
-
     with open_store(cfg, lock=False) as store:
         rows = store.alerts(open_only=args.open)
     if out.as_json:
@@ -63,19 +59,31 @@ def cmd_alerts(args, cfg, out) -> int:
         return ExitCode.OK
     table = []
     for r in rows:
-        delivery = f"{r['undelivered']} undelivered" if r["undelivered"] else "delivered" if r["notifications"] else "-"
+        delivery = (
+            f"{r['undelivered']} undelivered"
+            if r["undelivered"]
+            else "delivered"
+            if r["notifications"]
+            else "-"
+        )
         about = r["mirror"] or r["pith_number"] or "-"
         summary = _listed_summary(str((r["payload"] or {}).get("summary", "")), r["pith_number"])
         table.append(
             [str(r["id"]), r["state"], r["kind"], about, r["opened_at"], r["resolved_at"] or "-"]
             + [delivery, summary],
         )
-    out.table("alerts", ["id", "state", "kind", "about", "opened", "resolved", "delivery", "summary"], table)
+    out.table(
+        "alerts",
+        ["id", "state", "kind", "about", "opened", "resolved", "delivery", "summary"],
+        table,
+    )
     return ExitCode.OK
 
 
 def cmd_evidence(args, cfg, out) -> int:
-
+    """Write one record's evidence file (or to stdout with `--out -`), checked before it is
+    written.  --json: `{"file", "pith_number", "documents": int, "claims": [str],
+    "truncated"}`."""
     verifier = Verifier(cfg.trust)
     with open_store(cfg, lock=False) as store:
         matches = store.resolve(args.pith)
@@ -85,7 +93,10 @@ def cmd_evidence(args, cfg, out) -> int:
             raise UsageError(f"{args.pith[:80]!r} is ambiguous: {', '.join(matches[:5])}")
         doc = evidence.build_evidence(store, matches[0], verifier, max_bytes=cfg.crawl.max_bytes)
     if not doc["claims"]:
-        raise UsageError(f"the store holds no evidence for {matches[0]} that signatures can prove (nothing written)")
+        raise UsageError(
+            f"the store holds no evidence for {matches[0]} that signatures can prove"
+            " (nothing written)"
+        )
     check = evidence.verify_evidence(doc, verifier, cfg.crawl.max_bytes)
     if not check.ok:  # cannot happen: build keeps only confirmed claims
         for r in check.reasons:
@@ -100,9 +111,19 @@ def cmd_evidence(args, cfg, out) -> int:
     except OSError as exc:
         raise UsageError(f"cannot write {args.out}: {exc.strerror or exc}") from None
     if out.as_json:
-        out.json({"file": args.out, "pith_number": doc["pith_number"], "documents": len(doc["documents"]), "claims": [c["claim"] for c in doc["claims"]], "truncated": doc["truncated"]})
+        out.json(
+            {
+                "file": args.out,
+                "pith_number": doc["pith_number"],
+                "documents": len(doc["documents"]),
+                "claims": [c["claim"] for c in doc["claims"]],
+                "truncated": doc["truncated"],
+            }
+        )
     else:
-        out.line(f"wrote {args.out}: {len(doc['claims'])} claim(s) over {len(doc['documents'])} document(s) for {doc['pith_number']}; check it anywhere with `pithsync verify {args.out}`")
+        out.line(
+            f"wrote {args.out}: {len(doc['claims'])} claim(s) over"
+            f" {len(doc['documents'])} document(s) for {doc['pith_number']};"
+            f" check it anywhere with `pithsync verify {args.out}`"
+        )
     return ExitCode.OK
-
-

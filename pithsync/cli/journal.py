@@ -32,5 +32,18 @@ def cmd_journal(args, cfg: Config, out) -> int:
                 out.json_line({**e, "detail": json.loads(e["detail"] or "{}")})
         else:
             for e in entries:
-                out.line(" ".join(str(x) for x in (e["seq"], e["at"], e["kind"], e["pith_number"] or "", e["mirror"] or "", e["status"] or "") if x != ""))
+                out.line(
+                    " ".join(
+                        str(x)
+                        for x in (
+                            e["seq"],
+                            e["at"],
+                            e["kind"],
+                            e["pith_number"] or "",
+                            e["mirror"] or "",
+                            e["status"] or "",
+                        )
+                        if x != ""
+                    )
+                )
         return ExitCode.OK

@@ -22,6 +22,8 @@ def parse_bind(text: str) -> tuple[str, int]:
 
 
 def cmd_serve(args, cfg: Config, out) -> int:
+    """Serve the verified store read-only over HTTP until interrupted (UsageError when the
+    address cannot be listened on)."""
     host, port = parse_bind(args.bind)
     store = Store.open_reader(cfg.db_path)  # fail now (exit 2 or 4), not inside the server
     try:
@@ -29,23 +31,36 @@ def cmd_serve(args, cfg: Config, out) -> int:
         count = len(catalog.suffixes())
     finally:
         store.close()
-    from aiohttp import (
-        web,  # only `serve` needs the server side of aiohttp: keep it off every other command's start
-    )
+    # Only `serve` needs the server side of aiohttp: kept off every other command's start.
+    from aiohttp import web
 
     from pithsync.publishing.server import build_app
 
-    app = build_app(cfg, base_url=args.base_url.rstrip("/") if args.base_url else None, name=args.name)
+    app = build_app(
+        cfg, base_url=args.base_url.rstrip("/") if args.base_url else None, name=args.name
+    )
     shown = f"[{host}]" if ":" in host else host
-    out.line(f"pithsync serve: {count} record(s) from {cfg.db_path} at http://{shown}:{port}/ (manifest {MANIFEST_PATH}); Ctrl-C stops")
+    out.line(
+        f"pithsync serve: {count} record(s) from {cfg.db_path} at http://{shown}:{port}/"
+        f" (manifest {MANIFEST_PATH}); Ctrl-C stops"
+    )
     try:
-        web.run_app(app, host=host, port=port, print=None, access_log=logging.getLogger("pithsync.access") if args.verbose else None, handle_signals=True)
+        web.run_app(
+            app,
+            host=host,
+            port=port,
+            print=None,
+            access_log=logging.getLogger("pithsync.access") if args.verbose else None,
+            handle_signals=True,
+        )
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return ExitCode.OK
 
 
 def cmd_export(args, cfg: Config, out) -> int:
+    """Write the verified store as a static mirror tree.  --json: the export report
+    `{"directory", "records", "files_written", "files_unchanged", "not_published"}`."""
     base = args.base_url.rstrip("/")
     if not base.startswith(("https://", "http://")):
         raise UsageError(f"--base-url must be an http(s) URL, got {args.base_url[:80]!r}")
@@ -53,15 +68,19 @@ def cmd_export(args, cfg: Config, out) -> int:
     try:
         report = export_tree(store, cfg, args.directory, base, name=args.name)
     except OSError as exc:
-        raise UsageError(f"cannot write {exc.filename or args.directory}: {exc.strerror or exc}") from None
+        raise UsageError(
+            f"cannot write {exc.filename or args.directory}: {exc.strerror or exc}"
+        ) from None
     finally:
         store.close()
     if out.as_json:
         out.json(report)
     else:
-        out.line(f"exported {len(report['records'])} record(s) to {report['directory']}: {report['files_written']} file(s) written, {report['files_unchanged']} unchanged; manifest {base}{MANIFEST_PATH}")
+        out.line(
+            f"exported {len(report['records'])} record(s) to {report['directory']}:"
+            f" {report['files_written']} file(s) written,"
+            f" {report['files_unchanged']} unchanged; manifest {base}{MANIFEST_PATH}"
+        )
         for pith, why in report["not_published"].items():
             out.line(f"  not published {pith}: {why}")
     return ExitCode.OK
-
-

@@ -9,8 +9,10 @@ import json
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
-from pithsync.run.results import RecordResult
+if TYPE_CHECKING:  # the run package imports aiohttp: not for `status` or `verify`
+    from pithsync.run.results import RecordResult
 
 # Columns whose cells are identifiers a user copies: a table on a terminal keeps them whole.
 UNBROKEN_COLUMNS = frozenset({"pith_number", "about"})
@@ -81,6 +83,7 @@ class Output:
         self.write(json.dumps(value, ensure_ascii=False) + "\n")
 
     def line(self, text: str = "") -> None:
+        """One line of text for people; nothing under -q."""
         if not self.quiet:
             self.write(text + "\n")
 
@@ -151,7 +154,7 @@ def _isatty(stream) -> bool:
         return False
 
 
-class _Progress:
+class ProgressBar:
     """A progress bar on stderr for a run on a terminal.  While it is drawn, the pithsync
     logger's lines go through the bar's console, which prints them above the bar instead of
     through it; the logger's own handlers are put back when the bar ends."""
@@ -167,8 +170,14 @@ class _Progress:
         )
 
         console = Console(file=stream or sys.stderr)
-        self._p = Progress(TextColumn("syncing"), BarColumn(), MofNCompleteColumn(),
-                           TimeElapsedColumn(), console=console, transient=True)
+        self._p = Progress(
+            TextColumn("syncing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
         self._task = self._p.add_task("sync", total=total)
         self._logger = logging.getLogger("pithsync")
         self._saved: list[logging.Handler] = []
@@ -185,6 +194,7 @@ class _Progress:
         return self._p.__exit__(*exc)
 
     def advance(self, _result) -> None:
+        """One more record done."""
         self._p.advance(self._task)
 
 
@@ -200,14 +210,17 @@ class _ConsoleLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.console.print(self.format(record), markup=False, highlight=False, emoji=False,
-                               soft_wrap=True)
+            self.console.print(
+                self.format(record), markup=False, highlight=False, emoji=False, soft_wrap=True
+            )
         except Exception:  # noqa: BLE001 - as logging.StreamHandler does
             self.handleError(record)
 
 
-def _progress(out, total: int):
-    return _Progress(total) if out.rich and sys.stderr.isatty() and total > 1 else None
+def progress_bar(out, total: int):
+    """A progress bar for a run of `total` records, or None: only when the output is a rich
+    terminal, stderr a terminal too, and there is more than one record."""
+    return ProgressBar(total) if out.rich and sys.stderr.isatty() and total > 1 else None
 
 
 class ResultWriter:
@@ -223,12 +236,15 @@ class ResultWriter:
         self._rows: list[RecordResult] = []
 
     def add(self, r: RecordResult) -> None:
+        """One record's result: written now under --json, else kept for `finish`."""
         if self.out.as_json:
             self.out.json_line(r.to_json())
         else:
             self._rows.append(r)
 
     def finish(self) -> None:
+        """The kept rows, sorted by pith number, then each record's problems (not under
+        --json, whose lines are already written)."""
         if self.out.as_json or not self._rows:
             return
         results = sorted(self._rows, key=lambda r: r.pith_number)
@@ -246,7 +262,8 @@ class ResultWriter:
         for m in r.mirrors:
             if m.status.value != "ok":
                 for reason in m.reasons[:3]:
-                    self.out.line(f"  {r.pith_number} {m.name}: {reason['status']}/{reason['code']}: {reason['message']}")
+                    why = f"{reason['status']}/{reason['code']}: {reason['message']}"
+                    self.out.line(f"  {r.pith_number} {m.name}: {why}")
         for h in r.refused_hints[:5]:
             self.out.line(f"  {r.pith_number} refused hint {h['base_url']}: {h['reason']}")
         if r.error:

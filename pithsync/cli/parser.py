@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pithsync import __version__
 from pithsync.base.exits import ExitCode
 
 
-@dataclass(frozen=True)
 class Handler:
     """A command's function, named by its module in pithsync.cli and imported only when the
     command runs, so that building the parser (and `--version`) imports no command's
-    dependencies."""
+    dependencies.  A plain class: dataclasses would cost `--version` its import."""
 
-    module: str
-    function: str
+    __slots__ = ("module", "function")
+
+    def __init__(self, module: str, function: str):
+        self.module = module
+        self.function = function
+
+    def __repr__(self) -> str:
+        return f"Handler({self.module!r}, {self.function!r})"
 
     def __call__(self, args, cfg, out) -> int:
+        """Import the command's module and run its function."""
         module = importlib.import_module(f"pithsync.cli.{self.module}")
         return getattr(module, self.function)(args, cfg, out)
 
@@ -29,19 +34,38 @@ def _global_options(suppress: bool, store: bool = True) -> argparse.ArgumentPars
     """The options every command takes, before or after its name.  The copy given to
     subcommands has no defaults, so it never overwrites what was given before the command.
     Without `store`: only the output options, for a command with its own store and config."""
-    p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS if suppress else None)
+    p = argparse.ArgumentParser(
+        add_help=False, argument_default=argparse.SUPPRESS if suppress else None
+    )
     if store:
-        p.add_argument("--config", help="TOML configuration"
-                       " (default: $PITHSYNC_CONFIG, else embedded defaults)")
-        p.add_argument("--db", help="SQLite store"
-                       " (default: $PITHSYNC_DB, [store] path, or ./pithsync.db)")
-    p.add_argument("--json", action="store_true", help="machine-readable output", **({} if suppress else {"default": False}))
-    p.add_argument("-v", "--verbose", action="count", help="log more on stderr; not with -q",
-                   **({} if suppress else {"default": 0}))
-    p.add_argument("-q", "--quiet", action="store_true",
-                   help="only warnings and errors on stderr, no tables or lines on stdout"
-                   " (--json is still printed); the exit status tells the outcome",
-                   **({} if suppress else {"default": False}))
+        p.add_argument(
+            "--config",
+            help="TOML configuration (default: $PITHSYNC_CONFIG, else embedded defaults)",
+        )
+        p.add_argument(
+            "--db", help="SQLite store (default: $PITHSYNC_DB, [store] path, or ./pithsync.db)"
+        )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="machine-readable output",
+        **({} if suppress else {"default": False}),
+    )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        help="log more on stderr; not with -q",
+        **({} if suppress else {"default": 0}),
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="only warnings and errors on stderr, no tables or lines on stdout"
+        " (--json is still printed); the exit status tells the outcome",
+        **({} if suppress else {"default": False}),
+    )
     return p
 
 
@@ -79,9 +103,9 @@ def journal_time(text: str) -> str:
             " give e.g. 2026-12-01 or 2026-12-01T10:00:00Z"
         ) from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     try:
-        return when.astimezone(timezone.utc).strftime(JOURNAL_TIME_FORMAT)
+        return when.astimezone(UTC).strftime(JOURNAL_TIME_FORMAT)
     except OverflowError:  # an offset past year 1 or 9999
         raise argparse.ArgumentTypeError(f"{text[:40]!r} is out of range") from None
 
@@ -106,6 +130,8 @@ EPILOG = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `pithsync` parser: the global options, --version and every command, each with
+    its Handler (nothing of a command is imported here)."""
     common = _global_options(suppress=True)
     parser = argparse.ArgumentParser(
         prog="pithsync",
@@ -118,11 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     # Not required: without a command, main() prints this help rather than a one-line error.
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", help="one of:")
 
-    p = sub.add_parser("verify", parents=[common], help="verify local bundle, state or evidence files offline")
+    p = sub.add_parser(
+        "verify", parents=[common], help="verify local bundle, state or evidence files offline"
+    )
     p.add_argument("files", nargs="+", metavar="FILE", help="a bundle, state or evidence JSON file")
     p.set_defaults(func=Handler("verify", "cmd_verify"))
 
-    for register in (register_records, register_alerts, register_mirror):
+    for register in (register_sync, register_store, register_alerts, register_mirror):
         register(sub, common)
     return parser
 
@@ -136,98 +164,194 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     if args.verbose and args.quiet:
         parser.error("-v/--verbose and -q/--quiet cannot be combined")
     if getattr(args, "own_store", False) and (args.config or args.db):
-        parser.error(f"{args.command} uses its own temporary store and configuration: "
-                     "--config and --db do not apply")
+        parser.error(
+            f"{args.command} uses its own temporary store and configuration: "
+            "--config and --db do not apply"
+        )
     if getattr(args, "action", None) == "verify" and getattr(args, "since", None):
         parser.error("journal verify checks the whole chain: --since does not apply")
 
 
-
-
-def register_records(sub, common) -> None:
-    p = sub.add_parser("pull", parents=[common], help="pull records from every mirror now, verify, compare and store them")
-    p.add_argument("pith", nargs="*", metavar="PITH", help="pith:YYYY:<26>, a bare suffix, pith:<8>, or an alias the store knows (arxiv id, doi)")
-    p.add_argument("--from", dest="from_file", metavar="FILE", help="read more pith numbers from FILE, one per line (- for stdin)")
-    p.add_argument("--depth", type=non_negative_int, default=0, metavar="N",
-                   help="also pull pith numbers cited in verified payloads, up to N hops away"
-                   " (default 0)")
+def register_sync(sub, common) -> None:
+    """Adds `pull` and `sync` subcommands."""
+    p = sub.add_parser(
+        "pull",
+        parents=[common],
+        help="pull records from every mirror now, verify, compare and store them",
+    )
+    p.add_argument(
+        "pith",
+        nargs="*",
+        metavar="PITH",
+        help="pith:YYYY:<26>, a bare suffix, pith:<8>, or an alias the store knows (arxiv id, doi)",
+    )
+    p.add_argument(
+        "--from",
+        dest="from_file",
+        metavar="FILE",
+        help="read more pith numbers from FILE, one per line (- for stdin)",
+    )
+    p.add_argument(
+        "--depth",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="also pull pith numbers cited in verified payloads, up to N hops away (default 0)",
+    )
     p.set_defaults(func=Handler("records", "cmd_pull"))
 
-    p = sub.add_parser("sync", parents=[common], help="pull every tracked record (what the timer runs)")
-    p.add_argument("--depth", type=non_negative_int, default=0, metavar="N",
-                   help="also pull pith numbers cited in verified payloads, up to N hops away"
-                   " (default 0)")
-    p.add_argument("--if-locked", choices=["fail", "skip"], default="fail",
-                   help="when another run holds the store past [store] lock_timeout_s: fail "
-                   "(exit 4, the default) or skip (log event=run_skipped, exit 75, EX_TEMPFAIL)")
+    p = sub.add_parser(
+        "sync", parents=[common], help="pull every tracked record (what the timer runs)"
+    )
+    p.add_argument(
+        "--depth",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="also pull pith numbers cited in verified payloads, up to N hops away (default 0)",
+    )
+    p.add_argument(
+        "--if-locked",
+        choices=["fail", "skip"],
+        default="fail",
+        help="when another run holds the store past [store] lock_timeout_s: fail "
+        "(exit 4, the default) or skip (log event=run_skipped, exit 75, EX_TEMPFAIL)",
+    )
     p.set_defaults(func=Handler("records", "cmd_sync"))
 
+
+def register_store(sub, common) -> None:
+    """Adds `status`, `untrack`, `journal` (and `journal verify`) and `import` subcommands."""
     p = sub.add_parser("status", parents=[common], help="what the store holds")
-    p.add_argument("pith", nargs="?", metavar="PITH",
-                   help="one record, by pith number, suffix, short form or alias"
-                   " (default: list every record)")
-    p.set_defaults(func=Handler("records", "cmd_status"))
+    p.add_argument(
+        "pith",
+        nargs="?",
+        metavar="PITH",
+        help="one record, by pith number, suffix, short form or alias (default: list every record)",
+    )
+    p.set_defaults(func=Handler("status", "cmd_status"))
 
     p = sub.add_parser(
-        "untrack", parents=[common],
+        "untrack",
+        parents=[common],
         help="stop syncing records, keeping everything stored about them (`pull` tracks one again)",
     )
     p.add_argument(
-        "pith", nargs="+", metavar="PITH",
+        "pith",
+        nargs="+",
+        metavar="PITH",
         help="pith:YYYY:<26>, a bare suffix, pith:<8>, or an alias of a stored record",
     )
     p.set_defaults(func=Handler("records", "cmd_untrack"))
 
-    p = sub.add_parser("journal", parents=[common], help="the sync journal; `journal verify` checks its hash chain")
-    p.add_argument("--since", metavar="TIME", type=journal_time,
-                   help="only entries at or after TIME: a date (2026-12-01) or an ISO time"
-                   " (2026-12-01T10:00:00Z; an offset is converted, no zone means UTC)")
+    p = sub.add_parser(
+        "journal", parents=[common], help="the sync journal; `journal verify` checks its hash chain"
+    )
+    p.add_argument(
+        "--since",
+        metavar="TIME",
+        type=journal_time,
+        help="only entries at or after TIME: a date (2026-12-01) or an ISO time"
+        " (2026-12-01T10:00:00Z; an offset is converted, no zone means UTC)",
+    )
     p.set_defaults(func=Handler("journal", "cmd_journal"))
     # `pithsync journal` alone lists the entries; `journal verify` has its own parser and help.
-    journal_sub = p.add_subparsers(dest="action", metavar="[ACTION]",
-                                   help="without one, the entries are listed")
-    journal_sub.add_parser("verify", parents=[common], help="check the journal's hash chain",
-                           description="Check the journal's hash chain: every entry present,"
-                           " unedited, and the head recorded in the store matching the last"
-                           " entry.  Exit 1 when the chain is broken.")
+    journal_sub = p.add_subparsers(
+        dest="action", metavar="[ACTION]", help="without one, the entries are listed"
+    )
+    journal_sub.add_parser(
+        "verify",
+        parents=[common],
+        help="check the journal's hash chain",
+        description="Check the journal's hash chain: every entry present,"
+        " unedited, and the head recorded in the store matching the last"
+        " entry.  Exit 1 when the chain is broken.",
+    )
 
-    p = sub.add_parser("import", parents=[common], help="verify local bundle or state files and store them")
-    p.add_argument("files", nargs="+", metavar="FILE",
-                   help="a bundle or state JSON file; only the ones that verify are stored")
+    p = sub.add_parser(
+        "import", parents=[common], help="verify local bundle or state files and store them"
+    )
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="a bundle or state JSON file; only the ones that verify are stored",
+    )
     p.set_defaults(func=Handler("records", "cmd_import"))
-
-
 
 
 def register_alerts(sub, common) -> None:
     """Adds `alerts` and `evidence` subcommands."""
-    p = sub.add_parser("alerts", parents=[common], help="list alerts (divergences, unreachable mirrors) and their delivery")
+    p = sub.add_parser(
+        "alerts",
+        parents=[common],
+        help="list alerts (divergences, unreachable mirrors) and their delivery",
+    )
     p.add_argument("--open", action="store_true", help="only alerts that are still open")
     p.set_defaults(func=Handler("alerts", "cmd_alerts"))
 
-    p = sub.add_parser("evidence", parents=[common], help="write a self-contained evidence file for a record, checkable offline with `pithsync verify`")
-    p.add_argument("pith", metavar="PITH", help="pith number, suffix, short form or alias of a stored record")
-    p.add_argument("--out", required=True, metavar="FILE", help="where to write the evidence JSON (- for stdout)")
+    p = sub.add_parser(
+        "evidence",
+        parents=[common],
+        help="write a self-contained evidence file for a record,"
+        " checkable offline with `pithsync verify`",
+    )
+    p.add_argument(
+        "pith", metavar="PITH", help="pith number, suffix, short form or alias of a stored record"
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE",
+        help="where to write the evidence JSON (- for stdout)",
+    )
     p.set_defaults(func=Handler("alerts", "cmd_evidence"))
 
 
 def register_mirror(sub, common) -> None:
     """Adds `serve`, `export` and `demo` subcommands."""
-    p = sub.add_parser("serve", parents=[common], help="serve the verified store as a Pith mirror over HTTP (read-only)")
-    p.add_argument("--bind", default="127.0.0.1:8080", metavar="HOST:PORT", help="where to listen (default 127.0.0.1:8080; put TLS in front with a reverse proxy)")
-    p.add_argument("--base-url", metavar="URL", help="base URL announced in /pith-mirrors.json (default: the origin each request came to)")
+    p = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="serve the verified store as a Pith mirror over HTTP (read-only)",
+    )
+    p.add_argument(
+        "--bind",
+        default="127.0.0.1:8080",
+        metavar="HOST:PORT",
+        help="where to listen (default 127.0.0.1:8080; put TLS in front with a reverse proxy)",
+    )
+    p.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="base URL announced in /pith-mirrors.json (default: the origin each request came to)",
+    )
     p.add_argument("--name", default="pithsync mirror", help="mirror name in the manifest")
     p.set_defaults(func=Handler("mirror", "cmd_serve"))
 
-    p = sub.add_parser("export", parents=[common], help="write the verified store as a static mirror tree (atomic writes) for any web server")
+    p = sub.add_parser(
+        "export",
+        parents=[common],
+        help="write the verified store as a static mirror tree (atomic writes) for any web server",
+    )
     p.add_argument("directory", metavar="DIR", help="directory to write the mirror tree into")
-    p.add_argument("--base-url", required=True, metavar="URL", help="the URL DIR will be served at, for pith-mirrors.json")
+    p.add_argument(
+        "--base-url",
+        required=True,
+        metavar="URL",
+        help="the URL DIR will be served at, for pith-mirrors.json",
+    )
     p.add_argument("--name", default="pithsync mirror", help="mirror name in the manifest")
     p.set_defaults(func=Handler("mirror", "cmd_export"))
 
     # demo brings its own temporary store and embedded configuration: output options only.
-    p = sub.add_parser("demo", parents=[output_options()],
-                       help="offline demonstration: three local mirrors (honest, lagging, tampered)"
-                       " built from the shipped seeds; exits 0 when it shows what it should")
-    p.add_argument("--keep", action="store_true", help="keep the temporary store and print its path")
+    p = sub.add_parser(
+        "demo",
+        parents=[output_options()],
+        help="offline demonstration: three local mirrors (honest, lagging, tampered)"
+        " built from the shipped seeds; exits 0 when it shows what it should",
+    )
+    p.add_argument(
+        "--keep", action="store_true", help="keep the temporary store and print its path"
+    )
     p.set_defaults(func=Handler("demo", "cmd_demo"), own_store=True)

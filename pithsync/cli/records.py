@@ -1,5 +1,5 @@
-"""`pull`, `sync`, `status`, `untrack` and `import`: the commands that sync records, and
-what the store holds of them."""
+"""`pull`, `sync`, `untrack` and `import`: the commands that sync records into the store or
+change what it tracks (`status`, which only reads, is in status.py)."""
 
 from __future__ import annotations
 
@@ -7,25 +7,21 @@ import contextlib
 import logging
 import sys
 
-from pithsync.base.exits import ExitCode, UsageError
+from pithsync.base.exits import ExitCode, StoreLocked, UsageError
 from pithsync.base.logfmt import log_event
 from pithsync.cli.common import open_store
-from pithsync.cli.output import ResultWriter, _progress
+from pithsync.cli.output import Output, ResultWriter, progress_bar
 from pithsync.cli.verify import UnreadableFile, read_file, report_unreadable, verify_bytes
 from pithsync.config import Config
 from pithsync.core import numbers
 from pithsync.core.canonical import sha256hex
 from pithsync.core.errors import InvalidPithNumber
 from pithsync.core.merge import merge_state
-from pithsync.core.verify import Verifier
+from pithsync.core.plan import EncodedState, RecordWrite
+from pithsync.core.verify import Report, Verifier
 from pithsync.run import sync_records
 from pithsync.run.results import RecordResult, Target
-from pithsync.base.exits import StoreLocked
-from pithsync.core.plan import EncodedState, RecordWrite
 from pithsync.store import Store
-
-log = logging.getLogger("pithsync.sync")
-
 
 log = logging.getLogger("pithsync.sync")
 
@@ -34,6 +30,17 @@ log = logging.getLogger("pithsync.sync")
 
 
 def parse_targets(refs: list[str], store: Store, depth: int) -> list[Target]:
+    """The records `refs` name, once each: a full number or a bare suffix as it is, a short form
+    or an alias by what the store knows of it.
+
+    Args:
+        refs: what the user typed.
+        store: the store, to resolve short forms and aliases.
+        depth: how many citation hops to follow from each.
+
+    Raises:
+        UsageError: a reference that names no stored record, or several.
+    """
     targets: dict[str, Target] = {}
     for text in refs:
         why = "not a full pith number or suffix"
@@ -55,23 +62,26 @@ def parse_targets(refs: list[str], store: Store, depth: int) -> list[Target]:
             )
         if len(matches) > 1:
             raise UsageError(f"{text[:80]!r} is ambiguous: {', '.join(matches[:5])}")
-        suffix = matches[0].split(":")[2]
+        suffix = numbers.parse_full(matches[0]).suffix
         targets.setdefault(suffix, Target(suffix, matches[0], depth))
     return list(targets.values())
 
 
 def read_list(source: str) -> list[str]:
+    """The references in a list file (or stdin for `-`): one a line, `#` starts a comment."""
     try:
         text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read {source}: {exc}") from None
-    return [line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()]
+    return [
+        line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()
+    ]
 
 
 def sync_and_report(cfg: Config, out, store: Store, targets: list[Target], command: str) -> int:
     """A run over `targets`, its records written to `out` as they complete (rows sorted at the
     end); the progress bar on a terminal.  Returns the run's exit code."""
-    progress = _progress(out, len(targets))
+    progress = progress_bar(out, len(targets))
     writer = ResultWriter(out)
 
     def on_record(result: RecordResult) -> None:
@@ -115,89 +125,34 @@ def cmd_sync(args, cfg: Config, out) -> int:
     except StoreLocked as exc:
         if args.if_locked != "skip":
             raise
-        log_event(log, logging.WARNING, "run_skipped", reason="store locked by another run",
-                  lock=exc.lock_path, holder_pid=exc.holder_pid,
-                  waited_s=f"{exc.waited_s:g}", exit=int(ExitCode.BUSY))
+        log_event(
+            log,
+            logging.WARNING,
+            "run_skipped",
+            reason="store locked by another run",
+            lock=exc.lock_path,
+            holder_pid=exc.holder_pid,
+            waited_s=f"{exc.waited_s:g}",
+            exit=int(ExitCode.BUSY),
+        )
         return ExitCode.BUSY
 
 
 def sync_tracked(args, cfg: Config, out) -> int:
+    """A run over every tracked record (see cmd_sync)."""
     with open_store(cfg, lock=True) as store:
-        targets = [Target(p.split(":")[2], p, args.depth) for p in store.tracked()]
+        targets = [Target(numbers.parse_full(p).suffix, p, args.depth) for p in store.tracked()]
         if not targets and not out.quiet:
             # A hint for people, on stderr: stdout stays valid JSON with --json.
-            print("pithsync: no tracked records yet: add some with `pithsync pull PITH` or `pithsync import FILE`", file=sys.stderr)
+            print(
+                "pithsync: no tracked records yet:"
+                " add some with `pithsync pull PITH` or `pithsync import FILE`",
+                file=sys.stderr,
+            )
         return sync_and_report(cfg, out, store, targets, "sync")
 
 
-# -- status / journal -----------------------------------------------------------------------
-
-
-def cmd_status(args, cfg: Config, out) -> int:
-    """What the store holds, one row per record, sorted by pith number.
-
-    `status --json`: {"records": [RECORD, ...]}, where RECORD is
-    {"pith_number": str, "tracked": bool, "event_count": int, "state_sha256": str | null,
-     "updated_at": str | null, "last_verdict": str | null, "last_checked": str | null};
-    last_verdict is the verdict of the record's last check (in_sync, degraded, diverged,
-    unverifiable) and last_checked its time (ISO 8601 UTC), both null before the first.
-    `status PITH --json`: RECORD with "mirrors": [{"name", "base_url", "status", "checked_at",
-    "reasons"}], or {"records": [...]} of those when PITH names several records."""
-    with open_store(cfg, lock=False) as store:
-        if args.pith:
-            matches = store.resolve(args.pith)
-            if not matches:
-                raise UsageError(f"no stored record matches {args.pith[:80]!r}")
-            docs = [_status_of(store, p) for p in sorted(matches)]
-            if out.as_json:
-                out.json(docs[0] if len(docs) == 1 else {"records": docs})
-            else:
-                for d in docs:
-                    out.line(
-                        f"{d['pith_number']}  events={d['event_count']}"
-                        f"  state_sha256={d['state_sha256']}  tracked={d['tracked']}"
-                        f"  last_verdict={d['last_verdict'] or '-'}"
-                        f"  last_checked={d['last_checked'] or '-'}"
-                    )
-                    mirrors = [[m["name"], m["status"], m["checked_at"] or "-"]
-                               for m in d["mirrors"]]
-                    out.table("mirrors", ["mirror", "status", "checked"], mirrors)
-            return ExitCode.OK
-        recs = store.records()
-        if out.as_json:
-            out.json({"records": recs})
-        else:
-            columns = ["pith number", "tracked", "events", "state_sha256", "updated",
-                       "last verdict", "last checked"]
-            rows = [
-                [r["pith_number"], "yes" if r["tracked"] else "no", str(r["event_count"]),
-                 (r["state_sha256"] or "-")[:16], r["updated_at"] or "-",
-                 r["last_verdict"] or "-", r["last_checked"] or "-"]
-                for r in recs
-            ]
-            out.table("records", columns, rows)
-        return ExitCode.OK
-
-
-def _status_of(store: Store, pith_number: str) -> dict:
-    """One record's `status PITH` document (see cmd_status)."""
-    rec = store.record(pith_number)
-    verdict, checked = store.last_check(pith_number)
-    mirrors = [
-        {"name": m["name"], "base_url": m["mirror"], "status": m["status"],
-         "checked_at": m["checked_at"], "reasons": m["reasons"]}
-        for m in store.mirror_statuses(pith_number)
-    ]
-    return {
-        "pith_number": pith_number,
-        "tracked": bool(rec["tracked"]),
-        "event_count": rec["event_count"],
-        "state_sha256": rec["state_sha256"],
-        "updated_at": rec["updated_at"],
-        "last_verdict": verdict,
-        "last_checked": checked,
-        "mirrors": mirrors,
-    }
+# -- untrack ---------------------------------------------------------------------------------
 
 
 def cmd_untrack(args, cfg: Config, out) -> int:
@@ -232,57 +187,87 @@ def cmd_untrack(args, cfg: Config, out) -> int:
 
 # -- import ---------------------------------------------------------------------------------
 
+FileResult = Report | UnreadableFile
+
 
 def cmd_import(args, cfg: Config, out) -> int:
+    """Verify local bundle or state files and store the ones that verify, in one run.  A file
+    that cannot be read is reported (exit 2) and the others are still imported; otherwise exit
+    1 when any file is not ok.  --json: `{"files": [{"file", "imported": bool, "kind",
+    "status", "pith_number", "reasons", "notes"}]}`."""
     verifier = Verifier(cfg.trust)
-    results = []
+    results: list[tuple[str, FileResult]] = []
     with open_store(cfg, lock=True) as store:
         run_id = store.begin_run("import")
         for path in args.files:
-            # Read once: the bytes stored are the bytes that verified.
-            try:
-                body = read_file(path, cfg.crawl.max_bytes)
-            except UnreadableFile as exc:  # the others are still imported; exit 2
-                results.append((path, exc))
-                continue
-            report, doc = verify_bytes(body, verifier, cfg.crawl.max_bytes)
-            results.append((path, report))
-            if not report.ok or report.kind not in ("bundle", "state"):
-                continue
-            pith = report.pith_number
-            w = RecordWrite(pith_number=pith, verdict="imported", tracked=True)
-            w.documents.append((sha256hex(body), report.kind, body))
-            if report.kind == "bundle":
-                bundle = doc
-                events = store.stored_events(pith)
-                w.add_events(report.valid_events, f"file:{path}", stored=events)
-                for ev in report.valid_events:
-                    events.setdefault(ev["event_id"], ev)
-                merged = merge_state(pith, bundle["canonical_record"], bundle["source_aliases"], events.values(), {})
-                w.state = EncodedState.of(bundle["canonical_record"], bundle["source_aliases"], merged)
-            w.journal_detail = {"file": path, "kind": report.kind}
-            store.write_record(run_id, w)
+            results.append((path, import_file(store, run_id, path, verifier, cfg.crawl.max_bytes)))
         unreadable = [r for _, r in results if isinstance(r, UnreadableFile)]
         reports = [r for _, r in results if not isinstance(r, UnreadableFile)]
         code = ExitCode.OK if all(r.ok for r in reports) else ExitCode.FAILED
-        if unreadable:
-            code = ExitCode.USAGE
         tally = {"imported": sum(1 for r in reports if r.ok)}
         tally["rejected"] = len(reports) - tally["imported"]
         if unreadable:
+            code = ExitCode.USAGE
             tally["unreadable"] = len(unreadable)
         store.finish_run(run_id, int(code), tally)
-    if out.as_json:
-        readable = {id(r) for r in reports}
-        out.json({"files": [{"file": p, "imported": id(r) in readable and r.ok, **r.to_json()}
-                            for p, r in results]})
-    else:
-        for p, r in results:
-            if isinstance(r, UnreadableFile):
-                out.line(f"unreadable  -  -  {p}  {r.reason}")
-                continue
-            out.line(f"{'imported' if r.ok else 'rejected'}  {r.status.value}  {r.pith_number or '-'}  {p}  {'; '.join(str(x) for x in r.reasons)}")
+    show_imports(results, out)
     report_unreadable(unreadable)
     return code
 
 
+def import_file(
+    store: Store, run_id: str, path: str, verifier: Verifier, max_bytes: int
+) -> FileResult:
+    """Read, verify and (when it verifies as a bundle or a state) store one file.
+
+    Args:
+        store: the store, under the run lock.
+        run_id: the import's run.
+        path: the file.
+        verifier: the pinned keys.
+        max_bytes: the size cap of a document.
+
+    Returns:
+        The file's verification report, or the UnreadableFile it could not be read as.
+    """
+    # Read once: the bytes stored are the bytes that verified.
+    try:
+        body = read_file(path, max_bytes)
+    except UnreadableFile as exc:
+        return exc
+    report, doc = verify_bytes(body, verifier, max_bytes)
+    if not report.ok or report.kind not in ("bundle", "state"):
+        return report
+    pith = report.pith_number
+    w = RecordWrite(pith_number=pith, verdict="imported", tracked=True)
+    w.documents.append((sha256hex(body), report.kind, body))
+    if report.kind == "bundle":
+        record, aliases = doc["canonical_record"], doc["source_aliases"]
+        events = store.stored_events(pith)
+        w.add_events(report.valid_events, f"file:{path}", stored=events)
+        for ev in report.valid_events:
+            events.setdefault(ev["event_id"], ev)
+        merged = merge_state(pith, record, aliases, events.values(), {})
+        w.state = EncodedState.of(record, aliases, merged)
+    w.journal_detail = {"file": path, "kind": report.kind}
+    store.write_record(run_id, w)
+    return report
+
+
+def show_imports(results: list[tuple[str, FileResult]], out: Output) -> None:
+    """Each file's outcome: a line (`imported|rejected|unreadable  STATUS  PITH  FILE  WHY`),
+    or under --json one document listing them."""
+    if out.as_json:
+        files = [
+            {"file": p, "imported": isinstance(r, Report) and r.ok, **r.to_json()}
+            for p, r in results
+        ]
+        out.json({"files": files})
+        return
+    for p, r in results:
+        if isinstance(r, UnreadableFile):
+            out.line(f"unreadable  -  -  {p}  {r.reason}")
+            continue
+        outcome = "imported" if r.ok else "rejected"
+        why = "; ".join(str(x) for x in r.reasons)
+        out.line(f"{outcome}  {r.status.value}  {r.pith_number or '-'}  {p}  {why}")

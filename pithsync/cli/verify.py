@@ -28,8 +28,13 @@ class UnreadableFile(UsageError):
     def to_json(self) -> dict:
         """The same fields as a verification Report's JSON, for one list of file results."""
         reason = {"status": self.STATUS, "code": "cannot_read", "message": self.reason}
-        return {"kind": None, "status": self.STATUS, "pith_number": None, "reasons": [reason],
-                "notes": []}
+        return {
+            "kind": None,
+            "status": self.STATUS,
+            "pith_number": None,
+            "reasons": [reason],
+            "notes": [],
+        }
 
 
 def read_file(path: str, max_bytes: int) -> bytes:
@@ -56,6 +61,7 @@ def verify_bytes(data: bytes, verifier: Verifier, max_bytes: int) -> tuple[Repor
 
 
 def verify_file(path: str, verifier: Verifier, max_bytes: int) -> Report:
+    """The verification report of one local file (UnreadableFile when it cannot be read)."""
     return verify_bytes(read_file(path, max_bytes), verifier, max_bytes)[0]
 
 

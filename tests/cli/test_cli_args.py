@@ -9,13 +9,13 @@ import os
 import sqlite3
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-
 from helpers import BUNDLE_SEEDS, EXPECTED_PITH
-from pithsync import cli
+
+from pithsync import __version__, cli
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -201,7 +201,7 @@ def test_journal_since_a_whole_second_includes_entries_within_it(tmp_path, seed_
     entries = _journal(db, capsys)
     assert entries
     last = datetime.strptime(entries[-1]["at"], "%Y-%m-%dT%H:%M:%S.%fZ")
-    last = last.replace(tzinfo=timezone.utc)
+    last = last.replace(tzinfo=UTC)
     second = last.replace(microsecond=0)
     expected = [e["seq"] for e in entries if e["at"] >= second.strftime("%Y-%m-%dT%H:%M:%S")]
     assert expected
@@ -301,3 +301,65 @@ def test_import_json_marks_the_unreadable_file_not_imported(tmp_path, seed_paths
     assert bad["imported"] is False and bad["status"] == "unreadable"
     assert good["imported"] is True and good["status"] == "ok"
 
+
+# -- what a command imports -----------------------------------------------------------------
+
+# Run in a fresh interpreter: the command's output (stdout), then the top-level packages the
+# process imported (one JSON line on stderr's last line).
+IMPORTS_OF_A_COMMAND = """\
+import json, sys
+from pithsync.cli import main
+code = main(sys.argv[1:])
+loaded = sorted({name.split(".")[0] for name in sys.modules} | set(sys.modules))
+print(json.dumps({"exit": code, "modules": loaded}), file=sys.stderr)
+"""
+
+
+def imports_of(*argv, cwd) -> tuple[int, str, set[str]]:
+    """(exit status, stdout, every module imported) of `pithsync ARGV` in a fresh interpreter,
+    with stdout a pipe (not a terminal) and no operator configuration from the environment."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PITHSYNC_CONFIG", "PITHSYNC_DB")}
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORTS_OF_A_COMMAND, *map(str, argv)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stderr.strip().splitlines()[-1])
+    return report["exit"], done.stdout, set(report["modules"])
+
+
+def test_version_imports_only_the_standard_library_and_pithsync_base(tmp_path):
+    code, out, modules = imports_of("--version", cwd=tmp_path)
+    assert code == 0 and out == f"pithsync {__version__}\n"
+    heavy = {"aiohttp", "sqlite_utils", "nacl", "rich", "anyio", "uvloop", "orjson", "sqlite3"}
+    assert modules & heavy == set()
+    ours = {m for m in modules if m.startswith("pithsync.")}
+    assert ours <= {"pithsync.base", "pithsync.base.exits", "pithsync.cli", "pithsync.cli.parser"}
+    # Not even the configuration or the log setup: both wait until a command runs.
+    assert "pithsync.config" not in modules and "logging" not in modules
+
+
+def test_a_usage_error_imports_no_command_dependency(tmp_path):
+    code, _, modules = imports_of("pull", "--depth", "-1", cwd=tmp_path)
+    assert code == 2
+    assert modules & {"aiohttp", "sqlite_utils", "nacl", "rich", "pithsync.config"} == set()
+
+
+def test_status_imports_the_store_but_no_http_client_nor_rich(tmp_path, seed_paths, capsys):
+    db = tmp_path / "store.db"
+    assert run(["--db", db, "import", seed_paths[BUNDLE_SEEDS[0]]], capsys)[0] == 0
+    code, out, modules = imports_of("--db", db, "status", cwd=tmp_path)
+    assert code == 0 and EXPECTED_PITH[BUNDLE_SEEDS[0]] in out
+    assert {"sqlite_utils", "pithsync.store", "pithsync.config"} <= modules  # it did read the store
+    assert (
+        modules & {"aiohttp", "rich", "anyio", "uvloop", "pithsync.run", "pithsync.fetch"} == set()
+    )
+    code, out, modules = imports_of(
+        "--db", db, "status", EXPECTED_PITH[BUNDLE_SEEDS[0]], cwd=tmp_path
+    )
+    assert code == 0 and out.startswith(EXPECTED_PITH[BUNDLE_SEEDS[0]])
+    assert modules & {"aiohttp", "rich", "anyio", "uvloop", "pithsync.run"} == set()

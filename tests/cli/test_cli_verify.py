@@ -9,12 +9,19 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import BUNDLE_SEEDS, EXPECTED_PITH, SEED_NAMES, STATE_SEED, flip_b64
+
 from pithsync import cli
 from pithsync.testing import forge
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+# A configuration that pins only the forge's test key.
+TEST_KEY_TOML = (
+    f'[[trust.keys]]\nkey_id = "{forge.TEST_KEY_ID}"\n'
+    f'public_key_b64 = "{forge.TEST_KEY.public_key_b64}"\n'
+)
 
 
 def run(argv, capsys):
@@ -29,7 +36,7 @@ def test_all_seeds_ok(seed_paths, capsys):
     header, *lines = [line for line in out.splitlines() if line.strip()]
     assert header.split() == ["status", "kind", "pith_number", "file", "reasons"]  # as in the table
     assert len(lines) == 5
-    for name, line in zip(SEED_NAMES, lines):
+    for name, line in zip(SEED_NAMES, lines, strict=True):
         status, kind, pith, path = line.split("  ")[:4]
         assert status == "ok"
         assert kind == ("state" if name == STATE_SEED else "bundle")
@@ -41,7 +48,7 @@ def test_all_seeds_json(seed_paths, capsys):
     assert code == 0
     doc = json.loads(out)
     assert list(doc) == ["files"] and len(doc["files"]) == 5
-    for name, entry in zip(SEED_NAMES, doc["files"]):
+    for name, entry in zip(SEED_NAMES, doc["files"], strict=True):
         assert set(entry) == {"file", "kind", "status", "pith_number", "reasons", "notes"}
         assert entry["file"] == seed_paths[name]
         assert entry["status"] == "ok" and entry["reasons"] == []
@@ -52,7 +59,11 @@ def test_all_seeds_json(seed_paths, capsys):
 
 
 def test_module_entry_point(seed_paths):
-    env = {k: v for k, v in os.environ.items() if k not in ("PITHSYNC_CONFIG", "PITHSYNC_DB", "STATE_DIRECTORY")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PITHSYNC_CONFIG", "PITHSYNC_DB", "STATE_DIRECTORY")
+    }
     proc = subprocess.run(
         [sys.executable, "-m", "pithsync", "verify", "--json", *seed_paths.values()],
         capture_output=True,
@@ -70,7 +81,14 @@ def test_module_entry_point_failure_exit_code(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_bytes(b"not json")
     env = {k: v for k, v in os.environ.items() if k not in ("PITHSYNC_CONFIG", "PITHSYNC_DB")}
-    proc = subprocess.run([sys.executable, "-m", "pithsync", "verify", str(bad)], capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pithsync", "verify", str(bad)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert "malformed" in proc.stdout
 
@@ -83,7 +101,9 @@ def _write(tmp_path, name, doc) -> str:
 
 def test_tampered_seed_exits_1_with_reason(tmp_path, seed_docs, seed_paths, capsys):
     b = seed_docs[BUNDLE_SEEDS[0]]
-    next(e for e in b["events"] if e["event_type"] == "graph_snapshot")["payload"]["verdict_id"] = "edited"
+    next(e for e in b["events"] if e["event_type"] == "graph_snapshot")["payload"]["verdict_id"] = (
+        "edited"
+    )
     path = _write(tmp_path, "tampered.json", b)
     code, out, _ = run(["verify", seed_paths[BUNDLE_SEEDS[1]], path], capsys)
     assert code == 1
@@ -113,7 +133,17 @@ def test_non_json_file_is_malformed(tmp_path, capsys):
     assert entry["reasons"][0]["code"] == "not_strict_json"
 
 
-@pytest.mark.parametrize("data", [b'{"a":1,"a":2}', b"[NaN]", b"\xef\xbb\xbf{}", b"[" * 5000 + b"]" * 5000, b"", b'{"x":"\xff"}'])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"a":1,"a":2}',
+        b"[NaN]",
+        b"\xef\xbb\xbf{}",
+        b"[" * 5000 + b"]" * 5000,
+        b"",
+        b'{"x":"\xff"}',
+    ],
+)
 def test_strictly_invalid_files_are_malformed(tmp_path, capsys, data):
     p = tmp_path / "doc.json"
     p.write_bytes(data)
@@ -149,7 +179,7 @@ def test_no_files_is_usage_error(capsys):
 
 def test_seeds_fail_when_config_pins_another_key(tmp_path, seed_paths, capsys):
     cfg = tmp_path / "other-key.toml"
-    cfg.write_text(f'[[trust.keys]]\nkey_id = "{forge.TEST_KEY_ID}"\npublic_key_b64 = "{forge.TEST_KEY.public_key_b64}"\n')
+    cfg.write_text(TEST_KEY_TOML)
     code, out, _ = run(["verify", "--json", "--config", str(cfg), *seed_paths.values()], capsys)
     assert code == 1
     files = json.loads(out)["files"]
@@ -162,7 +192,7 @@ def test_forged_bundle_needs_its_key_pinned(tmp_path, capsys):
     code, out, _ = run(["verify", path], capsys)
     assert code == 1 and "key_not_pinned" in out
     cfg = tmp_path / "test-key.toml"
-    cfg.write_text(f'[[trust.keys]]\nkey_id = "{forge.TEST_KEY_ID}"\npublic_key_b64 = "{forge.TEST_KEY.public_key_b64}"\n')
+    cfg.write_text(TEST_KEY_TOML)
     code, out, _ = run(["verify", "--config", str(cfg), path], capsys)
     assert code == 0 and out.splitlines()[1].startswith("ok  bundle")
 
@@ -170,11 +200,13 @@ def test_forged_bundle_needs_its_key_pinned(tmp_path, capsys):
 def test_lying_state_bundle_via_cli(tmp_path, capsys):
     path = _write(tmp_path, "lying.json", forge.bundle_with_lying_state(forge.forge_record(6, 3)))
     cfg = tmp_path / "test-key.toml"
-    cfg.write_text(f'[[trust.keys]]\nkey_id = "{forge.TEST_KEY_ID}"\npublic_key_b64 = "{forge.TEST_KEY.public_key_b64}"\n')
+    cfg.write_text(TEST_KEY_TOML)
     code, out, _ = run(["verify", "--json", "--config", str(cfg), path], capsys)
     assert code == 1
     entry = json.loads(out)["files"][0]
-    assert entry["status"] == "state_mismatch" and [r["code"] for r in entry["reasons"]] == ["state_not_merge"]
+    assert entry["status"] == "state_mismatch" and [r["code"] for r in entry["reasons"]] == [
+        "state_not_merge"
+    ]
 
 
 def test_quiet_prints_nothing_but_keeps_exit_code(tmp_path, seed_paths, capsys):
@@ -190,7 +222,11 @@ def test_a_closed_pipe_ends_quietly(seed_paths):
     import sys
 
     many = list(seed_paths.values()) * 400
-    proc = subprocess.Popen([sys.executable, "-m", "pithsync", "verify", *many], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pithsync", "verify", *many],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     proc.stdout.readline()
     proc.stdout.close()
     err = proc.stderr.read()

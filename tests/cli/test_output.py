@@ -14,7 +14,6 @@ import sys
 
 import anyio
 import pytest
-
 from synctools import json_lines, serve_bad_copy, write_config
 
 from pithsync.testing import forge
@@ -46,7 +45,7 @@ def _pithsync_with_early_close(*argv: str, timeout: float = 300) -> tuple[int, s
         _, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise AssertionError(f"pithsync {argv} did not finish within {timeout} s")
+        raise AssertionError(f"pithsync {argv} did not finish within {timeout} s") from None
     return proc.returncode, first.decode().split("\n", 1)[0], err.decode()
 
 
@@ -220,7 +219,7 @@ async def test_every_line_a_verbose_run_logs_is_logfmt(tmp_path, processes):
         downs = {refused_spec().base_url for _ in range(20)}  # distinct closed ports
         assert len(downs) >= 3
         specs = [(NASTY_NAMES[0], a.base_url), (NASTY_NAMES[1], b.base_url)] + list(
-            zip(NASTY_NAMES[2:], sorted(downs))
+            zip(NASTY_NAMES[2:], sorted(downs), strict=False)
         )
         conf = _toml_config(
             tmp_path / "p.toml",
@@ -322,12 +321,12 @@ def test_errors_under_json_are_one_json_object_on_stderr(tmp_path, capsys):
 def test_a_terminal_table_never_breaks_a_pith_number():
     from rich.console import Console
 
-    from pithsync import cli
+    from pithsync.cli.output import Output
 
     number = RECORDS[0].pith_number
     screen = io.StringIO()
     console = Console(file=screen, force_terminal=True, width=40, color_system=None)
-    cli.Output(False, stream=io.StringIO())._rich_table(
+    Output(False, stream=io.StringIO())._rich_table(
         "pithsync",
         ["pith_number", "verdict", "events", "mirrors"],
         [[number, "diverged", "3", "alpha=ok  beta=stale"]],
@@ -344,18 +343,23 @@ def test_log_lines_go_above_the_progress_bar_whole(tmp_path):
     import logging
 
     from pithsync import cli
-    from pithsync.cli import output
     from pithsync.base.logfmt import log_event
+    from pithsync.cli import output
 
     cli.configure_logging(0, False)
     logger = logging.getLogger("pithsync")
     before = list(logger.handlers)
     screen = io.StringIO()
     screen.isatty = lambda: True  # type: ignore[method-assign]
-    with output._Progress(10, stream=screen) as bar:
+    with output.ProgressBar(10, stream=screen) as bar:
         bar.advance(None)
-        log_event(logging.getLogger("pithsync.sync"), logging.WARNING, "mirror_slow",
-                  mirror="Pith Resolver", detail="a value long enough " * 8)
+        log_event(
+            logging.getLogger("pithsync.sync"),
+            logging.WARNING,
+            "mirror_slow",
+            mirror="Pith Resolver",
+            detail="a value long enough " * 8,
+        )
         bar.advance(None)
     assert logger.handlers == before
     lines = [line for line in screen.getvalue().splitlines() if "event=mirror_slow" in line]

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from synctools import run_cli, write_config
+
 from pithsync import cli
 from pithsync.store import run_lock
 from pithsync.testing import forge
@@ -76,9 +76,15 @@ def test_systemd_units_verify(tmp_path):
     assert "PITHSYNC_CONFIG=/etc/pithsync/pithsync.toml" in sync["Environment"]
     assert "PITHSYNC_DB=/var/lib/pithsync/pithsync.db" in sync["Environment"]
     hardening = {
-        "ProtectSystem": "strict", "ProtectHome": "yes", "NoNewPrivileges": "yes",
-        "PrivateTmp": "yes", "PrivateDevices": "yes", "MemoryDenyWriteExecute": "yes",
-        "PrivateUsers": "yes", "UMask": "0077", "CapabilityBoundingSet": "",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "NoNewPrivileges": "yes",
+        "PrivateTmp": "yes",
+        "PrivateDevices": "yes",
+        "MemoryDenyWriteExecute": "yes",
+        "PrivateUsers": "yes",
+        "UMask": "0077",
+        "CapabilityBoundingSet": "",
         "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
     }
     for unit in (sync, serve):
@@ -93,17 +99,24 @@ def test_systemd_units_verify(tmp_path):
 
     tool = systemd_analyze()
     copies = units_with_real_exec(tmp_path)
-    proc = subprocess.run([tool, "verify", "--man=no", *map(str, copies)],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0 and not (proc.stdout + proc.stderr).strip(), proc.stdout + proc.stderr
+    proc = subprocess.run(
+        [tool, "verify", "--man=no", *map(str, copies)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0 and not (proc.stdout + proc.stderr).strip(), (
+        proc.stdout + proc.stderr
+    )
 
 
 @pytest.mark.parametrize("name", SERVICES)
 def test_systemd_security_exposure_is_low(tmp_path, name):
     tool = systemd_analyze()
     unit = next(p for p in units_with_real_exec(tmp_path) if p.name == name)
-    proc = subprocess.run([tool, "security", "--offline=yes", "--no-pager", str(unit)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [tool, "security", "--offline=yes", "--no-pager", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     text = proc.stdout + proc.stderr
     found = re.search(rf"Overall exposure level for {re.escape(name)}: (\d+\.\d+) (\w+)", text)
     if found is None and "offline" in text and "unrecognized" in text:
@@ -120,14 +133,25 @@ def test_readme_install_steps_work_in_the_order_written():
     lines = [line.strip() for line in steps.splitlines()]
     first_pull = next(i for i, line in enumerate(lines) if line.startswith("sudo -u pithsync"))
     user = next(i for i, line in enumerate(lines) if line.startswith("sudo useradd"))
-    state_dir = next((i for i, line in enumerate(lines)
-                      if re.fullmatch(r"sudo install -d -o pithsync -g pithsync -m 07[57]0 "
-                                      r"/var/lib/pithsync", line)), None)
+    state_dir = next(
+        (
+            i
+            for i, line in enumerate(lines)
+            if re.fullmatch(
+                r"sudo install -d -o pithsync -g pithsync -m 07[57]0 "
+                r"/var/lib/pithsync",
+                line,
+            )
+        ),
+        None,
+    )
     assert state_dir is not None and user < state_dir < first_pull, steps
     config = next(line for line in lines if line.endswith(" /etc/pithsync/pithsync.toml"))
     assert re.search(r"-m 0640 -g pithsync |-m 0644 ", config), config  # pithsync reads it
-    assert next(i for i, line in enumerate(lines) if "ln -s" in line and "/usr/local/bin" in line
-                ) < first_pull
+    assert (
+        next(i for i, line in enumerate(lines) if "ln -s" in line and "/usr/local/bin" in line)
+        < first_pull
+    )
 
 
 # -- the timer's run beside a manual pull ------------------------------------------------------
@@ -136,8 +160,20 @@ def test_readme_install_steps_work_in_the_order_written():
 async def sync_process(conf: str, db: str, *flags: str) -> tuple[int, str, str]:
     """`pithsync sync` in its own process, as the timer starts it."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pithsync", "--config", conf, "--db", db, "sync", *flags,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO, env=ENV)
+        sys.executable,
+        "-m",
+        "pithsync",
+        "--config",
+        conf,
+        "--db",
+        db,
+        "sync",
+        *flags,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=REPO,
+        env=ENV,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
     return proc.returncode, out.decode(), err.decode()
 
@@ -152,8 +188,9 @@ async def test_sync_if_locked_skip_exits_busy_and_commits_nothing(tmp_path):
     db = str(tmp_path / "s.db")
     async with MirrorServer("m") as m:
         m.put_record(r.bundle())
-        conf = write_config(tmp_path / "c.toml", [m.spec()], timeout_s=5,
-                            extra="[store]\nlock_timeout_s = 0.2\n")
+        conf = write_config(
+            tmp_path / "c.toml", [m.spec()], timeout_s=5, extra="[store]\nlock_timeout_s = 0.2\n"
+        )
         code, out = await run_cli("--config", conf, "--db", db, "pull", r.pith_number)
         assert code == 0, out
         fetched = m.count(bundle_path(r.suffix))
@@ -164,9 +201,13 @@ async def test_sync_if_locked_skip_exits_busy_and_commits_nothing(tmp_path):
 
         code, out, err = skipped
         assert code == cli.ExitCode.BUSY == 75, (out, err)
-        assert re.search(r'^(?:ts=\S+ )?level=warning logger=pithsync\.sync event=run_skipped '
-                         r'reason="store locked by another run" lock=\S+s\.db\.lock '
-                         rf'holder_pid={os.getpid()} waited_s=0\.2 exit=75$', err, re.M), err
+        assert re.search(
+            r"^(?:ts=\S+ )?level=warning logger=pithsync\.sync event=run_skipped "
+            r'reason="store locked by another run" lock=\S+s\.db\.lock '
+            rf"holder_pid={os.getpid()} waited_s=0\.2 exit=75$",
+            err,
+            re.M,
+        ), err
         assert out == ""
         code, out, err = failed
         assert code == cli.ExitCode.STORE, (out, err)
@@ -181,8 +222,14 @@ async def test_sync_if_locked_skip_exits_busy_and_commits_nothing(tmp_path):
 
 
 def test_busy_exit_code_is_documented():
-    help_text = subprocess.run([sys.executable, "-m", "pithsync", "sync", "--help"], cwd=REPO,
-                               env=ENV, capture_output=True, text=True, timeout=60).stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", "pithsync", "sync", "--help"],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     assert "--if-locked" in help_text and "75" in help_text
     assert "| 75 |" in (REPO / "README.md").read_text()
 
@@ -216,8 +263,14 @@ except PermissionError:
 
 def under_mdwe(*argv: str, timeout: float = 180) -> subprocess.CompletedProcess:
     """argv run with MemoryDenyWriteExecute in force, or the test skipped if the kernel has none."""
-    proc = subprocess.run([sys.executable, "-c", MDWE_WRAPPER, *argv], cwd=REPO, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-c", MDWE_WRAPPER, *argv],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if proc.returncode == 99 and "PR_SET_MDWE refused" in proc.stderr:
         pytest.skip(f"{proc.stderr.strip()} (Linux < 6.3?): MemoryDenyWriteExecute not emulated")
     return proc
@@ -241,8 +294,18 @@ async def test_pithsync_runs_under_memory_deny_write_execute(tmp_path):
         # `extra` continues write_config's [crawl] section.
         conf = write_config(tmp_path / "c.toml", [m.spec()], timeout_s=10, extra="processes = 2\n")
         pull = await asyncio.to_thread(
-            under_mdwe, sys.executable, "-m", "pithsync", "--config", conf,
-            "--db", str(tmp_path / "s.db"), "--json", "pull", *(r.pith_number for r in recs))
+            under_mdwe,
+            sys.executable,
+            "-m",
+            "pithsync",
+            "--config",
+            conf,
+            "--db",
+            str(tmp_path / "s.db"),
+            "--json",
+            "pull",
+            *(r.pith_number for r in recs),
+        )
     assert pull.returncode == 0, pull.stderr
     assert pull.stdout.count('"in_sync"') == len(recs), pull.stdout
 
@@ -256,13 +319,33 @@ def test_pithsync_runs_in_a_user_namespace_that_maps_only_its_user(tmp_path):
     tool = shutil.which("unshare")
     if tool is None or os.geteuid() != 0:
         pytest.skip("needs unshare(1) and root to emulate PrivateUsers=")
-    argv = [tool, "--user", "--map-current-user", "--mount", "--ipc", "--uts", "--pid", "--fork",
-            "--", sys.executable]
-    probe = subprocess.run([*argv, "-c", "print(open('/proc/self/uid_map').read().split())"],
-                           capture_output=True, text=True, timeout=60)
+    argv = [
+        tool,
+        "--user",
+        "--map-current-user",
+        "--mount",
+        "--ipc",
+        "--uts",
+        "--pid",
+        "--fork",
+        "--",
+        sys.executable,
+    ]
+    probe = subprocess.run(
+        [*argv, "-c", "print(open('/proc/self/uid_map').read().split())"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if probe.returncode != 0:
         pytest.skip(f"unshare refused here: {probe.stderr.strip()[:200]}")
     assert probe.stdout.strip() == "['0', '0', '1']", probe  # the namespace is in force
-    demo = subprocess.run([*argv, "-m", "pithsync", "demo", "--json"], cwd=REPO, env=ENV,
-                          capture_output=True, text=True, timeout=180)
+    demo = subprocess.run(
+        [*argv, "-m", "pithsync", "demo", "--json"],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert demo.returncode == 0 and '"as_expected": true' in demo.stdout, demo.stderr

@@ -66,7 +66,9 @@ bundle_pattern = "{base}/b/{suffix}.json"
     assert [m.name for m in cfg.mirrors] == ["Mirror A", "http://b.example:8080"]
     assert all(m.base_url != "https://pith.science" for m in cfg.mirrors)
     assert cfg.mirrors[1].bundle_url("S" * 26) == "http://b.example:8080/b/" + "S" * 26 + ".json"
-    assert cfg.mirrors[0].state_url("S" * 26) == "https://a.example/pith/" + "S" * 26 + "/state.json"
+    assert (
+        cfg.mirrors[0].state_url("S" * 26) == "https://a.example/pith/" + "S" * 26 + "/state.json"
+    )
     assert [k.key_id for k in cfg.trust] == [REGISTRY_KEY_ID]  # trust untouched
 
 
@@ -87,9 +89,16 @@ path = "/var/lib/pithsync/x.db"
 lock_timeout_s = 5
 """
     )
-    assert cfg.crawl.concurrency == 4 and cfg.crawl.timeout_s == 3.0 and isinstance(cfg.crawl.timeout_s, float)
+    assert (
+        cfg.crawl.concurrency == 4
+        and cfg.crawl.timeout_s == 3.0
+        and isinstance(cfg.crawl.timeout_s, float)
+    )
     assert cfg.crawl.follow_hints is False
-    assert cfg.alerts.command == ("notify", "--now") and cfg.alerts.webhook_url == "https://hooks.example/x"
+    assert (
+        cfg.alerts.command == ("notify", "--now")
+        and cfg.alerts.webhook_url == "https://hooks.example/x"
+    )
     assert cfg.metrics.textfile == "/tmp/pithsync.prom"
     assert cfg.db_path == "/var/lib/pithsync/x.db" and cfg.lock_timeout_s == 5.0
 
@@ -266,8 +275,16 @@ def test_timeouts_must_be_finite_and_the_request_ones_positive(text, message):
 
 
 def test_zero_is_still_allowed_where_it_means_something():
-    cfg = from_toml("[crawl]\nretries = 0\nmirror_down_after = 0\nbackoff_max_s = 0\n[store]\nlock_timeout_s = 0\n")
-    assert (cfg.crawl.retries, cfg.crawl.mirror_down_after, cfg.crawl.backoff_max_s, cfg.lock_timeout_s) == (0, 0, 0.0, 0.0)
+    cfg = from_toml(
+        "[crawl]\nretries = 0\nmirror_down_after = 0\nbackoff_max_s = 0\n"
+        "[store]\nlock_timeout_s = 0\n"
+    )
+    assert (
+        cfg.crawl.retries,
+        cfg.crawl.mirror_down_after,
+        cfg.crawl.backoff_max_s,
+        cfg.lock_timeout_s,
+    ) == (0, 0, 0.0, 0.0)
 
 
 @pytest.mark.parametrize("value", ['"soon"', "[1]"])
@@ -286,7 +303,9 @@ def test_load_from_path(tmp_path):
 def test_pithsync_config_env_is_honoured(tmp_path, monkeypatch):
     p = tmp_path / "env.toml"
     p.write_text(TEST_KEY_TOML)
-    assert [k.key_id for k in load(None, environ={"PITHSYNC_CONFIG": str(p)}).trust] == [forge.TEST_KEY_ID]
+    assert [k.key_id for k in load(None, environ={"PITHSYNC_CONFIG": str(p)}).trust] == [
+        forge.TEST_KEY_ID
+    ]
     monkeypatch.setenv("PITHSYNC_CONFIG", str(p))
     assert [k.key_id for k in load().trust] == [forge.TEST_KEY_ID]
 
@@ -361,6 +380,9 @@ def test_cli_honours_env_config(tmp_path, seed_paths, monkeypatch, capsys):
 def test_cli_crawl_max_bytes_applies_to_verify(tmp_path, seed_paths, capsys):
     p = tmp_path / "small.toml"
     p.write_text("[crawl]\nmax_bytes = 1000\n")
-    assert cli.main(["verify", "--config", str(p), "--json", seed_paths["000_919069ef98e1b946.txt"]]) == 1
+    assert (
+        cli.main(["verify", "--config", str(p), "--json", seed_paths["000_919069ef98e1b946.txt"]])
+        == 1
+    )
     out = capsys.readouterr().out
     assert "not_strict_json" in out and "exceeds" in out

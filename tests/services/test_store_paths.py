@@ -12,11 +12,11 @@ import sqlite3
 import threading
 
 import pytest
+from synctools import write_config
 
 from pithsync import cli
 from pithsync.store import StoreError, run_lock
 from pithsync.testing import forge
-from synctools import write_config
 
 RECORD = forge.forge_record(141, n_events=2)
 

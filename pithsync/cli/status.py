@@ -1,0 +1,110 @@
+"""`status`: what the store holds of each record, read-only.  Apart from the store it needs
+nothing of the run (no HTTP client), so it starts as quickly as a store can be opened."""
+
+from __future__ import annotations
+
+from pithsync.base.exits import ExitCode, UsageError
+from pithsync.cli.common import open_store
+from pithsync.cli.output import Output
+from pithsync.config import Config
+from pithsync.store import Store
+
+RECORD_COLUMNS = [
+    "pith number",
+    "tracked",
+    "events",
+    "state_sha256",
+    "updated",
+    "last verdict",
+    "last checked",
+]
+
+
+def cmd_status(args, cfg: Config, out: Output) -> int:
+    """What the store holds, one row per record, sorted by pith number.
+
+    `status --json`: {"records": [RECORD, ...]}, where RECORD is
+    {"pith_number": str, "tracked": bool, "event_count": int, "state_sha256": str | null,
+     "updated_at": str | null, "last_verdict": str | null, "last_checked": str | null};
+    last_verdict is the verdict of the record's last check (in_sync, degraded, diverged,
+    unverifiable) and last_checked its time (ISO 8601 UTC), both null before the first.
+    `status PITH --json`: RECORD with "mirrors": [{"name", "base_url", "status", "checked_at",
+    "reasons"}], or {"records": [...]} of those when PITH names several records."""
+    with open_store(cfg, lock=False) as store:
+        if args.pith:
+            show_records(store, args.pith, out)
+        else:
+            show_all(store, out)
+    return ExitCode.OK
+
+
+def show_all(store: Store, out: Output) -> None:
+    """Every stored record: one row each, or `{"records": [...]}` under --json."""
+    recs = store.records()
+    if out.as_json:
+        out.json({"records": recs})
+        return
+    rows = [
+        [
+            r["pith_number"],
+            "yes" if r["tracked"] else "no",
+            str(r["event_count"]),
+            (r["state_sha256"] or "-")[:16],
+            r["updated_at"] or "-",
+            r["last_verdict"] or "-",
+            r["last_checked"] or "-",
+        ]
+        for r in recs
+    ]
+    out.table("records", RECORD_COLUMNS, rows)
+
+
+def show_records(store: Store, reference: str, out: Output) -> None:
+    """The records `reference` names (a number, suffix, short form or alias), each with its
+    mirrors.
+
+    Raises:
+        UsageError: no stored record matches it.
+    """
+    matches = store.resolve(reference)
+    if not matches:
+        raise UsageError(f"no stored record matches {reference[:80]!r}")
+    docs = [status_of(store, p) for p in sorted(matches)]
+    if out.as_json:
+        out.json(docs[0] if len(docs) == 1 else {"records": docs})
+        return
+    for d in docs:
+        out.line(
+            f"{d['pith_number']}  events={d['event_count']}"
+            f"  state_sha256={d['state_sha256']}  tracked={d['tracked']}"
+            f"  last_verdict={d['last_verdict'] or '-'}"
+            f"  last_checked={d['last_checked'] or '-'}"
+        )
+        mirrors = [[m["name"], m["status"], m["checked_at"] or "-"] for m in d["mirrors"]]
+        out.table("mirrors", ["mirror", "status", "checked"], mirrors)
+
+
+def status_of(store: Store, pith_number: str) -> dict:
+    """One record's `status PITH` document (see cmd_status)."""
+    rec = store.record(pith_number)
+    verdict, checked = store.last_check(pith_number)
+    mirrors = [
+        {
+            "name": m["name"],
+            "base_url": m["mirror"],
+            "status": m["status"],
+            "checked_at": m["checked_at"],
+            "reasons": m["reasons"],
+        }
+        for m in store.mirror_statuses(pith_number)
+    ]
+    return {
+        "pith_number": pith_number,
+        "tracked": bool(rec["tracked"]),
+        "event_count": rec["event_count"],
+        "state_sha256": rec["state_sha256"],
+        "updated_at": rec["updated_at"],
+        "last_verdict": verdict,
+        "last_checked": checked,
+        "mirrors": mirrors,
+    }
