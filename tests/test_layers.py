@@ -139,3 +139,45 @@ def test_the_checks_catch_what_they_guard():
     assert layer_of("pithsync.core.verify") == 0 and layer_of("pithsync.cli.output") == 4
     assert layer_of("pithsync.store.journal") == 2 and layer_of("elsewhere") is None
     assert layer_of("pithsync") == 1 and layer_of("pithsync.unplaced") is None
+
+
+# -- sizes: a reader finds their room in minutes --------------------------------------------------
+
+MAX_MODULE_LINES = 500
+MAX_CLASS_LINES = 300
+MAX_FUNCTION_LINES = 60
+# The schema's DDL is one statement a table; splitting it would only hide the schema.
+LONG_FUNCTIONS_ALLOWED = {"pithsync/store/schema.py:_schema_v1"}
+
+
+def oversized(text: str, rel: str) -> list[str]:
+    """What in one source file is over the size limits, as `file:name (N lines)`."""
+    found = []
+    if len(text.splitlines()) > MAX_MODULE_LINES:
+        found.append(f"{rel} ({len(text.splitlines())} lines)")
+    for node in ast.walk(ast.parse(text, rel)):
+        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            limit = MAX_CLASS_LINES if isinstance(node, ast.ClassDef) else MAX_FUNCTION_LINES
+            size = node.end_lineno - node.lineno + 1
+            if size > limit and f"{rel}:{node.name}" not in LONG_FUNCTIONS_ALLOWED:
+                found.append(f"{rel}:{node.name} ({size} lines)")
+    return found
+
+
+def test_no_module_class_or_function_over_its_size():
+    found = [
+        item
+        for path in sorted(PACKAGE_DIR.rglob("*.py"))
+        for item in oversized(
+            path.read_text(encoding="utf-8"), path.relative_to(PACKAGE_DIR.parent).as_posix()
+        )
+    ]
+    assert not found, "over the size limits:\n" + "\n".join(found)
+
+
+def test_the_size_check_sees_what_is_too_long():
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    assert oversized(f"def long():\n{body}\n", "m.py") == ["m.py:long (61 lines)"]
+    assert oversized("def short():\n    pass\n", "m.py") == []
+    module = "\n".join(f"x{i} = {i}" for i in range(MAX_MODULE_LINES + 1))
+    assert oversized(module, "big.py") == [f"big.py ({MAX_MODULE_LINES + 1} lines)"]

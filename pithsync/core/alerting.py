@@ -59,8 +59,19 @@ class OpenAlert:
         payload = row.get("payload") or {}
         if isinstance(payload, str):
             payload = json.loads(payload)
-        divergent = frozenset((d["mirror"], d["status"]) for d in payload.get("divergent", []) if isinstance(d, dict))
-        return cls(row["id"], row["kind"], row["scope"], row["opened_at"], row.get("fingerprint") or "", row.get("mirror"), divergent, payload.get("diverged_since") or row["opened_at"])
+        divergent = frozenset(
+            (d["mirror"], d["status"]) for d in payload.get("divergent", []) if isinstance(d, dict)
+        )
+        return cls(
+            row["id"],
+            row["kind"],
+            row["scope"],
+            row["opened_at"],
+            row.get("fingerprint") or "",
+            row.get("mirror"),
+            divergent,
+            payload.get("diverged_since") or row["opened_at"],
+        )
 
 
 @dataclass(frozen=True)
@@ -100,11 +111,17 @@ def fingerprint(divergent: frozenset) -> str:
     return hashlib.sha256(json.dumps(sorted(divergent), separators=(",", ":")).encode()).hexdigest()
 
 
-def divergent_set(verdict: str, mirrors: Sequence[MirrorView], previous: frozenset = frozenset()) -> frozenset:
+def divergent_set(
+    verdict: str, mirrors: Sequence[MirrorView], previous: frozenset = frozenset()
+) -> frozenset:
     """The (mirror, status) pairs that make a divergence.  A mirror that is unreachable now keeps
     the divergent status it had (it cannot be seen to have changed), so a lying mirror that also
     flaps does not resolve and re-open its alert on every run."""
-    now = {(m.base_url, m.status) for m in mirrors if m.status not in _OK_STATUSES} if verdict == "diverged" else set()
+    now = (
+        {(m.base_url, m.status) for m in mirrors if m.status not in _OK_STATUSES}
+        if verdict == "diverged"
+        else set()
+    )
     unreachable = {m.base_url for m in mirrors if m.status == "unreachable"}
     now |= {(url, status) for url, status in previous if url in unreachable}
     return frozenset(now)
@@ -112,12 +129,24 @@ def divergent_set(verdict: str, mirrors: Sequence[MirrorView], previous: frozens
 
 def _mirrors_json(mirrors: Sequence[MirrorView], divergent: frozenset = frozenset()) -> list[dict]:
     flagged = {url for url, _ in divergent}
-    return [{"name": m.name, "base_url": m.base_url, "status": m.status, "divergent": m.base_url in flagged, "reasons": list(m.reasons)[:10]} for m in mirrors]
+    return [
+        {
+            "name": m.name,
+            "base_url": m.base_url,
+            "status": m.status,
+            "divergent": m.base_url in flagged,
+            "reasons": list(m.reasons)[:10],
+        }
+        for m in mirrors
+    ]
 
 
 def _divergent_json(divergent: frozenset, mirrors: Sequence[MirrorView]) -> list[dict]:
     names = {m.base_url: m.name for m in mirrors}
-    return [{"mirror": url, "name": names.get(url, url), "status": status} for url, status in sorted(divergent)]
+    return [
+        {"mirror": url, "name": names.get(url, url), "status": status}
+        for url, status in sorted(divergent)
+    ]
 
 
 def clip_words(text: str, limit: int) -> str:
@@ -167,15 +196,32 @@ def decide(
     resolved when this record sees it reachable again ("reachable").
     """
     decision = Decision()
-    base = {"type": NOTIFICATION_TYPE, "version": NOTIFICATION_VERSION, "pith_number": pith_number, "verdict": verdict, "at": now, "run_id": run_id}
+    base = {
+        "type": NOTIFICATION_TYPE,
+        "version": NOTIFICATION_VERSION,
+        "pith_number": pith_number,
+        "verdict": verdict,
+        "at": now,
+        "run_id": run_id,
+    }
+    _decide_divergence(decision, base, mirrors, open_alerts)
+    _decide_unreachable(decision, base, mirrors, open_alerts, unreachable_threshold)
+    return decision
 
-    # divergence
+
+def _decide_divergence(
+    decision: Decision, base: dict, mirrors: Sequence[MirrorView], open_alerts: Sequence[OpenAlert]
+) -> None:
+    """The record's divergence alert: opened, changed (resolved and opened again) or cleared."""
+    pith_number, verdict, now = base["pith_number"], base["verdict"], base["at"]
     scope = record_scope(pith_number)
     old = next((a for a in open_alerts if a.kind == DIVERGENCE and a.scope == scope), None)
     current = divergent_set(verdict, mirrors, old.divergent if old else frozenset())
     if old is not None and current != old.divergent:
         resolution = "changed" if current else "cleared"
-        summary = f"{pith_number}: divergence {'changed' if current else 'resolved'}" + ("" if current else f", verdict now {verdict}")
+        summary = f"{pith_number}: divergence {'changed' if current else 'resolved'}" + (
+            "" if current else f", verdict now {verdict}"
+        )
         decision.resolve.append(
             Resolution(
                 old,
@@ -217,13 +263,32 @@ def decide(
             )
         )
 
-    # unreachable mirrors
+
+def _decide_unreachable(
+    decision: Decision,
+    base: dict,
+    mirrors: Sequence[MirrorView],
+    open_alerts: Sequence[OpenAlert],
+    unreachable_threshold: int,
+) -> None:
+    """Each mirror's unreachable alert: opened past the threshold, resolved once reachable."""
+    pith_number, now = base["pith_number"], base["at"]
     open_by_mirror = {a.mirror: a for a in open_alerts if a.kind == UNREACHABLE}
     for m in mirrors:
         alert = open_by_mirror.get(m.base_url)
-        common = {**base, "kind": UNREACHABLE, "mirror": {"name": m.name, "base_url": m.base_url}, "mirrors": _mirrors_json([m]), "unreachable_runs": m.unreachable_runs}
+        common = {
+            **base,
+            "kind": UNREACHABLE,
+            "mirror": {"name": m.name, "base_url": m.base_url},
+            "mirrors": _mirrors_json([m]),
+            "unreachable_runs": m.unreachable_runs,
+        }
         if m.status == "unreachable":
-            if alert is None and unreachable_threshold > 0 and m.unreachable_runs >= unreachable_threshold:
+            if (
+                alert is None
+                and unreachable_threshold > 0
+                and m.unreachable_runs >= unreachable_threshold
+            ):
                 why = _first_message(m)
                 decision.open.append(
                     Opening(
@@ -238,7 +303,8 @@ def decide(
                             "first_seen": now,
                             "resolved_at": None,
                             "resolution": None,
-                            "summary": f"mirror {m.name} ({m.base_url}) unreachable for {m.unreachable_runs} runs in a row (seen for {pith_number})" + (f": {why}" if why else ""),
+                            "summary": f"mirror {m.name} ({m.base_url}) unreachable for {m.unreachable_runs} runs in a row (seen for {pith_number})"
+                            + (f": {why}" if why else ""),
                         },
                     )
                 )
@@ -256,4 +322,3 @@ def decide(
                     },
                 )
             )
-    return decision

@@ -94,6 +94,19 @@ def find_equivocations(valid_events: Iterable[Mapping]) -> list[dict]:
     return found
 
 
+def _distinct(events: Iterable[Mapping]) -> dict[str, Mapping]:
+    """One copy per event id.  Two different copies under one id (one of them forged): keep the
+    same one whatever the arrival order.  The verifier passes the valid copy alone when there is
+    one."""
+    distinct: dict[str, Mapping] = {}
+    for ev in events:
+        eid = str(ev.get("event_id"))
+        seen = distinct.get(eid)
+        if seen is None or (seen is not ev and canon(ev) < canon(seen)):
+            distinct[eid] = ev
+    return distinct
+
+
 def merge_state(
     pith_number: str,
     canonical_record: dict,
@@ -102,14 +115,7 @@ def merge_state(
     invalid: Mapping[str, str],
 ) -> dict:
     """The state that follows from `events`; `invalid` maps event_id -> why it failed verification."""
-    distinct: dict[str, Mapping] = {}
-    for ev in events:
-        eid = str(ev.get("event_id"))
-        seen = distinct.get(eid)
-        # Two different copies under one id (one of them forged): keep the same one whatever
-        # the arrival order.  The verifier passes the valid copy alone when there is one.
-        if seen is None or (seen is not ev and canon(ev) < canon(seen)):
-            distinct[eid] = ev
+    distinct = _distinct(events)
     ordered = sorted(distinct.values(), key=order_key)
 
     valid = [ev for ev in ordered if ev["event_id"] not in invalid]
