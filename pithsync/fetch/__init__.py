@@ -8,12 +8,10 @@ validators make a re-sync of an unchanged mirror cost a 304.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import errno
 import ipaddress
 import logging
-import re
 import socket
 import time
 from dataclasses import dataclass
@@ -22,7 +20,6 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import anyio
-import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 from tenacity import (
@@ -188,21 +185,6 @@ def _describe(exc: BaseException) -> tuple[str, str]:
 _DOWN_CODES = frozenset({"connection_refused", "connect_timeout", "connect_failed", "timeout", "deadline_exceeded"})
 
 
-# A URL already in the form yarl gives it: http(s), a lower-case host of plain labels, a port
-# without leading zeros, and a path of unreserved characters with no empty or dot segments (no
-# "%", no query).  aiohttp gets such a URL pre-parsed (yarl's encoded=True), which skips quoting
-# it again: 3 us of an 85 us conditional GET (fpath bench), for the same request; hypothesis holds
-# the two forms equal (tests/test_hostile.py).  Anything else, such as a redirect target a server
-# chose, goes through yarl's full parsing.
-_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
-_PLAIN_URL = re.compile(rf"https?://{_LABEL}(?:\.{_LABEL})*(?::[1-9][0-9]{{0,4}})?(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._~-]+)*/?")
-
-
-def wire_url(url: str) -> str | yarl.URL:
-    """`url` as aiohttp should be handed it."""
-    return yarl.URL(url, encoded=True) if _PLAIN_URL.fullmatch(url) else url
-
-
 def _origin_key(url: str) -> str:
     """scheme://host[:port] as written: what the breaker counts failures by."""
     end = url.find("/", url.find("//") + 2)
@@ -293,56 +275,6 @@ class Response:
 Sleep = Callable[[float], Awaitable[None]]
 
 
-class DeadlineWatch:
-    """The overall deadline of every request of one Fetcher, kept by one timer.
-
-    asyncio.timeout per request (a timer handle pushed on the loop's heap, cancelled again when
-    the request ends) cost 5.5 us of a 78 us conditional GET: 7% of a re-sync's fetching.  Every
-    request here has the same deadline, so the requests running, kept in the order they started,
-    are also in the order they expire: one check every `tick` seconds finds the expired ones at
-    the front and cancels their tasks.  A request is cut between deadline_s and deadline_s + tick
-    after it started.  The cancellation is told apart from any other as asyncio.timeout does it:
-    the task is uncancelled, and only when no other cancellation is pending does the request end
-    as `deadline_exceeded` (a failed attempt, retried like a timeout) instead of cancelled."""
-
-    def __init__(self, deadline_s: float):
-        self.deadline_s = deadline_s
-        self.tick = min(1.0, max(deadline_s / 10, 0.01))
-        self._running: dict[asyncio.Task, float] = {}  # task -> when its request expires, in start order
-        self._cut: set[asyncio.Task] = set()  # tasks cancelled here, not yet told
-
-    def start(self, task: asyncio.Task, now: float) -> int:
-        """Register the request `task` is making; returns the task's pending cancellations."""
-        self._running[task] = now + self.deadline_s
-        return task.cancelling()
-
-    def end(self, task: asyncio.Task, cancelling: int, exc: BaseException | None) -> bool:
-        """The request of `task` ended (with `exc`); True if it ended because its deadline cut it."""
-        self._running.pop(task, None)
-        if task not in self._cut:
-            return False
-        self._cut.discard(task)
-        # Cut by the deadline: this cancellation was ours and must not escape the request.
-        return task.uncancel() <= cancelling and isinstance(exc, asyncio.CancelledError)
-
-    async def watch(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self.tick)
-            self.cut_expired(loop.time())
-
-    def cut_expired(self, now: float) -> None:
-        expired = []
-        for task, expires in self._running.items():
-            if expires > now:
-                break  # the rest started later, so they expire later
-            expired.append(task)
-        for task in expired:
-            del self._running[task]
-            self._cut.add(task)
-            task.cancel()
-
-
 class Fetcher:
     """GETs documents with one shared ClientSession.  Use as `async with Fetcher(...) as f:`."""
 
@@ -356,11 +288,8 @@ class Fetcher:
         self._trusted_prefixes = policy.trusted_prefixes  # computed once: checked on every request
         self.requests = 0
         self.bytes_received = 0
-        self._deadlines = DeadlineWatch(crawl.deadline_s)
-        self._watch: asyncio.Task | None = None
 
     async def __aenter__(self) -> "Fetcher":
-        self._watch = asyncio.get_running_loop().create_task(self._deadlines.watch())
         connector = aiohttp.TCPConnector(
             limit=max(1, self.crawl.concurrency),
             limit_per_host=max(1, self.crawl.per_host),
@@ -377,10 +306,6 @@ class Fetcher:
         return self
 
     async def __aexit__(self, *exc) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
         if self._session is not None:
             await self._session.close()
 
@@ -456,23 +381,21 @@ class Fetcher:
         # The connector caps connections (overall and per host); waiting for one counts toward
         # the deadline, not toward the connect timeout.
         self.requests += 1
-        task = asyncio.current_task()
-        assert task is not None
-        cancelling = self._deadlines.start(task, asyncio.get_running_loop().time())
-        failure: BaseException | None = None
+        deadline = asyncio.timeout(self.crawl.deadline_s)
         try:
-            return await self._follow(url, validators)
+            async with deadline:
+                return await self._follow(url, validators)
         except (aiohttp.ClientError, OSError, ValueError) as exc:
-            # TimeoutError is an OSError: aiohttp's read or connect timeout.  ValueError: aiohttp
-            # rejects some malformed responses that way.
-            code, detail = _describe(exc)
-            raise _Retryable(Fetched(Retrieval.UNREACHABLE, url, detail=detail, code=code)) from None
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            if self._deadlines.end(task, cancelling, failure):
-                raise _Retryable(Fetched(Retrieval.UNREACHABLE, url, detail=f"no complete response within the deadline of {self.crawl.deadline_s:g}s", code="deadline_exceeded")) from None
+            # TimeoutError is an OSError: the deadline's own (asyncio.timeout raises it only when
+            # it cut the request; an outside cancellation stays a cancellation), or aiohttp's read
+            # or connect timeout.  ValueError: aiohttp rejects some malformed responses that way.
+            if deadline.expired():
+                detail = f"no complete response within the deadline of {self.crawl.deadline_s:g}s"
+                fetched = Fetched(Retrieval.UNREACHABLE, url, detail=detail, code="deadline_exceeded")
+            else:
+                code, detail = _describe(exc)
+                fetched = Fetched(Retrieval.UNREACHABLE, url, detail=detail, code=code)
+            raise _Retryable(fetched) from None
 
     async def _follow(self, url: str, validators: Validators | None) -> Response:
         headers = {}
@@ -483,7 +406,7 @@ class Fetcher:
                 headers["If-Modified-Since"] = validators.last_modified
         current = url
         for _ in range(self.crawl.max_redirects + 1):
-            async with self._session.get(wire_url(current), headers=headers, allow_redirects=False) as resp:
+            async with self._session.get(current, headers=headers, allow_redirects=False) as resp:
                 if resp.status in (301, 302, 303, 307, 308):
                     location = resp.headers.get("Location", "")
                     target = urljoin(current, location)
