@@ -33,7 +33,7 @@ class Fetched:
     url: str = ""
     body: bytes | None = None
     detail: str = ""
-    code: str = ""  # machine-readable why (connection_refused, timeout, too_large, ...); see fetch.py
+    code: str = ""  # machine-readable why (connection_refused, timeout, too_large, ...); see pithsync/fetch/errors.py
     stored_sha256: str | None = None  # the body is stored bytes, read back by this digest
 
     @cached_property
