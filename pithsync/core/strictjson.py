@@ -10,8 +10,8 @@ surrogates and non-finite numbers; a duplicate key, an integer beyond 64 bits (w
 a float), a number or escape spelled any other way, or any whitespace changes the bytes written
 back.  So a document that round-trips was read exactly as the strict parser below reads it, and
 everything else (including every malformed document, which gets its specific error there) goes
-the strict way.  The registry serves compact UTF-8, which round-trips: 2.5-3x faster on its
-bundles (bench/README.md).  tests/test_strictjson.py holds the two paths equal with hypothesis.
+the strict way.  The registry's compact UTF-8 round-trips, so its documents take the fast path.
+tests/test_strictjson.py holds the two paths equal with hypothesis.
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ def _check_depth_indented(value: Any, limit: int) -> None:
     """_check_depth, decided without the walk where it can be.  In orjson's two-space indented
     form a value inside k containers starts a line indented k levels, so when no line is indented
     `limit` levels no container nests deeper than `limit` (an empty one at level k has depth k + 1).
-    Four to five times faster than the walk on the registry's bundles."""
+    orjson writes that form in C, where the walk visits every container in Python: on the
+    registry's bundles the walk is a measurable share of verification (bench/README.md)."""
     try:
         if limit >= 1 and b"\n" + b"  " * limit not in orjson.dumps(value, option=orjson.OPT_INDENT_2):
             return
