@@ -26,10 +26,17 @@ import orjson
 
 from pithsync.core.errors import MalformedDocument
 
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
 # Anything orjson would encode differently from json (subclasses, dataclasses, dates, enums)
 # raises instead, and falls through to the definition.
-_ORJSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+_ORJSON_OPTIONS = (
+    orjson.OPT_SORT_KEYS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+)
 
 
 def _reference(value: Any) -> bytes:
@@ -65,7 +72,12 @@ def _small_float_in(out: bytes) -> bool:
 
 
 def canon(value: Any) -> bytes:
-    """canon(x) = json.dumps(x, sort_keys=True, separators=(",", ":"), ensure_ascii=False) as UTF-8."""
+    """The canonical bytes of `value`: json.dumps(x, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False) as UTF-8.
+
+    Raises:
+        MalformedDocument: `value` has no canonical JSON encoding.
+    """
     try:
         out = orjson.dumps(value, option=_ORJSON_OPTIONS)
     except (orjson.JSONEncodeError, TypeError):
@@ -80,10 +92,12 @@ def compact(value: Any) -> bytes:
 
 
 def sha256hex(data: bytes) -> str:
+    """The SHA-256 of `data`, in lower-case hex."""
     return hashlib.sha256(data).hexdigest()
 
 
 def canon_sha256(value: Any) -> str:
+    """The SHA-256 (hex) of `value`'s canonical bytes."""
     return sha256hex(canon(value))
 
 
