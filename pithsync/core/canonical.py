@@ -1,9 +1,9 @@
 """The one canonical encoder of the project (PROTOCOL.md, "Canonical JSON and hashes").
 
 The definition is Python's own `json.dumps` output, not RFC 8785; nothing else in pithsync may
-encode bytes that get hashed.  orjson produces the same bytes faster (2.3x over the benchmark's
-bundles, states and events; bench/README.md) for every JSON value except in two cases, where the
-standard encoder (the definition itself) is used:
+encode bytes that get hashed.  orjson produces the same bytes faster (the benchmark checks both)
+for every JSON value except in two cases, where the standard encoder (the definition itself) is
+used:
 - integers beyond 64 bits, which orjson refuses;
 - floats below 1e-4 in magnitude, which orjson writes as `0.00001` or `1e-9` where Python writes
   `1e-05` and `1e-09`.  The guard is on the output: such a float always shows `0.0000` or a digit
@@ -11,7 +11,7 @@ standard encoder (the definition itself) is used:
 
 NaN and infinities are outside canon's domain: strictjson refuses them on input and nothing in
 pithsync computes a float, so none reaches here (orjson would write `null`; checking every
-`null` for that cost half of the speed on real bundles).  tests/test_canonical.py checks byte
+`null` for a NaN would give back much of orjson's speed).  tests/test_canonical.py checks byte
 identity with hypothesis.
 """
 
@@ -26,10 +26,17 @@ import orjson
 
 from pithsync.core.errors import MalformedDocument
 
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
 # Anything orjson would encode differently from json (subclasses, dataclasses, dates, enums)
 # raises instead, and falls through to the definition.
-_ORJSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+_ORJSON_OPTIONS = (
+    orjson.OPT_SORT_KEYS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+)
 
 
 def _reference(value: Any) -> bytes:
@@ -46,10 +53,12 @@ _NEGATIVE_EXPONENT = re.compile(rb"e-(?<=[0-9]e-)")
 
 
 def _small_float_in(out: bytes) -> bool:
-    # A float below 1e-4 shows either "0.0000" where a value starts (after ":", "," or "[", or
-    # at the very start, with an optional "-"), or a digit before "e-".  Scanning for the rare
-    # ".0000" and then looking back keeps timestamps such as "12:00:00.000000Z" (a third of the
-    # bench's records) off the slow path; `"0.0000" in out` sent them there.
+    """Whether orjson's output `out` may hold a float below 1e-4 (then the definition encodes)."""
+    # Such a float shows either "0.0000" where a value starts (after ":", "," or "[", or at the
+    # very start, with an optional "-"), or a digit before "e-".  Scanning for the rare ".0000"
+    # and then looking back keeps timestamps such as `12:00:00.000000Z` off the slow path, where
+    # a plain substring test sent them.  find() scans at memchr speed; one regex with these
+    # alternatives cannot, and would cost canon several times its own time (bench/README.md).
     i = out.find(b".0000")
     while i >= 1:
         if out[i - 1] == 48:  # "0"
@@ -63,7 +72,12 @@ def _small_float_in(out: bytes) -> bool:
 
 
 def canon(value: Any) -> bytes:
-    """canon(x) = json.dumps(x, sort_keys=True, separators=(",", ":"), ensure_ascii=False) as UTF-8."""
+    """The canonical bytes of `value`: json.dumps(x, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False) as UTF-8.
+
+    Raises:
+        MalformedDocument: `value` has no canonical JSON encoding.
+    """
     try:
         out = orjson.dumps(value, option=_ORJSON_OPTIONS)
     except (orjson.JSONEncodeError, TypeError):
@@ -78,10 +92,12 @@ def compact(value: Any) -> bytes:
 
 
 def sha256hex(data: bytes) -> str:
+    """The SHA-256 of `data`, in lower-case hex."""
     return hashlib.sha256(data).hexdigest()
 
 
 def canon_sha256(value: Any) -> str:
+    """The SHA-256 (hex) of `value`'s canonical bytes."""
     return sha256hex(canon(value))
 
 

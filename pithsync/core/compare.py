@@ -33,7 +33,7 @@ class Fetched:
     url: str = ""
     body: bytes | None = None
     detail: str = ""
-    code: str = ""  # machine-readable why (connection_refused, timeout, too_large, ...); see fetch.py
+    code: str = ""  # machine-readable why (connection_refused, too_large, ...): fetch/errors.py
     stored_sha256: str | None = None  # the body is stored bytes, read back by this digest
 
     @cached_property
@@ -103,8 +103,7 @@ class Assessor:
 
     # Identical copies come from the mirrors of one record, assessed close together: a small
     # cache catches them (a process has at most 64 records in flight, a few documents each),
-    # and a long run does not hold parsed bundles it will never see again (512 entries held
-    # about 30 MB per process).
+    # and a long run must not hold parsed bundles it will never see again.
     CACHE_SIZE = 128
 
     def __init__(self, verifier: Verifier, max_bytes: int = strictjson.DEFAULT_MAX_BYTES):

@@ -10,8 +10,8 @@ surrogates and non-finite numbers; a duplicate key, an integer beyond 64 bits (w
 a float), a number or escape spelled any other way, or any whitespace changes the bytes written
 back.  So a document that round-trips was read exactly as the strict parser below reads it, and
 everything else (including every malformed document, which gets its specific error there) goes
-the strict way.  The registry serves compact UTF-8, which round-trips: 2.5-3x faster on its
-bundles (bench/README.md).  tests/test_strictjson.py holds the two paths equal with hypothesis.
+the strict way.  The registry's compact UTF-8 round-trips, so its documents take the fast path.
+tests/test_strictjson.py holds the two paths equal with hypothesis.
 """
 
 from __future__ import annotations
@@ -89,9 +89,12 @@ def _check_depth_indented(value: Any, limit: int) -> None:
     """_check_depth, decided without the walk where it can be.  In orjson's two-space indented
     form a value inside k containers starts a line indented k levels, so when no line is indented
     `limit` levels no container nests deeper than `limit` (an empty one at level k has depth k + 1).
-    Four to five times faster than the walk on the registry's bundles."""
+    orjson writes that form in C, where the walk visits every container in Python: on the
+    registry's bundles the walk is a measurable share of verification (bench/README.md)."""
     try:
-        if limit >= 1 and b"\n" + b"  " * limit not in orjson.dumps(value, option=orjson.OPT_INDENT_2):
+        if limit >= 1 and b"\n" + b"  " * limit not in orjson.dumps(
+            value, option=orjson.OPT_INDENT_2
+        ):
             return
     except orjson.JSONEncodeError:
         pass
@@ -99,7 +102,8 @@ def _check_depth_indented(value: Any, limit: int) -> None:
 
 
 def _round_trip(data: bytes) -> tuple[bool, Any]:
-    """(True, value) when orjson reads `data` and writes it back byte for byte (module docstring)."""
+    """(True, value) when orjson reads `data` and writes it back byte for byte (see the module's
+    docstring)."""
     try:
         value = orjson.loads(data)
         return orjson.dumps(value) == data, value
@@ -108,7 +112,20 @@ def _round_trip(data: bytes) -> tuple[bool, Any]:
 
 
 def loads(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int = MAX_DEPTH) -> Any:
-    """Parse `data` as one strict JSON document or raise MalformedDocument."""
+    """Parse `data` as one strict JSON document.
+
+    Args:
+        data: the untrusted bytes.
+        max_bytes: the largest document accepted.
+        max_depth: the deepest nesting accepted.
+
+    Returns:
+        The value, read exactly as the strict parser reads it.
+
+    Raises:
+        DocumentTooLarge: `data` is longer than `max_bytes`.
+        MalformedDocument: `data` is not one strict JSON document (saying why).
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise MalformedDocument("document must be bytes")
     if len(data) > max_bytes:
@@ -122,7 +139,7 @@ def loads(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int = M
 
 
 def _strict_loads(data: bytes, max_depth: int) -> Any:
-    """The definition: the standard library's parser with every lax acceptance turned into an error."""
+    """The definition: the standard library's parser, every lax acceptance turned into an error."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -147,11 +164,25 @@ def _strict_loads(data: bytes, max_depth: int) -> Any:
     return value
 
 
-_JSON_NAMES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean", type(None): "null"}
+_JSON_NAMES = {
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
 
 
 def loads_object(data: bytes, **kwargs: Any) -> dict:
+    """`loads` for a document that must be a JSON object (same arguments).
+
+    Raises:
+        MalformedDocument: as `loads`, or the document is not an object.
+    """
     value = loads(data, **kwargs)
     if not isinstance(value, dict):
-        raise MalformedDocument(f"expected a JSON object, got {_JSON_NAMES.get(type(value), type(value).__name__)}")
+        raise MalformedDocument(
+            f"expected a JSON object, got {_JSON_NAMES.get(type(value), type(value).__name__)}"
+        )
     return value

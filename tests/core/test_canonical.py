@@ -6,14 +6,14 @@ import hashlib
 import json
 
 import pytest
+from helpers import BUNDLE_SEEDS
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jsonvalues import FLOATS, INTS, JSON_VALUES, TEXT
 
 from pithsync.core import strictjson
 from pithsync.core.canonical import canon, canon_sha256, sha256hex, without
 from pithsync.core.errors import MalformedDocument
-from helpers import BUNDLE_SEEDS
-from jsonvalues import FLOATS, INTS, JSON_VALUES, TEXT
 
 
 def reference(x) -> bytes:
@@ -28,7 +28,9 @@ def test_canon_is_byte_identical_to_reference(x):
 
 # orjson (the fast path) and json.dumps disagree on floats below 1e-4 and on ints beyond 64 bits;
 # canon must notice every such case, alone or inside a document, and never in a string.
-TINY_FLOATS = st.floats(min_value=-1e-4, max_value=1e-4, allow_nan=False) | st.floats(allow_nan=False, allow_infinity=False, width=32)
+TINY_FLOATS = st.floats(min_value=-1e-4, max_value=1e-4, allow_nan=False) | st.floats(
+    allow_nan=False, allow_infinity=False, width=32
+)
 
 
 @settings(max_examples=2000, deadline=None)
@@ -39,7 +41,20 @@ def test_canon_of_numbers_is_byte_identical_to_reference(numbers, text):
     assert canon(numbers) == reference(numbers)
 
 
-@pytest.mark.parametrize("value", [1e-05, -1e-05, 1.5e-09, 9.99e-05, 1e-300, 2**64, -(2**63) - 1, [0.0001, 1e-05], {"s": "1e-5 in text", "v": 1e-07}])
+@pytest.mark.parametrize(
+    "value",
+    [
+        1e-05,
+        -1e-05,
+        1.5e-09,
+        9.99e-05,
+        1e-300,
+        2**64,
+        -(2**63) - 1,
+        [0.0001, 1e-05],
+        {"s": "1e-5 in text", "v": 1e-07},
+    ],
+)
 def test_canon_takes_the_definition_where_orjson_differs(value):
     assert canon(value) == reference(value)
 
@@ -74,12 +89,15 @@ def test_not_jcs_number_formatting():
 
 def test_not_jcs_key_order_outside_bmp():
     # By code point U+FB01 < U+1F600; by UTF-16 units (JCS) the emoji (0xD83D...) sorts first.
-    assert canon({"\U0001F600": 1, "\ufb01": 2}) == '{"\ufb01":2,"\U0001F600":1}'.encode("utf-8")
+    assert canon({"\U0001f600": 1, "\ufb01": 2}) == '{"\ufb01":2,"\U0001f600":1}'.encode("utf-8")
 
 
 def test_canon_is_compact_utf8_not_escaped():
-    assert canon({"b": "é", "a": [1, {"z": None, "y": True}]}) == '{"a":[1,{"y":true,"z":null}],"b":"é"}'.encode()
-    assert canon("\U0001F600") == '"\U0001F600"'.encode("utf-8")
+    assert (
+        canon({"b": "é", "a": [1, {"z": None, "y": True}]})
+        == '{"a":[1,{"y":true,"z":null}],"b":"é"}'.encode()
+    )
+    assert canon("\U0001f600") == '"\U0001f600"'.encode("utf-8")
     assert canon("\u2028") == '"\u2028"'.encode("utf-8")
     assert canon('q"\\\n') == b'"q\\"\\\\\\n"'
 

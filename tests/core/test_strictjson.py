@@ -7,11 +7,11 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jsonvalues import JSON_VALUES
 
 from pithsync.core import strictjson
 from pithsync.core.errors import DocumentTooLarge, MalformedDocument, PithError
 from pithsync.core.strictjson import MAX_DEPTH, MAX_NUMBER_CHARS, loads, loads_object
-from jsonvalues import JSON_VALUES
 
 
 def test_plain_document_parses():
@@ -117,7 +117,7 @@ def test_depth_limit_is_configurable():
 )
 def test_ten_thousand_digit_number_rejected(number):
     with pytest.raises(MalformedDocument, match="exceeds"):
-        loads(('{"n":%s}' % number).encode())
+        loads(f'{{"n":{number}}}'.encode())
 
 
 def test_number_length_boundary():
@@ -158,7 +158,9 @@ def test_loads_object_rejects_non_object_top_level(doc):
         loads_object(doc)  # ... but not an object
 
 
-@pytest.mark.parametrize("doc", [b"", b" ", b"{", b'{"a":1}x', b'{"a":1} {"b":2}', b"{'a':1}", b'{"a":01}', b"[1,]"])
+@pytest.mark.parametrize(
+    "doc", [b"", b" ", b"{", b'{"a":1}x', b'{"a":1} {"b":2}', b"{'a':1}", b'{"a":01}', b"[1,]"]
+)
 def test_not_json(doc):
     with pytest.raises(MalformedDocument):
         loads(doc)
@@ -176,7 +178,9 @@ def test_bytearray_and_memoryview_accepted():
 
 
 def test_unknown_fields_are_kept():
-    doc = b'{"bundle_type":"pith_open_graph_bundle","x_future_field":{"nested":[1,"two"]},"zz":null}'
+    doc = (
+        b'{"bundle_type":"pith_open_graph_bundle","x_future_field":{"nested":[1,"two"]},"zz":null}'
+    )
     value = loads_object(doc)
     assert value["x_future_field"] == {"nested": [1, "two"]}
     assert "zz" in value and value["zz"] is None
@@ -215,7 +219,9 @@ def _strict(data: bytes, max_depth: int = MAX_DEPTH):
 
 def _encodings(value) -> list[bytes]:
     return [
-        json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(),  # the registry's form
+        json.dumps(
+            value, separators=(",", ":"), ensure_ascii=False
+        ).encode(),  # the registry's form
         json.dumps(value).encode(),  # spaces and \u escapes: never round-trips
         json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode(),
     ]
@@ -229,13 +235,20 @@ def test_fast_path_reads_every_document_as_the_strict_parser_does(value):
 
 
 @settings(max_examples=500, deadline=None)
-@given(JSON_VALUES, st.integers(min_value=0), st.binary(max_size=3), st.integers(min_value=0, max_value=3))
+@given(
+    JSON_VALUES,
+    st.integers(min_value=0),
+    st.binary(max_size=3),
+    st.integers(min_value=0, max_value=3),
+)
 def test_fast_path_agrees_on_damaged_documents(value, at, insert, delete):
     # Bytes spliced into and cut out of a document that would otherwise take the fast path:
     # duplicate keys, stray escapes, broken UTF-8, numbers respelled, truncation.
-    data = json.dumps({"v": value, "w": [value]}, separators=(",", ":"), ensure_ascii=False).encode()
+    data = json.dumps(
+        {"v": value, "w": [value]}, separators=(",", ":"), ensure_ascii=False
+    ).encode()
     at %= len(data) + 1
-    damaged = data[:at] + insert + data[at + delete:]
+    damaged = data[:at] + insert + data[at + delete :]
     assert _outcome(loads, damaged) == _outcome(_strict, damaged)
 
 
@@ -278,7 +291,10 @@ def test_indented_depth_check_matches_the_walk(value, limit):
     assert run(strictjson._check_depth_indented) == run(strictjson._check_depth)
 
 
-@pytest.mark.parametrize("make", [_nested_arrays, _nested_objects, lambda d: b'{"k":[' * (d // 2) + b"0" + b"]}" * (d // 2)])
+@pytest.mark.parametrize(
+    "make",
+    [_nested_arrays, _nested_objects, lambda d: b'{"k":[' * (d // 2) + b"0" + b"]}" * (d // 2)],
+)
 @pytest.mark.parametrize("depth", [MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1, MAX_DEPTH + 2])
 def test_depth_limit_holds_on_the_fast_path(make, depth):
     data = make(depth)

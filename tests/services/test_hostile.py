@@ -23,14 +23,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
 from aiohttp.resolver import ThreadedResolver
 
 import reliability_counts
 from synctools import NoSleep, make_config, pull, statuses
 from pithsync.core.canonical import canon, sha256hex
-from pithsync.fetch import PolicyError, PolicyResolver, UrlPolicy
+from pithsync.fetch import Fetcher, PolicyError, PolicyResolver, UrlPolicy
+from pithsync.run.engine import SyncEngine
 from pithsync.store import Store
 from pithsync.testing import forge
 from pithsync.testing.mirror import HOSTILE_BODIES, MIB, MirrorServer, bundle_path, closed_port_url, refused_spec, state_path, well_known_path
@@ -575,104 +574,22 @@ async def test_a_mirror_down_for_the_whole_run_is_skipped_after_a_few_failures(t
         assert "in a row" in detail
 
 
-async def _under_watch(watch, outcome: dict, seconds: float) -> None:
-    """What Fetcher._request does around one request, with a sleep as the request."""
-    task = asyncio.current_task()
-    cancelling = watch.start(task, asyncio.get_running_loop().time())
-    failure = None
-    try:
-        await asyncio.sleep(seconds)
-        outcome["finished"] = True
-    except BaseException as exc:
-        failure = exc
-        raise
-    finally:
-        outcome["cut"] = watch.end(task, cancelling, failure)
-
-
-async def test_deadline_watch_cuts_only_requests_past_the_deadline():
-    from pithsync.fetch import DeadlineWatch
-
-    watch = DeadlineWatch(2.0)  # 40 times the quick request; the slow one would take 30 s
-    watcher = asyncio.get_running_loop().create_task(watch.watch())
-    try:
-        slow, quick = {}, {}
-        t0 = time.monotonic()
-        slow_task = asyncio.get_running_loop().create_task(_under_watch(watch, slow, 30))
-        await _under_watch(watch, quick, 0.05)
-        with pytest.raises(asyncio.CancelledError):
-            await slow_task
-        elapsed = time.monotonic() - t0
-        assert quick == {"finished": True, "cut": False}
-        assert slow == {"cut": True}
-        assert 2.0 <= elapsed < 20, elapsed  # cut at the deadline, long before the 30 s
-        # The cut was the deadline's own: the task has no cancellation left pending.
-        assert slow_task.cancelling() == 0
-    finally:
-        watcher.cancel()
-
-
-async def test_deadline_watch_lets_other_cancellations_through():
-    from pithsync.fetch import DeadlineWatch
-
-    watch = DeadlineWatch(30.0)  # never reached here: the cuts below are made by hand
-    # Cancelled from outside before the deadline: not a cut.
-    outcome = {}
-    task = asyncio.get_running_loop().create_task(_under_watch(watch, outcome, 30))
-    await asyncio.sleep(0.01)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert outcome == {"cut": False}
-    # Cancelled from outside and cut in the same turn: the outside cancellation wins.
-    outcome = {}
-    task = asyncio.get_running_loop().create_task(_under_watch(watch, outcome, 30))
-    await asyncio.sleep(0.01)
-    watch.cut_expired(float("inf"))
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert outcome == {"cut": False} and task.cancelling() == 1
-    assert not watch._running and not watch._cut
-
-
-_URL_PIECES = st.lists(st.sampled_from(["a", "Z", "0", "9", "-", ".", "_", "~", "/", "%", ":", "?", "#", "é", " ", "@", "A"]), max_size=30)
-
-
-@settings(max_examples=400, deadline=None)
-@example(scheme="http", host="127.0.0.1", port=":8080", path="pith/./X/bundle.json")
-@example(scheme="http", host="127.0.0.1", port="", path="pith/../X")
-@example(scheme="https", host="mirror.example.org", port="", path="..")
-@example(scheme="http", host="a-b.c", port=":0080", path=".well-known/pith")
-@given(
-    scheme=st.sampled_from(["http", "https", "HTTP"]),
-    host=st.sampled_from(["127.0.0.1", "mirror.example.org", "a-b.c", "H.example", "a..b", "-x.org", "xn--bcher-kva.example", "1.2.3.04"]),
-    port=st.sampled_from(["", ":80", ":443", ":8080", ":0080", ":65535", ":1"]),
-    path=_URL_PIECES.map("".join),
-)
-def test_a_url_handed_over_pre_parsed_is_the_url_yarl_would_parse(scheme, host, port, path):
-    import yarl
-
-    from pithsync.fetch import wire_url
-
-    url = f"{scheme}://{host}{port}/{path}"
-    wired = wire_url(url)
-    if isinstance(wired, str):
-        assert wired == url  # not plain: aiohttp parses it as before
-        return
-    parsed = yarl.URL(url)
-    assert wired == parsed and str(wired) == str(parsed)
-    assert (wired.scheme, wired.raw_host, wired.port, wired.raw_path, wired.raw_query_string) == (parsed.scheme, parsed.raw_host, parsed.port, parsed.raw_path, parsed.raw_query_string)
-
-
-def test_the_urls_pithsync_builds_for_configured_mirrors_are_handed_over_pre_parsed():
-    import yarl
-
-    from pithsync.core.urls import MirrorSpec
-    from pithsync.fetch import wire_url
-
-    suffix = forge.forge_record(0).suffix
-    for base in ("http://127.0.0.1:43219", "https://mirror.example.org", "https://pith.science/mirror/v1"):
-        spec = MirrorSpec("m", base)
-        for url in (spec.bundle_url(suffix), spec.state_url(suffix), spec.well_known_url(suffix)):
-            assert isinstance(wire_url(url), yarl.URL), url
+async def test_an_outside_cancellation_of_a_request_stays_a_cancellation(tmp_path):
+    # A run stopped from outside (Ctrl-C, a worker's shutdown) while a request trickles in must
+    # end as a cancellation, not as a failed attempt that the retries would then wait out.
+    async with MirrorServer("slow") as slow:
+        slow.put_record(HONEST)
+        slow.fault("trickle", interval=1.0)
+        cfg = make_config(tmp_path, [slow.spec()], timeout_s=30.0, deadline_s=60.0, retries=3)
+        url = slow.url(bundle_path(RECORD.suffix))
+        async with Fetcher(cfg.crawl, SyncEngine.policy_for(cfg), sleep=NoSleep()) as fetcher:
+            request = asyncio.get_running_loop().create_task(fetcher.get(url))
+            for _ in range(200):  # until the request is on the wire (at most 20 s)
+                if slow.requests:
+                    break
+                await asyncio.sleep(0.1)
+            assert slow.requests, "the request never reached the server"
+            request.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await request
+        assert fetcher.requests == 1  # not retried
