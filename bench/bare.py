@@ -34,7 +34,12 @@ async def fetch_all(urls: list[str], concurrency: int, per_host: int) -> dict:
                     statuses[resp.status] = statuses.get(resp.status, 0) + 1
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return {"requests": len(urls), "by_status": statuses, "bytes": nbytes, "elapsed_s": time.perf_counter() - t0}
+    return {
+        "requests": len(urls),
+        "by_status": statuses,
+        "bytes": nbytes,
+        "elapsed_s": time.perf_counter() - t0,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import orjson
 
-from pithsync.core.canonical import canon
+import orjson
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
+
+from pithsync.core.canonical import canon
 
 _EXCLUDED = ("signature", "content_sha256", "event_id")
 
@@ -54,16 +55,26 @@ class FloorVerifier:
         pith = b["pith_number"]
         receipt_ok = False
         for ev in b["events"]:
-            digest = hashlib.sha256(canon({k: v for k, v in ev.items() if k not in _EXCLUDED})).digest()
+            digest = hashlib.sha256(
+                canon({k: v for k, v in ev.items() if k not in _EXCLUDED})
+            ).digest()
             hexd = digest.hex()
-            if hexd != ev["content_sha256"] or ev["event_id"] != "sha256:" + hexd or ev["subject_pith_number"] != pith:
+            if (
+                hexd != ev["content_sha256"]
+                or ev["event_id"] != "sha256:" + hexd
+                or ev["subject_pith_number"] != pith
+            ):
                 return False
             if not self._sig(ev["signature"], digest):
                 return False
             if ev["event_type"] == "record_created":
                 p = ev["payload"]
                 receipt = p["receipt"]
-                if p["canonical_record"] != record or p["canonical_sha256"] != b["canonical_sha256"] or receipt["canonical_sha256"] != b["canonical_sha256"]:
+                if (
+                    p["canonical_record"] != record
+                    or p["canonical_sha256"] != b["canonical_sha256"]
+                    or receipt["canonical_sha256"] != b["canonical_sha256"]
+                ):
                     return False
                 if not self._sig(receipt, record_digest):
                     return False
@@ -71,7 +82,9 @@ class FloorVerifier:
         if not receipt_ok:
             return False
         bs = b["bundle_signature"]
-        digest = hashlib.sha256(canon({k: v for k, v in b.items() if k != "bundle_signature"})).digest()
+        digest = hashlib.sha256(
+            canon({k: v for k, v in b.items() if k != "bundle_signature"})
+        ).digest()
         if digest.hex() != bs["bundle_sha256"] or not self._sig(bs, digest):
             return False
         return s == b["state"]

@@ -102,7 +102,11 @@ def build(cache_dir: Path | str, n: int, *, processes: int = 2, log=print) -> Tr
     jobs = [(str(root), a, min(a + chunk, n)) for a in range(start, n, chunk)]
     procs = max(1, min(processes, os.cpu_count() or 1))
     if procs > 1 and missing >= 1000:
-        ctx = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else multiprocessing.get_context()
+        ctx = (
+            multiprocessing.get_context("fork")
+            if "fork" in multiprocessing.get_all_start_methods()
+            else multiprocessing.get_context()
+        )
         with ctx.Pool(procs) as pool:
             parts = pool.map(_write_chunk, jobs)
     else:
@@ -110,10 +114,14 @@ def build(cache_dir: Path | str, n: int, *, processes: int = 2, log=print) -> Tr
     new = [p for part in parts for p in part]
     all_numbers = have + new
     if len(set(all_numbers)) != len(all_numbers):
-        raise RuntimeError("forged pith numbers collide; the forge is no longer one record per index")
+        raise RuntimeError(
+            "forged pith numbers collide; the forge is no longer one record per index"
+        )
     tmp = numbers_file.with_suffix(".tmp")
     tmp.write_text("\n".join(all_numbers) + "\n")
     tmp.replace(numbers_file)  # only now is the new prefix part of the cache
     built = time.perf_counter() - t0
-    log(f"forged {missing} records in {built:.1f}s ({built / missing * 1000:.2f} ms/record, {procs if missing >= 1000 else 1} process(es))")
+    log(
+        f"forged {missing} records in {built:.1f}s ({built / missing * 1000:.2f} ms/record, {procs if missing >= 1000 else 1} process(es))"
+    )
     return Tree(root, tuple(all_numbers[:n]), built, missing)

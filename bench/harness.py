@@ -52,10 +52,14 @@ TARGETS = {
 class Options:
     records: int = 5000
     scale: bool = False
-    curve: list[int] | None = None  # sizes for time per record; default 1000, 5000 (+50000 with scale); N always
+    curve: list[int] | None = (
+        None  # sizes for time per record; default 1000, 5000 (+50000 with scale); N always
+    )
     server: str = "auto"  # auto | nginx | python
     nginx_workers: int = 1
-    repeat: int = 3  # full sync + re-sync pairs at N (the fastest of each kept, as for curl and aiohttp)
+    repeat: int = (
+        3  # full sync + re-sync pairs at N (the fastest of each kept, as for curl and aiohttp)
+    )
     baseline_repeat: int = 3  # curl and bare aiohttp runs (best kept), after one warm-up
     verify_repeat: int = 2  # in-process verification runs (best kept), each on a fresh Verifier
     profile: bool = False
@@ -68,7 +72,9 @@ class Options:
     log: object = field(default=print, repr=False)
 
     def sizes(self) -> list[int]:
-        curve = self.curve if self.curve is not None else [1000, 5000] + ([50000] if self.scale else [])
+        curve = (
+            self.curve if self.curve is not None else [1000, 5000] + ([50000] if self.scale else [])
+        )
         return sorted({*curve, self.records})
 
 
@@ -78,7 +84,9 @@ def canonical_encoder(docs: list[tuple]) -> dict:
     from pithsync.core.canonical import canon
 
     def reference(value) -> bytes:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+            "utf-8"
+        )
 
     values = []
     for _, _, bb, _, sb in docs:
@@ -86,12 +94,23 @@ def canonical_encoder(docs: list[tuple]) -> dict:
         values += [bundle, json.loads(sb), *bundle.get("events", [])]
     identical = all(canon(v) == reference(v) for v in values)
     timing = {}
-    for name, fn in (("json", reference), ("pithsync", canon), ("json ", reference), ("pithsync ", canon)):
+    for name, fn in (
+        ("json", reference),
+        ("pithsync", canon),
+        ("json ", reference),
+        ("pithsync ", canon),
+    ):
         t0 = time.perf_counter()
         for v in values:
             fn(v)
         timing[name.strip()] = min(timing.get(name.strip(), float("inf")), time.perf_counter() - t0)
-    return {"values": len(values), "byte_identical": identical, "json_s": timing["json"], "pithsync_s": timing["pithsync"], "speedup": timing["json"] / timing["pithsync"]}
+    return {
+        "values": len(values),
+        "byte_identical": identical,
+        "json_s": timing["json"],
+        "pithsync_s": timing["pithsync"],
+        "speedup": timing["json"] / timing["pithsync"],
+    }
 
 
 # -- the machine ------------------------------------------------------------------------------
@@ -136,7 +155,12 @@ def tool_versions() -> dict:
 
     from pithsync import __version__
 
-    return {"curl": version(["curl", "--version"]), "aiohttp": aiohttp.__version__, "pynacl": nacl.__version__, "pithsync": __version__}
+    return {
+        "curl": version(["curl", "--version"]),
+        "aiohttp": aiohttp.__version__,
+        "pynacl": nacl.__version__,
+        "pithsync": __version__,
+    }
 
 
 def code_version() -> dict:
@@ -150,14 +174,21 @@ def code_version() -> dict:
         return p.stdout.strip() if p.returncode == 0 else None
 
     dirty = git("status", "--porcelain", "--", "pithsync")
-    return {"commit": git("rev-parse", "HEAD"), "pithsync_local_edits": dirty.splitlines() if dirty else []}
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "pithsync_local_edits": dirty.splitlines() if dirty else [],
+    }
 
 
 # -- running things ---------------------------------------------------------------------------
 
 
 def _env() -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("PITHSYNC_CONFIG", "PITHSYNC_DB", "STATE_DIRECTORY")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PITHSYNC_CONFIG", "PITHSYNC_DB", "STATE_DIRECTORY")
+    }
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
 
@@ -206,13 +237,17 @@ class _TreeSampler:
         return self.peak_kib / 1024
 
 
-def run_measured(cmd: list[str], stdout_path: Path, stderr_path: Path, *, sample_tree: bool = False) -> dict:
+def run_measured(
+    cmd: list[str], stdout_path: Path, stderr_path: Path, *, sample_tree: bool = False
+) -> dict:
     """Wall time, exit code and the child's rusage (os.wait4: its max RSS; CPU including the
     workers it waited for).  With `sample_tree`, also the peak of the summed RSS of the process
     and its descendants (worker processes), sampled from /proc every 50 ms."""
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=_env(), cwd=REPO)
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=_env(), cwd=REPO
+        )
         sampler = _TreeSampler(proc.pid) if sample_tree and os.path.isdir("/proc") else None
         _, status, ru = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
@@ -240,7 +275,17 @@ def pithsync_exe() -> list[str]:
 
 
 def pithsync_cmd(cfg_path: Path, db: Path, list_path: Path) -> list[str]:
-    return [*pithsync_exe(), "--config", str(cfg_path), "--db", str(db), "--json", "pull", "--from", str(list_path)]
+    return [
+        *pithsync_exe(),
+        "--config",
+        str(cfg_path),
+        "--db",
+        str(db),
+        "--json",
+        "pull",
+        "--from",
+        str(list_path),
+    ]
 
 
 def verdicts_of(stdout_path: Path) -> dict:
@@ -258,7 +303,9 @@ class Bench:
     def __init__(self, opts: Options):
         self.opts = opts
         self.log = opts.log
-        self.out = Path(opts.out_dir).resolve()  # absolute: nginx and the subprocesses run elsewhere
+        self.out = Path(
+            opts.out_dir
+        ).resolve()  # absolute: nginx and the subprocesses run elsewhere
         self.work = self.out / "run"
         self.cache = Path(opts.cache_dir).resolve() if opts.cache_dir else self.out / "cache"
         from pithsync.config import CrawlConfig
@@ -283,7 +330,16 @@ class Bench:
         ]
         for name, base in zip(MIRROR_NAMES, self.mirrors.base_urls):
             lines += ["[[mirrors]]", f'name = "{name}"', f'base_url = "{base}"', ""]
-        lines += ["[crawl]", "follow_hints = false", f"concurrency = {self.concurrency}", f"per_host = {self.per_host}", "", "[store]", f'path = "{self.work / "pithsync.db"}"', ""]
+        lines += [
+            "[crawl]",
+            "follow_hints = false",
+            f"concurrency = {self.concurrency}",
+            f"per_host = {self.per_host}",
+            "",
+            "[store]",
+            f'path = "{self.work / "pithsync.db"}"',
+            "",
+        ]
         path = self.work / "pithsync.toml"
         path.write_text("\n".join(lines))
         return path
@@ -311,10 +367,22 @@ class Bench:
         out, err = self._next(what)
         mark = self.mirrors.mark()
         r = run_measured(pithsync_cmd(cfg, db, list_path), out, err, sample_tree=True)
-        r.update(n=n, kind=what, verdicts=verdicts_of(out), log=self.mirrors.since(mark, expect=n * 6).to_json(), stdout=str(out), stderr=str(err))
-        r["in_sync"] = r["verdicts"].get("by_verdict", {}).get("in_sync", 0) == n and r["verdicts"].get("records") == n
+        r.update(
+            n=n,
+            kind=what,
+            verdicts=verdicts_of(out),
+            log=self.mirrors.since(mark, expect=n * 6).to_json(),
+            stdout=str(out),
+            stderr=str(err),
+        )
+        r["in_sync"] = (
+            r["verdicts"].get("by_verdict", {}).get("in_sync", 0) == n
+            and r["verdicts"].get("records") == n
+        )
         r["time_per_record_ms"] = r["wall_s"] / n * 1000
-        self.log(f"  {what:<10} N={n:<6} {r['wall_s']:8.2f}s  exit={r['exit_code']}  rss={r['maxrss_mb']:.0f}MB (tree {r['peak_rss_mb']:.0f}MB)  requests={r['log']['requests']} 304s={r['log']['by_status'].get('304', 0)}  in_sync={r['in_sync']}")
+        self.log(
+            f"  {what:<10} N={n:<6} {r['wall_s']:8.2f}s  exit={r['exit_code']}  rss={r['maxrss_mb']:.0f}MB (tree {r['peak_rss_mb']:.0f}MB)  requests={r['log']['requests']} 304s={r['log']['by_status'].get('304', 0)}  in_sync={r['in_sync']}"
+        )
         return r
 
     def curl(self, urls: list[str], what: str) -> dict:
@@ -323,9 +391,24 @@ class Bench:
             cfg.write_text("".join(f'url = "{u}"\noutput = "/dev/null"\n' for u in urls))
         out, err = self._next(what)
         mark = self.mirrors.mark()
-        r = run_measured(["curl", "--silent", "--show-error", "--parallel", "--parallel-max", str(self.concurrency), "-K", str(cfg)], out, err)
+        r = run_measured(
+            [
+                "curl",
+                "--silent",
+                "--show-error",
+                "--parallel",
+                "--parallel-max",
+                str(self.concurrency),
+                "-K",
+                str(cfg),
+            ],
+            out,
+            err,
+        )
         r.update(kind=what, log=self.mirrors.since(mark, expect=len(urls)).to_json())
-        self.log(f"  {what:<10} {r['wall_s']:8.2f}s  exit={r['exit_code']}  requests={r['log']['requests']}")
+        self.log(
+            f"  {what:<10} {r['wall_s']:8.2f}s  exit={r['exit_code']}  requests={r['log']['requests']}"
+        )
         return r
 
     def bare(self, urls: list[str], what: str) -> dict:
@@ -334,13 +417,28 @@ class Bench:
             urlfile.write_text("\n".join(urls) + "\n")
         out, err = self._next(what)
         mark = self.mirrors.mark()
-        r = run_measured([sys.executable, "-m", "bench.bare", str(urlfile), "--concurrency", str(self.concurrency), "--per-host", str(self.per_host)], out, err)
+        r = run_measured(
+            [
+                sys.executable,
+                "-m",
+                "bench.bare",
+                str(urlfile),
+                "--concurrency",
+                str(self.concurrency),
+                "--per-host",
+                str(self.per_host),
+            ],
+            out,
+            err,
+        )
         try:
             r["inner"] = json.loads(out.read_text())
         except ValueError:
             r["inner"] = None
         r.update(kind=what, log=self.mirrors.since(mark, expect=len(urls)).to_json())
-        self.log(f"  {what:<10} {r['wall_s']:8.2f}s  exit={r['exit_code']}  requests={r['log']['requests']}")
+        self.log(
+            f"  {what:<10} {r['wall_s']:8.2f}s  exit={r['exit_code']}  requests={r['log']['requests']}"
+        )
         return r
 
     def startup(self) -> float:
@@ -365,7 +463,15 @@ class Bench:
         docs = []
         for i in range(n):
             s = self.tree.suffix(i)
-            docs.append((s, f"{bases[0]}/pith/{s}/bundle.json", self.tree.bundle_path(i).read_bytes(), f"{bases[0]}/pith/{s}/state.json", self.tree.state_path(i).read_bytes()))
+            docs.append(
+                (
+                    s,
+                    f"{bases[0]}/pith/{s}/bundle.json",
+                    self.tree.bundle_path(i).read_bytes(),
+                    f"{bases[0]}/pith/{s}/state.json",
+                    self.tree.state_path(i).read_bytes(),
+                )
+            )
 
         def pithsync_once(copies: int) -> tuple[float, int]:
             assessor = Assessor(Verifier(trust))
@@ -374,7 +480,14 @@ class Bench:
             t0 = time.perf_counter()
             for suffix, bu, bb, su, sb in docs:
                 for c in range(copies):
-                    a = assessor.assess(MirrorCopy(bases[c], Fetched(Retrieval.FOUND, bu, bb), Fetched(Retrieval.FOUND, su, sb)), suffix)
+                    a = assessor.assess(
+                        MirrorCopy(
+                            bases[c],
+                            Fetched(Retrieval.FOUND, bu, bb),
+                            Fetched(Retrieval.FOUND, su, sb),
+                        ),
+                        suffix,
+                    )
                     ok += a.bundle_ok and a.state_ok
             return time.perf_counter() - t0, ok
 
@@ -391,7 +504,11 @@ class Bench:
         runs = {"pithsync": [], "pithsync_3_copies": [], "floor": []}
         oks = {}
         for _ in range(max(1, self.opts.verify_repeat)):
-            for name, fn in (("floor", floor_once), ("pithsync", lambda: pithsync_once(1)), ("pithsync_3_copies", lambda: pithsync_once(3))):
+            for name, fn in (
+                ("floor", floor_once),
+                ("pithsync", lambda: pithsync_once(1)),
+                ("pithsync_3_copies", lambda: pithsync_once(3)),
+            ):
                 t, ok = fn()
                 runs[name].append(t)
                 oks[name] = ok
@@ -406,11 +523,17 @@ class Bench:
             "ratio": best["pithsync"] / best["floor"] if best["floor"] else None,
             "all_runs_s": runs,
             "verified": oks,
-            "all_verified": oks.get("pithsync") == n and oks.get("floor") == n and oks.get("pithsync_3_copies") == 3 * n,
+            "all_verified": oks.get("pithsync") == n
+            and oks.get("floor") == n
+            and oks.get("pithsync_3_copies") == 3 * n,
             "canonical_encoder": encoder,
         }
-        self.log(f"  canonical  {encoder['values']} values: json.dumps {encoder['json_s']:.2f}s, pithsync canon {encoder['pithsync_s']:.2f}s ({encoder['speedup']:.1f}x), byte-identical={encoder['byte_identical']}")
-        self.log(f"  verify     N={n:<6} pithsync {r['pithsync_s']:.2f}s ({r['pithsync_us_per_record']:.0f} us/record)  floor {r['floor_s']:.2f}s ({r['floor_us_per_record']:.0f} us/record)  3 copies {r['pithsync_3_copies_s']:.2f}s  all verified={r['all_verified']}")
+        self.log(
+            f"  canonical  {encoder['values']} values: json.dumps {encoder['json_s']:.2f}s, pithsync canon {encoder['pithsync_s']:.2f}s ({encoder['speedup']:.1f}x), byte-identical={encoder['byte_identical']}"
+        )
+        self.log(
+            f"  verify     N={n:<6} pithsync {r['pithsync_s']:.2f}s ({r['pithsync_us_per_record']:.0f} us/record)  floor {r['floor_s']:.2f}s ({r['floor_us_per_record']:.0f} us/record)  3 copies {r['pithsync_3_copies_s']:.2f}s  all verified={r['all_verified']}"
+        )
         return r
 
     def profile(self, cfg: Path, list_path: Path, n: int) -> dict:
@@ -426,11 +549,23 @@ class Bench:
             out, err = self._next(f"profile-{what}")
             self.log(f"  profiling the {what} sync with py-spy -> {raw}")
             with open(out, "wb") as o, open(err, "wb") as e:
-                rec = prof.record(pithsync_cmd(cfg, db, list_path), raw, rate=self.opts.profile_rate, env=_env(), cwd=REPO, stdout=o, stderr=e)
+                rec = prof.record(
+                    pithsync_cmd(cfg, db, list_path),
+                    raw,
+                    rate=self.opts.profile_rate,
+                    env=_env(),
+                    cwd=REPO,
+                    stdout=o,
+                    stderr=e,
+                )
             summary = prof.summarise(raw)
             text = prof.render(summary, f"{what} sync, N={n}")
             (self.out / f"profile-{what}-N{n}.txt").write_text(text + "\n")
-            result[what] = {**rec, "summary": summary, "text_file": str(self.out / f"profile-{what}-N{n}.txt")}
+            result[what] = {
+                **rec,
+                "summary": summary,
+                "text_file": str(self.out / f"profile-{what}-N{n}.txt"),
+            }
         return result
 
     # -- the whole run ------------------------------------------------------------------------
@@ -444,17 +579,25 @@ class Bench:
         started = time.time()
         code_at_start = code_version()
         machine = machine_info()
-        self.log(f"machine: {machine['nproc']} cpu(s) [{machine['cpu_model']}], {machine['ram_gib']} GiB RAM, load {machine['loadavg_start'][0]:.2f}; python {machine['python']}")
+        self.log(
+            f"machine: {machine['nproc']} cpu(s) [{machine['cpu_model']}], {machine['ram_gib']} GiB RAM, load {machine['loadavg_start'][0]:.2f}; python {machine['python']}"
+        )
         self.tree = forgetree.build(self.cache, max(sizes), log=self.log)
-        self.mirrors = start_mirrors(self.tree.root, self.work, o.server, nginx_workers=o.nginx_workers, log=self.log)
+        self.mirrors = start_mirrors(
+            self.tree.root, self.work, o.server, nginx_workers=o.nginx_workers, log=self.log
+        )
         server = self.mirrors.describe()
-        self.log(f"mirrors: {server['kind']} {server['version']} at {', '.join(server['base_urls'])}")
+        self.log(
+            f"mirrors: {server['kind']} {server['version']} at {', '.join(server['base_urls'])}"
+        )
         try:
             cfg = self.write_config()
             lists = {s: self.write_list(s) for s in sizes}
             urls = self.urls(n)
             startup_s = self.startup()
-            self.log(f"measuring at N={n} ({len(urls)} URLs; concurrency {self.concurrency}, per_host {self.per_host}):")
+            self.log(
+                f"measuring at N={n} ({len(urls)} URLs; concurrency {self.concurrency}, per_host {self.per_host}):"
+            )
             warm = self.curl(urls, "curl-warm")
             curls = [self.curl(urls, "curl") for _ in range(max(1, o.baseline_repeat))]
             bares = [self.bare(urls, "aiohttp") for _ in range(max(1, o.baseline_repeat))]
@@ -482,15 +625,44 @@ class Bench:
         resync = min((r for _, r in pairs), key=lambda r: r["wall_s"])
         curve[n] = full
         machine["loadavg_end"] = list(os.getloadavg())
-        results = self.figures(machine, server, startup_s, warm, curls, bares, pairs, full, resync, curve, verification, profile)
+        results = self.figures(
+            machine,
+            server,
+            startup_s,
+            warm,
+            curls,
+            bares,
+            pairs,
+            full,
+            resync,
+            curve,
+            verification,
+            profile,
+        )
         results["elapsed_s"] = time.time() - started
         results["code"] = code_version()
-        results["code"]["changed_during_run"] = results["code"] != code_at_start  # other engineers share the tree
+        results["code"]["changed_during_run"] = (
+            results["code"] != code_at_start
+        )  # other engineers share the tree
         if results["code"]["changed_during_run"]:
             results["code"]["at_start"] = code_at_start
         return results
 
-    def figures(self, machine, server, startup_s, warm, curls, bares, pairs, full, resync, curve, verification, profile) -> dict:
+    def figures(
+        self,
+        machine,
+        server,
+        startup_s,
+        warm,
+        curls,
+        bares,
+        pairs,
+        full,
+        resync,
+        curve,
+        verification,
+        profile,
+    ) -> dict:
         o = self.opts
         n = o.records
         curl = min(curls, key=lambda r: r["wall_s"])
@@ -502,38 +674,98 @@ class Bench:
         rss_main = {str(s): curve[s]["maxrss_mb"] for s in sorted(curve)}
         growth = max(tpr.values()) / min(tpr.values()) if len(tpr) > 1 else None
 
-        def check(name: str, value, target: float, higher_is_better: bool = False, note: str = "") -> dict:
+        def check(
+            name: str, value, target: float, higher_is_better: bool = False, note: str = ""
+        ) -> dict:
             if value is None:
                 status = "n/a"
             else:
                 ok = value >= target if higher_is_better else value <= target
                 status = "PASS" if ok else "FAIL"
-            return {"name": name, "value": value, "target": f"{'>=' if higher_is_better else '<='} {target:g}", "status": status, "note": note}
+            return {
+                "name": name,
+                "value": value,
+                "target": f"{'>=' if higher_is_better else '<='} {target:g}",
+                "status": status,
+                "note": note,
+            }
 
         worst_304 = min((r["log"] for _, r in pairs), key=lambda log: log["share_304"])
         most_bytes = max(r["log"]["body_bytes"] for _, r in pairs)
         sizes_note = f"sizes {', '.join(tpr)}" + ("" if "50000" in tpr else "; 50k needs --scale")
         checks = [
-            check("1. full sync ratio (pull / curl)", full["wall_s"] / curl["wall_s"], TARGETS["full_sync_ratio"], note=f"{full['wall_s']:.2f}s / {curl['wall_s']:.2f}s"),
-            check("2. stack ratio (pull / bare aiohttp)", full["wall_s"] / bare["wall_s"], TARGETS["stack_ratio"], note=f"{full['wall_s']:.2f}s / {bare['wall_s']:.2f}s"),
-            check("3a. re-sync time / full sync", resync["wall_s"] / full["wall_s"], TARGETS["resync_time_ratio"], note=f"{resync['wall_s']:.2f}s / {full['wall_s']:.2f}s"),
+            check(
+                "1. full sync ratio (pull / curl)",
+                full["wall_s"] / curl["wall_s"],
+                TARGETS["full_sync_ratio"],
+                note=f"{full['wall_s']:.2f}s / {curl['wall_s']:.2f}s",
+            ),
+            check(
+                "2. stack ratio (pull / bare aiohttp)",
+                full["wall_s"] / bare["wall_s"],
+                TARGETS["stack_ratio"],
+                note=f"{full['wall_s']:.2f}s / {bare['wall_s']:.2f}s",
+            ),
+            check(
+                "3a. re-sync time / full sync",
+                resync["wall_s"] / full["wall_s"],
+                TARGETS["resync_time_ratio"],
+                note=f"{resync['wall_s']:.2f}s / {full['wall_s']:.2f}s",
+            ),
             # 3b and 3c: the worst of the re-syncs, not the fastest one's.
-            check("3b. re-sync share of 304s", worst_304["share_304"] if worst_304["requests"] else None, TARGETS["resync_share_304"], higher_is_better=True, note=f"{worst_304['by_status'].get('304', 0)} of {worst_304['requests']} requests" + (f" (the lowest of {len(pairs)} runs)" if len(pairs) > 1 else "")),
-            check("3c. re-sync bytes / full sync", most_bytes / fl["body_bytes"] if fl["body_bytes"] else None, TARGETS["resync_bytes_ratio"], note=f"{most_bytes} / {fl['body_bytes']} body bytes"),
-            check("4. verification ratio (pithsync / floor)", verification["ratio"], TARGETS["verification_ratio"], note=f"{verification['pithsync_us_per_record']:.0f} / {verification['floor_us_per_record']:.0f} us per record"),
-            check(f"5a. peak RSS of the full sync at N={n} (MB)", full["peak_rss_mb"], TARGETS["peak_rss_mb_50k"], note="target is for 50k; shown for reference" if n < 50000 else ""),
-            check("5b. peak RSS of the full sync at N=50000 (MB)", curve[50000]["peak_rss_mb"] if 50000 in curve else None, TARGETS["peak_rss_mb_50k"], note="" if 50000 in curve else "run with --scale"),
-            check("5c. time per record growth (max/min)", growth, TARGETS["time_per_record_growth"], note=sizes_note),
+            check(
+                "3b. re-sync share of 304s",
+                worst_304["share_304"] if worst_304["requests"] else None,
+                TARGETS["resync_share_304"],
+                higher_is_better=True,
+                note=f"{worst_304['by_status'].get('304', 0)} of {worst_304['requests']} requests"
+                + (f" (the lowest of {len(pairs)} runs)" if len(pairs) > 1 else ""),
+            ),
+            check(
+                "3c. re-sync bytes / full sync",
+                most_bytes / fl["body_bytes"] if fl["body_bytes"] else None,
+                TARGETS["resync_bytes_ratio"],
+                note=f"{most_bytes} / {fl['body_bytes']} body bytes",
+            ),
+            check(
+                "4. verification ratio (pithsync / floor)",
+                verification["ratio"],
+                TARGETS["verification_ratio"],
+                note=f"{verification['pithsync_us_per_record']:.0f} / {verification['floor_us_per_record']:.0f} us per record",
+            ),
+            check(
+                f"5a. peak RSS of the full sync at N={n} (MB)",
+                full["peak_rss_mb"],
+                TARGETS["peak_rss_mb_50k"],
+                note="target is for 50k; shown for reference" if n < 50000 else "",
+            ),
+            check(
+                "5b. peak RSS of the full sync at N=50000 (MB)",
+                curve[50000]["peak_rss_mb"] if 50000 in curve else None,
+                TARGETS["peak_rss_mb_50k"],
+                note="" if 50000 in curve else "run with --scale",
+            ),
+            check(
+                "5c. time per record growth (max/min)",
+                growth,
+                TARGETS["time_per_record_growth"],
+                note=sizes_note,
+            ),
         ]
         if n < 50000:  # the RSS target is for 50k: at smaller N the figure is for reference
             checks[6]["status"] = "info"
         if server["fallback"]:
             for c in checks[:6]:
-                c["note"] = (c["note"] + "; " if c["note"] else "") + "FALLBACK SERVER: not comparable"
+                c["note"] = (
+                    c["note"] + "; " if c["note"] else ""
+                ) + "FALLBACK SERVER: not comparable"
         sanity = {
             "curl_all_200": all(r["log"]["by_status"] == {"200": n * 6} for r in [warm, *curls]),
-            "bare_all_200": all(r["log"]["by_status"] == {"200": n * 6} and r["exit_code"] == 0 for r in bares),
-            "full_sync_in_sync": all(f["in_sync"] and f["exit_code"] == 0 for f, _ in pairs) and all(c["in_sync"] for c in curve.values()),
+            "bare_all_200": all(
+                r["log"]["by_status"] == {"200": n * 6} and r["exit_code"] == 0 for r in bares
+            ),
+            "full_sync_in_sync": all(f["in_sync"] and f["exit_code"] == 0 for f, _ in pairs)
+            and all(c["in_sync"] for c in curve.values()),
             "resync_in_sync": all(r["in_sync"] and r["exit_code"] == 0 for _, r in pairs),
             "full_sync_requests": fl["requests"],
             "expected_requests": n * 6,
@@ -541,39 +773,84 @@ class Bench:
             "canonical_byte_identical": verification["canonical_encoder"]["byte_identical"],
         }
         valid = all(v is not False for v in sanity.values())
-        if not valid:  # a mirror or sync that failed makes every time meaningless: say so on every row
+        if (
+            not valid
+        ):  # a mirror or sync that failed makes every time meaningless: say so on every row
             for c in checks:
                 c["status"] = "INVALID"
         figures = {
-            "full_sync_ratio": {"value": checks[0]["value"], "pithsync_s": full["wall_s"], "curl_s": curl["wall_s"], "curl_runs_s": [r["wall_s"] for r in curls]},
-            "stack_ratio": {"value": checks[1]["value"], "pithsync_s": full["wall_s"], "aiohttp_s": bare["wall_s"], "aiohttp_inner_s": (bare.get("inner") or {}).get("elapsed_s"), "aiohttp_runs_s": [r["wall_s"] for r in bares]},
+            "full_sync_ratio": {
+                "value": checks[0]["value"],
+                "pithsync_s": full["wall_s"],
+                "curl_s": curl["wall_s"],
+                "curl_runs_s": [r["wall_s"] for r in curls],
+            },
+            "stack_ratio": {
+                "value": checks[1]["value"],
+                "pithsync_s": full["wall_s"],
+                "aiohttp_s": bare["wall_s"],
+                "aiohttp_inner_s": (bare.get("inner") or {}).get("elapsed_s"),
+                "aiohttp_runs_s": [r["wall_s"] for r in bares],
+            },
             "resync": {
-                "time_ratio": checks[2]["value"], "resync_s": resync["wall_s"], "full_s": full["wall_s"],
-                "share_304": rl["share_304"], "requests": rl["requests"], "by_status": rl["by_status"],
-                "bytes_ratio": checks[4]["value"], "body_bytes": rl["body_bytes"], "full_body_bytes": fl["body_bytes"],
-                "bytes_sent_with_headers": rl["bytes_sent"], "full_bytes_sent_with_headers": fl["bytes_sent"],
+                "time_ratio": checks[2]["value"],
+                "resync_s": resync["wall_s"],
+                "full_s": full["wall_s"],
+                "share_304": rl["share_304"],
+                "requests": rl["requests"],
+                "by_status": rl["by_status"],
+                "bytes_ratio": checks[4]["value"],
+                "body_bytes": rl["body_bytes"],
+                "full_body_bytes": fl["body_bytes"],
+                "bytes_sent_with_headers": rl["bytes_sent"],
+                "full_bytes_sent_with_headers": fl["bytes_sent"],
                 "in_sync": resync["in_sync"],
             },
             "verification": verification,
             "memory_and_scaling": {
-                "peak_rss_mb": rss, "main_process_maxrss_mb": rss_main, "time_per_record_ms": tpr, "time_per_record_ms_minus_startup": tpr_adj,
-                "growth": growth, "cpu_s": {str(s): curve[s]["cpu_user_s"] + curve[s]["cpu_sys_s"] for s in sorted(curve)},
+                "peak_rss_mb": rss,
+                "main_process_maxrss_mb": rss_main,
+                "time_per_record_ms": tpr,
+                "time_per_record_ms_minus_startup": tpr_adj,
+                "growth": growth,
+                "cpu_s": {
+                    str(s): curve[s]["cpu_user_s"] + curve[s]["cpu_sys_s"] for s in sorted(curve)
+                },
                 "in_sync": {str(s): curve[s]["in_sync"] for s in sorted(curve)},
             },
         }
         return {
-            "params": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(o).items() if k != "log"}, "sizes": o.sizes(), "concurrency": self.concurrency, "per_host": self.per_host, "urls": n * 6},
+            "params": {
+                **{
+                    k: (str(v) if isinstance(v, Path) else v)
+                    for k, v in asdict(o).items()
+                    if k != "log"
+                },
+                "sizes": o.sizes(),
+                "concurrency": self.concurrency,
+                "per_host": self.per_host,
+                "urls": n * 6,
+            },
             "machine": machine,
             "tools": tool_versions(),
             "server": server,
             "startup_s": startup_s,
-            "forge": {"cache": str(self.tree.root.parent), "signed_now": self.tree.signed, "signing_s": self.tree.built_s},
+            "forge": {
+                "cache": str(self.tree.root.parent),
+                "signed_now": self.tree.signed,
+                "signing_s": self.tree.built_s,
+            },
             "in_sync": sanity["full_sync_in_sync"] and sanity["resync_in_sync"],
             "valid": valid,
             "sanity": sanity,
             "checks": checks,
             "figures": figures,
-            "runs": {"curl": [warm, *curls], "aiohttp": bares, "pulls": [x for p in pairs for x in p], "curve": {str(k): v for k, v in curve.items()}},
+            "runs": {
+                "curl": [warm, *curls],
+                "aiohttp": bares,
+                "pulls": [x for p in pairs for x in p],
+                "curve": {str(k): v for k, v in curve.items()},
+            },
             "profile": profile,
         }
 
@@ -584,22 +861,53 @@ def render_table(results: dict) -> str:
         "",
         f"pithsync benchmark, N={p['records']} records x 3 mirrors ({p['urls']} URLs), concurrency {p['concurrency']}, per_host {p['per_host']}",
         f"machine: nproc {m['nproc']}, {m['cpu_model']}, {m['ram_gib']} GiB RAM, load avg at start {m['loadavg_start'][0]:.2f}, python {m['python']}",
-        f"server:  {s['kind']} {s['version']}" + ("   <<< FALLBACK: slower than nginx, ratios not comparable with targets" if s["fallback"] else ""),
+        f"server:  {s['kind']} {s['version']}"
+        + (
+            "   <<< FALLBACK: slower than nginx, ratios not comparable with targets"
+            if s["fallback"]
+            else ""
+        ),
         f"startup: `pithsync --version` takes {results['startup_s']:.2f}s (included in every pull time)",
     ]
     code = results.get("code") or {}
-    lines.insert(4, f"code:    pithsync {str(code.get('commit'))[:12]}" + (f" + {len(code['pithsync_local_edits'])} uncommitted file(s) under pithsync/" if code.get("pithsync_local_edits") else ""))
+    lines.insert(
+        4,
+        f"code:    pithsync {str(code.get('commit'))[:12]}"
+        + (
+            f" + {len(code['pithsync_local_edits'])} uncommitted file(s) under pithsync/"
+            if code.get("pithsync_local_edits")
+            else ""
+        ),
+    )
     if code.get("changed_during_run"):
-        lines.append("WARNING: pithsync's code changed while the benchmark ran (a commit or an edit): the runs measured different code")
+        lines.append(
+            "WARNING: pithsync's code changed while the benchmark ran (a commit or an edit): the runs measured different code"
+        )
     if not results.get("valid", True):
-        lines.append("INVALID RUN: a floor or a sync did not fetch/verify everything (see sanity below and the files in run/)")
-    if m["loadavg_start"][0] > 0.7:  # at the end the benchmark's own load is in it, so only the start says
-        lines.append(f"WARNING: the machine was already busy (1-minute load average {m['loadavg_start'][0]:.2f} at start on {m['nproc']} cpus): timings are noisy; rerun when it is quiet")
+        lines.append(
+            "INVALID RUN: a floor or a sync did not fetch/verify everything (see sanity below and the files in run/)"
+        )
+    if (
+        m["loadavg_start"][0] > 0.7
+    ):  # at the end the benchmark's own load is in it, so only the start says
+        lines.append(
+            f"WARNING: the machine was already busy (1-minute load average {m['loadavg_start'][0]:.2f} at start on {m['nproc']} cpus): timings are noisy; rerun when it is quiet"
+        )
     lines.append("")
     rows = [["figure", "measured", "target", "", "detail"]]
     for c in results["checks"]:
         v = c["value"]
-        shown = "-" if v is None else (f"{v * 100:.1f}%" if "share" in c["name"] else f"{v:.1f}" if "MB" in c["name"] else f"{v:.3f}")
+        shown = (
+            "-"
+            if v is None
+            else (
+                f"{v * 100:.1f}%"
+                if "share" in c["name"]
+                else f"{v:.1f}"
+                if "MB" in c["name"]
+                else f"{v:.3f}"
+            )
+        )
         target = c["target"]
         if "share" in c["name"]:
             target = target.split()[0] + f" {float(target.split()[1]) * 100:g}%"
@@ -611,20 +919,37 @@ def render_table(results: dict) -> str:
             lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 6)
     ms = results["figures"]["memory_and_scaling"]
     lines.append("")
-    lines.append("full sync by size:  " + "   ".join(f"N={k}: {ms['time_per_record_ms'][k]:.2f} ms/record ({ms['time_per_record_ms_minus_startup'][k]:.2f} w/o startup), {ms['peak_rss_mb'][k]:.0f} MB RSS (main process {ms['main_process_maxrss_mb'][k]:.0f}), {ms['cpu_s'][k]:.1f}s CPU" + ("" if ms["in_sync"][k] else " NOT IN SYNC") for k in ms["time_per_record_ms"]))
+    lines.append(
+        "full sync by size:  "
+        + "   ".join(
+            f"N={k}: {ms['time_per_record_ms'][k]:.2f} ms/record ({ms['time_per_record_ms_minus_startup'][k]:.2f} w/o startup), {ms['peak_rss_mb'][k]:.0f} MB RSS (main process {ms['main_process_maxrss_mb'][k]:.0f}), {ms['cpu_s'][k]:.1f}s CPU"
+            + ("" if ms["in_sync"][k] else " NOT IN SYNC")
+            for k in ms["time_per_record_ms"]
+        )
+    )
     v = results["figures"]["verification"]
-    lines.append(f"verification:       pithsync {v['pithsync_us_per_record']:.0f} us/record (3 mirror copies: {v['pithsync_3_copies_s'] / v['n'] * 1e6:.0f} us/record), floor {v['floor_us_per_record']:.0f} us/record")
+    lines.append(
+        f"verification:       pithsync {v['pithsync_us_per_record']:.0f} us/record (3 mirror copies: {v['pithsync_3_copies_s'] / v['n'] * 1e6:.0f} us/record), floor {v['floor_us_per_record']:.0f} us/record"
+    )
     enc = v["canonical_encoder"]
-    lines.append(f"canonical encoding: pithsync canon {enc['speedup']:.1f}x faster than json.dumps over {enc['values']} bundles, states and events; byte-identical: {enc['byte_identical']}")
+    lines.append(
+        f"canonical encoding: pithsync canon {enc['speedup']:.1f}x faster than json.dumps over {enc['values']} bundles, states and events; byte-identical: {enc['byte_identical']}"
+    )
     san = results["sanity"]
     bad = [k for k, val in san.items() if val is False]
-    lines.append(f"sanity:             {'all good' if not bad else 'PROBLEMS: ' + ', '.join(bad)} (every record in_sync: {results['in_sync']}; full sync made {san['full_sync_requests']} of {san['expected_requests']} expected requests)")
+    lines.append(
+        f"sanity:             {'all good' if not bad else 'PROBLEMS: ' + ', '.join(bad)} (every record in_sync: {results['in_sync']}; full sync made {san['full_sync_requests']} of {san['expected_requests']} expected requests)"
+    )
     if results.get("profile"):
         from bench import profile as prof
 
         for what, pr in results["profile"].items():
             lines.append("")
-            lines.append(prof.render(pr["summary"], f"{what} sync, N={p['records']} (raw stacks: {pr['raw']})"))
+            lines.append(
+                prof.render(
+                    pr["summary"], f"{what} sync, N={p['records']} (raw stacks: {pr['raw']})"
+                )
+            )
     return "\n".join(lines)
 
 
@@ -644,31 +969,88 @@ def run_benchmark(opts: Options) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="bash bench/run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--records", type=int, default=5000, help="N, records per mirror (default 5000)")
-    ap.add_argument("--scale", action="store_true", help="also run the full sync at N=50000 (peak RSS and time per record at 50k; slow)")
-    ap.add_argument("--curve", help="comma-separated sizes for time per record (default 1000,5000[,50000 with --scale]; N is always added)")
-    ap.add_argument("--server", choices=["auto", "nginx", "python"], default="auto", help="mirror server (auto: nginx if installed, else the Python fallback)")
+    ap = argparse.ArgumentParser(
+        prog="bash bench/run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--records", type=int, default=5000, help="N, records per mirror (default 5000)"
+    )
+    ap.add_argument(
+        "--scale",
+        action="store_true",
+        help="also run the full sync at N=50000 (peak RSS and time per record at 50k; slow)",
+    )
+    ap.add_argument(
+        "--curve",
+        help="comma-separated sizes for time per record (default 1000,5000[,50000 with --scale]; N is always added)",
+    )
+    ap.add_argument(
+        "--server",
+        choices=["auto", "nginx", "python"],
+        default="auto",
+        help="mirror server (auto: nginx if installed, else the Python fallback)",
+    )
     ap.add_argument("--nginx-workers", type=int, default=1)
-    ap.add_argument("--repeat", type=int, default=3, help="full sync + re-sync pairs at N (the fastest full sync and the fastest re-sync are kept)")
-    ap.add_argument("--baseline-repeat", type=int, default=3, help="curl and bare aiohttp runs (the fastest is kept)")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="full sync + re-sync pairs at N (the fastest full sync and the fastest re-sync are kept)",
+    )
+    ap.add_argument(
+        "--baseline-repeat",
+        type=int,
+        default=3,
+        help="curl and bare aiohttp runs (the fastest is kept)",
+    )
     ap.add_argument("--verify-repeat", type=int, default=2)
-    ap.add_argument("--profile", action="store_true", help="also profile the full sync and the re-sync with py-spy")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile the full sync and the re-sync with py-spy",
+    )
     ap.add_argument("--profile-rate", type=int, default=200)
-    ap.add_argument("--keep-stores", action="store_true", help="keep the runs' SQLite stores in <out>/run/ (deleted by default: 50k is over 1.5 GB)")
+    ap.add_argument(
+        "--keep-stores",
+        action="store_true",
+        help="keep the runs' SQLite stores in <out>/run/ (deleted by default: 50k is over 1.5 GB)",
+    )
     ap.add_argument("--concurrency", type=int, help="[crawl] concurrency (default: pithsync's)")
     ap.add_argument("--per-host", type=int, help="[crawl] per_host (default: pithsync's)")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default bench/out)")
-    ap.add_argument("--cache", type=Path, default=DEFAULT_OUT / "cache", help="forged-tree cache (default bench/out/cache, shared by every --out)")
+    ap.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="output directory (default bench/out)"
+    )
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        default=DEFAULT_OUT / "cache",
+        help="forged-tree cache (default bench/out/cache, shared by every --out)",
+    )
     args = ap.parse_args(argv)
     if shutil.which("curl") is None:
-        print("bench: curl is required (apt-get install -y curl; bash bench/run installs it)", file=sys.stderr)
+        print(
+            "bench: curl is required (apt-get install -y curl; bash bench/run installs it)",
+            file=sys.stderr,
+        )
         return 2
     opts = Options(
-        records=args.records, scale=args.scale, curve=[int(x) for x in args.curve.split(",")] if args.curve else None,
-        server=args.server, nginx_workers=args.nginx_workers, repeat=args.repeat, baseline_repeat=args.baseline_repeat,
-        verify_repeat=args.verify_repeat, profile=args.profile, profile_rate=args.profile_rate, keep_stores=args.keep_stores,
-        concurrency=args.concurrency, per_host=args.per_host, out_dir=args.out, cache_dir=args.cache,
+        records=args.records,
+        scale=args.scale,
+        curve=[int(x) for x in args.curve.split(",")] if args.curve else None,
+        server=args.server,
+        nginx_workers=args.nginx_workers,
+        repeat=args.repeat,
+        baseline_repeat=args.baseline_repeat,
+        verify_repeat=args.verify_repeat,
+        profile=args.profile,
+        profile_rate=args.profile_rate,
+        keep_stores=args.keep_stores,
+        concurrency=args.concurrency,
+        per_host=args.per_host,
+        out_dir=args.out,
+        cache_dir=args.cache,
     )
     results = run_benchmark(opts)
     print(render_table(results))

@@ -20,7 +20,18 @@ from pathlib import Path
 
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
 # Leaf functions that mean "the thread is waiting", not computing.
-_IDLE_LEAVES = {"select", "poll", "epoll", "_run_once", "wait", "acquire", "sleep", "accept", "recv_into", "readinto"}
+_IDLE_LEAVES = {
+    "select",
+    "poll",
+    "epoll",
+    "_run_once",
+    "wait",
+    "acquire",
+    "sleep",
+    "accept",
+    "recv_into",
+    "readinto",
+}
 
 
 def find_py_spy() -> str | None:
@@ -28,14 +39,33 @@ def find_py_spy() -> str | None:
     return str(here) if here.exists() else shutil.which("py-spy")
 
 
-def record(cmd: list[str], out_raw: Path, *, rate: int = 200, env=None, cwd=None, stdout=None, stderr=None) -> dict:
+def record(
+    cmd: list[str], out_raw: Path, *, rate: int = 200, env=None, cwd=None, stdout=None, stderr=None
+) -> dict:
     spy = find_py_spy()
     if spy is None:
-        raise RuntimeError("py-spy is not installed (pip install py-spy; bash bench/run installs bench/requirements.txt)")
+        raise RuntimeError(
+            "py-spy is not installed (pip install py-spy; bash bench/run installs bench/requirements.txt)"
+        )
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [spy, "record", "--subprocesses", "--format", "raw", "--rate", str(rate), "--output", str(out_raw), "--", *cmd],
-        env=env, cwd=cwd, stdout=stdout, stderr=stderr,
+        [
+            spy,
+            "record",
+            "--subprocesses",
+            "--format",
+            "raw",
+            "--rate",
+            str(rate),
+            "--output",
+            str(out_raw),
+            "--",
+            *cmd,
+        ],
+        env=env,
+        cwd=cwd,
+        stdout=stdout,
+        stderr=stderr,
     )
     return {"exit_code": proc.returncode, "wall_s": time.perf_counter() - t0, "raw": str(out_raw)}
 
@@ -78,7 +108,17 @@ def _parse(raw: Path, processes: Counter | None = None) -> list[tuple[list[tuple
 
 def _role(frames: list[tuple[str, str]]) -> str:
     """py-spy labels every stack with the root pid, so a worker process is told by its frames."""
-    worker = any(fl.startswith(("anyio/to_process.py", "multiprocessing/spawn.py", "multiprocessing/pool.py", "concurrent/futures/process.py")) for _, fl in frames)
+    worker = any(
+        fl.startswith(
+            (
+                "anyio/to_process.py",
+                "multiprocessing/spawn.py",
+                "multiprocessing/pool.py",
+                "concurrent/futures/process.py",
+            )
+        )
+        for _, fl in frames
+    )
     return "worker processes" if worker else "main process"
 
 
@@ -86,7 +126,10 @@ def _is_idle(frames: list[tuple[str, str]]) -> bool:
     if not frames:
         return True
     func, file = frames[-1]
-    return (func in _IDLE_LEAVES and (file.startswith(("selectors.py", "asyncio/", "threading.py", "socket.py", "ssl.py")))) or func in ("select", "poll")
+    return (
+        func in _IDLE_LEAVES
+        and (file.startswith(("selectors.py", "asyncio/", "threading.py", "socket.py", "ssl.py")))
+    ) or func in ("select", "poll")
 
 
 def _area(file: str) -> str:
@@ -125,21 +168,37 @@ def summarise(raw: Path, top: int = 15) -> dict:
         "samples": total,
         "idle_pct": pct(idle),
         "busy_pct": pct(total - idle),
-        "top_self": [{"function": k, "samples": v, "pct": pct(v)} for k, v in self_c.most_common(top)],
+        "top_self": [
+            {"function": k, "samples": v, "pct": pct(v)} for k, v in self_c.most_common(top)
+        ],
         # Frames on 80% or more of their process's samples (<module>, main, cmd_pull, the event
         # loop's run and task plumbing, the worker's loop) only say "everything": skipped.
-        "top_total": [{"function": k, "samples": v, "pct": pct(v)} for k, v in total_c.most_common(top + 80) if v < 0.8 * per_proc[proc_of[k]]][:top],
-        "by_area_self": [{"area": k, "samples": v, "pct": pct(v)} for k, v in area_c.most_common(20)],
-        "by_process": [{"process": k, "samples": v, "pct": pct(v)} for k, v in processes.most_common()],
+        "top_total": [
+            {"function": k, "samples": v, "pct": pct(v)}
+            for k, v in total_c.most_common(top + 80)
+            if v < 0.8 * per_proc[proc_of[k]]
+        ][:top],
+        "by_area_self": [
+            {"area": k, "samples": v, "pct": pct(v)} for k, v in area_c.most_common(20)
+        ],
+        "by_process": [
+            {"process": k, "samples": v, "pct": pct(v)} for k, v in processes.most_common()
+        ],
     }
 
 
 def render(summary: dict, title: str) -> str:
-    lines = [f"== profile: {title} ({summary['samples']} on-CPU samples; percentages are of all of them) =="]
+    lines = [
+        f"== profile: {title} ({summary['samples']} on-CPU samples; percentages are of all of them) =="
+    ]
     sections = [
         ("by process:", "by_process", "process"),
         ("top by self time:", "top_self", "function"),
-        ("top by total (inclusive) time (wrappers on >= 80% of samples left out):", "top_total", "function"),
+        (
+            "top by total (inclusive) time (wrappers on >= 80% of samples left out):",
+            "top_total",
+            "function",
+        ),
         ("self time by area:", "by_area_self", "area"),
     ]
     for heading, key, name in sections:

@@ -108,12 +108,15 @@ class Sim:
         self.jitter = array("d", (jitter_fraction(f"rec{i:08d}") for i in range(self.capacity)))
         self.heaps: list[list[int]] = [[] for _ in range(RANKS)]
         self.diverged_until: dict[int, float] = {}
-        self.buckets = [TokenBucket(args.rate, max(args.docs, args.rate), EPOCH)
-                        for _ in range(args.mirrors)]
+        self.buckets = [
+            TokenBucket(args.rate, max(args.docs, args.rate), EPOCH) for _ in range(args.mirrors)
+        ]
         self.fig = Figures()
         self.active_rate, self.quiet_rate = world.rates()
-        self.outage = (EPOCH + world.outage_day * DAY, EPOCH + world.outage_day * DAY
-                       + world.outage_s)
+        self.outage = (
+            EPOCH + world.outage_day * DAY,
+            EPOCH + world.outage_day * DAY + world.outage_s,
+        )
 
     def change_rate(self, i: int) -> float:
         """The record's true change rate; every 20th record (and every new one) is active."""
@@ -136,8 +139,9 @@ class Sim:
         rng, p, n, bits = self.rng, self.policy, self.n, self.bits
         expo, active_every = rng.expovariate, round(1 / self.world.active_share)
         active, quiet = self.active_rate, self.quiet_rate
-        self.next_change[:n] = array("d", (
-            EPOCH + expo(active if i % active_every == 0 else quiet) for i in range(n)))
+        self.next_change[:n] = array(
+            "d", (EPOCH + expo(active if i % active_every == 0 else quiet) for i in range(n))
+        )
         if not warm:
             self.disc[:n] = array("d", [EPOCH]) * n
             due = array("d", [EPOCH]) * n
@@ -147,8 +151,10 @@ class Sim:
             last = array("d", (EPOCH - rng.random() * p.max_interval for _ in range(n)))
             self.last[:n], self.disc[:n] = last, last
             self.base[:n] = array("d", [p.max_interval]) * n
-            due = array("d", (
-                x + jittered_interval(p.max_interval, j, p) for x, j in zip(last, self.jitter)))
+            due = array(
+                "d",
+                (x + jittered_interval(p.max_interval, j, p) for x, j in zip(last, self.jitter)),
+            )
             self.rank[:n] = array("b", [PriorityClass.ROTATION]) * n
             heap = self.heaps[PriorityClass.ROTATION]
         heap[:] = [(int(d * 1000) << bits) | i for i, d in enumerate(due)]
@@ -298,15 +304,22 @@ class Sim:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m bench.schedule_sim", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.schedule_sim",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--records", type=int, default=2_500_000)
     ap.add_argument("--mirrors", type=int, default=3)
     ap.add_argument("--rate", type=float, default=20.0, help="max_requests_per_s per mirror")
     ap.add_argument("--docs", type=int, default=2, help="requests per record per mirror")
     ap.add_argument("--days", type=float, default=7.0)
-    ap.add_argument("--batch", type=int, default=None,
-                    help="records a run takes at a time (default: one second's budget)")
+    ap.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="records a run takes at a time (default: one second's budget)",
+    )
     ap.add_argument("--run-every-s", type=float, default=HOUR)
     ap.add_argument("--run-budget-s", type=float, default=3300.0)
     ap.add_argument("--min-interval-s", type=float, default=3000.0)
@@ -326,9 +339,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def simulate(args: argparse.Namespace) -> tuple[Sim, float]:
     """Run the simulation; returns it and the simulated end time."""
-    policy = SchedulePolicy(min_interval=args.min_interval_s,
-                            max_interval=args.max_interval_h * HOUR, growth=args.growth,
-                            jitter_spread=args.jitter)
+    policy = SchedulePolicy(
+        min_interval=args.min_interval_s,
+        max_interval=args.max_interval_h * HOUR,
+        growth=args.growth,
+        jitter_spread=args.jitter,
+    )
     sim = Sim(args, policy, World(change_per_day=args.change_per_day))
     sim.seed(warm=not args.cold)
     end = EPOCH + args.days * DAY
@@ -382,8 +398,9 @@ def measure(sim: Sim, end: float) -> Result:
     checked = [x for x in sim.last[:tracked] if x == x]
     oldest = end - min(checked) if checked else 0.0
     never_since = [end - d for d, x in zip(sim.disc[:tracked], sim.last[:tracked]) if x != x]
-    open_recheck = [end - x for x, tgt in zip(sim.attn[:tracked], sim.attn_target[:tracked])
-                    if tgt and x == x]
+    open_recheck = [
+        end - x for x, tgt in zip(sim.attn[:tracked], sim.attn_target[:tracked]) if tgt and x == x
+    ]
     duty = a.run_budget_s / a.run_every_s
     return Result(
         tracked=tracked,
@@ -445,12 +462,14 @@ def why_missed(sim: Sim, r: Result) -> list[str]:
             f"  why missed: the checks wanted ({r.checks_per_day:,.0f}/day) reach the capacity"
             f" ({r.capacity_per_day:,.0f}/day) or max_interval ({p.max_interval / HOUR:g} h) plus"
             f" the queue exceeds {a.target_age_h:g} h; a pass alone takes"
-            f" {r.full_pass_s / HOUR:.0f} h: raise the budget, lower max_interval or the target")
+            f" {r.full_pass_s / HOUR:.0f} h: raise the budget, lower max_interval or the target"
+        )
     if not r.recheck_met(a):
         lines.append(
             f"  why missed: min_interval ({p.min_interval:g} s) plus the wait for the next run"
             f" ({a.run_every_s - a.run_budget_s:g} s between runs) and the attention queue"
-            f" exceed {a.target_recheck_s:g} s: lower min_interval")
+            f" exceed {a.target_recheck_s:g} s: lower min_interval"
+        )
     return lines
 
 

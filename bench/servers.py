@@ -22,7 +22,9 @@ MIRROR_NAMES = ("mirror-a", "mirror-b", "mirror-c")
 
 
 def find_nginx() -> str | None:
-    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None)
+    return shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
+    )
 
 
 def free_ports(n: int) -> list[int]:
@@ -51,7 +53,13 @@ class LogSummary:
         return (self.by_status or {}).get(304, 0) / self.requests if self.requests else 0.0
 
     def to_json(self) -> dict:
-        return {"requests": self.requests, "by_status": {str(k): v for k, v in sorted((self.by_status or {}).items())}, "body_bytes": self.body_bytes, "bytes_sent": self.bytes_sent, "share_304": self.share_304}
+        return {
+            "requests": self.requests,
+            "by_status": {str(k): v for k, v in sorted((self.by_status or {}).items())},
+            "body_bytes": self.body_bytes,
+            "bytes_sent": self.bytes_sent,
+            "share_304": self.share_304,
+        }
 
 
 class Mirrors:
@@ -74,7 +82,9 @@ class Mirrors:
     def mark(self) -> dict[Path, int]:
         return {f: (f.stat().st_size if f.exists() else 0) for f in self.log_files()}
 
-    def since(self, mark: dict[Path, int], expect: int | None = None, settle_s: float = 2.0) -> LogSummary:
+    def since(
+        self, mark: dict[Path, int], expect: int | None = None, settle_s: float = 2.0
+    ) -> LogSummary:
         """What the log says happened after `mark`.  The server writes a line after the response
         is sent, so wait (briefly) until `expect` lines are there or the count stops moving."""
         deadline = time.monotonic() + settle_s
@@ -87,7 +97,11 @@ class Mirrors:
                         fh.seek(mark.get(f, 0))
                         lines += fh.read().decode("utf-8", "replace").splitlines()
             n = len(lines)
-            if (expect is not None and n >= expect) or time.monotonic() > deadline or (expect is None and n == last):
+            if (
+                (expect is not None and n >= expect)
+                or time.monotonic() > deadline
+                or (expect is None and n == last)
+            ):
                 break
             last = n
             time.sleep(0.05)
@@ -104,7 +118,12 @@ class Mirrors:
         return s
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "fallback": self.fallback, "version": self.version, "base_urls": self.base_urls}
+        return {
+            "kind": self.kind,
+            "fallback": self.fallback,
+            "version": self.version,
+            "base_urls": self.base_urls,
+        }
 
     def __enter__(self):
         self.start()
@@ -182,13 +201,32 @@ class NginxMirrors(Mirrors):
         (self.prefix / "tmp").mkdir(parents=True)
         for attempt in range(5):
             self.ports = free_ports(len(MIRROR_NAMES))
-            servers = "".join(SERVER_BLOCK.format(name=n, port=p, root=self.root.resolve()) for n, p in zip(MIRROR_NAMES, self.ports))
-            user = "user root;" if os.geteuid() == 0 else ""  # workers must read the tree wherever it lives
+            servers = "".join(
+                SERVER_BLOCK.format(name=n, port=p, root=self.root.resolve())
+                for n, p in zip(MIRROR_NAMES, self.ports)
+            )
+            user = (
+                "user root;" if os.geteuid() == 0 else ""
+            )  # workers must read the tree wherever it lives
             conf = self.prefix / "nginx.conf"
-            conf.write_text(NGINX_CONF.format(prefix=self.prefix, workers=self.workers, user=user, servers=servers))
+            conf.write_text(
+                NGINX_CONF.format(
+                    prefix=self.prefix, workers=self.workers, user=user, servers=servers
+                )
+            )
             self.proc = subprocess.Popen(
-                [self.binary, "-p", str(self.prefix), "-c", str(conf), "-e", str(self.prefix / "error.log")],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(self.prefix / "stderr.log", "ab"),
+                [
+                    self.binary,
+                    "-p",
+                    str(self.prefix),
+                    "-c",
+                    str(conf),
+                    "-e",
+                    str(self.prefix / "error.log"),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=open(self.prefix / "stderr.log", "ab"),
             )
             if self._wait_listening(5.0):
                 return
@@ -247,17 +285,35 @@ class PythonMirrors(Mirrors):
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True)
         repo = Path(__file__).resolve().parent.parent
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])),
+        }
         try:
             for name in MIRROR_NAMES:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "bench.staticserver", "--root", str(self.root), "--log", str(self.dir / f"{name}.log")],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=open(self.dir / f"{name}.stderr", "ab"), text=True, env=env, cwd=repo,
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.staticserver",
+                        "--root",
+                        str(self.root),
+                        "--log",
+                        str(self.dir / f"{name}.log"),
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=open(self.dir / f"{name}.stderr", "ab"),
+                    text=True,
+                    env=env,
+                    cwd=repo,
                 )
                 self.procs.append(proc)
                 line = proc.stdout.readline()  # type: ignore[union-attr]
                 if not line.startswith("ready "):
-                    raise RuntimeError(f"fallback server {name} did not start: {line!r}; see {self.dir}/{name}.stderr")
+                    raise RuntimeError(
+                        f"fallback server {name} did not start: {line!r}; see {self.dir}/{name}.stderr"
+                    )
                 self.ports.append(int(line.split()[1]))
         except BaseException:
             self.stop()
@@ -278,17 +334,23 @@ class PythonMirrors(Mirrors):
                 proc.stdout.close()
 
 
-def start_mirrors(root: Path, workdir: Path, prefer: str = "auto", *, nginx_workers: int = 1, log=print) -> Mirrors:
+def start_mirrors(
+    root: Path, workdir: Path, prefer: str = "auto", *, nginx_workers: int = 1, log=print
+) -> Mirrors:
     """nginx if it is installed (and not refused), else the fallback, saying so."""
     if prefer in ("auto", "nginx") and find_nginx():
         m: Mirrors = NginxMirrors(root, workdir, workers=nginx_workers)
     else:
         if prefer == "nginx":
-            raise RuntimeError("nginx was asked for but is not installed (bash bench/run installs it with apt-get)")
+            raise RuntimeError(
+                "nginx was asked for but is not installed (bash bench/run installs it with apt-get)"
+            )
         why = "asked for" if prefer == "python" else "nginx is not installed"
         log("!" * 78)
         log(f"! FALLBACK: {why}; serving the mirrors with a Python aiohttp static server.")
-        log("! It is several times slower than nginx: the ratios below are NOT comparable with the targets.")
+        log(
+            "! It is several times slower than nginx: the ratios below are NOT comparable with the targets."
+        )
         log("!" * 78)
         m = PythonMirrors(root, workdir)
     m.start()

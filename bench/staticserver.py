@@ -34,9 +34,14 @@ def make_app(root: Path, log, port_ref: list[int]) -> web.Application:
             st = target.stat()
             etag, lm = _etag(st), email.utils.formatdate(int(st.st_mtime), usegmt=True)
             headers = {"ETag": etag, "Last-Modified": lm, "Content-Type": "application/json"}
-            inm, ims = request.headers.get("If-None-Match"), request.headers.get("If-Modified-Since")
+            inm, ims = (
+                request.headers.get("If-None-Match"),
+                request.headers.get("If-Modified-Since"),
+            )
             if inm is not None:
-                fresh = inm.strip() == "*" or etag in [t.strip().removeprefix("W/") for t in inm.split(",")]
+                fresh = inm.strip() == "*" or etag in [
+                    t.strip().removeprefix("W/") for t in inm.split(",")
+                ]
             elif ims is not None:
                 fresh = ims == lm  # nginx's default `if_modified_since exact`
             else:
@@ -45,7 +50,9 @@ def make_app(root: Path, log, port_ref: list[int]) -> web.Application:
                 status = 304
             else:
                 status, body = 200, target.read_bytes()
-        resp = web.Response(status=status, body=body if request.method == "GET" else None, headers=headers)
+        resp = web.Response(
+            status=status, body=body if request.method == "GET" else None, headers=headers
+        )
         log.write(f"{port_ref[0]} {status} {len(body)} {len(body) + 200} {request.method} {path}\n")
         return resp
 

@@ -33,7 +33,9 @@ class CrawlConfig:
     deadline_s: float = 60.0  # overall deadline for one fetch, retries excluded
     retries: int = 3  # attempts after the first, for connection errors, timeouts, 429, 5xx
     backoff_max_s: float = 30.0
-    mirror_down_after: int = 8  # consecutive failed connections/timeouts before a mirror is skipped; 0: never
+    mirror_down_after: int = (
+        8  # consecutive failed connections/timeouts before a mirror is skipped; 0: never
+    )
     mirror_retry_s: float = 30.0  # while skipped, one request per this many seconds tries it again
     max_bytes: int = DEFAULT_MAX_BYTES
     follow_hints: bool = True
@@ -104,7 +106,10 @@ def _section(data: dict, name: str) -> dict:
 # Where 0 would not mean what it says: aiohttp reads a timeout of 0 as "no timeout", and a
 # deadline of 0 would cut every request at the first check.
 _POSITIVE: dict[type, dict[str, str]] = {
-    CrawlConfig: {"timeout_s": "0 would turn the timeout off", "deadline_s": "0 would cut every request at once"},
+    CrawlConfig: {
+        "timeout_s": "0 would turn the timeout off",
+        "deadline_s": "0 would cut every request at once",
+    },
 }
 
 
@@ -157,8 +162,14 @@ def _trust(table: dict) -> TrustStore:
         raise ConfigError("[trust] needs at least one [[trust.keys]] entry")
     pinned = []
     for i, k in enumerate(keys):
-        if not isinstance(k, dict) or not isinstance(k.get("key_id"), str) or not isinstance(k.get("public_key_b64"), str):
-            raise ConfigError(f"[[trust.keys]] entry {i}: key_id and public_key_b64 (strings) are required")
+        if (
+            not isinstance(k, dict)
+            or not isinstance(k.get("key_id"), str)
+            or not isinstance(k.get("public_key_b64"), str)
+        ):
+            raise ConfigError(
+                f"[[trust.keys]] entry {i}: key_id and public_key_b64 (strings) are required"
+            )
         _refuse_unknown(k, {"key_id", "public_key_b64"}, f"[[trust.keys]] entry {i}:")
         try:
             pinned.append(PinnedKey.from_b64(k["key_id"], k["public_key_b64"]))
@@ -175,7 +186,12 @@ def _store_path(store: dict) -> str:
 
 
 def _non_negative(value: object, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
         raise ConfigError(f"{where} must be a finite, non-negative number")
     return float(value)
 
@@ -187,14 +203,17 @@ def _distinct_mirrors(mirrors: tuple[MirrorSpec, ...]) -> None:
     by_origin: dict[tuple[str, str, str], int] = {}
     for i, m in enumerate(mirrors):
         if m.name in by_name:
-            raise ConfigError(f"[[mirrors]] entries {by_name[m.name]} and {i} have the same name"
-                              f" {m.name!r}")
+            raise ConfigError(
+                f"[[mirrors]] entries {by_name[m.name]} and {i} have the same name {m.name!r}"
+            )
         by_name[m.name] = i
         url = urlsplit(m.base_url)
         origin = (url.scheme.lower(), url.netloc.lower(), url.path)
         if origin in by_origin:
-            raise ConfigError(f"[[mirrors]] entries {by_origin[origin]} and {i} have the same"
-                              f" base_url {m.base_url!r}")
+            raise ConfigError(
+                f"[[mirrors]] entries {by_origin[origin]} and {i} have the same"
+                f" base_url {m.base_url!r}"
+            )
         by_origin[origin] = i
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from helpers import SEED_DIR, SEED_NAMES
+
 from pithsync.core import strictjson
 from pithsync.core.keys import TrustStore
 from pithsync.core.verify import Verifier
@@ -83,7 +83,9 @@ def _check_host(host) -> None:
     if host is None or (isinstance(host, str) and host.lower() in _LOCAL_NAMES):
         return
     try:
-        ip = ipaddress.ip_address(host.decode() if isinstance(host, bytes) else str(host).split("%")[0])
+        ip = ipaddress.ip_address(
+            host.decode() if isinstance(host, bytes) else str(host).split("%")[0]
+        )
     except ValueError:
         BLOCKED.append(str(host))
         raise NetworkBlocked(f"test tried to resolve {host!r}: tests run offline") from None
@@ -128,7 +130,13 @@ def _merge_reuse_checked(monkeypatch):
 
     def checked(pith_number, best, comparison):
         got = reuse(pith_number, best, comparison)
-        fresh = merge_state(pith_number, best.bundle["canonical_record"], best.bundle["source_aliases"], comparison.valid_events.values(), {})
+        fresh = merge_state(
+            pith_number,
+            best.bundle["canonical_record"],
+            best.bundle["source_aliases"],
+            comparison.valid_events.values(),
+            {},
+        )
         assert got == fresh, "a reused merge differs from the merge computed afresh"
         return got
 

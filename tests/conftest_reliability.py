@@ -22,7 +22,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     terminalreporter.write_sep("-", "reliability")
     terminalreporter.write_line(reliability_counts.summary_line())
     if os.environ.get("PITHSYNC_RELIABILITY_TABLE"):
-        terminalreporter.write_line("| fault | status | reason code | message (bad mirror, first reason) |")
+        terminalreporter.write_line(
+            "| fault | status | reason code | message (bad mirror, first reason) |"
+        )
         terminalreporter.write_line("|---|---|---|---|")
         for fault, status, code, message in reliability_counts.OBSERVED:
-            terminalreporter.write_line(f"| {fault} | {status} | {code} | {message[:120].replace('|', '/')} |")
+            terminalreporter.write_line(
+                f"| {fault} | {status} | {code} | {message[:120].replace('|', '/')} |"
+            )

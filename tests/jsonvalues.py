@@ -8,8 +8,12 @@ from hypothesis import strategies as st
 TEXT = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=12)
 # Ints strictjson will read back (<= MAX_NUMBER_CHARS characters), including huge ones.
 BIG = 10**63 - 1
-INTS = st.integers(min_value=-BIG, max_value=BIG) | st.sampled_from([0, -1, 2**53, 2**53 + 1, 2**64, -(2**63), BIG, -BIG])
-FLOATS = st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from([0.0, -0.0, 1e16, 1e-7, 5e-324, 1.7976931348623157e308, 0.1])
+INTS = st.integers(min_value=-BIG, max_value=BIG) | st.sampled_from(
+    [0, -1, 2**53, 2**53 + 1, 2**64, -(2**63), BIG, -BIG]
+)
+FLOATS = st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from(
+    [0.0, -0.0, 1e16, 1e-7, 5e-324, 1.7976931348623157e308, 0.1]
+)
 SCALARS = st.none() | st.booleans() | INTS | FLOATS | TEXT
 JSON_VALUES = st.recursive(
     SCALARS,

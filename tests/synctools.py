@@ -8,8 +8,8 @@ from dataclasses import replace
 from pithsync.config import Config, CrawlConfig
 from pithsync.core.keys import TrustStore
 from pithsync.fetch import Fetcher
-from pithsync.store import Store
 from pithsync.run.engine import RecordSink, SyncEngine, Target
+from pithsync.store import Store
 from pithsync.testing import forge
 
 
@@ -38,7 +38,9 @@ class NoSleep:
         self.waits.append(seconds)
 
 
-async def pull(cfg: Config, *pith_numbers: str, depth: int = 0, sleep=None, store: Store | None = None):
+async def pull(
+    cfg: Config, *pith_numbers: str, depth: int = 0, sleep=None, store: Store | None = None
+):
     """One run through the real engine and fetcher; returns (results by pith number, store)."""
     own = store is None
     store = store or Store.open(cfg.db_path)
@@ -46,7 +48,9 @@ async def pull(cfg: Config, *pith_numbers: str, depth: int = 0, sleep=None, stor
     async with Fetcher(cfg.crawl, SyncEngine.policy_for(cfg), sleep=sleep or NoSleep()) as fetcher:
         sink = RecordSink(cfg, store)
         engine = SyncEngine(cfg, store, fetcher, sink=sink)
-        targets = [Target(p.split(":")[-1], p if p.count(":") == 2 else None, depth) for p in pith_numbers]
+        targets = [
+            Target(p.split(":")[-1], p if p.count(":") == 2 else None, depth) for p in pith_numbers
+        ]
         await engine.run(run_id, targets)
     store.finish_run(run_id, 0, {})
     by_number = dict(sink.results)
@@ -64,7 +68,9 @@ def statuses(result) -> dict[str, str]:
 REGISTRY_KEY = ("pith-v1-2026-05", "stVStoiQhXFxp4s2pdzPNoqVNBMojDU/fJ2db5S3CbM=")
 
 
-def write_config(path, mirrors, *, test_key: bool = True, timeout_s: float = 2, extra: str = "") -> str:
+def write_config(
+    path, mirrors, *, test_key: bool = True, timeout_s: float = 2, extra: str = ""
+) -> str:
     """A pithsync.toml pinning the forge's test key (unless test_key=False) and the registry
     key, with `mirrors`, retries off and hints not followed; `extra` is appended (more sections).
     `path` is the file, or a directory to put pithsync.toml in."""
@@ -73,9 +79,13 @@ def write_config(path, mirrors, *, test_key: bool = True, timeout_s: float = 2, 
     path = Path(path)
     if path.suffix != ".toml":
         path = path / "pithsync.toml"
-    keys = ([(forge.TEST_KEY.key_id, forge.TEST_KEY.public_key_b64)] if test_key else []) + [REGISTRY_KEY]
+    keys = ([(forge.TEST_KEY.key_id, forge.TEST_KEY.public_key_b64)] if test_key else []) + [
+        REGISTRY_KEY
+    ]
     text = "".join(f'[[trust.keys]]\nkey_id = "{k}"\npublic_key_b64 = "{b}"\n\n' for k, b in keys)
-    text += "".join(f'[[mirrors]]\nname = "{m.name}"\nbase_url = "{m.base_url}"\n\n' for m in mirrors)
+    text += "".join(
+        f'[[mirrors]]\nname = "{m.name}"\nbase_url = "{m.base_url}"\n\n' for m in mirrors
+    )
     text += f"[crawl]\nretries = 0\ntimeout_s = {timeout_s}\nfollow_hints = false\n\n{extra}\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -104,7 +114,15 @@ async def run_cli(*argv) -> tuple[int, str]:
 
 # -- bad copies a mirror serves ----------------------------------------------------------------
 
-BAD_VARIANTS = ("tampered", "rewritten", "lying_state_json", "lying_embedded_state", "html", "wrong_record", "stale")
+BAD_VARIANTS = (
+    "tampered",
+    "rewritten",
+    "lying_state_json",
+    "lying_embedded_state",
+    "html",
+    "wrong_record",
+    "stale",
+)
 
 
 def serve_bad_copy(mirror, record, variant: str, *, other: int = 2) -> None:

@@ -117,7 +117,9 @@ def test_imports_run_one_way():
         for other in sorted(imported):
             theirs = layer_of(other)
             if mine is not None and theirs is not None and theirs > mine:
-                upward.append(f"{module} ({LAYER_NAMES[mine]}) imports {other} ({LAYER_NAMES[theirs]})")
+                upward.append(
+                    f"{module} ({LAYER_NAMES[mine]}) imports {other} ({LAYER_NAMES[theirs]})"
+                )
     assert not upward, "imports against the layer order:\n" + "\n".join(upward)
 
 

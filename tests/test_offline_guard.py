@@ -5,9 +5,9 @@ from __future__ import annotations
 import socket
 
 import pytest
-
 from conftest import BLOCKED, NetworkBlocked
 from synctools import make_config, pull
+
 from pithsync.core.urls import MirrorSpec
 from pithsync.testing import forge
 

@@ -8,10 +8,10 @@ import logging
 
 from pithsync import evidence
 from pithsync.base.exits import ExitCode, UsageError
+from pithsync.base.files import write_atomically
 from pithsync.base.logfmt import log_event
 from pithsync.cli.common import open_store
 from pithsync.core.verify import Verifier
-from pithsync.base.files import write_atomically
 
 log = logging.getLogger("pithsync.alerts")
 

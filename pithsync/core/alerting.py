@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 DIVERGENCE = "divergence"
 
@@ -55,7 +55,7 @@ class OpenAlert:
     diverged_since: str | None = None
 
     @classmethod
-    def from_row(cls, row: Mapping) -> "OpenAlert":
+    def from_row(cls, row: Mapping) -> OpenAlert:
         payload = row.get("payload") or {}
         if isinstance(payload, str):
             payload = json.loads(payload)

@@ -4,11 +4,10 @@ verified store already holds."""
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
-from typing import Mapping
 
 from pithsync.core import strictjson
 from pithsync.core.canonical import sha256hex
@@ -69,7 +68,10 @@ class Assessment:
 
     @property
     def has_copy(self) -> bool:
-        return self.copy is not None and self.copy.bundle.retrieval in (Retrieval.FOUND, Retrieval.UNUSABLE)
+        return self.copy is not None and self.copy.bundle.retrieval in (
+            Retrieval.FOUND,
+            Retrieval.UNUSABLE,
+        )
 
 
 @dataclass
@@ -90,7 +92,9 @@ class RecordComparison:
 
 def _fetch_reason(what: str, f: Fetched) -> Reason | None:
     if f.retrieval is Retrieval.UNREACHABLE:
-        return Reason(Status.UNREACHABLE, f.code or "unreachable", f"{what}: {f.detail or 'unreachable'}")
+        return Reason(
+            Status.UNREACHABLE, f.code or "unreachable", f"{what}: {f.detail or 'unreachable'}"
+        )
     if f.retrieval is Retrieval.NOT_FOUND:
         return Reason(Status.MISSING, "not_found", f"{what}: not found ({f.detail or '404'})")
     if f.retrieval is Retrieval.UNUSABLE:
@@ -111,7 +115,9 @@ class Assessor:
         self.max_bytes = max_bytes
         self._cache: dict[tuple, tuple] = {}
 
-    def assess(self, copy: MirrorCopy, suffix: str, known_good: Set[tuple[str, str]] = frozenset()) -> Assessment:
+    def assess(
+        self, copy: MirrorCopy, suffix: str, known_good: Set[tuple[str, str]] = frozenset()
+    ) -> Assessment:
         """`known_good`: (bundle sha256, state sha256) pairs that verified together before under
         the same pinned keys (trusted state, from the shell): those exact bytes are not
         verified again, only parsed."""
@@ -121,7 +127,11 @@ class Assessor:
                 a.reasons.append(r)
         if copy.bundle.retrieval is not Retrieval.FOUND:
             return a
-        key = (suffix, copy.bundle.sha256, copy.state.sha256 if copy.state.retrieval is Retrieval.FOUND else None)
+        key = (
+            suffix,
+            copy.bundle.sha256,
+            copy.state.sha256 if copy.state.retrieval is Retrieval.FOUND else None,
+        )
         cached = self._cache.get(key)
         if cached is None:
             if key[1:] in known_good:
@@ -144,7 +154,12 @@ class Assessor:
             bundle = strictjson.loads_object(copy.bundle.body, max_bytes=self.max_bytes)
         except MalformedDocument:  # e.g. max_bytes lowered since: then judge it afresh
             return self._assess_bodies(copy, suffix)
-        report = Report("bundle", pith_number=bundle["pith_number"], valid_events=bundle["events"], merged_state=bundle["state"])
+        report = Report(
+            "bundle",
+            pith_number=bundle["pith_number"],
+            valid_events=bundle["events"],
+            merged_state=bundle["state"],
+        )
         report.canonical_sha256 = bundle["canonical_sha256"]
         return [], bundle, True, True, report
 
@@ -153,34 +168,56 @@ class Assessor:
         try:
             bundle = strictjson.loads_object(copy.bundle.body, max_bytes=self.max_bytes)
         except MalformedDocument as exc:
-            return [Reason(Status.MALFORMED, "bundle_not_json", f"bundle: {exc}")], None, False, False, None
+            return (
+                [Reason(Status.MALFORMED, "bundle_not_json", f"bundle: {exc}")],
+                None,
+                False,
+                False,
+                None,
+            )
         report = self.verifier.verify_bundle(bundle)
         if report.status is Status.MALFORMED:
             return list(report.reasons), None, False, False, report
         reasons.extend(report.reasons)
         if not str(bundle.get("pith_number", "")).endswith(":" + suffix):
-            reasons.append(Reason(Status.TAMPERED, "wrong_record", f"bundle is for {str(bundle.get('pith_number'))[:80]}, not the requested {suffix}"))
+            reasons.append(
+                Reason(
+                    Status.TAMPERED,
+                    "wrong_record",
+                    f"bundle is for {str(bundle.get('pith_number'))[:80]}, not the requested {suffix}",
+                )
+            )
             return reasons, None, False, False, report
         bundle_ok = report.ok
         state_ok = False
         if copy.state.retrieval is Retrieval.FOUND and report.merged_state is None:
             # The bundle could not be checked through (a value with no canonical encoding beside
             # a tampered part): there is no merge to hold state.json against, and it is not ok.
-            reasons.append(Reason(Status.MALFORMED, "state_unchecked", "state: not checked, the bundle beside it could not be verified"))
+            reasons.append(
+                Reason(
+                    Status.MALFORMED,
+                    "state_unchecked",
+                    "state: not checked, the bundle beside it could not be verified",
+                )
+            )
         elif copy.state.retrieval is Retrieval.FOUND:
             try:
                 state = strictjson.loads_object(copy.state.body, max_bytes=self.max_bytes)
             except MalformedDocument as exc:
                 reasons.append(Reason(Status.MALFORMED, "state_not_json", f"state: {exc}"))
             else:
-                pair = Report("pair", merged_state=report.merged_state, pith_number=report.pith_number)
+                pair = Report(
+                    "pair", merged_state=report.merged_state, pith_number=report.pith_number
+                )
                 self.verifier.check_served_state(pair, state)
                 reasons.extend(pair.reasons)
                 state_ok = bundle_ok and pair.ok
         return reasons, bundle, bundle_ok, state_ok, report
 
 
-def compare_record(assessments: list[Assessment], stored_events: Mapping[str, dict]) -> RecordComparison:
+def compare_record(
+    assessments: list[Assessment], stored_events: Mapping[str, dict]
+) -> RecordComparison:
     """One status per mirror and a verdict for the record.
 
     stale: the mirror lacks a verified event seen on another mirror or already in the store.
@@ -203,19 +240,40 @@ def compare_record(assessments: list[Assessment], stored_events: Mapping[str, di
         if a.bundle is not None:
             conflicting = sorted(ids & in_conflict)
             if conflicting:
-                reasons.append(Reason(Status.EQUIVOCATION, "equivocation", f"serves {len(conflicting)} signed event(s) that conflict with another signed event: {', '.join(c[:23] for c in conflicting[:3])}"))
+                reasons.append(
+                    Reason(
+                        Status.EQUIVOCATION,
+                        "equivocation",
+                        f"serves {len(conflicting)} signed event(s) that conflict with another signed event: {', '.join(c[:23] for c in conflicting[:3])}",
+                    )
+                )
             missing = all_ids - ids - in_conflict
             if missing:
                 where = "the store" if missing <= set(stored_events) else "another mirror"
-                reasons.append(Reason(Status.STALE, "stale", f"lacks {len(missing)} verified event(s) held by {where} ({len(ids)} of {len(all_ids)})"))
+                reasons.append(
+                    Reason(
+                        Status.STALE,
+                        "stale",
+                        f"lacks {len(missing)} verified event(s) held by {where} ({len(ids)} of {len(all_ids)})",
+                    )
+                )
         if not someone_has_it:
             # Nobody has the record: a 404 is not "missing while others have it".
-            reasons = [r for r in reasons if r.status is not Status.MISSING] or [Reason(Status.MISSING, "not_found", "no mirror has this record")]
+            reasons = [r for r in reasons if r.status is not Status.MISSING] or [
+                Reason(Status.MISSING, "not_found", "no mirror has this record")
+            ]
         status = most_severe(r.status for r in reasons)
         outcomes.append(MirrorOutcome(a.mirror, status, reasons, a))
 
     statuses = {o.status for o in outcomes}
-    bad = {Status.STALE, Status.TAMPERED, Status.BAD_SIGNATURE, Status.STATE_MISMATCH, Status.EQUIVOCATION, Status.MALFORMED}
+    bad = {
+        Status.STALE,
+        Status.TAMPERED,
+        Status.BAD_SIGNATURE,
+        Status.STATE_MISMATCH,
+        Status.EQUIVOCATION,
+        Status.MALFORMED,
+    }
     if statuses & bad or (Status.MISSING in statuses and someone_has_it):
         verdict = Verdict.DIVERGED
     elif not any(a.bundle is not None for a in assessments):

@@ -48,7 +48,7 @@ class PinnedKey:
     _verify_key: VerifyKey = field(repr=False, compare=False)
 
     @classmethod
-    def from_b64(cls, key_id: str, public_key_b64: str) -> "PinnedKey":
+    def from_b64(cls, key_id: str, public_key_b64: str) -> PinnedKey:
         try:
             raw = base64.b64decode(public_key_b64, validate=True)
         except (binascii.Error, ValueError, TypeError):
@@ -80,7 +80,7 @@ class TrustStore:
         self._keys = {k.key_id: k for k in keys}
 
     @classmethod
-    def registry_default(cls) -> "TrustStore":
+    def registry_default(cls) -> TrustStore:
         return cls([PinnedKey.from_b64(REGISTRY_KEY_ID, REGISTRY_KEY_B64)])
 
     @property

@@ -6,7 +6,7 @@ verification.  Output: the state document, identical for any order the events ar
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from pithsync.core.canonical import canon, canon_sha256
 
@@ -60,7 +60,12 @@ def _supersedes(event: Mapping) -> list[str]:
 
 def _place(event: Mapping) -> tuple:
     """The place an event claims: same signer, subject, target and predecessor."""
-    return (_signer_id(event), str(event.get("subject_pith_number")), str(event.get("target")), str(event.get("prev_event")))
+    return (
+        _signer_id(event),
+        str(event.get("subject_pith_number")),
+        str(event.get("target")),
+        str(event.get("prev_event")),
+    )
 
 
 def find_equivocations(valid_events: Iterable[Mapping]) -> list[dict]:
@@ -147,7 +152,9 @@ def merge_state(
     current["record_created"] = record_created
 
     invalid_events = [
-        {"event_id": ev["event_id"], "reason": invalid[ev["event_id"]]} for ev in ordered if ev["event_id"] in invalid
+        {"event_id": ev["event_id"], "reason": invalid[ev["event_id"]]}
+        for ev in ordered
+        if ev["event_id"] in invalid
     ]
     state = {
         "state_type": STATE_TYPE,

@@ -44,7 +44,9 @@ def parse_full(text: str) -> PithNumber:
     # Exact: a number inside a signed document must be written canonically, not merely parse.
     m = _FULL.match(text) if isinstance(text, str) else None
     if not m:
-        raise InvalidPithNumber(f"not a full pith number (pith:YYYY:{SUFFIX_LEN} base32 chars): {str(text)[:80]!r}")
+        raise InvalidPithNumber(
+            f"not a full pith number (pith:YYYY:{SUFFIX_LEN} base32 chars): {str(text)[:80]!r}"
+        )
     return PithNumber(int(m.group(1)), m.group(2))
 
 

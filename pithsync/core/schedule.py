@@ -119,8 +119,9 @@ class ScheduleState:
 
 def discovered(state: ScheduleState, now: float) -> ScheduleState:
     """The state after a hint (discovery, citation, pull) at `now`: due at once, ranked higher."""
-    return replace(state, discovered_at=max(state.discovered_at, now),
-                   next_due=min(state.next_due, now))
+    return replace(
+        state, discovered_at=max(state.discovered_at, now), next_due=min(state.next_due, now)
+    )
 
 
 def jitter_fraction(suffix: str) -> float:
@@ -333,8 +334,9 @@ def coverage(states: Iterable[ScheduleState], now: float, policy: SchedulePolicy
         if now - seen > policy.max_interval:
             overdue += 1
     age = None if oldest is None else now - oldest
-    return Coverage(tracked=tracked, due=due, overdue=overdue, never_checked=never,
-                    oldest_check_age=age)
+    return Coverage(
+        tracked=tracked, due=due, overdue=overdue, never_checked=never, oldest_check_age=age
+    )
 
 
 def full_pass_seconds(

@@ -109,7 +109,15 @@ class RecordSink:
     transaction), the log, the caller.  The one place a record is committed, whichever process
     examined it (see shards.py)."""
 
-    def __init__(self, cfg: Config, store: Store, *, on_record: Callable[[RecordResult], None] | None = None, batch_records: int = 1000, keep_results: bool = True):
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        *,
+        on_record: Callable[[RecordResult], None] | None = None,
+        batch_records: int = 1000,
+        keep_results: bool = True,
+    ):
         self.cfg = cfg
         self.store = store
         self.on_record = on_record
@@ -121,7 +129,9 @@ class RecordSink:
     def commit(self, run_id: str, result: RecordResult, write: RecordWrite | None) -> None:
         self.commit_many(run_id, [(result, write)])
 
-    def commit_many(self, run_id: str, records: list[tuple[RecordResult, RecordWrite | None]]) -> None:
+    def commit_many(
+        self, run_id: str, records: list[tuple[RecordResult, RecordWrite | None]]
+    ) -> None:
         """Records examined together (a worker's message): written as one group, then each
         logged and handed on, in order."""
         if self._store_failed is not None:
@@ -149,18 +159,37 @@ class RecordSink:
                     return
                 result = records[0][0]
                 log_event(
-                    log, logging.ERROR, "record_failed", exc_info=True, record=result.pith_number,
+                    log,
+                    logging.ERROR,
+                    "record_failed",
+                    exc_info=True,
+                    record=result.pith_number,
                     error=repr(exc),
                 )
-                records = [(failed_result(Target(result.pith_number.rsplit(":", 1)[-1], result.pith_number), internal_error(exc)), None)]
+                records = [
+                    (
+                        failed_result(
+                            Target(result.pith_number.rsplit(":", 1)[-1], result.pith_number),
+                            internal_error(exc),
+                        ),
+                        None,
+                    )
+                ]
         for result, write in records:
             # Journald hears about records that need attention; -v shows every record.
             level = logging.DEBUG if result.verdict is Verdict.IN_SYNC else logging.INFO
-            if write is not None and log.isEnabledFor(level):  # the mirrors' list is not built for a line nobody logs
+            if write is not None and log.isEnabledFor(
+                level
+            ):  # the mirrors' list is not built for a line nobody logs
                 mirrors = ",".join(f"{m.name}:{m.status.value}" for m in result.mirrors)
                 log_event(
-                    log, level, "record_checked", record=result.pith_number,
-                    verdict=result.verdict.value, events=result.event_count, mirrors=mirrors,
+                    log,
+                    level,
+                    "record_checked",
+                    record=result.pith_number,
+                    verdict=result.verdict.value,
+                    events=result.event_count,
+                    mirrors=mirrors,
                 )
             if self.keep_results:
                 self.results[result.pith_number] = result

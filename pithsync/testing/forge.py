@@ -39,7 +39,7 @@ class ForgeKey:
     signing_key: SigningKey = field(repr=False)
 
     @classmethod
-    def from_seed(cls, key_id: str, seed: str) -> "ForgeKey":
+    def from_seed(cls, key_id: str, seed: str) -> ForgeKey:
         return cls(key_id, SigningKey(hashlib.sha256(seed.encode()).digest()))
 
     @property
@@ -61,10 +61,17 @@ class ForgeKey:
         return base64.b64encode(self.signing_key.sign(bytes.fromhex(digest_hex)).signature).decode()
 
     def public_key_entry(self) -> dict:
-        return public_key_entry(self.key_id, self.raw_public, "https://mirror.test/pith-signing-key.json")
+        return public_key_entry(
+            self.key_id, self.raw_public, "https://mirror.test/pith-signing-key.json"
+        )
 
     def signer(self) -> dict:
-        return {"signer_id": "pith.science", "signer_type": "pith_registry", "key_id": self.key_id, "public_key_fingerprint": self.fingerprint}
+        return {
+            "signer_id": "pith.science",
+            "signer_type": "pith_registry",
+            "key_id": self.key_id,
+            "public_key_fingerprint": self.fingerprint,
+        }
 
     def signature_block(self, digest_hex: str, message: str, signed_at: str) -> dict:
         return {
@@ -79,12 +86,16 @@ class ForgeKey:
 
 
 TEST_KEY = ForgeKey.from_seed(TEST_KEY_ID, "pithsync test registry key")
-ROGUE_KEY = ForgeKey.from_seed("pith-v1-2026-05", "a mirror's own key, never pinned")  # claims the real key_id
+ROGUE_KEY = ForgeKey.from_seed(
+    "pith-v1-2026-05", "a mirror's own key, never pinned"
+)  # claims the real key_id
 
 
 def test_trust(*extra: ForgeKey) -> TrustStore:
     """The test key pinned (plus the real registry key, so seeds verify too)."""
-    return TrustStore([TEST_KEY.pinned(), *TrustStore.registry_default(), *(k.pinned() for k in extra)])
+    return TrustStore(
+        [TEST_KEY.pinned(), *TrustStore.registry_default(), *(k.pinned() for k in extra)]
+    )
 
 
 dumps = compact  # bytes as the registry serves them: compact, not key-sorted
@@ -110,7 +121,9 @@ def pith_number_of(record: dict) -> str:
     return str(numbers.derive(record))
 
 
-def sign_event(event: dict, key: ForgeKey = TEST_KEY, signed_at: str = "2026-07-03T06:28:49.539055Z") -> dict:
+def sign_event(
+    event: dict, key: ForgeKey = TEST_KEY, signed_at: str = "2026-07-03T06:28:49.539055Z"
+) -> dict:
     """Fill in content_sha256, event_id and signature of an event (in place and returned)."""
     body = without(event, *EVENT_HASH_EXCLUDES)
     digest = canon_sha256(body)
@@ -143,11 +156,23 @@ def make_event(
             "receipt_version": "0.3",
             "canonical_sha256": digest,
         }
-        payload = {"canonical_record": record, "canonical_sha256": digest, "receipt": receipt, "attestation_state": "computed"}
+        payload = {
+            "canonical_record": record,
+            "canonical_sha256": digest,
+            "receipt": receipt,
+            "attestation_state": "computed",
+        }
     event = {
         "event_type": event_type,
         "subject_pith_number": pith,
-        "target": target or ("record" if event_type == "record_created" else "graph" if event_type == "graph_snapshot" else event_type),
+        "target": target
+        or (
+            "record"
+            if event_type == "record_created"
+            else "graph"
+            if event_type == "graph_snapshot"
+            else event_type
+        ),
         "payload": payload if payload is not None else {"note": f"forged {event_type}"},
         "signer": key.signer(),
         "created_at": created_at,
@@ -161,7 +186,11 @@ def make_event(
 def graph_payload(i: int, cites: list[str] = ()) -> dict:
     return {
         "graph_snapshot": {
-            "paper": {"title": f"Forged paper {i}", "authors_text": "A. Forger", "abstract_excerpt": "x" * 200},
+            "paper": {
+                "title": f"Forged paper {i}",
+                "authors_text": "A. Forger",
+                "abstract_excerpt": "x" * 200,
+            },
             "references": {"count": len(cites), "sample": [{"pith_number": c} for c in cites]},
             "claims": {"count": 0, "items": []},
         }
@@ -181,9 +210,22 @@ def make_bundle(
     """A bundle signed by `key`; its state is the true merge unless `state` is given."""
     pith = pith_number_of(record)
     suffix = pith.split(":")[2]
-    aliases = [{"alias_kind": "pith_short_8", "alias_value": suffix[:8], "created_at": "2026-06-09T00:04:46Z"}]
+    aliases = [
+        {
+            "alias_kind": "pith_short_8",
+            "alias_value": suffix[:8],
+            "created_at": "2026-06-09T00:04:46Z",
+        }
+    ]
     if record["source"]["kind"] == "arxiv":
-        aliases.insert(0, {"alias_kind": "arxiv", "alias_value": record["source"]["id"], "created_at": "2026-06-09T00:04:46Z"})
+        aliases.insert(
+            0,
+            {
+                "alias_kind": "arxiv",
+                "alias_value": record["source"]["id"],
+                "created_at": "2026-06-09T00:04:46Z",
+            },
+        )
     if state is None:
         state = true_state(pith, record, aliases, events, trust)
     # The merge shares payload objects with the events; a bundle owns its own copies, so that
@@ -218,11 +260,16 @@ def make_bundle(
 def resign_bundle(bundle: dict, key: ForgeKey = TEST_KEY) -> dict:
     bundle.pop("bundle_signature", None)
     digest = canon_sha256(bundle)
-    bundle["bundle_signature"] = {**key.signature_block(digest, SIGNED_MESSAGE["bundle"], "2026-07-03T06:28:49.541486Z"), "bundle_sha256": digest}
+    bundle["bundle_signature"] = {
+        **key.signature_block(digest, SIGNED_MESSAGE["bundle"], "2026-07-03T06:28:49.541486Z"),
+        "bundle_sha256": digest,
+    }
     return bundle
 
 
-def true_state(pith: str, record: dict, aliases: list, events: list[dict], trust: TrustStore | None = None) -> dict:
+def true_state(
+    pith: str, record: dict, aliases: list, events: list[dict], trust: TrustStore | None = None
+) -> dict:
     from pithsync.core.verify import Verifier
 
     verifier = Verifier(trust or test_trust())
@@ -255,7 +302,9 @@ class ForgedRecord:
         return make_bundle(self.record, self.events[: upto or len(self.events)], **kwargs)
 
 
-def forge_record(i: int, n_events: int = 2, *, cites: list[str] = (), year: int = 2026, all_types: bool = False) -> ForgedRecord:
+def forge_record(
+    i: int, n_events: int = 2, *, cites: list[str] = (), year: int = 2026, all_types: bool = False
+) -> ForgedRecord:
     """Record i with a record_created event and `n_events - 1` more, a day apart."""
     record = make_record(i, year)
     events = [make_event(record, "record_created", created_at=f"{year}-06-09T00:04:46Z")]
@@ -263,9 +312,20 @@ def forge_record(i: int, n_events: int = 2, *, cites: list[str] = (), year: int 
     prev = None
     for n in range(1, n_events):
         etype = types[(n - 1) % len(types)]
-        payload = graph_payload(i, cites) if etype == "graph_snapshot" else {"note": f"{etype} {n} of forged record {i}"}
+        payload = (
+            graph_payload(i, cites)
+            if etype == "graph_snapshot"
+            else {"note": f"{etype} {n} of forged record {i}"}
+        )
         # Successive snapshots chain through prev_event, so they never claim the same place.
-        ev = make_event(record, etype, payload, created_at=f"{year}-06-{9 + n:02d}T00:00:00Z", prev_event=prev if etype == "graph_snapshot" else None, target=f"{etype}:{n}" if etype != "graph_snapshot" else None)
+        ev = make_event(
+            record,
+            etype,
+            payload,
+            created_at=f"{year}-06-{9 + n:02d}T00:00:00Z",
+            prev_event=prev if etype == "graph_snapshot" else None,
+            target=f"{etype}:{n}" if etype != "graph_snapshot" else None,
+        )
         if etype == "graph_snapshot":
             prev = ev["event_id"]
         events.append(ev)
@@ -289,11 +349,19 @@ def rewritten_with(bundle: dict, key: ForgeKey = ROGUE_KEY) -> dict:
         ev["signer"] = key.signer()
         if ev["event_type"] == "record_created":
             receipt = ev["payload"]["receipt"]
-            receipt.update(key.signature_block(receipt["canonical_sha256"], SIGNED_MESSAGE["receipt"], receipt.get("signed_at", "")))
+            receipt.update(
+                key.signature_block(
+                    receipt["canonical_sha256"],
+                    SIGNED_MESSAGE["receipt"],
+                    receipt.get("signed_at", ""),
+                )
+            )
         events.append(sign_event(ev, key))
     b["events"] = events
     b["public_keys"] = [key.public_key_entry()]
-    b["state"] = true_state(b["pith_number"], b["canonical_record"], b["source_aliases"], events, test_trust(key))
+    b["state"] = true_state(
+        b["pith_number"], b["canonical_record"], b["source_aliases"], events, test_trust(key)
+    )
     return resign_bundle(b, key)
 
 
@@ -322,6 +390,14 @@ def equivocating_pair(forged: ForgedRecord, key: ForgeKey = TEST_KEY) -> tuple[d
     last = forged.events[-1]
     forks = []
     for side in ("left", "right"):
-        ev = make_event(forged.record, "correction", {"fork": side}, created_at="2026-07-01T00:00:00Z", key=key, prev_event=last["event_id"], target="record")
+        ev = make_event(
+            forged.record,
+            "correction",
+            {"fork": side},
+            created_at="2026-07-01T00:00:00Z",
+            key=key,
+            prev_event=last["event_id"],
+            target="record",
+        )
         forks.append(make_bundle(forged.record, [*forged.events, ev], key=key))
     return forks[0], forks[1]

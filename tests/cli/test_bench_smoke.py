@@ -26,14 +26,18 @@ from bench.servers import find_nginx  # noqa: E402
 
 pytestmark = pytest.mark.slow  # real subprocesses, hundreds of records or many examples
 
-needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="the harness's curl floor needs curl")
+needs_curl = pytest.mark.skipif(
+    shutil.which("curl") is None, reason="the harness's curl floor needs curl"
+)
 
 
 def _positive(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
-def _run(tmp_path: Path, records: int, curve: list[int], server: str = "auto", repeat: int = 1) -> tuple[dict, str]:
+def _run(
+    tmp_path: Path, records: int, curve: list[int], server: str = "auto", repeat: int = 1
+) -> tuple[dict, str]:
     lines: list[str] = []
 
     def log(*args) -> None:
@@ -42,41 +46,78 @@ def _run(tmp_path: Path, records: int, curve: list[int], server: str = "auto", r
         print(text)
 
     opts = harness.Options(
-        records=records, curve=curve, server=server, repeat=repeat, baseline_repeat=1, verify_repeat=1,
-        out_dir=tmp_path / "out", cache_dir=tmp_path / "cache", log=log,
+        records=records,
+        curve=curve,
+        server=server,
+        repeat=repeat,
+        baseline_repeat=1,
+        verify_repeat=1,
+        out_dir=tmp_path / "out",
+        cache_dir=tmp_path / "cache",
+        log=log,
     )
     return harness.run_benchmark(opts), "\n".join(lines)
 
 
 def _check_structure(results: dict, n: int, sizes: list[int]) -> None:
     f = results["figures"]
-    assert set(f) >= {"full_sync_ratio", "stack_ratio", "resync", "verification", "memory_and_scaling"}
+    assert set(f) >= {
+        "full_sync_ratio",
+        "stack_ratio",
+        "resync",
+        "verification",
+        "memory_and_scaling",
+    }
     # 1 and 2: the full sync against curl and against bare aiohttp
-    assert _positive(f["full_sync_ratio"]["value"]) and _positive(f["full_sync_ratio"]["curl_s"]) and _positive(f["full_sync_ratio"]["pithsync_s"])
+    assert (
+        _positive(f["full_sync_ratio"]["value"])
+        and _positive(f["full_sync_ratio"]["curl_s"])
+        and _positive(f["full_sync_ratio"]["pithsync_s"])
+    )
     assert _positive(f["stack_ratio"]["value"]) and _positive(f["stack_ratio"]["aiohttp_s"])
     # 3: the re-sync
     r = f["resync"]
     assert _positive(r["time_ratio"]) and _positive(r["resync_s"])
     assert 0 < r["share_304"] <= 1 and r["requests"] == n * 6
-    assert r["bytes_ratio"] is not None and 0 <= r["bytes_ratio"] < 1 and _positive(r["full_body_bytes"])
+    assert (
+        r["bytes_ratio"] is not None
+        and 0 <= r["bytes_ratio"] < 1
+        and _positive(r["full_body_bytes"])
+    )
     assert r["in_sync"] is True
     # 4: verification in process, against the floor, every document verified by both
     v = f["verification"]
-    assert _positive(v["ratio"]) and _positive(v["pithsync_s"]) and _positive(v["floor_s"]) and _positive(v["pithsync_3_copies_s"])
+    assert (
+        _positive(v["ratio"])
+        and _positive(v["pithsync_s"])
+        and _positive(v["floor_s"])
+        and _positive(v["pithsync_3_copies_s"])
+    )
     assert v["all_verified"] is True and v["n"] == n
     enc = v["canonical_encoder"]
     assert enc["byte_identical"] is True and enc["values"] >= 2 * n and _positive(enc["speedup"])
     # 5: peak RSS and time per record at every size of the curve
     m = f["memory_and_scaling"]
-    assert sorted(int(k) for k in m["peak_rss_mb"]) == sizes == sorted(int(k) for k in m["time_per_record_ms"])
-    assert all(_positive(x) for x in m["peak_rss_mb"].values()) and all(_positive(x) for x in m["time_per_record_ms"].values())
+    assert (
+        sorted(int(k) for k in m["peak_rss_mb"])
+        == sizes
+        == sorted(int(k) for k in m["time_per_record_ms"])
+    )
+    assert all(_positive(x) for x in m["peak_rss_mb"].values()) and all(
+        _positive(x) for x in m["time_per_record_ms"].values()
+    )
     if len(sizes) > 1:
         assert _positive(m["growth"])
     # the sync itself worked, and the table has a row per target with a verdict
     assert results["in_sync"] is True and results["valid"] is True
     assert all(v is not False for v in results["sanity"].values()), results["sanity"]
     assert results["sanity"]["full_sync_requests"] == n * 6
-    assert len(results["checks"]) == 9 and {c["status"] for c in results["checks"]} <= {"PASS", "FAIL", "n/a", "info"}
+    assert len(results["checks"]) == 9 and {c["status"] for c in results["checks"]} <= {
+        "PASS",
+        "FAIL",
+        "n/a",
+        "info",
+    }
     m_info = results["machine"]
     assert _positive(m_info["nproc"]) and m_info["cpu_model"] and _positive(m_info["ram_gib"])
 
@@ -88,7 +129,9 @@ def test_bench_smoke(tmp_path):
     # Two full syncs and two re-syncs at N: the fastest of each is the one the figures use.
     pulls = results["runs"]["pulls"]
     assert len(pulls) == 4
-    assert results["figures"]["full_sync_ratio"]["pithsync_s"] == min(p["wall_s"] for p in pulls[0::2])
+    assert results["figures"]["full_sync_ratio"]["pithsync_s"] == min(
+        p["wall_s"] for p in pulls[0::2]
+    )
     assert results["figures"]["resync"]["resync_s"] == min(p["wall_s"] for p in pulls[1::2])
     if find_nginx() is None:
         assert results["server"]["fallback"] and "FALLBACK" in log  # said loudly, not silently
@@ -97,12 +140,22 @@ def test_bench_smoke(tmp_path):
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["figures"].keys() == results["figures"].keys()
     table = harness.render_table(results)
-    for row in ("full sync ratio", "stack ratio", "re-sync", "verification ratio", "peak RSS", "time per record", "nproc"):
+    for row in (
+        "full sync ratio",
+        "stack ratio",
+        "re-sync",
+        "verification ratio",
+        "peak RSS",
+        "time per record",
+        "nproc",
+    ):
         assert row in table
 
 
 @needs_curl
-@pytest.mark.skipif(find_nginx() is None, reason="without nginx the test above already runs the fallback")
+@pytest.mark.skipif(
+    find_nginx() is None, reason="without nginx the test above already runs the fallback"
+)
 def test_bench_smoke_fallback_server(tmp_path):
     results, log = _run(tmp_path, 40, [40], server="python")
     assert results["server"]["fallback"] and "FALLBACK" in log

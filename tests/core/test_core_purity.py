@@ -14,10 +14,30 @@ import pithsync.core
 
 CORE_DIR = Path(pithsync.core.__file__).parent
 CORE_FILES = sorted(CORE_DIR.glob("*.py"))
-EXPECTED_MODULES = {"canonical", "errors", "keys", "merge", "numbers", "status", "strictjson", "urls", "verify"}
+EXPECTED_MODULES = {
+    "canonical",
+    "errors",
+    "keys",
+    "merge",
+    "numbers",
+    "status",
+    "strictjson",
+    "urls",
+    "verify",
+}
 
 # Must not be loaded at all when the whole core is imported.
-FORBIDDEN_LOADED = ("aiohttp", "sqlite3", "sqlite_utils", "pithsync.cli", "pithsync.store", "pithsync.config", "anyio", "tenacity", "rich")
+FORBIDDEN_LOADED = (
+    "aiohttp",
+    "sqlite3",
+    "sqlite_utils",
+    "pithsync.cli",
+    "pithsync.store",
+    "pithsync.config",
+    "anyio",
+    "tenacity",
+    "rich",
+)
 # Must not be imported by any core source file (the stdlib ones above are loaded by the
 # interpreter anyway, so only a static scan can catch them).
 FORBIDDEN_IMPORTS = (
@@ -54,7 +74,11 @@ def imported_modules(source: str, filename: str = "<src>") -> set[str]:
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                parts = ["pithsync", "core"][: 3 - node.level] if node.level <= 2 else ["<beyond-top-level>"]
+                parts = (
+                    ["pithsync", "core"][: 3 - node.level]
+                    if node.level <= 2
+                    else ["<beyond-top-level>"]
+                )
                 module = ".".join(parts + ([node.module] if node.module else []))
             else:
                 module = node.module or ""
@@ -62,8 +86,19 @@ def imported_modules(source: str, filename: str = "<src>") -> set[str]:
             found.update(f"{module}.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.Call):
             func = node.func
-            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
-            if name in ("__import__", "import_module") and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+            name = (
+                func.id
+                if isinstance(func, ast.Name)
+                else func.attr
+                if isinstance(func, ast.Attribute)
+                else None
+            )
+            if (
+                name in ("__import__", "import_module")
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
                 found.add(node.args[0].value)
     return found
 
@@ -71,7 +106,13 @@ def imported_modules(source: str, filename: str = "<src>") -> set[str]:
 def _violations(modules: set[str]) -> set[str]:
     bad = {m for m in modules if _matches(m, FORBIDDEN_IMPORTS)}
     # Within pithsync, the core may only import the core.
-    bad |= {m for m in modules if _matches(m, ("pithsync",)) and m != "pithsync" and not _matches(m, ("pithsync.core", "pithsync.__version__"))}
+    bad |= {
+        m
+        for m in modules
+        if _matches(m, ("pithsync",))
+        and m != "pithsync"
+        and not _matches(m, ("pithsync.core", "pithsync.__version__"))
+    }
     bad |= {m for m in modules if m.startswith("<beyond-top-level>")}
     return bad
 
@@ -88,7 +129,13 @@ def test_importing_the_whole_core_loads_no_shell_modules():
         "for n in names: importlib.import_module('pithsync.core.' + n)\n"
         "print(json.dumps({'imported': names, 'modules': sorted(sys.modules)}))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=CORE_DIR.parent.parent)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=CORE_DIR.parent.parent,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert set(result["imported"]) >= EXPECTED_MODULES  # it really imported the core
@@ -107,7 +154,11 @@ def test_core_sources_have_no_forbidden_imports(path):
 def test_scan_sees_the_imports_it_should():
     # The scanner must find what is there, so that the test above cannot pass by accident.
     verify_imports = imported_modules((CORE_DIR / "verify.py").read_text(encoding="utf-8"))
-    assert {"pithsync.core.merge", "pithsync.core.keys", "pithsync.core.canonical"} <= verify_imports
+    assert {
+        "pithsync.core.merge",
+        "pithsync.core.keys",
+        "pithsync.core.canonical",
+    } <= verify_imports
     assert "hashlib" in imported_modules((CORE_DIR / "canonical.py").read_text(encoding="utf-8"))
 
 
@@ -142,7 +193,13 @@ def test_scanner_flags_forbidden_imports(source):
 
 @pytest.mark.parametrize(
     "source",
-    ["import json", "from pithsync.core.errors import PithError", "from .errors import PithError", "from . import numbers", "import hashlib, base64"],
+    [
+        "import json",
+        "from pithsync.core.errors import PithError",
+        "from .errors import PithError",
+        "from . import numbers",
+        "import hashlib, base64",
+    ],
 )
 def test_scanner_allows_pure_imports(source):
     assert _violations(imported_modules(source)) == set()

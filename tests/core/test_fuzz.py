@@ -20,17 +20,16 @@ randomized run:  PITHSYNC_FUZZ_EXAMPLES=20000 pytest tests/test_fuzz.py
 
 from __future__ import annotations
 
-import pytest
-
 import json
 import os
-from functools import lru_cache
+from functools import cache, lru_cache
 
+import pytest
+import reliability_counts
+from helpers import BUNDLE_SEEDS, SEED_DIR, STATE_SEED
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import reliability_counts
-from helpers import BUNDLE_SEEDS, SEED_DIR, STATE_SEED
 from pithsync.core import strictjson
 from pithsync.core.canonical import canon, without
 from pithsync.core.compare import Assessor, Fetched, MirrorCopy, Retrieval, compare_record
@@ -44,7 +43,13 @@ from pithsync.testing import forge
 TOTAL = int(os.environ.get("PITHSYNC_FUZZ_EXAMPLES", "1200"))
 PER_TEST = max(TOTAL // 4, 10)
 LONG = TOTAL > 1200
-FUZZ = settings(max_examples=PER_TEST, deadline=None, derandomize=not LONG, suppress_health_check=list(HealthCheck), database=None if not LONG else settings.default.database)
+FUZZ = settings(
+    max_examples=PER_TEST,
+    deadline=None,
+    derandomize=not LONG,
+    suppress_health_check=list(HealthCheck),
+    database=None if not LONG else settings.default.database,
+)
 
 TRUST = forge.test_trust()  # the forge's test key and the registry key
 
@@ -73,7 +78,10 @@ def originals() -> tuple[Original, ...]:
     out = [Original(name, (SEED_DIR / name).read_bytes()) for name in (*BUNDLE_SEEDS, STATE_SEED)]
     rich = forge.forge_record(3, n_events=5, all_types=True)
     left, _ = forge.equivocating_pair(forge.forge_record(4, n_events=3))
-    for name, bundle in (("forged all event types", rich.bundle()), ("forged with a correction", left)):
+    for name, bundle in (
+        ("forged all event types", rich.bundle()),
+        ("forged with a correction", left),
+    ):
         out.append(Original(name, forge.dumps(bundle)))
         out.append(Original(name + " (state.json)", forge.dumps(bundle["state"])))
     return tuple(out)
@@ -98,10 +106,18 @@ def check_mutant(original: Original, data: bytes) -> None:
         doc = None  # refused as input: fine, nothing to verify
     verifier = Verifier(TRUST)
     if doc is not None:
-        for report in (verifier.verify_bundle(doc), verifier.verify_state(doc), verify_document(doc, verifier)):
+        for report in (
+            verifier.verify_bundle(doc),
+            verifier.verify_state(doc),
+            verify_document(doc, verifier),
+        ):
             if report.ok:
-                assert report.kind == original.kind, f"a mutated {original.kind} verified as a {report.kind}"
-                assert isinstance(doc, dict) and signed_part(doc, report.kind) == signed_part(original.doc, original.kind), "ok, yet its signed/hashed part differs"
+                assert report.kind == original.kind, (
+                    f"a mutated {original.kind} verified as a {report.kind}"
+                )
+                assert isinstance(doc, dict) and signed_part(doc, report.kind) == signed_part(
+                    original.doc, original.kind
+                ), "ok, yet its signed/hashed part differs"
         if original.kind == "bundle":
             pair = verifier.verify_pair(doc, original.doc["state"])
             if pair.ok:
@@ -109,19 +125,33 @@ def check_mutant(original: Original, data: bytes) -> None:
 
     # Through the crawler's path: the mutant served by one mirror, the original by another.
     if original.kind == "bundle":
-        bad = MirrorCopy("bad", Fetched(Retrieval.FOUND, "b", data), Fetched(Retrieval.FOUND, "s", original.state_bytes))
+        bad = MirrorCopy(
+            "bad",
+            Fetched(Retrieval.FOUND, "b", data),
+            Fetched(Retrieval.FOUND, "s", original.state_bytes),
+        )
     else:
         # A mutated state.json beside the bundle it belongs to (forged), or on its own (seed).
         bundle_bytes = _bundle_for_state(original)
-        bad = MirrorCopy("bad", Fetched(Retrieval.FOUND, "b", bundle_bytes) if bundle_bytes else Fetched(Retrieval.NOT_FOUND, "b"), Fetched(Retrieval.FOUND, "s", data))
+        bad = MirrorCopy(
+            "bad",
+            Fetched(Retrieval.FOUND, "b", bundle_bytes)
+            if bundle_bytes
+            else Fetched(Retrieval.NOT_FOUND, "b"),
+            Fetched(Retrieval.FOUND, "s", data),
+        )
     honest = _honest_copy(original)
     assessor = Assessor(verifier)
     a_bad = assessor.assess(bad, original.suffix)
     a_honest = assessor.assess(honest, original.suffix)
     if a_bad.bundle_ok:
-        assert signed_part(strictjson.loads_object(bad.bundle.body), "bundle") == signed_part(strictjson.loads_object(honest.bundle.body), "bundle")
+        assert signed_part(strictjson.loads_object(bad.bundle.body), "bundle") == signed_part(
+            strictjson.loads_object(honest.bundle.body), "bundle"
+        )
     if a_bad.state_ok:
-        assert canon(strictjson.loads_object(bad.state.body)) == canon(strictjson.loads_object(honest.state.body))
+        assert canon(strictjson.loads_object(bad.state.body)) == canon(
+            strictjson.loads_object(honest.state.body)
+        )
     comparison = compare_record([a_bad, a_honest], {})
     outcome = {o.mirror: o for o in comparison.outcomes}
     if honest.bundle.retrieval is Retrieval.FOUND:
@@ -138,11 +168,23 @@ def _bundle_for_state(original: Original) -> bytes | None:
 
 def _honest_copy(original: Original) -> MirrorCopy:
     if original.kind == "bundle":
-        return MirrorCopy("honest", Fetched(Retrieval.FOUND, "b", original.data), Fetched(Retrieval.FOUND, "s", original.state_bytes))
+        return MirrorCopy(
+            "honest",
+            Fetched(Retrieval.FOUND, "b", original.data),
+            Fetched(Retrieval.FOUND, "s", original.state_bytes),
+        )
     bundle_bytes = _bundle_for_state(original)
     if bundle_bytes is None:
-        return MirrorCopy("honest", Fetched(Retrieval.NOT_FOUND, "b"), Fetched(Retrieval.FOUND, "s", original.data))
-    return MirrorCopy("honest", Fetched(Retrieval.FOUND, "b", bundle_bytes), Fetched(Retrieval.FOUND, "s", original.data))
+        return MirrorCopy(
+            "honest",
+            Fetched(Retrieval.NOT_FOUND, "b"),
+            Fetched(Retrieval.FOUND, "s", original.data),
+        )
+    return MirrorCopy(
+        "honest",
+        Fetched(Retrieval.FOUND, "b", bundle_bytes),
+        Fetched(Retrieval.FOUND, "s", original.data),
+    )
 
 
 # -- byte-level mutations -------------------------------------------------------------------------
@@ -160,7 +202,10 @@ def byte_mutant(draw, pool: tuple[Original, ...]):
         if op == "flip" and data:
             data[pos] ^= 1 << draw(st.integers(0, 7))
         elif op == "insert":
-            data[pos:pos] = draw(st.binary(min_size=1, max_size=4) | st.sampled_from([bytes([c]) for c in INTERESTING]))
+            data[pos:pos] = draw(
+                st.binary(min_size=1, max_size=4)
+                | st.sampled_from([bytes([c]) for c in INTERESTING])
+            )
         elif op == "delete" and data:
             del data[pos : pos + draw(st.integers(1, 16))]
         elif op == "overwrite" and data:
@@ -189,7 +234,9 @@ def test_byte_mutations_of_forged_documents(case):
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 
@@ -204,7 +251,7 @@ def _paths(node, prefix=()):
             yield from _paths(v, (*prefix, i))
 
 
-@lru_cache(maxsize=None)
+@cache
 def paths_of(name: str) -> tuple[tuple, ...]:
     original = next(o for o in originals() if o.name == name)
     return tuple(_paths(original.doc))
@@ -222,7 +269,9 @@ def nearby(draw, value):
     if isinstance(value, bool):
         return draw(st.sampled_from([not value, int(value), str(value).lower()]))
     if isinstance(value, int):
-        return draw(st.sampled_from([value + 1, value - 1, -value, float(value), str(value), 10**70]))
+        return draw(
+            st.sampled_from([value + 1, value - 1, -value, float(value), str(value), 10**70])
+        )
     if isinstance(value, float):
         return draw(st.sampled_from([value + 1, int(value), str(value)]))
     if isinstance(value, str):
@@ -232,7 +281,13 @@ def nearby(draw, value):
         return draw(
             st.sampled_from(
                 [
-                    value[:i] + chr((ord(value[i]) + 1) % 0x110000 if ord(value[i]) + 1 not in range(0xD800, 0xE000) else 0x41) + value[i + 1 :],
+                    value[:i]
+                    + chr(
+                        (ord(value[i]) + 1) % 0x110000
+                        if ord(value[i]) + 1 not in range(0xD800, 0xE000)
+                        else 0x41
+                    )
+                    + value[i + 1 :],
                     value.upper() if value.upper() != value else value.lower(),
                     value + " ",
                     value[:i],
@@ -264,10 +319,17 @@ def structure_mutant(draw, pool: tuple[Original, ...]):
             del parent[path[-1]]
             continue
         if op == "add" and isinstance(node, dict):
-            node[draw(st.sampled_from(["x", "signature", "tampered_by", "state_sha256", "event_id"]) | st.text(max_size=6))] = draw(JSON_VALUES)
+            node[
+                draw(
+                    st.sampled_from(["x", "signature", "tampered_by", "state_sha256", "event_id"])
+                    | st.text(max_size=6)
+                )
+            ] = draw(JSON_VALUES)
             continue
         if op == "add" and isinstance(node, list):
-            node.insert(draw(st.integers(0, len(node))), draw(JSON_VALUES | st.sampled_from(node or [None])))
+            node.insert(
+                draw(st.integers(0, len(node))), draw(JSON_VALUES | st.sampled_from(node or [None]))
+            )
             continue
         new = draw(nearby(node)) if op == "nearby" else draw(JSON_VALUES)
         if path:
@@ -329,7 +391,11 @@ def test_tampered_bundle_with_an_unencodable_value_beside_its_state_json():
     bundle["events"][0]["prev_event"] = 0
     bundle["source_aliases"][0]["alias_kind"] = "\ud800" + bundle["source_aliases"][0]["alias_kind"]
     data = json.dumps(bundle).encode()
-    copy = MirrorCopy("bad", Fetched(Retrieval.FOUND, "b", data), Fetched(Retrieval.FOUND, "s", original.state_bytes))
+    copy = MirrorCopy(
+        "bad",
+        Fetched(Retrieval.FOUND, "b", data),
+        Fetched(Retrieval.FOUND, "s", original.state_bytes),
+    )
     a = Assessor(Verifier(TRUST)).assess(copy, original.suffix)
     assert not a.bundle_ok and not a.state_ok
     assert {"event_hash_mismatch", "unencodable", "state_unchecked"} <= {r.code for r in a.reasons}

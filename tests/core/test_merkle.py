@@ -29,8 +29,16 @@ VECTORS = json.loads(
 # testonly/constants.go: LeafInputs, NodeHashes (level -> index), RootHashes (by size 0..8).
 LEAF_INPUTS = [
     bytes.fromhex(h)
-    for h in ["", "00", "10", "2021", "3031", "40414243", "5051525354555657",
-              "606162636465666768696a6b6c6d6e6f"]
+    for h in [
+        "",
+        "00",
+        "10",
+        "2021",
+        "3031",
+        "40414243",
+        "5051525354555657",
+        "606162636465666768696a6b6c6d6e6f",
+    ]
 ]
 NODE_HASHES = [
     [
@@ -131,8 +139,11 @@ def test_every_consistency_proof_of_the_8_leaf_set_verifies_against_published_ro
     for old_size in range(1, new_size + 1):
         proof = merkle.consistency_proof(LEAVES[:new_size], old_size)
         merkle.verify_consistency(
-            old_size, new_size, bytes.fromhex(ROOT_HASHES[old_size]),
-            bytes.fromhex(ROOT_HASHES[new_size]), proof,
+            old_size,
+            new_size,
+            bytes.fromhex(ROOT_HASHES[old_size]),
+            bytes.fromhex(ROOT_HASHES[new_size]),
+            proof,
         )
         ranges = merkle.consistency_ranges(old_size, new_size)
         for (start, end), node in zip(ranges, proof):
@@ -145,7 +156,8 @@ HAPPY_CONSISTENCY = [p for p in VECTORS["consistency_probes"] if not p["wantErr"
 
 
 @pytest.mark.parametrize(
-    "probe", [p for p in HAPPY_INCLUSION if p["file"].endswith("happy-path.json")],
+    "probe",
+    [p for p in HAPPY_INCLUSION if p["file"].endswith("happy-path.json")],
     ids=_probe_id,
 )
 def test_generated_inclusion_proofs_equal_the_published_ones(probe):
@@ -156,7 +168,8 @@ def test_generated_inclusion_proofs_equal_the_published_ones(probe):
 
 
 @pytest.mark.parametrize(
-    "probe", [p for p in HAPPY_CONSISTENCY if p["file"].endswith("happy-path.json")],
+    "probe",
+    [p for p in HAPPY_CONSISTENCY if p["file"].endswith("happy-path.json")],
     ids=_probe_id,
 )
 def test_generated_consistency_proofs_equal_the_published_ones(probe):
@@ -175,7 +188,10 @@ def test_the_probe_files_were_all_loaded():
 def test_inclusion_probe_verdicts(probe):
     def check():
         merkle.verify_inclusion(
-            _b64(probe["leafHash"]), probe["leafIdx"], probe["treeSize"], _proof(probe),
+            _b64(probe["leafHash"]),
+            probe["leafIdx"],
+            probe["treeSize"],
+            _proof(probe),
             _b64(probe["root"]),
         )
 
@@ -190,7 +206,10 @@ def test_inclusion_probe_verdicts(probe):
 def test_consistency_probe_verdicts(probe):
     def check():
         merkle.verify_consistency(
-            probe["size1"], probe["size2"], _b64(probe["root1"]), _b64(probe["root2"]),
+            probe["size1"],
+            probe["size2"],
+            _b64(probe["root1"]),
+            _b64(probe["root2"]),
             _proof(probe),
         )
 

@@ -127,8 +127,16 @@ def test_a_bad_signature_by_a_trusted_key_rejects_the_note():
         TEXT + "\n" + PETER_SIG.replace("—", "-"),
         TEXT + "\n" + PETER_SIG * 101,
     ],
-    ids=["no-signatures", "blank-line-only", "no-final-newline", "control-character",
-         "space-in-name", "trailing-line", "hyphen-not-em-dash", "101-signatures"],
+    ids=[
+        "no-signatures",
+        "blank-line-only",
+        "no-final-newline",
+        "control-character",
+        "space-in-name",
+        "trailing-line",
+        "hyphen-not-em-dash",
+        "101-signatures",
+    ],
 )
 def test_go_malformed_notes_are_rejected(message):
     with pytest.raises(MalformedNote):
@@ -201,8 +209,9 @@ def test_text_must_end_in_a_newline_and_hold_no_control_characters():
 
 def test_errors_are_typed():
     assert issubclass(NoteError, PithError) and issubclass(InvalidVerifierKey, InvalidKey)
-    assert all(issubclass(e, NoteError) for e in (MalformedNote, UnverifiedNote,
-                                                  InvalidNoteSignature))
+    assert all(
+        issubclass(e, NoteError) for e in (MalformedNote, UnverifiedNote, InvalidNoteSignature)
+    )
 
 
 def test_a_non_canonical_base64_signature_is_refused():
@@ -218,7 +227,8 @@ def test_a_non_canonical_base64_signature_is_refused():
 
 note_texts = st.lists(
     st.text(st.characters(blacklist_categories=("Cs",), min_codepoint=0x20), max_size=30),
-    min_size=1, max_size=5,
+    min_size=1,
+    max_size=5,
 ).map(lambda lines: "".join(line + "\n" for line in lines))
 
 

@@ -5,12 +5,20 @@ from __future__ import annotations
 import base64
 
 import pytest
-
 from helpers import BUNDLE_SEEDS, EXPECTED_PITH, STATE_SEED
+
 from pithsync.core import numbers
 from pithsync.core.canonical import canon_sha256
 from pithsync.core.errors import InvalidPithNumber
-from pithsync.core.numbers import PithNumber, PithRef, derive, find_in, parse_full, parse_ref, suffix_from_sha256
+from pithsync.core.numbers import (
+    PithNumber,
+    PithRef,
+    derive,
+    find_in,
+    parse_full,
+    parse_ref,
+    suffix_from_sha256,
+)
 
 FULL = "pith:2026:JTEVEPWHOAFN5TRRVEXHEIPZ22"
 SUFFIX = "JTEVEPWHOAFN5TRRVEXHEIPZ22"
@@ -31,7 +39,15 @@ def test_parse_ref_bare_suffix():
     assert parse_ref(SUFFIX) == PithRef(SUFFIX, None, is_prefix=False)
 
 
-@pytest.mark.parametrize("text,prefix", [("pith:JTEVEPWH", "JTEVEPWH"), ("JTEVEPWH", "JTEVEPWH"), ("JTEVEPWHOAFN", "JTEVEPWHOAFN"), ("pith:JTEVEPWHOAFN5TRR", "JTEVEPWHOAFN5TRR")])
+@pytest.mark.parametrize(
+    "text,prefix",
+    [
+        ("pith:JTEVEPWH", "JTEVEPWH"),
+        ("JTEVEPWH", "JTEVEPWH"),
+        ("JTEVEPWHOAFN", "JTEVEPWHOAFN"),
+        ("pith:JTEVEPWHOAFN5TRR", "JTEVEPWHOAFN5TRR"),
+    ],
+)
 def test_parse_ref_short_forms(text, prefix):
     ref = parse_ref(text)
     assert ref.is_prefix and ref.suffix == prefix and ref.year is None
@@ -95,7 +111,11 @@ def test_non_strings_rejected(value):
         parse_full(value)
 
 
-@pytest.mark.parametrize("year", ["\u0662\u0660\u0662\u0666", "\uff12\uff10\uff12\uff16"], ids=["arabic-indic", "fullwidth"])
+@pytest.mark.parametrize(
+    "year",
+    ["\u0662\u0660\u0662\u0666", "\uff12\uff10\uff12\uff16"],
+    ids=["arabic-indic", "fullwidth"],
+)
 def test_non_ascii_digits_in_year_rejected(year):
     with pytest.raises(InvalidPithNumber):
         parse_full(f"pith:{year}:{SUFFIX}")
@@ -117,7 +137,11 @@ def test_derive_gives_each_bundle_seeds_number(seed_docs, name):
 
 def test_derive_gives_state_seeds_number(seed_docs):
     s = seed_docs[STATE_SEED]
-    assert str(derive(s["current"]["canonical_record"])) == EXPECTED_PITH[STATE_SEED] == s["pith_number"]
+    assert (
+        str(derive(s["current"]["canonical_record"]))
+        == EXPECTED_PITH[STATE_SEED]
+        == s["pith_number"]
+    )
 
 
 @pytest.mark.parametrize("name", BUNDLE_SEEDS)
@@ -165,7 +189,9 @@ def test_find_in_nested_payload():
 def test_find_in_ignores_overlong_runs_and_scalars():
     assert find_in("pith:2026:JTEVEPWHOAFN5TRRVEXHEIPZ22A") == set()  # 27 chars: not a number
     assert find_in(None) == set() and find_in(42) == set()
-    assert find_in("pith:2026:JTEVEPWHOAFN5TRRVEXHEIPZ22.") == {"pith:2026:JTEVEPWHOAFN5TRRVEXHEIPZ22"}
+    assert find_in("pith:2026:JTEVEPWHOAFN5TRRVEXHEIPZ22.") == {
+        "pith:2026:JTEVEPWHOAFN5TRRVEXHEIPZ22"
+    }
 
 
 @pytest.mark.parametrize("name", BUNDLE_SEEDS)

@@ -35,12 +35,22 @@ NOW = 100 * DAY
 CHECK_OUTCOMES = [o for o in Outcome if o is not Outcome.NEVER_CHECKED]
 
 
-def checked(suffix: str, at: float, outcome: Outcome = Outcome.IN_SYNC, due: float | None = None,
-            discovered_at: float = 0.0) -> ScheduleState:
+def checked(
+    suffix: str,
+    at: float,
+    outcome: Outcome = Outcome.IN_SYNC,
+    due: float | None = None,
+    discovered_at: float = 0.0,
+) -> ScheduleState:
     """A state last checked at `at` with `outcome`, due at `due` (default: at `at` + 1 h)."""
-    return ScheduleState(suffix=suffix, discovered_at=discovered_at,
-                         next_due=at + HOUR if due is None else due, interval=HOUR,
-                         last_checked=at, last_outcome=outcome)
+    return ScheduleState(
+        suffix=suffix,
+        discovered_at=discovered_at,
+        next_due=at + HOUR if due is None else due,
+        interval=HOUR,
+        last_checked=at,
+        last_outcome=outcome,
+    )
 
 
 def test_due_order_runs_each_class_before_the_next_and_most_overdue_first():
@@ -66,12 +76,19 @@ def test_due_order_runs_each_class_before_the_next_and_most_overdue_first():
 
 state_strategy = st.builds(
     lambda suffix, checked_ago, due_in, outcome, hint_ago, never: ScheduleState(
-        suffix=suffix, discovered_at=NOW - hint_ago, next_due=NOW + due_in, interval=HOUR,
+        suffix=suffix,
+        discovered_at=NOW - hint_ago,
+        next_due=NOW + due_in,
+        interval=HOUR,
         last_checked=None if never else NOW - checked_ago,
-        last_outcome=Outcome.NEVER_CHECKED if never else outcome),
+        last_outcome=Outcome.NEVER_CHECKED if never else outcome,
+    ),
     st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", min_size=1, max_size=6),
-    st.floats(0, 10 * DAY), st.floats(-10 * DAY, DAY), st.sampled_from(CHECK_OUTCOMES),
-    st.floats(0, 10 * DAY), st.booleans(),
+    st.floats(0, 10 * DAY),
+    st.floats(-10 * DAY, DAY),
+    st.sampled_from(CHECK_OUTCOMES),
+    st.floats(0, 10 * DAY),
+    st.booleans(),
 )
 
 
@@ -130,9 +147,14 @@ def test_a_first_verification_joins_the_rotation_and_never_checked_is_not_an_out
 @settings(max_examples=200, deadline=None)
 @given(st.floats(1, 30 * DAY), st.sampled_from(CHECK_OUTCOMES), st.booleans(), st.booleans())
 def test_intervals_stay_within_min_and_max(previous, outcome, changed, first):
-    state = ScheduleState(suffix="CLAMP", discovered_at=0.0, next_due=NOW, interval=previous,
-                          last_checked=None if first else NOW - previous,
-                          last_outcome=Outcome.NEVER_CHECKED if first else Outcome.IN_SYNC)
+    state = ScheduleState(
+        suffix="CLAMP",
+        discovered_at=0.0,
+        next_due=NOW,
+        interval=previous,
+        last_checked=None if first else NOW - previous,
+        last_outcome=Outcome.NEVER_CHECKED if first else Outcome.IN_SYNC,
+    )
     after = after_check(state, outcome, changed, NOW, POLICY)
     assert POLICY.min_interval <= after.interval <= POLICY.max_interval
     assert POLICY.min_interval <= after.next_due - NOW <= POLICY.max_interval
@@ -140,8 +162,13 @@ def test_intervals_stay_within_min_and_max(previous, outcome, changed, first):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"min_interval": 0}, {"min_interval": 2 * DAY, "max_interval": DAY}, {"growth": 0.5},
-     {"jitter_spread": 1.0}, {"first_interval": -1.0}],
+    [
+        {"min_interval": 0},
+        {"min_interval": 2 * DAY, "max_interval": DAY},
+        {"growth": 0.5},
+        {"jitter_spread": 1.0},
+        {"first_interval": -1.0},
+    ],
 )
 def test_a_bad_policy_is_refused(kwargs):
     with pytest.raises(ValueError):
@@ -160,8 +187,14 @@ def test_jitter_is_deterministic_and_bounded(suffix, base):
 def test_jitter_is_the_same_in_another_process_and_spreads_records():
     # Python's hash() of a str changes per process; the jitter must not.
     code = "from pithsync.core.schedule import jitter_fraction; print(repr(jitter_fraction('AB')))"
-    env_run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             timeout=60, env={"PYTHONHASHSEED": "123"}, check=True)
+    env_run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONHASHSEED": "123"},
+        check=True,
+    )
     assert float(env_run.stdout) == jitter_fraction("AB")
     fractions = sorted(jitter_fraction(f"REC{i:05d}") for i in range(2000))
     assert fractions[0] < 0.01 and fractions[-1] > 0.99
@@ -221,8 +254,9 @@ def test_coverage_counts_tracked_due_overdue_and_the_oldest_check():
 def test_a_full_pass_of_the_registry_takes_the_issues_figure():
     # 2.5 million records, two documents each, 20 requests per second per mirror: 2.9 days.
     assert full_pass_seconds(2_500_000, 2, 20) / DAY == pytest.approx(2.894, abs=0.001)
-    assert full_pass_seconds(2_500_000, 2, 20, duty=3300 / 3600) / DAY == pytest.approx(3.157,
-                                                                                          abs=0.001)
+    assert full_pass_seconds(2_500_000, 2, 20, duty=3300 / 3600) / DAY == pytest.approx(
+        3.157, abs=0.001
+    )
 
 
 def simulate_small(*extra: str):

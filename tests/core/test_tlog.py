@@ -50,8 +50,7 @@ def test_the_c2sp_example_is_not_trusted_without_its_key():
 
 def test_go_sumdb_tree_format_byte_for_byte():
     # TestFormatTree: the tree hash is RecordHash("hello world"), the RFC 6962 leaf hash.
-    checkpoint = Checkpoint("go.sum database tree", 123456789012,
-                            merkle.leaf_hash(b"hello world"))
+    checkpoint = Checkpoint("go.sum database tree", 123456789012, merkle.leaf_hash(b"hello world"))
     assert checkpoint.text() == GO_TREE
     assert tlog.parse_checkpoint(GO_TREE) == checkpoint
 
@@ -75,9 +74,22 @@ def test_go_sumdb_tree_format_byte_for_byte():
         "go.sum database tree\n1\nTszzRgjTG6xce+z2AG31kAXYKBgQVtCSCE40HmuwBb0=",
         "go.sum database tree\n1\n",
     ],
-    ids=["hex-size", "bad-base64", "leading-zero", "negative", "plus-sign", "arabic-digit",
-         "beyond-uint64", "unpadded-root", "non-canonical-root", "short-root", "empty-origin",
-         "empty-extension", "no-final-newline", "no-root"],
+    ids=[
+        "hex-size",
+        "bad-base64",
+        "leading-zero",
+        "negative",
+        "plus-sign",
+        "arabic-digit",
+        "beyond-uint64",
+        "unpadded-root",
+        "non-canonical-root",
+        "short-root",
+        "empty-origin",
+        "empty-extension",
+        "no-final-newline",
+        "no-root",
+    ],
 )
 def test_bad_checkpoints_are_rejected(text):
     with pytest.raises(CheckpointError):
@@ -110,8 +122,7 @@ def test_a_signed_note_that_is_not_a_checkpoint_is_rejected():
 @settings(max_examples=100, deadline=None)
 @given(st.integers(0, 2**64 - 1), st.binary(min_size=32, max_size=32), st.data())
 def test_any_edit_of_a_signed_checkpoint_fails(size, root_hash, data):
-    signed = bytearray(tlog.sign_checkpoint(Checkpoint("o.example/log", size, root_hash),
-                                            [SIGNER]))
+    signed = bytearray(tlog.sign_checkpoint(Checkpoint("o.example/log", size, root_hash), [SIGNER]))
     position = data.draw(st.integers(0, len(signed) - 1))
     signed[position] ^= 1 << data.draw(st.integers(0, 7))
     with pytest.raises(NoteError):
@@ -120,8 +131,15 @@ def test_any_edit_of_a_signed_checkpoint_fails(size, root_hash, data):
 
 @pytest.mark.parametrize(
     ("index", "encoded"),
-    [(1234067, "x001/x234/067"), (0, "000"), (1, "001"), (999, "999"), (1000, "x001/000"),
-     (123456078, "x123/x456/078"), (3057500, "x003/x057/500")],
+    [
+        (1234067, "x001/x234/067"),
+        (0, "000"),
+        (1, "001"),
+        (999, "999"),
+        (1000, "x001/000"),
+        (123456078, "x123/x456/078"),
+        (3057500, "x003/x057/500"),
+    ],
 )
 def test_tile_index_encoding(index, encoded):
     assert tlog.encode_tile_index(index) == encoded
@@ -139,9 +157,22 @@ def test_tile_and_entry_paths():
 
 @pytest.mark.parametrize(
     "path",
-    ["tile/0/1234067", "tile/0/x001/234/067", "tile/0/001/x234", "tile/00/000",
-     "tile/64/000", "tile/0/000.p/256", "tile/0/000.p/0", "tile/0/000.p/05", "tile/0/x000/001",
-     "tile/0/00a", "tile/-1/000", "tiles/0/000", "tile/0", "tile/0/\u0661\u0662\u0663"],
+    [
+        "tile/0/1234067",
+        "tile/0/x001/234/067",
+        "tile/0/001/x234",
+        "tile/00/000",
+        "tile/64/000",
+        "tile/0/000.p/256",
+        "tile/0/000.p/0",
+        "tile/0/000.p/05",
+        "tile/0/x000/001",
+        "tile/0/00a",
+        "tile/-1/000",
+        "tiles/0/000",
+        "tile/0",
+        "tile/0/\u0661\u0662\u0663",
+    ],
 )
 def test_non_canonical_tile_paths_are_refused(path):
     with pytest.raises(TileError):

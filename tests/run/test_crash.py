@@ -43,8 +43,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 import reliability_counts
+
 from pithsync import cli
 from pithsync.core.canonical import canon_sha256, without
 from pithsync.testing import forge
@@ -121,7 +121,9 @@ class Runner:
     async def start(self, db: str, command: str):
         self.n += 1
         err = open(self.tmp / f"run{self.n}.stderr", "wb")
-        proc = await asyncio.create_subprocess_exec(*self.argv(db, command), stdout=subprocess.DEVNULL, stderr=err, cwd=self.tmp)
+        proc = await asyncio.create_subprocess_exec(
+            *self.argv(db, command), stdout=subprocess.DEVNULL, stderr=err, cwd=self.tmp
+        )
         err.close()
         return proc, self.tmp / f"run{self.n}.stderr"
 
@@ -147,7 +149,9 @@ class Runner:
                     continue
             if not alive:
                 return
-            assert time.monotonic() < deadline, f"processes of the killed run are still alive: {alive}"
+            assert time.monotonic() < deadline, (
+                f"processes of the killed run are still alive: {alive}"
+            )
             await asyncio.sleep(0.05)
 
     async def killed_at(self, db: str, command: str, after: float) -> bool:
@@ -155,7 +159,7 @@ class Runner:
         proc, err = await self.start(db, command)
         try:
             code = await asyncio.wait_for(proc.wait(), timeout=after)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             try:
                 os.kill(proc.pid, signal.SIGKILL)  # our own child, by pid
             except ProcessLookupError:
@@ -179,18 +183,26 @@ def _columns(conn, table: str) -> set[str]:
 def snapshot(db: str) -> dict:
     with contextlib.closing(sqlite3.connect(db)) as conn:
         snap = {
-            "journal": [tuple(r) for r in conn.execute("select seq, entry_sha256 from journal order by seq")],
+            "journal": [
+                tuple(r) for r in conn.execute("select seq, entry_sha256 from journal order by seq")
+            ],
             "evidence": {r[0] for r in conn.execute("select id from evidence")},
             "documents": {r[0] for r in conn.execute("select sha256 from documents")},
-            "event_counts": dict(conn.execute("select pith_number, event_count from records where state is not null")),
-            "alerts": dict(conn.execute("select id, state from alerts")) if "state" in _columns(conn, "alerts") else {},
+            "event_counts": dict(
+                conn.execute("select pith_number, event_count from records where state is not null")
+            ),
+            "alerts": dict(conn.execute("select id, state from alerts"))
+            if "state" in _columns(conn, "alerts")
+            else {},
             "outbox": dict(conn.execute("select id, delivered_at from outbox")),
         }
     return snap
 
 
 def assert_nothing_lost(before: dict, after: dict) -> None:
-    assert after["journal"][: len(before["journal"])] == before["journal"], "journal entries changed or vanished"
+    assert after["journal"][: len(before["journal"])] == before["journal"], (
+        "journal entries changed or vanished"
+    )
     assert before["evidence"] <= after["evidence"], "evidence rows vanished"
     assert before["documents"] <= after["documents"], "verified documents vanished"
     for pith, n in before["event_counts"].items():
@@ -202,7 +214,9 @@ def assert_nothing_lost(before: dict, after: dict) -> None:
     assert set(before["outbox"]) <= set(after["outbox"]), "outbox rows vanished"
     for row_id, delivered in before["outbox"].items():
         if delivered:
-            assert after["outbox"][row_id] == delivered, "a delivered notification became undelivered"
+            assert after["outbox"][row_id] == delivered, (
+                "a delivered notification became undelivered"
+            )
 
 
 def journal_verify_in_process(db: str) -> None:
@@ -222,18 +236,29 @@ def assert_consistent(db: str, channels: tuple[str, ...], ref_states: dict[str, 
         event_ids: dict[str, set[str]] = {}
         for pith, eid in conn.execute("select pith_number, event_id from events"):
             event_ids.setdefault(pith, set()).add(eid)
-        for pith, state_json, sha in conn.execute("select pith_number, state, state_sha256 from records where state is not null"):
+        for pith, state_json, sha in conn.execute(
+            "select pith_number, state, state_sha256 from records where state is not null"
+        ):
             state = json.loads(state_json)
             assert canon_sha256(without(state, "state_sha256")) == sha == state["state_sha256"]
             assert set(state["applied_event_ids"]) <= event_ids.get(pith, set()), pith
             assert sha == ref_states[pith], f"{pith}: a state other than the reference"
         # mirror_status and its journal entry commit together; a bad copy has its evidence.
         last = {}
-        for pith, mirror, status in conn.execute("select pith_number, mirror, status from journal where kind = 'mirror_outcome' order by seq"):
+        for pith, mirror, status in conn.execute(
+            "select pith_number, mirror, status from journal where kind = 'mirror_outcome' order by seq"
+        ):
             last[(pith, mirror)] = status
         evidence = {(p, m) for p, m in conn.execute("select pith_number, mirror from evidence")}
-        for pith, mirror, status in conn.execute("select pith_number, mirror, status from mirror_status"):
-            assert last.get((pith, mirror)) == status, (pith, mirror, status, last.get((pith, mirror)))
+        for pith, mirror, status in conn.execute(
+            "select pith_number, mirror, status from mirror_status"
+        ):
+            assert last.get((pith, mirror)) == status, (
+                pith,
+                mirror,
+                status,
+                last.get((pith, mirror)),
+            )
             if status in BAD_STATUSES:
                 assert (pith, mirror) in evidence, (pith, mirror, status)
         # == OUTBOX CHECK (issue 4's alerts) ===================================================
@@ -244,15 +269,21 @@ def assert_consistent(db: str, channels: tuple[str, ...], ref_states: dict[str, 
         alerts = conn.execute("select id, state from alerts").fetchall()
         has_event = "event" in _columns(conn, "outbox")
         outbox: dict[int, set] = {}
-        for row in conn.execute(f"select alert_id, {'event' if has_event else 'NULL'}, channel from outbox"):
+        for row in conn.execute(
+            f"select alert_id, {'event' if has_event else 'NULL'}, channel from outbox"
+        ):
             outbox.setdefault(row[0], set()).add((row[1], row[2]))
         assert set(outbox) <= {a for a, _ in alerts}, "outbox rows for alerts that do not exist"
         for alert_id, state in alerts:
             if not has_event:
                 assert outbox.get(alert_id), f"alert {alert_id} has no outbox row"
                 continue
-            wanted = {("opened", c) for c in channels} | ({("resolved", c) for c in channels} if state == "resolved" else set())
-            assert wanted <= outbox.get(alert_id, set()), f"alert {alert_id} lacks outbox rows {wanted - outbox.get(alert_id, set())}"
+            wanted = {("opened", c) for c in channels} | (
+                {("resolved", c) for c in channels} if state == "resolved" else set()
+            )
+            assert wanted <= outbox.get(alert_id, set()), (
+                f"alert {alert_id} lacks outbox rows {wanted - outbox.get(alert_id, set())}"
+            )
     journal_verify_in_process(db)
 
 
@@ -270,9 +301,18 @@ def final_view(db: str) -> dict:
     with contextlib.closing(sqlite3.connect(db)) as conn:
         return {
             "states": dict(conn.execute("select pith_number, state_sha256 from records")),
-            "statuses": {(p, m): s for p, m, s in conn.execute("select pith_number, name, status from mirror_status")},
-            "open_alerts": sorted(conn.execute("select kind, scope from alerts where state = 'open'").fetchall()) if "scope" in _columns(conn, "alerts") else [],
-            "undelivered": conn.execute("select count(*) from outbox where delivered_at is null").fetchone()[0],
+            "statuses": {
+                (p, m): s
+                for p, m, s in conn.execute("select pith_number, name, status from mirror_status")
+            },
+            "open_alerts": sorted(
+                conn.execute("select kind, scope from alerts where state = 'open'").fetchall()
+            )
+            if "scope" in _columns(conn, "alerts")
+            else [],
+            "undelivered": conn.execute(
+                "select count(*) from outbox where delivered_at is null"
+            ).fetchone()[0],
         }
 
 
@@ -297,7 +337,13 @@ async def test_sigkill_at_random_moments_loses_nothing(tmp_path):
         assert ref_code == 1  # b diverges on some records
         reference = final_view(ref_db)
         assert len(reference["states"]) == RECORDS
-        assert {s for (_, m), s in reference["statuses"].items() if m == "b"} >= {"ok", "stale", "tampered", "state_mismatch", "missing"}
+        assert {s for (_, m), s in reference["statuses"].items() if m == "b"} >= {
+            "ok",
+            "stale",
+            "tampered",
+            "state_mismatch",
+            "missing",
+        }
         assert reference["open_alerts"], "the divergent copies should have opened alerts"
         assert reference["undelivered"] == 0
         assert_consistent(ref_db, channels, reference["states"])
@@ -307,7 +353,9 @@ async def test_sigkill_at_random_moments_loses_nothing(tmp_path):
         code, duration_full, stderr = await runner.complete(ref_db, "sync")
         assert code == ref_code and "Traceback" not in stderr, stderr[-3000:]
         assert final_view(ref_db) == reference
-        print(f"crash test: one uninterrupted run takes {duration:.2f}s on a fresh store, {duration_full:.2f}s on a full one")
+        print(
+            f"crash test: one uninterrupted run takes {duration:.2f}s on a fresh store, {duration_full:.2f}s on a full one"
+        )
 
         kills = chains = runs = 0
         checking = 0.0
@@ -358,9 +406,16 @@ async def test_sigkill_at_random_moments_loses_nothing(tmp_path):
             assert view["statuses"] == reference["statuses"]
             assert view["open_alerts"] == reference["open_alerts"]
             assert view["undelivered"] == 0, "queued notifications were not delivered"
-            proc = subprocess.run([sys.executable, "-m", "pithsync", "--db", db, "journal", "verify"], capture_output=True, text=True, timeout=60)
+            proc = subprocess.run(
+                [sys.executable, "-m", "pithsync", "--db", db, "journal", "verify"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert proc.returncode == 0 and "intact" in proc.stdout, proc.stdout + proc.stderr
-        print(f"crash test: {kills} kills survived over {runs} runs ({commands['sync']} sync, {commands['pull']} pull) in {chains} chains; {checking:.1f}s spent checking after kills")
+        print(
+            f"crash test: {kills} kills survived over {runs} runs ({commands['sync']} sync, {commands['pull']} pull) in {chains} chains; {checking:.1f}s spent checking after kills"
+        )
     assert kills >= KILLS
 
 
@@ -393,7 +448,10 @@ async def test_the_crash_checks_catch_damage(tmp_path):
     before = snapshot(cfg.db_path)
     for what, sql in damage.items():
         copy = str(tmp_path / f"damaged{abs(hash(what))}.db")
-        with contextlib.closing(sqlite3.connect(cfg.db_path)) as src, contextlib.closing(sqlite3.connect(copy)) as dst:
+        with (
+            contextlib.closing(sqlite3.connect(cfg.db_path)) as src,
+            contextlib.closing(sqlite3.connect(copy)) as dst,
+        ):
             src.backup(dst)
             dst.execute(sql)
             dst.commit()
@@ -409,9 +467,15 @@ async def test_the_crash_checks_catch_damage(tmp_path):
 @contextlib.contextmanager
 def tmpfs(path: Path, size: str):
     path.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or proc.returncode}): full disk and read-only filesystem need one")
+        pytest.skip(
+            f"cannot mount a tmpfs here ({proc.stderr.strip() or proc.returncode}): full disk and read-only filesystem need one"
+        )
     try:
         yield path
     finally:
@@ -420,22 +484,38 @@ def tmpfs(path: Path, size: str):
 
 def _fsize_limit(limit: int):
     def preexec() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG (SQLite: "disk is full"), not a signal
+        signal.signal(
+            signal.SIGXFSZ, signal.SIG_IGN
+        )  # get EFBIG (SQLite: "disk is full"), not a signal
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     return preexec
 
 
-def run_cli(conf: str, db: str, *args: str, preexec=None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pithsync", "--config", conf, "--db", db, *args], capture_output=True, text=True, timeout=timeout, preexec_fn=preexec)
+def run_cli(
+    conf: str, db: str, *args: str, preexec=None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pithsync", "--config", conf, "--db", db, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=preexec,
+    )
 
 
 def assert_store_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
     assert proc.returncode == int(cli.ExitCode.STORE), (proc.returncode, proc.stderr[-3000:])
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    json_errors = [json.loads(line)["error"] for line in proc.stderr.splitlines() if line.startswith('{"error": ')]
+    json_errors = [
+        json.loads(line)["error"]
+        for line in proc.stderr.splitlines()
+        if line.startswith('{"error": ')
+    ]
     assert all(e["code"] == "store" and e["exit"] == 4 for e in json_errors), json_errors
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("pithsync: ")] + [e["message"] for e in json_errors]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("pithsync: ")] + [
+        e["message"] for e in json_errors
+    ]
     assert lines, proc.stderr[-2000:]
     assert any(n in lines[-1] for n in needles), lines
 
@@ -459,7 +539,9 @@ async def test_full_disk_is_a_clear_store_error_and_nothing_is_lost(tmp_path, sm
         for r in records:
             a.put_record(honest[r.suffix])
         conf = tmp_path / "pithsync.toml"
-        conf.write_text(f'[[trust.keys]]\nkey_id = "{forge.TEST_KEY.key_id}"\npublic_key_b64 = "{forge.TEST_KEY.public_key_b64}"\n\n[[mirrors]]\nname = "a"\nbase_url = "{a.base_url}"\n\n[crawl]\nretries = 0\nfollow_hints = false\n')
+        conf.write_text(
+            f'[[trust.keys]]\nkey_id = "{forge.TEST_KEY.key_id}"\npublic_key_b64 = "{forge.TEST_KEY.public_key_b64}"\n\n[[mirrors]]\nname = "a"\nbase_url = "{a.base_url}"\n\n[crawl]\nretries = 0\nfollow_hints = false\n'
+        )
         with contextlib.ExitStack() as stack:
             if how == "tmpfs":
                 # Room for the empty schema (about 40 tables and indexes of one 16 KiB page each)
@@ -472,7 +554,9 @@ async def test_full_disk_is_a_clear_store_error_and_nothing_is_lost(tmp_path, sm
                 preexec = _fsize_limit(1100 * 1024)
             (disk / "store").mkdir()  # pull creates the store, not its directory
             db = str(disk / "store" / "pithsync.db")
-            proc = await _pull_in_thread(str(conf), db, "-q", "pull", "--from", str(listing), preexec=preexec)
+            proc = await _pull_in_thread(
+                str(conf), db, "-q", "pull", "--from", str(listing), preexec=preexec
+            )
             # A real ENOSPC is SQLITE_FULL; a file-size limit (EFBIG) is reported as an I/O error.
             full = ("no space left", "disk is full") if how == "tmpfs" else ("disk I/O error",)
             assert_store_error(proc, *full)
@@ -481,14 +565,25 @@ async def test_full_disk_is_a_clear_store_error_and_nothing_is_lost(tmp_path, sm
             # simply fetched again next time.
             with contextlib.closing(sqlite3.connect(db)) as conn:
                 assert conn.execute("pragma integrity_check").fetchall() == [("ok",)]
-                stored = dict(conn.execute("select pith_number, state_sha256 from records where state is not null"))
-                assert conn.execute("select count(*) from journal where kind = 'run_started'").fetchone()[0] >= 1
+                stored = dict(
+                    conn.execute(
+                        "select pith_number, state_sha256 from records where state is not null"
+                    )
+                )
+                assert (
+                    conn.execute(
+                        "select count(*) from journal where kind = 'run_started'"
+                    ).fetchone()[0]
+                    >= 1
+                )
             assert len(stored) < len(records), len(stored)
             by_number = {r.pith_number: honest[r.suffix]["state"]["state_sha256"] for r in records}
             assert all(by_number[p] == s for p, s in stored.items())
             journal_verify_in_process(db)
             # Another run on the still-full disk fails the same clear way.
-            proc = await _pull_in_thread(str(conf), db, "-q", "pull", "--from", str(listing), preexec=preexec)
+            proc = await _pull_in_thread(
+                str(conf), db, "-q", "pull", "--from", str(listing), preexec=preexec
+            )
             assert_store_error(proc, *full)
             # Room again: the next run completes and nothing from before is missing.
             if how == "tmpfs":
@@ -510,7 +605,9 @@ async def test_read_only_store_is_a_clear_store_error(tmp_path, small_world, how
         for r in records:
             a.put_record(honest[r.suffix])
         conf = tmp_path / "pithsync.toml"
-        conf.write_text(f'[[trust.keys]]\nkey_id = "{forge.TEST_KEY.key_id}"\npublic_key_b64 = "{forge.TEST_KEY.public_key_b64}"\n\n[[mirrors]]\nname = "a"\nbase_url = "{a.base_url}"\n\n[crawl]\nretries = 0\nfollow_hints = false\n')
+        conf.write_text(
+            f'[[trust.keys]]\nkey_id = "{forge.TEST_KEY.key_id}"\npublic_key_b64 = "{forge.TEST_KEY.public_key_b64}"\n\n[[mirrors]]\nname = "a"\nbase_url = "{a.base_url}"\n\n[crawl]\nretries = 0\nfollow_hints = false\n'
+        )
         numbers = [r.pith_number for r in records]
         with contextlib.ExitStack() as stack:
             if how == "read-only mount":
@@ -526,7 +623,9 @@ async def test_read_only_store_is_a_clear_store_error(tmp_path, small_world, how
                 needles = ("Read-only file system", "read-only")
             else:
                 if subprocess.run(["chattr", "+i", db], capture_output=True).returncode != 0:
-                    pytest.skip("chattr +i is not available here (root ignores file modes, so an immutable file is the only read-only file)")
+                    pytest.skip(
+                        "chattr +i is not available here (root ignores file modes, so an immutable file is the only read-only file)"
+                    )
                 stack.callback(subprocess.run, ["chattr", "-i", db], capture_output=True)
                 needles = ("is read-only", "readonly")
             for args in (["-q", "pull", *numbers], ["-q", "sync"]):
@@ -536,7 +635,9 @@ async def test_read_only_store_is_a_clear_store_error(tmp_path, small_world, how
             # cannot be created, as immutable), and it is as it was.
             proc = await _pull_in_thread(str(conf), db, "--json", "status")
             assert proc.returncode == 0, proc.stderr
-            assert {r["pith_number"] for r in json.loads(proc.stdout)["records"]} == set(numbers[:5])
+            assert {r["pith_number"] for r in json.loads(proc.stdout)["records"]} == set(
+                numbers[:5]
+            )
             proc = await _pull_in_thread(str(conf), db, "journal", "verify")
             assert proc.returncode == 0 and "intact" in proc.stdout, proc.stderr
             out_dir = tmp_path / "exported"

@@ -3,24 +3,27 @@ does, keeps its connection limits, and survives a worker that dies or cannot rea
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 
 import pytest
-
 from synctools import json_lines, run_cli, serve_bad_copy, write_config
 
-from pithsync.run import workers as shards
 from pithsync.config import from_toml
-from pithsync.store import Store, StoreError
 from pithsync.run import readahead
+from pithsync.run import workers as shards
 from pithsync.run.engine import SyncEngine, Target
+from pithsync.store import Store, StoreError
 from pithsync.testing import forge
 from pithsync.testing.mirror import MirrorServer
 
 RECORDS = [forge.forge_record(500 + i, 3) for i in range(8)]
-BAD = {1: "tampered", 3: "stale", 4: "lying_state_json", 6: "html"}  # record index -> what mirror b serves
+BAD = {
+    1: "tampered",
+    3: "stale",
+    4: "lying_state_json",
+    6: "html",
+}  # record index -> what mirror b serves
 
 
 async def _mirrors(a: MirrorServer, b: MirrorServer) -> None:
@@ -32,10 +35,16 @@ async def _mirrors(a: MirrorServer, b: MirrorServer) -> None:
             b.put_record(r.bundle())
 
 
-async def _pull(tmp_path, name: str, mirrors, processes: int, crawl: str = "") -> tuple[int, dict, str]:
-    conf = write_config(tmp_path / f"{name}.toml", mirrors, extra=f"processes = {processes}\n{crawl}")
+async def _pull(
+    tmp_path, name: str, mirrors, processes: int, crawl: str = ""
+) -> tuple[int, dict, str]:
+    conf = write_config(
+        tmp_path / f"{name}.toml", mirrors, extra=f"processes = {processes}\n{crawl}"
+    )
     db = tmp_path / f"{name}.db"
-    code, out = await run_cli("--config", conf, "--db", db, "--json", "pull", *[r.pith_number for r in RECORDS])
+    code, out = await run_cli(
+        "--config", conf, "--db", db, "--json", "pull", *[r.pith_number for r in RECORDS]
+    )
     records = json_lines(out)  # the records examined before a store failure too
     return code, {r["pith_number"]: r for r in records}, str(db)
 
@@ -44,19 +53,28 @@ def _store_contents(db: str) -> dict:
     conn = sqlite3.connect(db)
     q = lambda sql: sorted(conn.execute(sql).fetchall())  # noqa: E731
     return {
-        "records": q("select pith_number, event_count, state_sha256, canonical_sha256, state from records"),
+        "records": q(
+            "select pith_number, event_count, state_sha256, canonical_sha256, state from records"
+        ),
         "events": q("select event_id, pith_number, body from events"),
         "documents": q("select sha256, kind, pith_number, body from documents"),
-        "mirror_status": q("select pith_number, mirror, status, reasons, bundle_sha256, state_sha256 from mirror_status"),
+        "mirror_status": q(
+            "select pith_number, mirror, status, reasons, bundle_sha256, state_sha256 from mirror_status"
+        ),
         "evidence": q("select pith_number, mirror, status, body_sha256 from evidence"),
         "validators": q("select url, etag, document_sha256 from validators"),
-        "journal_kinds": q("select kind, pith_number, mirror, status from journal where kind != 'run_started' and kind != 'run_finished'"),
+        "journal_kinds": q(
+            "select kind, pith_number, mirror, status from journal where kind != 'run_started' and kind != 'run_finished'"
+        ),
         "alerts": q("select kind, scope, pith_number, mirror, state from alerts"),
     }
 
 
 def _comparable(results: dict) -> dict:
-    return {p: {**r, "mirrors": sorted(r["mirrors"], key=lambda m: m["name"])} for p, r in results.items()}
+    return {
+        p: {**r, "mirrors": sorted(r["mirrors"], key=lambda m: m["name"])}
+        for p, r in results.items()
+    }
 
 
 async def test_sharded_run_stores_and_reports_what_one_process_does(tmp_path):
@@ -72,12 +90,22 @@ async def test_sharded_run_stores_and_reports_what_one_process_does(tmp_path):
     assert set(one) == {r.pith_number for r in RECORDS}
     assert _comparable(one) == _comparable(two)
     verdicts = {p: r["verdict"] for p, r in two.items()}
-    assert sum(v == "diverged" for v in verdicts.values()) >= 3 and sum(v == "in_sync" for v in verdicts.values()) == 4
+    assert (
+        sum(v == "diverged" for v in verdicts.values()) >= 3
+        and sum(v == "in_sync" for v in verdicts.values()) == 4
+    )
     assert again1[0] == again2[0] == 1
     assert _comparable(again1[1]) == _comparable(again2[1])
 
     def outcome(results: dict) -> dict:  # messages may word it differently ("held by the store")
-        return {p: (r["verdict"], r["state_sha256"], [(m["name"], m["status"], [x["code"] for x in m["reasons"]]) for m in r["mirrors"]]) for p, r in _comparable(results).items()}
+        return {
+            p: (
+                r["verdict"],
+                r["state_sha256"],
+                [(m["name"], m["status"], [x["code"] for x in m["reasons"]]) for m in r["mirrors"]],
+            )
+            for p, r in _comparable(results).items()
+        }
 
     assert outcome(again1[1]) == outcome(one)
     # The rows may differ only in times and run ids, which are not compared.
@@ -87,7 +115,9 @@ async def test_sharded_run_stores_and_reports_what_one_process_does(tmp_path):
         assert code == 0, out
 
 
-async def _pull_with_a_failing_worker(tmp_path, monkeypatch, victim, fail) -> tuple[set, set, dict, str]:
+async def _pull_with_a_failing_worker(
+    tmp_path, monkeypatch, victim, fail
+) -> tuple[set, set, dict, str]:
     """A sharded pull of RECORDS in which the worker examining `victim` calls `fail()`.  Returns
     (lost, synced, results, db), after checking that every record is reported either way."""
     real_examine = SyncEngine.examine
@@ -107,8 +137,12 @@ async def _pull_with_a_failing_worker(tmp_path, monkeypatch, victim, fail) -> tu
         for r in RECORDS:
             a.put_record(r.bundle())
             b.put_record(r.bundle())
-        code, results, db = await _pull(tmp_path, "failing", [a, b], processes=2, crawl="concurrency = 4\nper_host = 2\n")
-    assert code == 3 and set(results) == {r.pith_number for r in RECORDS}  # every record is reported
+        code, results, db = await _pull(
+            tmp_path, "failing", [a, b], processes=2, crawl="concurrency = 4\nper_host = 2\n"
+        )
+    assert code == 3 and set(results) == {
+        r.pith_number for r in RECORDS
+    }  # every record is reported
     lost = {p for p, r in results.items() if r["verdict"] == "unverifiable"}
     synced = {p for p, r in results.items() if r["verdict"] == "in_sync"}
     assert victim.pith_number in lost and lost | synced == set(results)
@@ -123,8 +157,12 @@ async def _pull_with_a_failing_worker(tmp_path, monkeypatch, victim, fail) -> tu
 
 
 async def test_sharded_run_that_loses_a_worker_keeps_the_other_records(tmp_path, monkeypatch):
-    monkeypatch.setattr(shards, "SEND_RECORDS", 1)  # each result sent at once: none waits in the dead worker
-    lost, synced, results, _ = await _pull_with_a_failing_worker(tmp_path, monkeypatch, RECORDS[5], lambda: os._exit(7))  # as if killed
+    monkeypatch.setattr(
+        shards, "SEND_RECORDS", 1
+    )  # each result sent at once: none waits in the dead worker
+    lost, synced, results, _ = await _pull_with_a_failing_worker(
+        tmp_path, monkeypatch, RECORDS[5], lambda: os._exit(7)
+    )  # as if killed
     assert all("exited with code 7" in results[p]["error"] for p in lost)
     # The dead worker took with it at most its records in flight and its short queue; the other
     # worker took and stored everything else.
@@ -142,7 +180,9 @@ async def test_worker_whose_run_fails_still_delivers_the_records_it_finished(tmp
     # Results wait in the worker's outbox (up to 64 records); a worker that fails must send them
     # before it reports the failure.  The victim is taken last: by then its worker has finished
     # others and has no queue left, so only it and at most one other in flight can be lost.
-    lost, _, results, _ = await _pull_with_a_failing_worker(tmp_path, monkeypatch, RECORDS[-1], crash)
+    lost, _, results, _ = await _pull_with_a_failing_worker(
+        tmp_path, monkeypatch, RECORDS[-1], crash
+    )
     assert all("_WorkerCrash" in results[p]["error"] for p in lost)
     assert len(lost) <= 2
 
@@ -231,7 +271,9 @@ async def test_worker_that_cannot_read_the_store_stops_the_run_with_exit_4(tmp_p
 
 
 def _cfg(processes: int | None = None, concurrency: int = 64, per_host: int = 16):
-    text = f"[crawl]\nconcurrency = {concurrency}\nper_host = {per_host}\n" + (f"processes = {processes}\n" if processes is not None else "")
+    text = f"[crawl]\nconcurrency = {concurrency}\nper_host = {per_host}\n" + (
+        f"processes = {processes}\n" if processes is not None else ""
+    )
     return from_toml(text)
 
 
@@ -243,11 +285,17 @@ def test_worker_count_forks_only_where_it_pays(monkeypatch):
     monkeypatch.setattr(shards, "_usable_cpus", lambda: 2)
     assert shards.worker_count(_cfg(), _targets(10), "x.db") == 0  # too small to pay for a fork
     assert shards.worker_count(_cfg(), _targets(2 * shards.MIN_RECORDS_PER_WORKER), "x.db") == 2
-    assert shards.worker_count(_cfg(), _targets(5000, depth=1), "x.db") == 0  # --depth needs one queue
+    assert (
+        shards.worker_count(_cfg(), _targets(5000, depth=1), "x.db") == 0
+    )  # --depth needs one queue
     assert shards.worker_count(_cfg(), _targets(5000), ":memory:") == 0
     assert shards.worker_count(_cfg(processes=1), _targets(5000), "x.db") == 0
-    assert shards.worker_count(_cfg(processes=3), _targets(5), "x.db") == 3  # asked for: no size floor
-    assert shards.worker_count(_cfg(processes=3), _targets(2), "x.db") == 2  # never more than records
+    assert (
+        shards.worker_count(_cfg(processes=3), _targets(5), "x.db") == 3
+    )  # asked for: no size floor
+    assert (
+        shards.worker_count(_cfg(processes=3), _targets(2), "x.db") == 2
+    )  # never more than records
     monkeypatch.setattr(shards, "_usable_cpus", lambda: 1)
     assert shards.worker_count(_cfg(), _targets(5000), "x.db") == 0
     monkeypatch.setattr(shards.sys, "platform", "darwin")  # fork() is only trusted on Linux
@@ -273,7 +321,9 @@ async def test_store_failure_mid_run_stops_everything_and_exits_4(tmp_path, monk
         if calls["records"] >= 3:
             calls["after_failure"] += 1
         calls["records"] += len(writes)
-        if calls["records"] >= 3 and not calls["after_failure"]:  # the disk fills up at the third record
+        if (
+            calls["records"] >= 3 and not calls["after_failure"]
+        ):  # the disk fills up at the third record
             raise StoreError("database or disk is full (for the test)")
         calls["reported"] = calls["records"]
         return real_write(self, run_id, writes, **kwargs)
@@ -283,7 +333,9 @@ async def test_store_failure_mid_run_stops_everything_and_exits_4(tmp_path, monk
         for r in RECORDS:
             a.put_record(r.bundle())
         code, results, db = await _pull(tmp_path, "full", [a], processes=processes)
-    assert code == 4 and calls["records"] >= 3 and calls["after_failure"] == 0  # nothing was written after the failure
+    assert (
+        code == 4 and calls["records"] >= 3 and calls["after_failure"] == 0
+    )  # nothing was written after the failure
     # stdout is still one JSON document, with the records written before the failing group
     # (one process writes record by record; workers send theirs in groups)
     assert len(results) == calls["reported"] and (processes == 2 or len(results) == 2)
@@ -291,7 +343,9 @@ async def test_store_failure_mid_run_stops_everything_and_exits_4(tmp_path, monk
     store = Store.open(db)
     try:
         assert store.verify_journal() == []
-        assert all(store.record(r.pith_number) is None for r in RECORDS)  # the open batch rolled back whole
+        assert all(
+            store.record(r.pith_number) is None for r in RECORDS
+        )  # the open batch rolled back whole
     finally:
         store.close()
 
@@ -310,7 +364,9 @@ def test_worker_pipes_hold_a_whole_batch_of_records():
 
 
 @pytest.mark.parametrize("processes", [1, 2])
-async def test_a_record_whose_write_hits_a_bug_costs_only_that_record(tmp_path, monkeypatch, processes):
+async def test_a_record_whose_write_hits_a_bug_costs_only_that_record(
+    tmp_path, monkeypatch, processes
+):
     """Workers' records are written a message at a time; a bug in one record's write (here its
     alerts) takes that group back, and the writer then finds the record: it alone is reported
     as an internal error, as in one process, and every other record is stored."""
@@ -329,12 +385,21 @@ async def test_a_record_whose_write_hits_a_bug_costs_only_that_record(tmp_path, 
         await _mirrors(a, b)
         code, results, db = await _pull(tmp_path, "bug", [a, b], processes=processes)
     assert code == 1 and set(results) == {r.pith_number for r in RECORDS}
-    assert results[victim.pith_number]["verdict"] == "unverifiable" and "RuntimeError: alert bug" in results[victim.pith_number]["error"]
-    assert all(r["verdict"] == ("diverged" if i in BAD else "in_sync") for i, r in enumerate(results[rec.pith_number] for rec in RECORDS) if RECORDS[i] is not victim)
+    assert (
+        results[victim.pith_number]["verdict"] == "unverifiable"
+        and "RuntimeError: alert bug" in results[victim.pith_number]["error"]
+    )
+    assert all(
+        r["verdict"] == ("diverged" if i in BAD else "in_sync")
+        for i, r in enumerate(results[rec.pith_number] for rec in RECORDS)
+        if RECORDS[i] is not victim
+    )
     store = Store.open(db)
     try:
         assert store.record(victim.pith_number) is None
-        assert all(store.record(r.pith_number)["event_count"] == 3 for r in RECORDS if r is not victim)
+        assert all(
+            store.record(r.pith_number)["event_count"] == 3 for r in RECORDS if r is not victim
+        )
         assert store.verify_journal() == []
     finally:
         store.close()

@@ -6,14 +6,29 @@ import json
 import sqlite3
 
 import pytest
+from synctools import (
+    NoSleep,
+    json_lines,
+    make_config,
+    pull,
+    run_cli,
+    serve_bad_copy,
+    statuses,
+    write_config,
+)
 
-from synctools import NoSleep, json_lines, make_config, pull, run_cli, serve_bad_copy, statuses, write_config
 from pithsync.core import strictjson
 from pithsync.core.canonical import sha256hex
-from pithsync.store import reads as store_reads
 from pithsync.store import Store
+from pithsync.store import reads as store_reads
 from pithsync.testing import forge
-from pithsync.testing.mirror import MirrorServer, bundle_path, refused_spec, state_path, well_known_path
+from pithsync.testing.mirror import (
+    MirrorServer,
+    bundle_path,
+    refused_spec,
+    state_path,
+    well_known_path,
+)
 
 
 @pytest.fixture
@@ -113,7 +128,10 @@ async def test_equivocation(tmp_path, record):
     store = Store.open(cfg.db_path)
     evidence = store.evidence_for(record.pith_number)
     store.close()
-    assert {e["mirror"] for e in evidence if e["status"] == "equivocation"} == {a.base_url, b.base_url}
+    assert {e["mirror"] for e in evidence if e["status"] == "equivocation"} == {
+        a.base_url,
+        b.base_url,
+    }
 
 
 async def test_missing_unreachable_degraded_unverifiable(tmp_path, record):
@@ -191,7 +209,12 @@ async def test_resync_reads_numbers_orjson_refuses_exactly(tmp_path):
     # stored events): integers beyond 64 bits, which orjson would read as floats, and a float
     # below 1e-4 must survive every re-read, and so must the merge built from them.
     base = forge.forge_record(40, 1)
-    odd = forge.make_event(base.record, "graph_snapshot", {"graph_snapshot": {"big": 2**70 + 1, "tiny": 1.5e-07, "neg": -(2**65) - 3}}, created_at="2026-06-10T00:00:00Z")
+    odd = forge.make_event(
+        base.record,
+        "graph_snapshot",
+        {"graph_snapshot": {"big": 2**70 + 1, "tiny": 1.5e-07, "neg": -(2**65) - 3}},
+        created_at="2026-06-10T00:00:00Z",
+    )
     record = forge.ForgedRecord(base.record, [*base.events, odd])
     async with MirrorServer("a") as a, MirrorServer("b") as b:
         a.put_record(record.bundle())
@@ -203,16 +226,27 @@ async def test_resync_reads_numbers_orjson_refuses_exactly(tmp_path):
         assert a.count(status=304) == 2  # the second run went through the stored, known-good bytes
         # A new event on b only: the merge now takes the odd event from a's re-read copy or
         # from the store, and must still give the true state.
-        later = forge.make_event(base.record, "graph_snapshot", forge.graph_payload(40), created_at="2026-06-11T00:00:00Z", prev_event=odd["event_id"])
+        later = forge.make_event(
+            base.record,
+            "graph_snapshot",
+            forge.graph_payload(40),
+            created_at="2026-06-11T00:00:00Z",
+            prev_event=odd["event_id"],
+        )
         grown = forge.ForgedRecord(base.record, [*record.events, later])
         b.put_record(grown.bundle())
         third = (await pull(cfg, record.pith_number))[record.pith_number]
     assert first.verdict.value == second.verdict.value == "in_sync"
-    assert first.event_count == second.event_count == 2 and first.state_sha256 == second.state_sha256 == record.bundle()["state"]["state_sha256"]
+    assert (
+        first.event_count == second.event_count == 2
+        and first.state_sha256 == second.state_sha256 == record.bundle()["state"]["state_sha256"]
+    )
     assert third.event_count == 3 and third.state_sha256 == grown.bundle()["state"]["state_sha256"]
     store = Store.open(cfg.db_path)
     try:
-        payload = store.stored_events(record.pith_number)[odd["event_id"]]["payload"]["graph_snapshot"]
+        payload = store.stored_events(record.pith_number)[odd["event_id"]]["payload"][
+            "graph_snapshot"
+        ]
     finally:
         store.close()
     assert payload == {"big": 2**70 + 1, "tiny": 1.5e-07, "neg": -(2**65) - 3}
@@ -247,11 +281,18 @@ async def test_no_retry_on_4xx_and_unreachable_after_retries(tmp_path, record):
 
 async def test_hints_followed_when_policy_allows(tmp_path, record):
     async with MirrorServer("a") as a, MirrorServer("hinted") as h:
-        hint = {"mirror_type": "https", "name": "hinted", "base_url": h.base_url, "status": "mirror"}
+        hint = {
+            "mirror_type": "https",
+            "name": "hinted",
+            "base_url": h.base_url,
+            "status": "mirror",
+        }
         bundle = record.bundle(mirror_hints=[hint], base_url=a.base_url)
         a.put_record(bundle)
         h.put_record(bundle)
-        cfg = make_config(tmp_path, [a.spec()], follow_hints=True, allow_http=True, allow_private=True)
+        cfg = make_config(
+            tmp_path, [a.spec()], follow_hints=True, allow_http=True, allow_private=True
+        )
         res = (await pull(cfg, record.pith_number))[record.pith_number]
         assert h.count(bundle_path(record.suffix)) == 1
     assert {m.base_url for m in res.mirrors} == {a.base_url, h.base_url}
@@ -261,7 +302,10 @@ async def test_hints_followed_when_policy_allows(tmp_path, record):
 
 async def test_hints_refused_by_default_policy(tmp_path, record):
     async with MirrorServer("a") as a, MirrorServer("hinted") as h:
-        hints = [{"name": "plain-http", "base_url": h.base_url}, {"name": "ftp", "base_url": "ftp://example.org"}]
+        hints = [
+            {"name": "plain-http", "base_url": h.base_url},
+            {"name": "ftp", "base_url": "ftp://example.org"},
+        ]
         hints += [{"name": f"h{i}", "base_url": f"https://10.0.0.{i}"} for i in range(3)]
         bundle = record.bundle(mirror_hints=hints, base_url=a.base_url)
         a.put_record(bundle)
@@ -282,8 +326,14 @@ async def test_discovered_mirror_cap(tmp_path, record):
         bundle = record.bundle(mirror_hints=hints, base_url=a.base_url)
         a.put_record(bundle)
         cfg = make_config(
-            tmp_path, [a.spec()], follow_hints=True, allow_http=True, allow_private=True,
-            max_discovered_mirrors=3, retries=0, timeout_s=5,
+            tmp_path,
+            [a.spec()],
+            follow_hints=True,
+            allow_http=True,
+            allow_private=True,
+            max_discovered_mirrors=3,
+            retries=0,
+            timeout_s=5,
         )
         res = (await pull(cfg, record.pith_number))[record.pith_number]
     assert len(res.mirrors) == 1 + 3
@@ -314,7 +364,9 @@ async def test_cli_pull_json_exit_codes_and_status(tmp_path, record):
         b.put_record(record.bundle(upto=2))
         conf = write_config(tmp_path, [a.spec(), b.spec()])
         db = str(tmp_path / "s.db")
-        code, out = await run_cli("--config", conf, "--db", db, "pull", "--json", record.pith_number)
+        code, out = await run_cli(
+            "--config", conf, "--db", db, "pull", "--json", record.pith_number
+        )
         assert code == 1
         [rec] = json_lines(out)
         assert rec["pith_number"] == record.pith_number and rec["verdict"] == "diverged"
@@ -326,15 +378,25 @@ async def test_cli_pull_json_exit_codes_and_status(tmp_path, record):
         assert code == 0, out
         assert json_lines(out)[0]["verdict"] == "in_sync"
 
-        code, out = await run_cli("--config", conf, "--db", db, "status", "--json", record.pith_number)
+        code, out = await run_cli(
+            "--config", conf, "--db", db, "status", "--json", record.pith_number
+        )
         st = json.loads(out)
-        assert code == 0 and st["event_count"] == 3 and st["state_sha256"] == record.bundle()["state"]["state_sha256"]
+        assert (
+            code == 0
+            and st["event_count"] == 3
+            and st["state_sha256"] == record.bundle()["state"]["state_sha256"]
+        )
         assert {m["name"]: m["status"] for m in st["mirrors"]} == {"a": "ok", "b": "ok"}
 
         # Short forms and aliases resolve through the store; unknown ones are a usage error.
-        code, out = await run_cli("--config", conf, "--db", db, "pull", "--json", f"pith:{record.suffix[:8]}")
+        code, out = await run_cli(
+            "--config", conf, "--db", db, "pull", "--json", f"pith:{record.suffix[:8]}"
+        )
         assert code == 0 and json_lines(out)[0]["pith_number"] == record.pith_number
-        code, out = await run_cli("--config", conf, "--db", db, "pull", "--json", record.record["source"]["id"])
+        code, out = await run_cli(
+            "--config", conf, "--db", db, "pull", "--json", record.record["source"]["id"]
+        )
         assert code == 0 and json_lines(out)[0]["pith_number"] == record.pith_number
         code, _ = await run_cli("--config", conf, "--db", db, "pull", "pith:ZZZZZZZZ")
         assert code == 2
@@ -343,7 +405,9 @@ async def test_cli_pull_json_exit_codes_and_status(tmp_path, record):
 
         down = refused_spec("down")
         conf2 = write_config(tmp_path, [down])
-        code, out = await run_cli("--config", conf2, "--db", str(tmp_path / "u.db"), "pull", "--json", record.pith_number)
+        code, out = await run_cli(
+            "--config", conf2, "--db", str(tmp_path / "u.db"), "pull", "--json", record.pith_number
+        )
         assert code == 3 and json_lines(out)[0]["verdict"] == "unverifiable"
 
 
@@ -362,7 +426,9 @@ async def test_seed_imported_then_served_pulls_in_sync(tmp_path, seeds):
         code, out = await run_cli("--config", conf, "--db", db, "sync", "--json")
     assert code == 0, out
     rec = json_lines(out)[0]
-    assert rec["pith_number"] == "pith:2026:JTEVEPWHOAFN5TRRVEXHEIPZ22" and rec["verdict"] == "in_sync"
+    assert (
+        rec["pith_number"] == "pith:2026:JTEVEPWHOAFN5TRRVEXHEIPZ22" and rec["verdict"] == "in_sync"
+    )
     assert rec["state_sha256"] == bundle["state"]["state_sha256"]
 
 
@@ -414,12 +480,23 @@ async def test_cli_pull_of_many_records_in_a_subprocess(tmp_path):
         listing = tmp_path / "list.txt"
         listing.write_text("\n".join(r.pith_number for r in records))
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "pithsync", "--config", conf, "--db", str(tmp_path / "s.db"), "--json", "pull", "--from", str(listing),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "pithsync",
+            "--config",
+            conf,
+            "--db",
+            str(tmp_path / "s.db"),
+            "--json",
+            "pull",
+            "--from",
+            str(listing),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             raise AssertionError("pull did not finish within 60 s")
         requests = a.count()
@@ -443,17 +520,27 @@ def test_resolving_a_suffix_or_prefix_uses_the_index(tmp_path):
         with store.transaction():
             for i in range(3):
                 pith = forge.forge_record(900 + i).pith_number
-                store.db["records"].insert({"pith_number": pith, "suffix": pith.split(":")[2], "tracked": 1})
+                store.db["records"].insert(
+                    {"pith_number": pith, "suffix": pith.split(":")[2], "tracked": 1}
+                )
         pith = forge.forge_record(901).pith_number
         suffix = pith.split(":")[2]
         assert store.resolve(suffix) == [pith]
         assert store.resolve(pith) == [pith]
         assert store.resolve(f"pith:{suffix[:8]}") == [pith]
         assert store.resolve("pith:" + "A" * 26) == []
-        for query, args in (("select suffix, pith_number from records where suffix in ({})", [suffix]), ("select pith_number from records where suffix >= ? and suffix < ?", [suffix[:8], suffix[:8] + "~"])):
+        for query, args in (
+            ("select suffix, pith_number from records where suffix in ({})", [suffix]),
+            (
+                "select pith_number from records where suffix >= ? and suffix < ?",
+                [suffix[:8], suffix[:8] + "~"],
+            ),
+        ):
             assert query in open(store_reads.__file__).read()  # the queries resolve() runs
             query = query.format("?")
-            plan = " ".join(str(r[-1]) for r in store.db.execute("explain query plan " + query, args).fetchall())
+            plan = " ".join(
+                str(r[-1]) for r in store.db.execute("explain query plan " + query, args).fetchall()
+            )
             assert "USING" in plan and "INDEX" in plan, plan
     finally:
         store.close()
@@ -526,10 +613,23 @@ async def _examine_both_ways(tmp_path, cfg, pith: str) -> tuple[bool, tuple, tup
 
 
 def _hinted(record, base_url: str, upto: int | None = None) -> dict:
-    return forge.make_bundle(record.record, record.events[: upto or len(record.events)], base_url=base_url)
+    return forge.make_bundle(
+        record.record, record.events[: upto or len(record.events)], base_url=base_url
+    )
 
 
-QUICK_CASES = ("unchanged", "hints_to_configured", "hint_elsewhere", "store_ahead", "equivocation_inside", "one_stale", "trust_changed", "lying_state", "one_changed", "same_bytes_refetched")
+QUICK_CASES = (
+    "unchanged",
+    "hints_to_configured",
+    "hint_elsewhere",
+    "store_ahead",
+    "equivocation_inside",
+    "one_stale",
+    "trust_changed",
+    "lying_state",
+    "one_changed",
+    "same_bytes_refetched",
+)
 
 
 @pytest.mark.parametrize("case", QUICK_CASES)
@@ -543,12 +643,19 @@ async def test_quick_check_gives_what_the_full_comparison_gives(tmp_path, case):
             for m in (a, b):
                 m.put_record(_hinted(record, a.base_url))
         elif case == "hint_elsewhere":
-            hinted = forge.make_bundle(record.record, record.events, base_url=a.base_url, mirror_hints=[{"name": "x", "base_url": "http://10.255.255.1"}])
+            hinted = forge.make_bundle(
+                record.record,
+                record.events,
+                base_url=a.base_url,
+                mirror_hints=[{"name": "x", "base_url": "http://10.255.255.1"}],
+            )
             for m in (a, b):
                 m.put_record(hinted)
         elif case == "equivocation_inside":
             left, right = forge.equivocating_pair(record)
-            both = forge.make_bundle(record.record, [*record.events, left["events"][-1], right["events"][-1]])
+            both = forge.make_bundle(
+                record.record, [*record.events, left["events"][-1], right["events"][-1]]
+            )
             for m in (a, b):
                 m.put_record(both)
         else:
@@ -565,7 +672,9 @@ async def test_quick_check_gives_what_the_full_comparison_gives(tmp_path, case):
             else:
                 b.put_record(record.bundle())
         await pull(cfg, pith)
-        if case == "store_ahead":  # the store learns a third event elsewhere; a and b still serve two
+        if (
+            case == "store_ahead"
+        ):  # the store learns a third event elsewhere; a and b still serve two
             await pull(make_config(tmp_path, [c.spec()]), pith)
         if case == "trust_changed":
             from helpers import OTHER_KEY
@@ -574,7 +683,9 @@ async def test_quick_check_gives_what_the_full_comparison_gives(tmp_path, case):
             cfg = make_config(tmp_path, [a.spec(), b.spec()], trust=forge.test_trust(OTHER_KEY))
         if case == "one_changed":
             b.put_record(record.bundle(upto=2))
-        if case == "same_bytes_refetched":  # no validators kept for b: the same bytes come back as a 200
+        if (
+            case == "same_bytes_refetched"
+        ):  # no validators kept for b: the same bytes come back as a 200
             with sqlite3.connect(cfg.db_path) as conn:
                 conn.execute("delete from validators where url like ?", [b.base_url + "%"])
         took, quick, full = await _examine_both_ways(tmp_path, cfg, pith)
@@ -649,7 +760,21 @@ def test_a_record_or_group_rolled_back_inside_a_batch_is_written_not_at_all(tmp_
     assert store.db.execute("select count(*) from mirror_status").fetchone()[0] == 3
 
 
-_VOLATILE = {"first_seen", "last_seen", "updated_at", "checked_at", "observed_at", "at", "run_id", "opened_at", "opened_run_id", "created_at", "prev_sha256", "entry_sha256", "payload"}
+_VOLATILE = {
+    "first_seen",
+    "last_seen",
+    "updated_at",
+    "checked_at",
+    "observed_at",
+    "at",
+    "run_id",
+    "opened_at",
+    "opened_run_id",
+    "created_at",
+    "prev_sha256",
+    "entry_sha256",
+    "payload",
+}
 
 
 def _contents(path: str) -> dict[str, list[tuple]]:
@@ -657,9 +782,15 @@ def _contents(path: str) -> dict[str, list[tuple]]:
     conn = sqlite3.connect(path)
     try:
         out = {}
-        for (table,) in conn.execute("select name from sqlite_master where type = 'table' and name not in ('runs', 'meta')"):
-            columns = [c[1] for c in conn.execute(f"pragma table_info({table})") if c[1] not in _VOLATILE]
-            out[table] = sorted(conn.execute(f"select {', '.join(columns)} from {table}").fetchall(), key=repr)
+        for (table,) in conn.execute(
+            "select name from sqlite_master where type = 'table' and name not in ('runs', 'meta')"
+        ):
+            columns = [
+                c[1] for c in conn.execute(f"pragma table_info({table})") if c[1] not in _VOLATILE
+            ]
+            out[table] = sorted(
+                conn.execute(f"select {', '.join(columns)} from {table}").fetchall(), key=repr
+            )
         return out
     finally:
         conn.close()
@@ -702,7 +833,10 @@ async def test_records_written_as_one_group_store_what_one_at_a_time_stores(tmp_
         async with Fetcher(cfg.crawl, SyncEngine.policy_for(cfg), sleep=NoSleep()) as fetcher:
             engine = SyncEngine(cfg, scratch, fetcher, sink=_Capture(captured))
             await engine.run("capture", [Target(r.suffix, r.pith_number) for r in records])
-    assert len(captured) == len(records) and {r.verdict.value for r, _ in captured} == {"in_sync", "diverged"}
+    assert len(captured) == len(records) and {r.verdict.value for r, _ in captured} == {
+        "in_sync",
+        "diverged",
+    }
     captured.append(captured[0])  # the same record again, in the same group
 
     def written(name: str, commit) -> dict:
@@ -716,7 +850,9 @@ async def test_records_written_as_one_group_store_what_one_at_a_time_stores(tmp_
         store.close()
         return _contents(str(tmp_path / name))
 
-    one_by_one = written("one.db", lambda sink, run_id: [sink.commit(run_id, r, w) for r, w in captured])
+    one_by_one = written(
+        "one.db", lambda sink, run_id: [sink.commit(run_id, r, w) for r, w in captured]
+    )
     grouped = written("group.db", lambda sink, run_id: sink.commit_many(run_id, captured))
     assert one_by_one == grouped
     assert len(grouped["records"]) == len(records) and grouped["evidence"] and grouped["alerts"]

@@ -8,9 +8,9 @@ import json
 import sqlite3
 
 import pytest
-
 from helpers import SEED_DIR
 from synctools import json_lines, run_cli, write_config
+
 from pithsync import cli
 from pithsync.core import numbers, strictjson
 from pithsync.core.canonical import canon
@@ -36,15 +36,23 @@ async def run(conf: str, db: str, *argv) -> tuple[int, str]:
     return await run_cli("--config", conf, "--db", db, *argv)
 
 
-TABLES = ("records", "aliases", "documents", "events", "mirror_status", "verified_copies",
-          "evidence")
+TABLES = (
+    "records",
+    "aliases",
+    "documents",
+    "events",
+    "mirror_status",
+    "verified_copies",
+    "evidence",
+)
 
 
 def numbers_in(db: str) -> dict[str, list[str]]:
     """Every pith number each table holds."""
     with sqlite3.connect(db) as conn:
-        return {t: sorted({r[0] for r in conn.execute(f"select pith_number from {t}")})
-                for t in TABLES}
+        return {
+            t: sorted({r[0] for r in conn.execute(f"select pith_number from {t}")}) for t in TABLES
+        }
 
 
 @pytest.mark.parametrize("year", ["1999", "2025", "2027", "9999"])
@@ -274,8 +282,15 @@ async def test_status_shows_each_records_last_verdict_and_check(tmp_path):
     assert one["last_checked"] == by[bad.pith_number]["last_checked"]
     code, out = await run_cli("--db", db, "status")
     lines = out.splitlines()
-    header = ["pith_number", "tracked", "events", "state_sha256", "updated", "last_verdict",
-              "last_checked"]
+    header = [
+        "pith_number",
+        "tracked",
+        "events",
+        "state_sha256",
+        "updated",
+        "last_verdict",
+        "last_checked",
+    ]
     assert lines[0].split() == header
     assert any(line.startswith(bad.pith_number) and " diverged " in line for line in lines)
     code, out = await run_cli("--db", db, "status", bad.pith_number)

@@ -26,6 +26,16 @@ def test_example_mentions_every_key():
     text = EXAMPLE.read_text()
     for cls in (config.CrawlConfig, config.AlertsConfig, config.MetricsConfig):
         for f in dataclasses.fields(cls):
-            assert re.search(rf"^#?\s*{f.name}\s*=", text, re.M), f"{cls.__name__}.{f.name} is not documented in {EXAMPLE.name}"
-    for key in ("path", "lock_timeout_s", "key_id", "public_key_b64", "bundle_pattern", "state_pattern", "well_known_pattern"):
+            assert re.search(rf"^#?\s*{f.name}\s*=", text, re.M), (
+                f"{cls.__name__}.{f.name} is not documented in {EXAMPLE.name}"
+            )
+    for key in (
+        "path",
+        "lock_timeout_s",
+        "key_id",
+        "public_key_b64",
+        "bundle_pattern",
+        "state_pattern",
+        "well_known_pattern",
+    ):
         assert re.search(rf"^#?\s*{key}\s*=", text, re.M), key

@@ -20,19 +20,28 @@ import json
 import sqlite3
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from aiohttp.resolver import ThreadedResolver
-
 import reliability_counts
+from aiohttp.resolver import ThreadedResolver
 from synctools import NoSleep, make_config, pull, statuses
+
 from pithsync.core.canonical import canon, sha256hex
 from pithsync.fetch import Fetcher, PolicyError, PolicyResolver, UrlPolicy
 from pithsync.run.engine import SyncEngine
 from pithsync.store import Store
 from pithsync.testing import forge
-from pithsync.testing.mirror import HOSTILE_BODIES, MIB, MirrorServer, bundle_path, closed_port_url, refused_spec, state_path, well_known_path
+from pithsync.testing.mirror import (
+    HOSTILE_BODIES,
+    MIB,
+    MirrorServer,
+    bundle_path,
+    closed_port_url,
+    refused_spec,
+    state_path,
+    well_known_path,
+)
 
 # Generous: the healthy mirror answers within them even on a loaded machine.  The tests of the
 # timeouts themselves pass their own, far from what the fault does (a server that never answers).
@@ -98,7 +107,9 @@ class Outcome:
         return m
 
 
-async def run_case(tmp_path, setup=None, *, honest: dict = HONEST, bad_spec=None, **crawl) -> Outcome:
+async def run_case(
+    tmp_path, setup=None, *, honest: dict = HONEST, bad_spec=None, **crawl
+) -> Outcome:
     crawl = {**LIMITS, **crawl}
     async with MirrorServer("good") as good, MirrorServer("bad") as bad:
         good.put_record(honest)
@@ -113,11 +124,19 @@ async def run_case(tmp_path, setup=None, *, honest: dict = HONEST, bad_spec=None
     return Outcome(results[honest["pith_number"]], wall, sleep.waits, cfg, bad, crawl)
 
 
-def assert_store_honest(db_path: str, honest: dict = HONEST, hostile: tuple[bytes, ...] = ()) -> None:
+def assert_store_honest(
+    db_path: str, honest: dict = HONEST, hostile: tuple[bytes, ...] = ()
+) -> None:
     """The verified tables hold the honest copy and nothing else."""
-    honest_docs = {sha256hex(forge.dumps(honest)): "bundle", sha256hex(forge.dumps(honest["state"])): "state"}
+    honest_docs = {
+        sha256hex(forge.dumps(honest)): "bundle",
+        sha256hex(forge.dumps(honest["state"])): "state",
+    }
     with sqlite3.connect(db_path) as conn:
-        docs = {sha: (kind, bytes(body)) for sha, kind, body in conn.execute("select sha256, kind, body from documents")}
+        docs = {
+            sha: (kind, bytes(body))
+            for sha, kind, body in conn.execute("select sha256, kind, body from documents")
+        }
         events = dict(conn.execute("select event_id, body from events").fetchall())
         rows = conn.execute("select pith_number, state, state_sha256 from records").fetchall()
     assert {sha: kind for sha, (kind, _) in docs.items()} == honest_docs
@@ -138,7 +157,15 @@ def assert_store_honest(db_path: str, honest: dict = HONEST, hostile: tuple[byte
         store.close()
 
 
-def check(out: Outcome, fault: str, status: str, code: str, message: str | None = None, hostile: tuple[bytes, ...] = (), honest: dict = HONEST) -> dict:
+def check(
+    out: Outcome,
+    fault: str,
+    status: str,
+    code: str,
+    message: str | None = None,
+    hostile: tuple[bytes, ...] = (),
+    honest: dict = HONEST,
+) -> dict:
     """The common assertions; returns the bad mirror's matching reason."""
     res = out.result
     good, bad = out.mirror("good"), out.mirror("bad")
@@ -158,7 +185,10 @@ def check(out: Outcome, fault: str, status: str, code: str, message: str | None 
 
 def evidence_shas(db_path: str) -> set[str]:
     with sqlite3.connect(db_path) as conn:
-        return {r[0] for r in conn.execute("select body_sha256 from evidence where body_sha256 is not null")}
+        return {
+            r[0]
+            for r in conn.execute("select body_sha256 from evidence where body_sha256 is not null")
+        }
 
 
 # -- the network ------------------------------------------------------------------------------
@@ -176,14 +206,31 @@ async def test_connection_refused(tmp_path, connects):
 
 async def test_connection_dropped_before_response(tmp_path):
     out = await run_case(tmp_path, lambda b: b.fault("drop"))
-    check(out, "connection closed before any response", "unreachable", "connection_closed", "closed the connection")
-    assert 2 <= out.bad.count(bundle_path(RECORD.suffix)) <= 4  # 2 attempts (aiohttp may resend an idempotent GET once each)
+    check(
+        out,
+        "connection closed before any response",
+        "unreachable",
+        "connection_closed",
+        "closed the connection",
+    )
+    assert (
+        2 <= out.bad.count(bundle_path(RECORD.suffix)) <= 4
+    )  # 2 attempts (aiohttp may resend an idempotent GET once each)
 
 
 async def test_reset_mid_body(tmp_path):
     out = await run_case(tmp_path, lambda b: b.fault("reset"))
-    check(out, "TCP reset mid-body", "unreachable", "connection_reset", "reset in the middle of the body", hostile=(HONEST_BYTES[: len(HONEST_BYTES) // 2],))
-    assert all(r.bytes_sent > 0 for r in out.bad.requests if r.fault == "reset")  # part of the body did go out
+    check(
+        out,
+        "TCP reset mid-body",
+        "unreachable",
+        "connection_reset",
+        "reset in the middle of the body",
+        hostile=(HONEST_BYTES[: len(HONEST_BYTES) // 2],),
+    )
+    assert all(
+        r.bytes_sent > 0 for r in out.bad.requests if r.fault == "reset"
+    )  # part of the body did go out
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
@@ -191,9 +238,17 @@ async def test_reset_mid_body(tmp_path):
 async def test_server_errors_retried_with_retry_after(tmp_path, status, retry_after):
     header = retry_after
     if retry_after == "date":
-        header = email.utils.format_datetime(datetime.now(timezone.utc) + timedelta(seconds=120), usegmt=True)
+        header = email.utils.format_datetime(
+            datetime.now(UTC) + timedelta(seconds=120), usegmt=True
+        )
     out = await run_case(tmp_path, lambda b: b.fault("status", status=status, retry_after=header))
-    reason = check(out, f"HTTP {status}" + (f", Retry-After {retry_after}" if retry_after else ""), "unreachable", "server_error", f"HTTP {status}")
+    reason = check(
+        out,
+        f"HTTP {status}" + (f", Retry-After {retry_after}" if retry_after else ""),
+        "unreachable",
+        "server_error",
+        f"HTTP {status}",
+    )
     assert "after 2 attempts" in reason["message"]
     for path in (bundle_path(RECORD.suffix), state_path(RECORD.suffix)):
         assert out.bad.count(path, status=status) == 2  # one retry each, then given up
@@ -241,24 +296,50 @@ async def test_trickle_cut_by_the_deadline(tmp_path, interval, timeout_s):
 
 async def test_truncated_body(tmp_path):
     out = await run_case(tmp_path, lambda b: b.fault("truncated"))
-    check(out, "truncated body (connection closed early)", "unreachable", "truncated_body", "before its declared length", hostile=(HONEST_BYTES[: len(HONEST_BYTES) // 2],))
+    check(
+        out,
+        "truncated body (connection closed early)",
+        "unreachable",
+        "truncated_body",
+        "before its declared length",
+        hostile=(HONEST_BYTES[: len(HONEST_BYTES) // 2],),
+    )
 
 
 async def test_content_length_larger_than_body(tmp_path):
     out = await run_case(tmp_path, lambda b: b.fault("content_length_mismatch", delta=100))
-    check(out, "Content-Length larger than the body", "unreachable", "truncated_body", "before its declared length")
+    check(
+        out,
+        "Content-Length larger than the body",
+        "unreachable",
+        "truncated_body",
+        "before its declared length",
+    )
 
 
 async def test_content_length_smaller_than_body(tmp_path):
     # The client takes the declared prefix as the whole body: it is not the document.
     out = await run_case(tmp_path, lambda b: b.fault("content_length_mismatch", delta=-100))
-    check(out, "Content-Length smaller than the body", "malformed", "bundle_not_json", "not JSON", hostile=(HONEST_BYTES[:-100], HONEST_STATE_BYTES[:-100]))
+    check(
+        out,
+        "Content-Length smaller than the body",
+        "malformed",
+        "bundle_not_json",
+        "not JSON",
+        hostile=(HONEST_BYTES[:-100], HONEST_STATE_BYTES[:-100]),
+    )
     assert sha256hex(HONEST_BYTES[:-100]) in evidence_shas(out.cfg.db_path)  # kept, as evidence
 
 
 async def test_gzip_bomb_cut_at_the_size_cap(tmp_path):
     out = await run_case(tmp_path, lambda b: b.fault("gzip_bomb", expanded_bytes=64 * MIB))
-    check(out, "gzip body expanding to 64 MiB (cap 1 MiB)", "malformed", "too_large", "1048576-byte cap")
+    check(
+        out,
+        "gzip body expanding to 64 MiB (cap 1 MiB)",
+        "malformed",
+        "too_large",
+        "1048576-byte cap",
+    )
     sent = [r.bytes_sent for r in out.bad.requests if r.fault == "gzip_bomb"]
     assert sent and max(sent) < 1 * MIB  # small on the wire: the cap applied to the decoded size
 
@@ -266,7 +347,14 @@ async def test_gzip_bomb_cut_at_the_size_cap(tmp_path):
 async def test_declared_length_over_the_cap(tmp_path):
     big = b'{"padding":"' + b"x" * (2 * MIB) + b'"}'
     out = await run_case(tmp_path, lambda b: b.fault("body", data=big))
-    check(out, "Content-Length over the size cap", "malformed", "too_large", "Content-Length", hostile=(big,))
+    check(
+        out,
+        "Content-Length over the size cap",
+        "malformed",
+        "too_large",
+        "Content-Length",
+        hostile=(big,),
+    )
 
 
 async def test_endless_chunked_body(tmp_path):
@@ -280,11 +368,18 @@ async def test_endless_chunked_body_that_also_declares_a_small_length(tmp_path):
     out = await run_case(tmp_path, lambda b: b.fault("endless_chunked", content_length=100))
     bad = out.mirror("bad")
     assert bad.status.value in ("malformed", "unreachable"), bad.reasons
-    matching = [r for r in bad.reasons if r["code"] in ("too_large", "bad_response", "bad_transfer")]
+    matching = [
+        r for r in bad.reasons if r["code"] in ("too_large", "bad_response", "bad_transfer")
+    ]
     assert matching, bad.reasons
     assert out.wall < budget(out.crawl)
     assert_store_honest(out.cfg.db_path, HONEST, ())
-    reliability_counts.observe("chunked body with a small Content-Length too", bad.status.value, matching[0]["code"], matching[0]["message"])
+    reliability_counts.observe(
+        "chunked body with a small Content-Length too",
+        bad.status.value,
+        matching[0]["code"],
+        matching[0]["message"],
+    )
     reliability_counts.add("faults")
 
 
@@ -294,7 +389,9 @@ async def test_endless_chunked_body_that_also_declares_a_small_length(tmp_path):
 async def test_redirect_loop(tmp_path):
     out = await run_case(tmp_path, lambda b: b.fault("redirect_loop"))
     check(out, "redirect loop", "unreachable", "too_many_redirects", "more than 5 redirects")
-    assert out.bad.count(bundle_path(RECORD.suffix), status=302) == out.cfg.crawl.max_redirects + 1  # not retried
+    assert (
+        out.bad.count(bundle_path(RECORD.suffix), status=302) == out.cfg.crawl.max_redirects + 1
+    )  # not retried
 
 
 @pytest.mark.parametrize(
@@ -308,7 +405,10 @@ async def test_redirect_loop(tmp_path):
         ("http://localhost/x", "'localhost' is not public"),
         ("file:///etc/passwd", "scheme 'file' is not http(s)"),
         ("ftp://127.0.0.1/x", "scheme 'ftp' is not http(s)"),
-        ("CLOSED_PORT", "address 127.0.0.1 is not public"),  # same host, another (unconfigured) port
+        (
+            "CLOSED_PORT",
+            "address 127.0.0.1 is not public",
+        ),  # same host, another (unconfigured) port
     ],
 )
 async def test_redirect_refused_without_connecting(tmp_path, connects, location, message):
@@ -317,7 +417,9 @@ async def test_redirect_refused_without_connecting(tmp_path, connects, location,
         location = closed_port_url() + "/x"
     out = await run_case(tmp_path, lambda b: b.fault("redirect", location=location))
     check(out, f"redirect to {location}", "unreachable", "redirect_refused", message)
-    assert out.bad.count(bundle_path(RECORD.suffix), status=302) == 1  # a refusal is final: no retry
+    assert (
+        out.bad.count(bundle_path(RECORD.suffix), status=302) == 1
+    )  # a refusal is final: no retry
     # The recorder works (it saw the two mirrors) and nothing else was ever dialled.
     ports = {port for _, port in seen}
     assert ports == {int(u.rsplit(":", 1)[1]) for u in (m.base_url for m in out.cfg.mirrors)}
@@ -326,9 +428,15 @@ async def test_redirect_refused_without_connecting(tmp_path, connects, location,
 
 async def test_redirect_within_the_same_configured_origin_is_followed(tmp_path):
     def setup(bad):
-        bad.fault("redirect", path=bundle_path(RECORD.suffix), location=bad.url(well_known_path(RECORD.suffix)))
+        bad.fault(
+            "redirect",
+            path=bundle_path(RECORD.suffix),
+            location=bad.url(well_known_path(RECORD.suffix)),
+        )
         bad.put("/moved/state.json", HONEST_STATE_BYTES)
-        bad.fault("redirect", path=state_path(RECORD.suffix), location="/moved/state.json", status=301)
+        bad.fault(
+            "redirect", path=state_path(RECORD.suffix), location="/moved/state.json", status=301
+        )
 
     out = await run_case(tmp_path, setup)
     assert out.mirror("bad").status.value == "ok", out.mirror("bad").reasons
@@ -343,15 +451,39 @@ async def test_redirect_within_the_same_configured_origin_is_followed(tmp_path):
 
 BODY_CASES = {
     "html": (HOSTILE_BODIES["html"], "text/html", "begins with '<!doctype html>"),
-    "plain text": (b"Service temporarily unavailable, try again later\n", "text/plain", "begins with 'Service temporarily"),
+    "plain text": (
+        b"Service temporarily unavailable, try again later\n",
+        "text/plain",
+        "begins with 'Service temporarily",
+    ),
     "invalid UTF-8": (HOSTILE_BODIES["invalid_utf8"], "application/json", "invalid UTF-8 at byte"),
-    "nesting 100,000 deep": (HOSTILE_BODIES["deep_nesting"], "application/json", "nesting deeper than 64 levels"),
-    "number with 10,000 digits": (HOSTILE_BODIES["huge_number"], "application/json", "number with 10000 characters"),
-    "duplicate keys": (HOSTILE_BODIES["duplicate_keys"], "application/json", "duplicate object key 'bundle_type'"),
+    "nesting 100,000 deep": (
+        HOSTILE_BODIES["deep_nesting"],
+        "application/json",
+        "nesting deeper than 64 levels",
+    ),
+    "number with 10,000 digits": (
+        HOSTILE_BODIES["huge_number"],
+        "application/json",
+        "number with 10000 characters",
+    ),
+    "duplicate keys": (
+        HOSTILE_BODIES["duplicate_keys"],
+        "application/json",
+        "duplicate object key 'bundle_type'",
+    ),
     "NaN / Infinity": (HOSTILE_BODIES["nan"], "application/json", "non-finite number NaN"),
     "empty body": (HOSTILE_BODIES["empty"], "application/json", "empty document"),
-    "JSON array": (HOSTILE_BODIES["json_array"], "application/json", "expected a JSON object, got an array"),
-    "JSON null": (HOSTILE_BODIES["json_null"], "application/json", "expected a JSON object, got null"),
+    "JSON array": (
+        HOSTILE_BODIES["json_array"],
+        "application/json",
+        "expected a JSON object, got an array",
+    ),
+    "JSON null": (
+        HOSTILE_BODIES["json_null"],
+        "application/json",
+        "expected a JSON object, got null",
+    ),
     "byte order mark": (b"\xef\xbb\xbf" + HONEST_BYTES, "application/json", "byte order mark"),
 }
 
@@ -374,18 +506,41 @@ async def test_valid_document_for_another_pith_number(tmp_path):
         bad.put_state(RECORD.suffix, forge.dumps(OTHER["state"]))
 
     out = await run_case(tmp_path, setup)
-    check(out, "valid bundle of another pith number", "tampered", "wrong_record", OTHER["pith_number"], hostile=(forge.dumps(OTHER), forge.dumps(OTHER["state"])))
+    check(
+        out,
+        "valid bundle of another pith number",
+        "tampered",
+        "wrong_record",
+        OTHER["pith_number"],
+        hostile=(forge.dumps(OTHER), forge.dumps(OTHER["state"])),
+    )
 
 
 async def test_state_json_of_another_bundle(tmp_path):
-    out = await run_case(tmp_path, lambda b: b.put_state(RECORD.suffix, forge.dumps(OTHER["state"])))
-    check(out, "state.json of another record", "state_mismatch", "state_other_record", "state.json is for", hostile=(forge.dumps(OTHER["state"]),))
+    out = await run_case(
+        tmp_path, lambda b: b.put_state(RECORD.suffix, forge.dumps(OTHER["state"]))
+    )
+    check(
+        out,
+        "state.json of another record",
+        "state_mismatch",
+        "state_other_record",
+        "state.json is for",
+        hostile=(forge.dumps(OTHER["state"]),),
+    )
 
 
 async def test_state_json_of_an_older_bundle_of_the_same_record(tmp_path):
     older = forge.dumps(RECORD.bundle(upto=2)["state"])
     out = await run_case(tmp_path, lambda b: b.put_state(RECORD.suffix, older))
-    check(out, "state.json of an older bundle of the record", "state_mismatch", "state_not_merge", "not the merge", hostile=(older,))
+    check(
+        out,
+        "state.json of an older bundle of the record",
+        "state_mismatch",
+        "state_not_merge",
+        "not the merge",
+        hostile=(older,),
+    )
 
 
 async def test_record_missing_on_one_mirror(tmp_path):
@@ -404,16 +559,30 @@ def _flooded(hints: list[dict]) -> dict:
 async def test_ten_thousand_hints_capped(tmp_path, connects):
     seen = connects()
     port = int(closed_port_url().rsplit(":", 1)[1])
-    hints = [{"name": f"h{i}", "base_url": f"http://127.0.{i // 250}.{i % 250 + 2}:{port}"} for i in range(10_000)]
+    hints = [
+        {"name": f"h{i}", "base_url": f"http://127.0.{i // 250}.{i % 250 + 2}:{port}"}
+        for i in range(10_000)
+    ]
     honest = _flooded(hints)
     cap = 3
-    out = await run_case(tmp_path, honest=honest, follow_hints=True, allow_http=True, allow_private=True, max_discovered_mirrors=cap, max_bytes=2 * MIB)
+    out = await run_case(
+        tmp_path,
+        honest=honest,
+        follow_hints=True,
+        allow_http=True,
+        allow_private=True,
+        max_discovered_mirrors=cap,
+        max_bytes=2 * MIB,
+    )
     res = out.result
     configured = {m.name: m.status.value for m in res.mirrors if m.configured}
     discovered = [m for m in res.mirrors if not m.configured]
     assert configured == {"good": "ok", "bad": "ok"}
     assert len(discovered) == cap
-    assert all(m.status.value == "unreachable" and m.reasons[0]["code"] == "connection_refused" for m in discovered)
+    assert all(
+        m.status.value == "unreachable" and m.reasons[0]["code"] == "connection_refused"
+        for m in discovered
+    )
     assert len(res.refused_hints) <= 51 and "cap of 3" in res.refused_hints[0]["reason"]
     assert res.refused_hints[-1]["reason"].endswith("more refused")
     # At most the configured mirrors' host and the capped few were ever dialled.
@@ -421,13 +590,21 @@ async def test_ten_thousand_hints_capped(tmp_path, connects):
     assert res.verdict.value == "degraded"
     assert out.wall < budget(out.crawl)
     assert_store_honest(out.cfg.db_path, honest)
-    reliability_counts.observe("10,000 mirror hints (cap 3)", "unreachable", "connection_refused", f"{cap} discovered, {len(hints) - cap} refused: over the cap")
+    reliability_counts.observe(
+        "10,000 mirror hints (cap 3)",
+        "unreachable",
+        "connection_refused",
+        f"{cap} discovered, {len(hints) - cap} refused: over the cap",
+    )
     reliability_counts.add("faults")
 
 
 async def test_ten_thousand_private_hints_refused_by_default_policy(tmp_path, connects):
     seen = connects()
-    hints = [{"name": f"h{i}", "base_url": f"https://10.{i // 65536}.{i // 256 % 256}.{i % 256}"} for i in range(10_000)]
+    hints = [
+        {"name": f"h{i}", "base_url": f"https://10.{i // 65536}.{i // 256 % 256}.{i % 256}"}
+        for i in range(10_000)
+    ]
     honest = _flooded(hints)
     out = await run_case(tmp_path, honest=honest, follow_hints=True, max_bytes=2 * MIB)
     res = out.result
@@ -467,10 +644,14 @@ def test_policy_refuses_private_addresses_in_every_spelling(url):
     policy = UrlPolicy(frozenset())
     with pytest.raises(PolicyError, match="not public"):
         policy.check(url)
-    UrlPolicy(frozenset(), allow_http=True, allow_private=True).check(url)  # the switch does open it
+    UrlPolicy(frozenset(), allow_http=True, allow_private=True).check(
+        url
+    )  # the switch does open it
 
 
-@pytest.mark.parametrize("url", ["https://93.184.216.34/x", "https://mirror.example.org/pith/x/bundle.json"])
+@pytest.mark.parametrize(
+    "url", ["https://93.184.216.34/x", "https://mirror.example.org/pith/x/bundle.json"]
+)
 def test_policy_allows_public_https(url):
     UrlPolicy(frozenset()).check(url)
     with pytest.raises(PolicyError, match="allow_http"):
@@ -480,7 +661,16 @@ def test_policy_allows_public_https(url):
 async def test_resolver_drops_private_answers_for_untrusted_names():
     class Fake:
         async def resolve(self, host, port=0, family=0):
-            return [{"hostname": host, "host": "10.0.0.7", "port": port, "family": 2, "proto": 0, "flags": 0}]
+            return [
+                {
+                    "hostname": host,
+                    "host": "10.0.0.7",
+                    "port": port,
+                    "family": 2,
+                    "proto": 0,
+                    "flags": 0,
+                }
+            ]
 
         async def close(self):
             pass
@@ -489,7 +679,9 @@ async def test_resolver_drops_private_answers_for_untrusted_names():
     resolver = PolicyResolver(policy, Fake())
     with pytest.raises(OSError, match="non-public"):
         await resolver.resolve("rebinding.example.org", 443)
-    assert (await resolver.resolve("mirror.local", 80))[0]["host"] == "10.0.0.7"  # configured: trusted
+    assert (await resolver.resolve("mirror.local", 80))[0][
+        "host"
+    ] == "10.0.0.7"  # configured: trusted
 
 
 # -- a mirror that is down for the whole run ---------------------------------------------------
@@ -544,7 +736,9 @@ def test_breaker_disabled_with_zero():
 
 
 @pytest.mark.parametrize("down_after", [0, 6])
-async def test_a_mirror_down_for_the_whole_run_is_skipped_after_a_few_failures(tmp_path, connects, down_after):
+async def test_a_mirror_down_for_the_whole_run_is_skipped_after_a_few_failures(
+    tmp_path, connects, down_after
+):
     # Without the breaker every request to a down mirror waits out its retries: 4 attempts and
     # 3 backoff sleeps for each of 2 documents of every record.  With it, the run stops trying
     # after a handful; the records still say which mirror was unreachable, and why.
@@ -554,13 +748,23 @@ async def test_a_mirror_down_for_the_whole_run_is_skipped_after_a_few_failures(t
     async with MirrorServer("good") as good:
         for b in records:
             good.put_record(b)
-        cfg = make_config(tmp_path, [good.spec(), down], retries=3, mirror_down_after=down_after, per_host=4, concurrency=8)
+        cfg = make_config(
+            tmp_path,
+            [good.spec(), down],
+            retries=3,
+            mirror_down_after=down_after,
+            per_host=4,
+            concurrency=8,
+        )
         sleep = NoSleep()
         results = await pull(cfg, *(b["pith_number"] for b in records), sleep=sleep)
     port = int(down.base_url.rsplit(":", 1)[1])
     attempts = sum(1 for _, p in seen if p == port)
     codes = [r.mirrors[1].reasons[0]["code"] for r in results.values()]
-    assert all(r.verdict.value == "degraded" and statuses(r) == {"good": "ok", "down": "unreachable"} for r in results.values())
+    assert all(
+        r.verdict.value == "degraded" and statuses(r) == {"good": "ok", "down": "unreachable"}
+        for r in results.values()
+    )
     if down_after == 0:
         assert attempts == 24 * 2 * 4 and len(sleep.waits) == 24 * 2 * 3
         assert set(codes) == {"connection_refused"}
@@ -570,7 +774,11 @@ async def test_a_mirror_down_for_the_whole_run_is_skipped_after_a_few_failures(t
         assert down_after <= attempts <= down_after + cfg.crawl.concurrency, attempts
         assert len(sleep.waits) <= attempts
         assert codes.count("mirror_down") >= 24 - (down_after + cfg.crawl.concurrency)
-        detail = next(r.mirrors[1].reasons[0]["message"] for r in results.values() if r.mirrors[1].reasons[0]["code"] == "mirror_down")
+        detail = next(
+            r.mirrors[1].reasons[0]["message"]
+            for r in results.values()
+            if r.mirrors[1].reasons[0]["code"] == "mirror_down"
+        )
         assert "in a row" in detail
 
 
