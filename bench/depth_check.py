@@ -54,11 +54,13 @@ for rep in range(REPS):
         res[f"assess/{v}"].append(assess_all())
         res[f"check/{v}"].append(check_all(variants[v]))
 strictjson._check_depth_indented = variants["indented"]
-pairs = [w / i for w, i in zip(res["assess/walk"], res["assess/indented"])]
+pairs = [w / i for w, i in zip(res["assess/walk"], res["assess/indented"], strict=True)]
 for k, v in res.items():
     print(
-        f"{k:16} median {statistics.median(v) / N * 1e6:7.1f} us/record ({', '.join(f'{x:.3f}' for x in v)})"
+        f"{k:16} median {statistics.median(v) / N * 1e6:7.1f} us/record "
+        f"({', '.join(f'{x:.3f}' for x in v)})"
     )
 print(
-    f"assess walk/indented per pair: median {statistics.median(pairs):.3f} ({', '.join(f'{p:.2f}' for p in pairs)})"
+    f"assess walk/indented per pair: median {statistics.median(pairs):.3f} "
+    f"({', '.join(f'{p:.2f}' for p in pairs)})"
 )

@@ -71,5 +71,6 @@ for rep in range(REPS):
 canonical._small_float_in = scan
 for k, v in res.items():
     print(
-        f"canon with {k:5}: median {statistics.median(v) / N * 1e6:7.1f} us/record ({', '.join(f'{x:.3f}' for x in v)})"
+        f"canon with {k:5}: median {statistics.median(v) / N * 1e6:7.1f} us/record "
+        f"({', '.join(f'{x:.3f}' for x in v)})"
     )

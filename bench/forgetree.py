@@ -122,6 +122,7 @@ def build(cache_dir: Path | str, n: int, *, processes: int = 2, log=print) -> Tr
     tmp.replace(numbers_file)  # only now is the new prefix part of the cache
     built = time.perf_counter() - t0
     log(
-        f"forged {missing} records in {built:.1f}s ({built / missing * 1000:.2f} ms/record, {procs if missing >= 1000 else 1} process(es))"
+        f"forged {missing} records in {built:.1f}s ({built / missing * 1000:.2f} ms/record, "
+        f"{procs if missing >= 1000 else 1} process(es))"
     )
     return Tree(root, tuple(all_numbers[:n]), built, missing)

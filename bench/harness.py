@@ -322,13 +322,16 @@ class Bench:
         from pithsync.testing import forge
 
         lines = [
-            "# pithsync configuration written by bench/harness.py: the forge's test key, three local mirrors",
+            (
+                "# pithsync configuration written by bench/harness.py: the forge's test key, "
+                "three local mirrors"
+            ),
             "[[trust.keys]]",
             f'key_id = "{forge.TEST_KEY.key_id}"',
             f'public_key_b64 = "{forge.TEST_KEY.public_key_b64}"',
             "",
         ]
-        for name, base in zip(MIRROR_NAMES, self.mirrors.base_urls):
+        for name, base in zip(MIRROR_NAMES, self.mirrors.base_urls, strict=True):
             lines += ["[[mirrors]]", f'name = "{name}"', f'base_url = "{base}"', ""]
         lines += [
             "[crawl]",
@@ -381,7 +384,10 @@ class Bench:
         )
         r["time_per_record_ms"] = r["wall_s"] / n * 1000
         self.log(
-            f"  {what:<10} N={n:<6} {r['wall_s']:8.2f}s  exit={r['exit_code']}  rss={r['maxrss_mb']:.0f}MB (tree {r['peak_rss_mb']:.0f}MB)  requests={r['log']['requests']} 304s={r['log']['by_status'].get('304', 0)}  in_sync={r['in_sync']}"
+            f"  {what:<10} N={n:<6} {r['wall_s']:8.2f}s  exit={r['exit_code']}  "
+            f"rss={r['maxrss_mb']:.0f}MB (tree {r['peak_rss_mb']:.0f}MB)  "
+            f"requests={r['log']['requests']} 304s={r['log']['by_status'].get('304', 0)}  "
+            f"in_sync={r['in_sync']}"
         )
         return r
 
@@ -407,7 +413,8 @@ class Bench:
         )
         r.update(kind=what, log=self.mirrors.since(mark, expect=len(urls)).to_json())
         self.log(
-            f"  {what:<10} {r['wall_s']:8.2f}s  exit={r['exit_code']}  requests={r['log']['requests']}"
+            f"  {what:<10} {r['wall_s']:8.2f}s  exit={r['exit_code']}  "
+            f"requests={r['log']['requests']}"
         )
         return r
 
@@ -437,7 +444,8 @@ class Bench:
             r["inner"] = None
         r.update(kind=what, log=self.mirrors.since(mark, expect=len(urls)).to_json())
         self.log(
-            f"  {what:<10} {r['wall_s']:8.2f}s  exit={r['exit_code']}  requests={r['log']['requests']}"
+            f"  {what:<10} {r['wall_s']:8.2f}s  exit={r['exit_code']}  "
+            f"requests={r['log']['requests']}"
         )
         return r
 
@@ -529,10 +537,15 @@ class Bench:
             "canonical_encoder": encoder,
         }
         self.log(
-            f"  canonical  {encoder['values']} values: json.dumps {encoder['json_s']:.2f}s, pithsync canon {encoder['pithsync_s']:.2f}s ({encoder['speedup']:.1f}x), byte-identical={encoder['byte_identical']}"
+            f"  canonical  {encoder['values']} values: json.dumps {encoder['json_s']:.2f}s, "
+            f"pithsync canon {encoder['pithsync_s']:.2f}s ({encoder['speedup']:.1f}x), "
+            f"byte-identical={encoder['byte_identical']}"
         )
         self.log(
-            f"  verify     N={n:<6} pithsync {r['pithsync_s']:.2f}s ({r['pithsync_us_per_record']:.0f} us/record)  floor {r['floor_s']:.2f}s ({r['floor_us_per_record']:.0f} us/record)  3 copies {r['pithsync_3_copies_s']:.2f}s  all verified={r['all_verified']}"
+            f"  verify     N={n:<6} "
+            f"pithsync {r['pithsync_s']:.2f}s ({r['pithsync_us_per_record']:.0f} us/record)  "
+            f"floor {r['floor_s']:.2f}s ({r['floor_us_per_record']:.0f} us/record)  "
+            f"3 copies {r['pithsync_3_copies_s']:.2f}s  all verified={r['all_verified']}"
         )
         return r
 
@@ -580,7 +593,9 @@ class Bench:
         code_at_start = code_version()
         machine = machine_info()
         self.log(
-            f"machine: {machine['nproc']} cpu(s) [{machine['cpu_model']}], {machine['ram_gib']} GiB RAM, load {machine['loadavg_start'][0]:.2f}; python {machine['python']}"
+            f"machine: {machine['nproc']} cpu(s) [{machine['cpu_model']}], "
+            f"{machine['ram_gib']} GiB RAM, load {machine['loadavg_start'][0]:.2f}; "
+            f"python {machine['python']}"
         )
         self.tree = forgetree.build(self.cache, max(sizes), log=self.log)
         self.mirrors = start_mirrors(
@@ -596,7 +611,8 @@ class Bench:
             urls = self.urls(n)
             startup_s = self.startup()
             self.log(
-                f"measuring at N={n} ({len(urls)} URLs; concurrency {self.concurrency}, per_host {self.per_host}):"
+                f"measuring at N={n} ({len(urls)} URLs; "
+                f"concurrency {self.concurrency}, per_host {self.per_host}):"
             )
             warm = self.curl(urls, "curl-warm")
             curls = [self.curl(urls, "curl") for _ in range(max(1, o.baseline_repeat))]
@@ -731,7 +747,10 @@ class Bench:
                 "4. verification ratio (pithsync / floor)",
                 verification["ratio"],
                 TARGETS["verification_ratio"],
-                note=f"{verification['pithsync_us_per_record']:.0f} / {verification['floor_us_per_record']:.0f} us per record",
+                note=(
+                    f"{verification['pithsync_us_per_record']:.0f} / "
+                    f"{verification['floor_us_per_record']:.0f} us per record"
+                ),
             ),
             check(
                 f"5a. peak RSS of the full sync at N={n} (MB)",
@@ -859,15 +878,24 @@ def render_table(results: dict) -> str:
     m, s, p = results["machine"], results["server"], results["params"]
     lines = [
         "",
-        f"pithsync benchmark, N={p['records']} records x 3 mirrors ({p['urls']} URLs), concurrency {p['concurrency']}, per_host {p['per_host']}",
-        f"machine: nproc {m['nproc']}, {m['cpu_model']}, {m['ram_gib']} GiB RAM, load avg at start {m['loadavg_start'][0]:.2f}, python {m['python']}",
+        (
+            f"pithsync benchmark, N={p['records']} records x 3 mirrors ({p['urls']} URLs), "
+            f"concurrency {p['concurrency']}, per_host {p['per_host']}"
+        ),
+        (
+            f"machine: nproc {m['nproc']}, {m['cpu_model']}, {m['ram_gib']} GiB RAM, "
+            f"load avg at start {m['loadavg_start'][0]:.2f}, python {m['python']}"
+        ),
         f"server:  {s['kind']} {s['version']}"
         + (
             "   <<< FALLBACK: slower than nginx, ratios not comparable with targets"
             if s["fallback"]
             else ""
         ),
-        f"startup: `pithsync --version` takes {results['startup_s']:.2f}s (included in every pull time)",
+        (
+            f"startup: `pithsync --version` takes {results['startup_s']:.2f}s "
+            "(included in every pull time)"
+        ),
     ]
     code = results.get("code") or {}
     lines.insert(
@@ -881,17 +909,21 @@ def render_table(results: dict) -> str:
     )
     if code.get("changed_during_run"):
         lines.append(
-            "WARNING: pithsync's code changed while the benchmark ran (a commit or an edit): the runs measured different code"
+            "WARNING: pithsync's code changed while the benchmark ran (a commit or an edit): "
+            "the runs measured different code"
         )
     if not results.get("valid", True):
         lines.append(
-            "INVALID RUN: a floor or a sync did not fetch/verify everything (see sanity below and the files in run/)"
+            "INVALID RUN: a floor or a sync did not fetch/verify everything "
+            "(see sanity below and the files in run/)"
         )
     if (
         m["loadavg_start"][0] > 0.7
     ):  # at the end the benchmark's own load is in it, so only the start says
         lines.append(
-            f"WARNING: the machine was already busy (1-minute load average {m['loadavg_start'][0]:.2f} at start on {m['nproc']} cpus): timings are noisy; rerun when it is quiet"
+            "WARNING: the machine was already busy (1-minute load average "
+            f"{m['loadavg_start'][0]:.2f} at start on {m['nproc']} cpus): timings are noisy; "
+            "rerun when it is quiet"
         )
     lines.append("")
     rows = [["figure", "measured", "target", "", "detail"]]
@@ -922,23 +954,33 @@ def render_table(results: dict) -> str:
     lines.append(
         "full sync by size:  "
         + "   ".join(
-            f"N={k}: {ms['time_per_record_ms'][k]:.2f} ms/record ({ms['time_per_record_ms_minus_startup'][k]:.2f} w/o startup), {ms['peak_rss_mb'][k]:.0f} MB RSS (main process {ms['main_process_maxrss_mb'][k]:.0f}), {ms['cpu_s'][k]:.1f}s CPU"
+            (
+                f"N={k}: {ms['time_per_record_ms'][k]:.2f} ms/record "
+                f"({ms['time_per_record_ms_minus_startup'][k]:.2f} w/o startup), "
+                f"{ms['peak_rss_mb'][k]:.0f} MB RSS "
+                f"(main process {ms['main_process_maxrss_mb'][k]:.0f}), {ms['cpu_s'][k]:.1f}s CPU"
+            )
             + ("" if ms["in_sync"][k] else " NOT IN SYNC")
             for k in ms["time_per_record_ms"]
         )
     )
     v = results["figures"]["verification"]
     lines.append(
-        f"verification:       pithsync {v['pithsync_us_per_record']:.0f} us/record (3 mirror copies: {v['pithsync_3_copies_s'] / v['n'] * 1e6:.0f} us/record), floor {v['floor_us_per_record']:.0f} us/record"
+        f"verification:       pithsync {v['pithsync_us_per_record']:.0f} us/record "
+        f"(3 mirror copies: {v['pithsync_3_copies_s'] / v['n'] * 1e6:.0f} us/record), "
+        f"floor {v['floor_us_per_record']:.0f} us/record"
     )
     enc = v["canonical_encoder"]
     lines.append(
-        f"canonical encoding: pithsync canon {enc['speedup']:.1f}x faster than json.dumps over {enc['values']} bundles, states and events; byte-identical: {enc['byte_identical']}"
+        f"canonical encoding: pithsync canon {enc['speedup']:.1f}x faster than json.dumps over "
+        f"{enc['values']} bundles, states and events; byte-identical: {enc['byte_identical']}"
     )
     san = results["sanity"]
     bad = [k for k, val in san.items() if val is False]
     lines.append(
-        f"sanity:             {'all good' if not bad else 'PROBLEMS: ' + ', '.join(bad)} (every record in_sync: {results['in_sync']}; full sync made {san['full_sync_requests']} of {san['expected_requests']} expected requests)"
+        f"sanity:             {'all good' if not bad else 'PROBLEMS: ' + ', '.join(bad)} "
+        f"(every record in_sync: {results['in_sync']}; full sync made "
+        f"{san['full_sync_requests']} of {san['expected_requests']} expected requests)"
     )
     if results.get("profile"):
         from bench import profile as prof
@@ -984,7 +1026,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--curve",
-        help="comma-separated sizes for time per record (default 1000,5000[,50000 with --scale]; N is always added)",
+        help=(
+            "comma-separated sizes for time per record "
+            "(default 1000,5000[,50000 with --scale]; N is always added)"
+        ),
     )
     ap.add_argument(
         "--server",
@@ -997,7 +1042,10 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat",
         type=int,
         default=3,
-        help="full sync + re-sync pairs at N (the fastest full sync and the fastest re-sync are kept)",
+        help=(
+            "full sync + re-sync pairs at N "
+            "(the fastest full sync and the fastest re-sync are kept)"
+        ),
     )
     ap.add_argument(
         "--baseline-repeat",

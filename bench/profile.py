@@ -45,7 +45,8 @@ def record(
     spy = find_py_spy()
     if spy is None:
         raise RuntimeError(
-            "py-spy is not installed (pip install py-spy; bash bench/run installs bench/requirements.txt)"
+            "py-spy is not installed (pip install py-spy; bash bench/run installs "
+            "bench/requirements.txt)"
         )
     t0 = time.perf_counter()
     proc = subprocess.run(
@@ -189,7 +190,10 @@ def summarise(raw: Path, top: int = 15) -> dict:
 
 def render(summary: dict, title: str) -> str:
     lines = [
-        f"== profile: {title} ({summary['samples']} on-CPU samples; percentages are of all of them) =="
+        (
+            f"== profile: {title} ({summary['samples']} on-CPU samples; "
+            "percentages are of all of them) =="
+        )
     ]
     sections = [
         ("by process:", "by_process", "process"),

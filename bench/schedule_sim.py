@@ -153,7 +153,10 @@ class Sim:
             self.base[:n] = array("d", [p.max_interval]) * n
             due = array(
                 "d",
-                (x + jittered_interval(p.max_interval, j, p) for x, j in zip(last, self.jitter)),
+                (
+                    x + jittered_interval(p.max_interval, j, p)
+                    for x, j in zip(last, self.jitter, strict=False)
+                ),
             )
             self.rank[:n] = array("b", [PriorityClass.ROTATION]) * n
             heap = self.heaps[PriorityClass.ROTATION]
@@ -397,9 +400,13 @@ def measure(sim: Sim, end: float) -> Result:
     tracked = sim.n + sim.new_count
     checked = [x for x in sim.last[:tracked] if x == x]
     oldest = end - min(checked) if checked else 0.0
-    never_since = [end - d for d, x in zip(sim.disc[:tracked], sim.last[:tracked]) if x != x]
+    never_since = [
+        end - d for d, x in zip(sim.disc[:tracked], sim.last[:tracked], strict=True) if x != x
+    ]
     open_recheck = [
-        end - x for x, tgt in zip(sim.attn[:tracked], sim.attn_target[:tracked]) if tgt and x == x
+        end - x
+        for x, tgt in zip(sim.attn[:tracked], sim.attn_target[:tracked], strict=True)
+        if tgt and x == x
     ]
     duty = a.run_budget_s / a.run_every_s
     return Result(

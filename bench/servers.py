@@ -133,7 +133,8 @@ class Mirrors:
         self.stop()
 
 
-NGINX_CONF = """\
+NGINX_CONF = (
+    """\
 # Written by bench/servers.py for one benchmark run; nothing outside {prefix} is touched.
 daemon off;
 master_process on;
@@ -155,7 +156,10 @@ http {{
     # tree runs the worker out of descriptors ("Too many open files" -> 404/500s).
     open_file_cache max=8192 inactive=60s;
     open_file_cache_valid 60s;
-    etag on;                        # ETag and Last-Modified on static files: conditional GETs get 304
+"""
+    "    etag on;                        "
+    "# ETag and Last-Modified on static files: conditional GETs get 304\n"
+    """\
     if_modified_since exact;
     server_tokens off;
     log_format bench '$server_port $status $body_bytes_sent $bytes_sent $request_method $uri';
@@ -168,6 +172,7 @@ http {{
 {servers}
 }}
 """
+)
 
 SERVER_BLOCK = """\
     server {{   # {name}
@@ -199,11 +204,11 @@ class NginxMirrors(Mirrors):
         if self.prefix.exists():
             shutil.rmtree(self.prefix)
         (self.prefix / "tmp").mkdir(parents=True)
-        for attempt in range(5):
+        for _attempt in range(5):
             self.ports = free_ports(len(MIRROR_NAMES))
             servers = "".join(
                 SERVER_BLOCK.format(name=n, port=p, root=self.root.resolve())
-                for n, p in zip(MIRROR_NAMES, self.ports)
+                for n, p in zip(MIRROR_NAMES, self.ports, strict=True)
             )
             user = (
                 "user root;" if os.geteuid() == 0 else ""
@@ -312,7 +317,8 @@ class PythonMirrors(Mirrors):
                 line = proc.stdout.readline()  # type: ignore[union-attr]
                 if not line.startswith("ready "):
                     raise RuntimeError(
-                        f"fallback server {name} did not start: {line!r}; see {self.dir}/{name}.stderr"
+                        f"fallback server {name} did not start: {line!r}; see "
+                        f"{self.dir}/{name}.stderr"
                     )
                 self.ports.append(int(line.split()[1]))
         except BaseException:
@@ -349,7 +355,8 @@ def start_mirrors(
         log("!" * 78)
         log(f"! FALLBACK: {why}; serving the mirrors with a Python aiohttp static server.")
         log(
-            "! It is several times slower than nginx: the ratios below are NOT comparable with the targets."
+            "! It is several times slower than nginx: "
+            "the ratios below are NOT comparable with the targets."
         )
         log("!" * 78)
         m = PythonMirrors(root, workdir)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
+
 import pytest
 from helpers import SEED_DIR, SEED_NAMES
 
@@ -62,9 +65,6 @@ def forge_verifier(forge_trust) -> Verifier:
 
 
 # -- no test reaches the network -----------------------------------------------------------------
-
-import ipaddress
-import socket
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex

@@ -4,8 +4,9 @@ Loaded from tests/conftest.py with
 
     from conftest_reliability import pytest_terminal_summary  # noqa: F401  (reliability line)
 
-or ad hoc with `PYTHONPATH=tests pytest -p conftest_reliability ...`.  With PITHSYNC_RELIABILITY_TABLE=1 it also
-prints the fault -> status/reason table that tests/test_hostile.py observed.
+or ad hoc with `PYTHONPATH=tests pytest -p conftest_reliability ...`.  With
+PITHSYNC_RELIABILITY_TABLE=1 it also prints the fault -> status/reason table that
+tests/test_hostile.py observed.
 """
 
 from __future__ import annotations

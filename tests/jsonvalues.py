@@ -1,4 +1,5 @@
-"""hypothesis strategies for JSON values, shared by the canonical-encoder and strict-parser tests."""
+"""hypothesis strategies for JSON values, shared by the canonical-encoder and strict-parser
+tests."""
 
 from __future__ import annotations
 

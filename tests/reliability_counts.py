@@ -23,4 +23,7 @@ def observe(fault: str, status: str, code: str, message: str) -> None:
 
 
 def summary_line() -> str:
-    return f"reliability: {COUNTS['faults']} faults survived, {COUNTS['kills']} kills survived, {COUNTS['fuzz']} fuzz examples run"
+    return (
+        f"reliability: {COUNTS['faults']} faults survived, {COUNTS['kills']} kills survived, "
+        f"{COUNTS['fuzz']} fuzz examples run"
+    )

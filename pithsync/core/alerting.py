@@ -303,7 +303,10 @@ def _decide_unreachable(
                             "first_seen": now,
                             "resolved_at": None,
                             "resolution": None,
-                            "summary": f"mirror {m.name} ({m.base_url}) unreachable for {m.unreachable_runs} runs in a row (seen for {pith_number})"
+                            "summary": (
+                                f"mirror {m.name} ({m.base_url}) unreachable for "
+                                f"{m.unreachable_runs} runs in a row (seen for {pith_number})"
+                            )
                             + (f": {why}" if why else ""),
                         },
                     )
@@ -318,7 +321,10 @@ def _decide_unreachable(
                         "first_seen": alert.opened_at,
                         "resolved_at": now,
                         "resolution": "reachable",
-                        "summary": f"mirror {m.name} ({m.base_url}) reachable again (seen for {pith_number}, status {m.status})",
+                        "summary": (
+                            f"mirror {m.name} ({m.base_url}) reachable again "
+                            f"(seen for {pith_number}, status {m.status})"
+                        ),
                     },
                 )
             )

@@ -184,7 +184,10 @@ class Assessor:
                 Reason(
                     Status.TAMPERED,
                     "wrong_record",
-                    f"bundle is for {str(bundle.get('pith_number'))[:80]}, not the requested {suffix}",
+                    (
+                        f"bundle is for {str(bundle.get('pith_number'))[:80]}, "
+                        f"not the requested {suffix}"
+                    ),
                 )
             )
             return reasons, None, False, False, report
@@ -244,7 +247,10 @@ def compare_record(
                     Reason(
                         Status.EQUIVOCATION,
                         "equivocation",
-                        f"serves {len(conflicting)} signed event(s) that conflict with another signed event: {', '.join(c[:23] for c in conflicting[:3])}",
+                        (
+                            f"serves {len(conflicting)} signed event(s) that conflict with "
+                            f"another signed event: {', '.join(c[:23] for c in conflicting[:3])}"
+                        ),
                     )
                 )
             missing = all_ids - ids - in_conflict
@@ -254,7 +260,10 @@ def compare_record(
                     Reason(
                         Status.STALE,
                         "stale",
-                        f"lacks {len(missing)} verified event(s) held by {where} ({len(ids)} of {len(all_ids)})",
+                        (
+                            f"lacks {len(missing)} verified event(s) held by {where} "
+                            f"({len(ids)} of {len(all_ids)})"
+                        ),
                     )
                 )
         if not someone_has_it:

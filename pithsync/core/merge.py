@@ -119,7 +119,8 @@ def merge_state(
     events: Iterable[Mapping],
     invalid: Mapping[str, str],
 ) -> dict:
-    """The state that follows from `events`; `invalid` maps event_id -> why it failed verification."""
+    """The state that follows from `events`; `invalid` maps event_id -> why it failed
+    verification."""
     distinct = _distinct(events)
     ordered = sorted(distinct.values(), key=order_key)
 

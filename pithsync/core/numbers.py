@@ -65,7 +65,8 @@ def parse_ref(text: str) -> PithRef:
     if m := _SHORT.match(t):
         return PithRef(m.group(1), is_prefix=True)
     raise InvalidPithNumber(
-        f"not a pith number: {t[:80]!r} (expected pith:YYYY:<26 chars>, a bare 26-char suffix, or pith:<8 chars>)"
+        f"not a pith number: {t[:80]!r} "
+        "(expected pith:YYYY:<26 chars>, a bare 26-char suffix, or pith:<8 chars>)"
     )
 
 

@@ -159,7 +159,10 @@ class Verifier:
                 Reason(
                     Status.BAD_SIGNATURE,
                     "fingerprint_mismatch",
-                    f"{what}: fingerprint {str(sig.get('public_key_fingerprint'))[:80]!r} is not that of pinned key {key.key_id}",
+                    (
+                        f"{what}: fingerprint {str(sig.get('public_key_fingerprint'))[:80]!r} is "
+                        f"not that of pinned key {key.key_id}"
+                    ),
                 )
             ]
         if sig.get("signed_message") != expected_message:
@@ -167,7 +170,10 @@ class Verifier:
                 Reason(
                     Status.BAD_SIGNATURE,
                     "signed_message",
-                    f"{what}: signed_message is {str(sig.get('signed_message'))[:80]!r}, expected {expected_message!r}",
+                    (
+                        f"{what}: signed_message is {str(sig.get('signed_message'))[:80]!r}, "
+                        f"expected {expected_message!r}"
+                    ),
                 )
             ]
         raw_sig = decode_signature(sig.get("signature_b64"))
@@ -266,7 +272,10 @@ class Verifier:
                 Reason(
                     Status.BAD_SIGNATURE,
                     "signer_mismatch",
-                    f"{what}: signer names key {str(signer.get('key_id'))[:80]!r}, but it is signed by {str(sig.get('key_id'))[:80]!r}",
+                    (
+                        f"{what}: signer names key {str(signer.get('key_id'))[:80]!r}, but it is "
+                        f"signed by {str(sig.get('key_id'))[:80]!r}"
+                    ),
                 )
             ]
         if not isinstance(signer.get("signer_id"), str):
@@ -290,7 +299,10 @@ class Verifier:
                 Reason(
                     Status.MALFORMED,
                     "receipt_schema",
-                    f"{what}: record_created payload lacks canonical_record, canonical_sha256 or receipt",
+                    (
+                        f"{what}: record_created payload lacks "
+                        "canonical_record, canonical_sha256 or receipt"
+                    ),
                 )
             ]
         if canon_sha256(record) != digest or receipt.get("canonical_sha256") != digest:
@@ -318,7 +330,10 @@ class Verifier:
             report.add(
                 Status.TAMPERED,
                 "canonical_sha256_mismatch",
-                f"canonical_sha256 {str(claimed_sha)[:80]!r} is not sha256(canon(canonical_record)) = {digest}",
+                (
+                    f"canonical_sha256 {str(claimed_sha)[:80]!r} is not "
+                    f"sha256(canon(canonical_record)) = {digest}"
+                ),
             )
         try:
             claimed = numbers.parse_full(claimed_number)  # type: ignore[arg-type]
@@ -548,7 +563,10 @@ class Verifier:
                 report.add(
                     Status.STATE_MISMATCH,
                     "state_other_record",
-                    f"state.json is for {str(state.get('pith_number'))[:80]!r}, not {report.pith_number}",
+                    (
+                        f"state.json is for {str(state.get('pith_number'))[:80]!r}, "
+                        f"not {report.pith_number}"
+                    ),
                 )
             else:
                 self._check_state(report, state, "state.json", report.merged_state)

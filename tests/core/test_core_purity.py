@@ -1,4 +1,5 @@
-"""The protocol core is pure: no I/O libraries, no clock, no store, no CLI (pithsync/core/__init__.py)."""
+"""The protocol core is pure: no I/O libraries, no clock, no store, no CLI
+(pithsync/core/__init__.py)."""
 
 from __future__ import annotations
 

@@ -36,9 +36,9 @@ from pithsync.core.compare import Assessor, Fetched, MirrorCopy, Retrieval, comp
 from pithsync.core.errors import PithError
 from pithsync.core.status import Status
 from pithsync.core.verify import Verifier, verify_document
+from pithsync.testing import forge
 
 pytestmark = pytest.mark.slow  # real subprocesses, hundreds of records or many examples
-from pithsync.testing import forge
 
 TOTAL = int(os.environ.get("PITHSYNC_FUZZ_EXAMPLES", "1200"))
 PER_TEST = max(TOTAL // 4, 10)
@@ -362,7 +362,7 @@ def test_structure_mutations_of_forged_documents(case):
     reliability_counts.add("fuzz")
 
 
-# -- the property itself can fail -------------------------------------------------------------------
+# -- the property itself can fail ------------------------------------------------------------------
 
 
 def test_a_re_encoded_original_stays_ok_and_a_real_edit_does_not():

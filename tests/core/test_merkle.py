@@ -129,7 +129,7 @@ def test_every_inclusion_proof_of_the_8_leaf_set_verifies_against_the_published_
     for index in range(size):
         proof = merkle.inclusion_proof(LEAVES[:size], index)
         merkle.verify_inclusion(LEAVES[index], index, size, proof, published_root)
-        for (start, end), node in zip(merkle.inclusion_ranges(index, size), proof):
+        for (start, end), node in zip(merkle.inclusion_ranges(index, size), proof, strict=True):
             expected = _published_subtree(start, end)
             assert expected is None or node.hex() == expected
 
@@ -146,7 +146,7 @@ def test_every_consistency_proof_of_the_8_leaf_set_verifies_against_published_ro
             proof,
         )
         ranges = merkle.consistency_ranges(old_size, new_size)
-        for (start, end), node in zip(ranges, proof):
+        for (start, end), node in zip(ranges, proof, strict=True):
             expected = _published_subtree(start, end)
             assert expected is None or node.hex() == expected
 

@@ -211,7 +211,7 @@ def test_token_bucket_holds_its_rate_over_a_simulated_minute():
         sent.append(now)
     assert sent[:5] == [0.0] * 5  # the burst goes at once
     assert len(sent) == 5 + 16 * 60 - 1  # then one every 1/16 s, the last one before t=60
-    assert {b - a for a, b in zip(sent[5:], sent[6:])} == {1 / 16}
+    assert {b - a for a, b in zip(sent[5:], sent[6:], strict=False)} == {1 / 16}
 
 
 def test_token_bucket_refills_up_to_its_burst_and_reserves_for_concurrent_callers():

@@ -17,10 +17,10 @@ After each chain of kills an uninterrupted run must end with exactly the stored 
 mirror statuses and open alerts of an uninterrupted reference run on a fresh store, with every
 queued notification delivered.
 
-20 kills by default (30-50 s on 2 shared cores); PITHSYNC_SLOW_TESTS=1 for 100 (PITHSYNC_CRASH_KILLS=N
-for any number).  Kill times are uniform within the measured duration of an uninterrupted run (on a
-fresh store, or on a full one for chains that start from a copy of the reference).  They come
-from PITHSYNC_CRASH_SEED (printed) so a failure can be replayed.
+20 kills by default (30-50 s on 2 shared cores); PITHSYNC_SLOW_TESTS=1 for 100
+(PITHSYNC_CRASH_KILLS=N for any number).  Kill times are uniform within the measured duration of an
+uninterrupted run (on a fresh store, or on a full one for chains that start from a copy of the
+reference).  They come from PITHSYNC_CRASH_SEED (printed) so a failure can be replayed.
 
 Also here: a full disk and a read-only store end with `pithsync: ...` and exit 4, not a traceback.
 """
@@ -60,11 +60,12 @@ SEED = int(os.environ.get("PITHSYNC_CRASH_SEED", "6006"))
 BAD_STATUSES = ("stale", "tampered", "bad_signature", "state_mismatch", "malformed", "equivocation")
 
 
-# -- the world: 500 records on two mirrors, b diverging on some -------------------------------------
+# -- the world: 500 records on two mirrors, b diverging on some ------------------------------------
 
 
 def forge_world() -> tuple[list[forge.ForgedRecord], dict[str, dict], dict[str, bytes]]:
-    """The records, what mirror a serves (all honest) and what b serves instead where it diverges."""
+    """The records, what mirror a serves (all honest) and what b serves instead where it
+    diverges."""
     records = [forge.forge_record(5000 + i, n_events=2) for i in range(RECORDS)]
     honest = {r.suffix: r.bundle() for r in records}
     b_overrides: dict[str, tuple[str, dict | None]] = {}
@@ -97,16 +98,22 @@ def serve_world(a: MirrorServer, b: MirrorServer, records, honest, b_overrides) 
 
 
 def write_config(path: Path, a: MirrorServer, b: MirrorServer) -> str:
-    text = f'[[trust.keys]]\nkey_id = "{forge.TEST_KEY.key_id}"\npublic_key_b64 = "{forge.TEST_KEY.public_key_b64}"\n\n'
+    text = (
+        f'[[trust.keys]]\nkey_id = "{forge.TEST_KEY.key_id}"\n'
+        f'public_key_b64 = "{forge.TEST_KEY.public_key_b64}"\n\n'
+    )
     for m in (a, b):
         text += f'[[mirrors]]\nname = "{m.name}"\nbase_url = "{m.base_url}"\n\n'
     # Generous timeouts: the mirrors share two cores with the crawler; nothing here is a fault.
-    text += "[crawl]\nretries = 2\ntimeout_s = 20\ndeadline_s = 60\nfollow_hints = false\n\n[alerts]\nlog = true\n\n[store]\nlock_timeout_s = 30\n"
+    text += (
+        "[crawl]\nretries = 2\ntimeout_s = 20\ndeadline_s = 60\nfollow_hints = false\n\n"
+        "[alerts]\nlog = true\n\n[store]\nlock_timeout_s = 30\n"
+    )
     path.write_text(text)
     return str(path)
 
 
-# -- running pithsync ---------------------------------------------------------------------------------
+# -- running pithsync ------------------------------------------------------------------------------
 
 
 class Runner:
@@ -173,7 +180,7 @@ class Runner:
         return False
 
 
-# -- what the store must look like ------------------------------------------------------------------
+# -- what the store must look like -----------------------------------------------------------------
 
 
 def _columns(conn, table: str) -> set[str]:
@@ -246,7 +253,8 @@ def assert_consistent(db: str, channels: tuple[str, ...], ref_states: dict[str, 
         # mirror_status and its journal entry commit together; a bad copy has its evidence.
         last = {}
         for pith, mirror, status in conn.execute(
-            "select pith_number, mirror, status from journal where kind = 'mirror_outcome' order by seq"
+            "select pith_number, mirror, status from journal "
+            "where kind = 'mirror_outcome' order by seq"
         ):
             last[(pith, mirror)] = status
         evidence = {(p, m) for p, m in conn.execute("select pith_number, mirror from evidence")}
@@ -316,7 +324,7 @@ def final_view(db: str) -> dict:
         }
 
 
-# -- the test ---------------------------------------------------------------------------------------
+# -- the test --------------------------------------------------------------------------------------
 
 
 async def test_sigkill_at_random_moments_loses_nothing(tmp_path):
@@ -354,7 +362,8 @@ async def test_sigkill_at_random_moments_loses_nothing(tmp_path):
         assert code == ref_code and "Traceback" not in stderr, stderr[-3000:]
         assert final_view(ref_db) == reference
         print(
-            f"crash test: one uninterrupted run takes {duration:.2f}s on a fresh store, {duration_full:.2f}s on a full one"
+            f"crash test: one uninterrupted run takes {duration:.2f}s on a fresh store, "
+            f"{duration_full:.2f}s on a full one"
         )
 
         kills = chains = runs = 0
@@ -414,7 +423,9 @@ async def test_sigkill_at_random_moments_loses_nothing(tmp_path):
             )
             assert proc.returncode == 0 and "intact" in proc.stdout, proc.stdout + proc.stderr
         print(
-            f"crash test: {kills} kills survived over {runs} runs ({commands['sync']} sync, {commands['pull']} pull) in {chains} chains; {checking:.1f}s spent checking after kills"
+            f"crash test: {kills} kills survived over {runs} runs ({commands['sync']} sync, "
+            f"{commands['pull']} pull) in {chains} chains; "
+            f"{checking:.1f}s spent checking after kills"
         )
     assert kills >= KILLS
 
@@ -434,11 +445,19 @@ async def test_the_crash_checks_catch_damage(tmp_path):
     before = snapshot(cfg.db_path)
     assert before["outbox"] and before["evidence"], "the world should produce alerts and evidence"
     damage = {
-        "an alert without its outbox row": "delete from outbox where id = (select min(id) from outbox)",
-        "the journal's last entry removed": "delete from journal where seq = (select max(seq) from journal)",
+        "an alert without its outbox row": (
+            "delete from outbox where id = (select min(id) from outbox)"
+        ),
+        "the journal's last entry removed": (
+            "delete from journal where seq = (select max(seq) from journal)"
+        ),
         "a journal entry edited": "update journal set detail = '{\"edited\": 1}' where seq = 2",
-        "a state that is not its hash": "update records set state_sha256 = 'x' || substr(state_sha256, 2) where rowid = 1",
-        "a mirror status without its journal entry": "update mirror_status set status = 'ok' where status = 'stale'",
+        "a state that is not its hash": (
+            "update records set state_sha256 = 'x' || substr(state_sha256, 2) where rowid = 1"
+        ),
+        "a mirror status without its journal entry": (
+            "update mirror_status set status = 'ok' where status = 'stale'"
+        ),
         "evidence removed": "delete from evidence",
         "a delivered notification undelivered": "update outbox set delivered_at = NULL",
     }
@@ -461,7 +480,7 @@ async def test_the_crash_checks_catch_damage(tmp_path):
             print(f"not caught: {what}")
 
 
-# -- full disk and read-only store ---------------------------------------------------------------------
+# -- full disk and read-only store -----------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -474,7 +493,8 @@ def tmpfs(path: Path, size: str):
     )
     if proc.returncode != 0:
         pytest.skip(
-            f"cannot mount a tmpfs here ({proc.stderr.strip() or proc.returncode}): full disk and read-only filesystem need one"
+            f"cannot mount a tmpfs here ({proc.stderr.strip() or proc.returncode}): full disk and "
+            "read-only filesystem need one"
         )
     try:
         yield path
@@ -540,7 +560,10 @@ async def test_full_disk_is_a_clear_store_error_and_nothing_is_lost(tmp_path, sm
             a.put_record(honest[r.suffix])
         conf = tmp_path / "pithsync.toml"
         conf.write_text(
-            f'[[trust.keys]]\nkey_id = "{forge.TEST_KEY.key_id}"\npublic_key_b64 = "{forge.TEST_KEY.public_key_b64}"\n\n[[mirrors]]\nname = "a"\nbase_url = "{a.base_url}"\n\n[crawl]\nretries = 0\nfollow_hints = false\n'
+            f'[[trust.keys]]\nkey_id = "{forge.TEST_KEY.key_id}"\n'
+            f'public_key_b64 = "{forge.TEST_KEY.public_key_b64}"\n\n'
+            f'[[mirrors]]\nname = "a"\nbase_url = "{a.base_url}"\n\n'
+            "[crawl]\nretries = 0\nfollow_hints = false\n"
         )
         with contextlib.ExitStack() as stack:
             if how == "tmpfs":
@@ -606,7 +629,10 @@ async def test_read_only_store_is_a_clear_store_error(tmp_path, small_world, how
             a.put_record(honest[r.suffix])
         conf = tmp_path / "pithsync.toml"
         conf.write_text(
-            f'[[trust.keys]]\nkey_id = "{forge.TEST_KEY.key_id}"\npublic_key_b64 = "{forge.TEST_KEY.public_key_b64}"\n\n[[mirrors]]\nname = "a"\nbase_url = "{a.base_url}"\n\n[crawl]\nretries = 0\nfollow_hints = false\n'
+            f'[[trust.keys]]\nkey_id = "{forge.TEST_KEY.key_id}"\n'
+            f'public_key_b64 = "{forge.TEST_KEY.public_key_b64}"\n\n'
+            f'[[mirrors]]\nname = "a"\nbase_url = "{a.base_url}"\n\n'
+            "[crawl]\nretries = 0\nfollow_hints = false\n"
         )
         numbers = [r.pith_number for r in records]
         with contextlib.ExitStack() as stack:
@@ -624,7 +650,8 @@ async def test_read_only_store_is_a_clear_store_error(tmp_path, small_world, how
             else:
                 if subprocess.run(["chattr", "+i", db], capture_output=True).returncode != 0:
                     pytest.skip(
-                        "chattr +i is not available here (root ignores file modes, so an immutable file is the only read-only file)"
+                        "chattr +i is not available here (root ignores file modes, so an "
+                        "immutable file is the only read-only file)"
                     )
                 stack.callback(subprocess.run, ["chattr", "-i", db], capture_output=True)
                 needles = ("is read-only", "readonly")

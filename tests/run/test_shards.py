@@ -59,12 +59,14 @@ def _store_contents(db: str) -> dict:
         "events": q("select event_id, pith_number, body from events"),
         "documents": q("select sha256, kind, pith_number, body from documents"),
         "mirror_status": q(
-            "select pith_number, mirror, status, reasons, bundle_sha256, state_sha256 from mirror_status"
+            "select pith_number, mirror, status, reasons, bundle_sha256, state_sha256 "
+            "from mirror_status"
         ),
         "evidence": q("select pith_number, mirror, status, body_sha256 from evidence"),
         "validators": q("select url, etag, document_sha256 from validators"),
         "journal_kinds": q(
-            "select kind, pith_number, mirror, status from journal where kind != 'run_started' and kind != 'run_finished'"
+            "select kind, pith_number, mirror, status from journal "
+            "where kind != 'run_started' and kind != 'run_finished'"
         ),
         "alerts": q("select kind, scope, pith_number, mirror, state from alerts"),
     }

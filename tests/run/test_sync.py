@@ -498,7 +498,7 @@ async def test_cli_pull_of_many_records_in_a_subprocess(tmp_path):
             out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
         except TimeoutError:
             proc.kill()
-            raise AssertionError("pull did not finish within 60 s")
+            raise AssertionError("pull did not finish within 60 s") from None
         requests = a.count()
     assert proc.returncode == 0, err.decode()[-2000:]
     assert {r["verdict"] for r in json_lines(out.decode())} == {"in_sync"}
@@ -778,7 +778,8 @@ _VOLATILE = {
 
 
 def _contents(path: str) -> dict[str, list[tuple]]:
-    """Every row of every table but the run's own, without the columns that hold times or run ids."""
+    """Every row of every table but the run's own, without the columns that hold times or
+    run ids."""
     conn = sqlite3.connect(path)
     try:
         out = {}

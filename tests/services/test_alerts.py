@@ -361,13 +361,17 @@ async def test_rejected_notification_is_retried_and_keeps_its_order(tmp_path):
             store.close()
 
 
-COMMAND_SCRIPT = """
+COMMAND_SCRIPT = (
+    """
 import json, os, sys
 data = sys.stdin.buffer.read()
 with open(sys.argv[1], "a") as fh:
-    fh.write(json.dumps({"stdin": json.loads(data), "argv": sys.argv[2:], "kind": os.environ.get("PITHSYNC_ALERT_KIND")}) + "\\n")
-sys.exit(int(os.environ.get("EXIT_WITH", "0")))
 """
+    '    fh.write(json.dumps({"stdin": json.loads(data), "argv": sys.argv[2:], '
+    '"kind": os.environ.get("PITHSYNC_ALERT_KIND")}) + "\\n")\n'
+    """sys.exit(int(os.environ.get("EXIT_WITH", "0")))
+"""
+)
 
 
 async def test_command_channel_gets_json_on_stdin_without_shell(tmp_path, monkeypatch):
@@ -629,7 +633,8 @@ def test_log_lines_are_key_value_one_line(monkeypatch):
     lines = stream.getvalue().splitlines()
     assert len(lines) == 3
     assert lines[0].startswith("ts=") and lines[0].endswith(
-        "level=info logger=pithsync.test event=record_checked record=pith:2026:AAA verdict=in_sync events=3"
+        "level=info logger=pithsync.test event=record_checked record=pith:2026:AAA "
+        "verdict=in_sync events=3"
     )
     assert (
         lines[1].endswith('msg="free text with\\na newline and \\"quotes\\""')
@@ -654,9 +659,9 @@ def test_log_lines_are_key_value_one_line(monkeypatch):
             "summary": "a b",
         }
     )
-    assert (
-        line
-        == 'alert=opened kind=divergence alert_id=3 pith=pith:2026:X verdict=diverged mirrors="my mirror:stale" summary="a b"'
+    assert line == (
+        "alert=opened kind=divergence alert_id=3 pith=pith:2026:X verdict=diverged "
+        'mirrors="my mirror:stale" summary="a b"'
     )
 
 
