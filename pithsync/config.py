@@ -28,7 +28,7 @@ class ConfigError(Exception):
 class CrawlConfig:
     concurrency: int = 64  # requests in flight overall
     per_host: int = 16  # requests in flight per host
-    processes: int = 0  # sync worker processes; 0: one per CPU for large runs (shards.py)
+    processes: int = 0  # sync worker processes; 0: one per CPU for large runs (run/workers.py)
     timeout_s: float = 10.0  # connect and per-read timeout
     deadline_s: float = 60.0  # overall deadline for one fetch, retries excluded
     retries: int = 3  # attempts after the first, for connection errors, timeouts, 429, 5xx

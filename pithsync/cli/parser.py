@@ -87,7 +87,7 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-# The journal's `at` (store.py): UTC, microseconds, "Z".  --since is written the same way, so
+# The journal's `at` (base/clock.py): UTC, microseconds, "Z".  --since is written the same way, so
 # that the store's text comparison orders them as times.
 JOURNAL_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 

@@ -264,6 +264,26 @@ def _decide_divergence(
         )
 
 
+def _unreachable_opening(m: MirrorView, common: dict) -> Opening:
+    """The alert for a mirror unreachable for enough runs in a row."""
+    why = _first_message(m)
+    summary = (
+        f"mirror {m.name} ({m.base_url}) unreachable for {m.unreachable_runs} runs in a row"
+        f" (seen for {common['pith_number']})"
+    ) + (f": {why}" if why else "")
+    payload = {
+        **common,
+        "event": OPENED,
+        "first_seen": common["at"],
+        "resolved_at": None,
+        "resolution": None,
+        "summary": summary,
+    }
+    return Opening(
+        UNREACHABLE, mirror_scope(m.base_url), common["pith_number"], m.base_url, "", payload
+    )
+
+
 def _decide_unreachable(
     decision: Decision,
     base: dict,
@@ -289,28 +309,7 @@ def _decide_unreachable(
                 and unreachable_threshold > 0
                 and m.unreachable_runs >= unreachable_threshold
             ):
-                why = _first_message(m)
-                decision.open.append(
-                    Opening(
-                        UNREACHABLE,
-                        mirror_scope(m.base_url),
-                        pith_number,
-                        m.base_url,
-                        "",
-                        {
-                            **common,
-                            "event": OPENED,
-                            "first_seen": now,
-                            "resolved_at": None,
-                            "resolution": None,
-                            "summary": (
-                                f"mirror {m.name} ({m.base_url}) unreachable for "
-                                f"{m.unreachable_runs} runs in a row (seen for {pith_number})"
-                            )
-                            + (f": {why}" if why else ""),
-                        },
-                    )
-                )
+                decision.open.append(_unreachable_opening(m, common))
         elif alert is not None:
             decision.resolve.append(
                 Resolution(

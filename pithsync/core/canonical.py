@@ -11,7 +11,7 @@ used:
 
 NaN and infinities are outside canon's domain: strictjson refuses them on input and nothing in
 pithsync computes a float, so none reaches here (orjson would write `null`; checking every
-`null` for a NaN would give back much of orjson's speed).  tests/test_canonical.py checks byte
+`null` for a NaN would give back much of orjson's speed).  tests/core/test_canonical.py checks byte
 identity with hypothesis.
 """
 

@@ -112,6 +112,26 @@ def _distinct(events: Iterable[Mapping]) -> dict[str, Mapping]:
     return distinct
 
 
+def _current(canonical_record: dict, source_aliases: list, applied: list[Mapping]) -> dict:
+    """The record as its applied events leave it: each event type's entries in merge order,
+    the first `record_created`."""
+    current: dict = {
+        "canonical_record": canonical_record,
+        "source_aliases": source_aliases,
+        **{name: [] for name in DEFAULT_LISTS},
+    }
+    record_created = None
+    for ev in applied:
+        etype = ev.get("event_type")
+        if etype == "record_created":
+            if record_created is None:
+                record_created = entry(ev)
+        else:
+            current.setdefault(list_name(str(etype)), []).append(entry(ev))
+    current["record_created"] = record_created
+    return current
+
+
 def merge_state(
     pith_number: str,
     canonical_record: dict,
@@ -137,21 +157,7 @@ def merge_state(
                 superseded.add(old)
     applied = [ev for ev in candidates if ev["event_id"] not in superseded]
 
-    current: dict = {
-        "canonical_record": canonical_record,
-        "source_aliases": source_aliases,
-        **{name: [] for name in DEFAULT_LISTS},
-    }
-    record_created = None
-    for ev in applied:
-        etype = ev.get("event_type")
-        if etype == "record_created":
-            if record_created is None:
-                record_created = entry(ev)
-        else:
-            current.setdefault(list_name(str(etype)), []).append(entry(ev))
-    current["record_created"] = record_created
-
+    current = _current(canonical_record, source_aliases, applied)
     invalid_events = [
         {"event_id": ev["event_id"], "reason": invalid[ev["event_id"]]}
         for ev in ordered

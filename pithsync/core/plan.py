@@ -333,7 +333,7 @@ def quick_plan(stored: StoredRecord, fetched: list[FetchedCopy], rules: PlanRule
     no equivocation), and each served state's state_sha256 is the stored merge's (so each
     mirror has exactly the stored events: none is stale, and nothing new is to be stored).
     Then the full path gives every mirror `ok`, an in_sync verdict and nothing to write
-    but the check itself; tests/test_sync.py holds the two paths equal case by case.
+    but the check itself; tests/run/test_sync.py holds the two paths equal case by case.
     With follow_hints the bundle is read for hints: one naming another mirror takes the full
     path.
 

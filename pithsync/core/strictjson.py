@@ -11,7 +11,7 @@ a float), a number or escape spelled any other way, or any whitespace changes th
 back.  So a document that round-trips was read exactly as the strict parser below reads it, and
 everything else (including every malformed document, which gets its specific error there) goes
 the strict way.  The registry's compact UTF-8 round-trips, so its documents take the fast path.
-tests/test_strictjson.py holds the two paths equal with hypothesis.
+tests/core/test_strictjson.py holds the two paths equal with hypothesis.
 """
 
 from __future__ import annotations
