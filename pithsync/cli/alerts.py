@@ -10,7 +10,7 @@ from pithsync import evidence
 from pithsync.base.exits import ExitCode, UsageError
 from pithsync.base.files import write_atomically
 from pithsync.base.logfmt import log_event
-from pithsync.cli.common import open_store
+from pithsync.cli.common import open_store, resolve_one
 from pithsync.core.verify import Verifier
 
 log = logging.getLogger("pithsync.alerts")
@@ -86,16 +86,11 @@ def cmd_evidence(args, cfg, out) -> int:
     "truncated"}`."""
     verifier = Verifier(cfg.trust)
     with open_store(cfg, lock=False) as store:
-        matches = store.resolve(args.pith)
-        if not matches:
-            raise UsageError(f"no stored record matches {args.pith[:80]!r}")
-        if len(matches) > 1:
-            raise UsageError(f"{args.pith[:80]!r} is ambiguous: {', '.join(matches[:5])}")
-        doc = evidence.build_evidence(store, matches[0], verifier, max_bytes=cfg.crawl.max_bytes)
+        pith = resolve_one(store, args.pith, "no stored record matches {ref}")
+        doc = evidence.build_evidence(store, pith, verifier, max_bytes=cfg.crawl.max_bytes)
     if not doc["claims"]:
         raise UsageError(
-            f"the store holds no evidence for {matches[0]} that signatures can prove"
-            " (nothing written)"
+            f"the store holds no evidence for {pith} that signatures can prove (nothing written)"
         )
     check = evidence.verify_evidence(doc, verifier, cfg.crawl.max_bytes)
     if not check.ok:  # cannot happen: build keeps only confirmed claims

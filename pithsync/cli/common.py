@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from pithsync.base.exits import UsageError
 from pithsync.config import Config
 from pithsync.store import Store, run_lock
 
@@ -26,3 +27,22 @@ def open_store(cfg: Config, *, lock: bool) -> Iterator[Store]:
             yield store
         finally:
             store.close()
+
+
+def resolve_one(store: Store, reference: str, unknown: str) -> str:
+    """The one stored record a user's reference names (number, suffix, short form or alias).
+
+    Args:
+        store: the store to look the reference up in.
+        reference: what the user typed.
+        unknown: what to say when nothing matches; `{ref}` stands for the quoted reference.
+
+    Raises:
+        UsageError: nothing matches, or more than one record does.
+    """
+    matches = store.resolve(reference)
+    if not matches:
+        raise UsageError(unknown.format(ref=repr(reference[:80])))
+    if len(matches) > 1:
+        raise UsageError(f"{reference[:80]!r} is ambiguous: {', '.join(matches[:5])}")
+    return matches[0]

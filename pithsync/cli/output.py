@@ -34,23 +34,18 @@ class Output:
 
     def write(self, text: str) -> None:
         """`text` as it is, unless the reader has gone."""
-        if self.closed:
-            return
-        try:
-            self.stream.write(text)
-        except (BrokenPipeError, ConnectionResetError):
-            self._reader_gone()
-        except OSError as exc:
-            if exc.errno != errno.EPIPE:
-                raise
-            self._reader_gone()
+        self._unless_reader_gone(lambda: self.stream.write(text))
 
     def flush(self) -> None:
         """Push buffered output out now (a pipe's buffer would otherwise fail only at exit)."""
+        self._unless_reader_gone(self.stream.flush)
+
+    def _unless_reader_gone(self, action) -> None:
+        """One write or flush of the stream; a reader that has gone closes the output."""
         if self.closed:
             return
         try:
-            self.stream.flush()
+            action()
         except (BrokenPipeError, ConnectionResetError):
             self._reader_gone()
         except OSError as exc:

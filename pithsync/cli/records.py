@@ -9,7 +9,7 @@ import sys
 
 from pithsync.base.exits import ExitCode, StoreLocked, UsageError
 from pithsync.base.logfmt import log_event
-from pithsync.cli.common import open_store
+from pithsync.cli.common import open_store, resolve_one
 from pithsync.cli.output import Output, ResultWriter, progress_bar
 from pithsync.cli.verify import UnreadableFile, read_file, report_unreadable, verify_bytes
 from pithsync.config import Config
@@ -161,16 +161,14 @@ def cmd_untrack(args, cfg: Config, out) -> int:
     with open_store(cfg, lock=True) as store:
         chosen: list[str] = []
         for text in args.pith:
-            matches = store.resolve(text)
-            if not matches:
-                raise UsageError(
-                    f"cannot untrack {text[:80]!r}: no stored record has that number, suffix,"
-                    " short form or alias"
-                )
-            if len(matches) > 1:
-                raise UsageError(f"{text[:80]!r} is ambiguous: {', '.join(matches[:5])}")
-            if matches[0] not in chosen:
-                chosen.append(matches[0])
+            pith = resolve_one(
+                store,
+                text,
+                "cannot untrack {ref}: no stored record has that number, suffix, short form"
+                " or alias",
+            )
+            if pith not in chosen:
+                chosen.append(pith)
         run_id = store.begin_run("untrack")
         done = {p: store.untrack(run_id, p) for p in chosen}
         untracked = [p for p, d in done.items() if d]
