@@ -184,10 +184,8 @@ class Assessor:
                 Reason(
                     Status.TAMPERED,
                     "wrong_record",
-                    (
-                        f"bundle is for {str(bundle.get('pith_number'))[:80]}, "
-                        f"not the requested {suffix}"
-                    ),
+                    f"bundle is for {str(bundle.get('pith_number'))[:80]},"
+                    f" not the requested {suffix}",
                 )
             )
             return reasons, None, False, False, report
@@ -218,6 +216,46 @@ class Assessor:
         return reasons, bundle, bundle_ok, state_ok, report
 
 
+def _cross_mirror_reasons(
+    ids: Set[str], all_ids: Set[str], in_conflict: Set[str], stored_events: Mapping[str, dict]
+) -> list[Reason]:
+    """What one mirror's verified bundle gets wrong against the union of verified events.
+
+    Args:
+        ids: the event ids the mirror's bundle carries.
+        all_ids: every verified event id, from any mirror or the store.
+        in_conflict: the ids of events that take part in an equivocation.
+        stored_events: the events the verified store already holds, by id.
+
+    Returns:
+        An equivocation reason if it serves a conflicting event, a stale one if it lacks an
+        event that is not in conflict; none, one or both.
+    """
+    reasons = []
+    conflicting = sorted(ids & in_conflict)
+    if conflicting:
+        reasons.append(
+            Reason(
+                Status.EQUIVOCATION,
+                "equivocation",
+                f"serves {len(conflicting)} signed event(s) that conflict with another signed"
+                f" event: {', '.join(c[:23] for c in conflicting[:3])}",
+            )
+        )
+    missing = all_ids - ids - in_conflict
+    if missing:
+        where = "the store" if missing <= set(stored_events) else "another mirror"
+        reasons.append(
+            Reason(
+                Status.STALE,
+                "stale",
+                f"lacks {len(missing)} verified event(s) held by {where}"
+                f" ({len(ids)} of {len(all_ids)})",
+            )
+        )
+    return reasons
+
+
 def compare_record(
     assessments: list[Assessment], stored_events: Mapping[str, dict]
 ) -> RecordComparison:
@@ -239,33 +277,8 @@ def compare_record(
     outcomes = []
     for a in assessments:
         reasons = list(a.reasons)
-        ids = a.event_ids
         if a.bundle is not None:
-            conflicting = sorted(ids & in_conflict)
-            if conflicting:
-                reasons.append(
-                    Reason(
-                        Status.EQUIVOCATION,
-                        "equivocation",
-                        (
-                            f"serves {len(conflicting)} signed event(s) that conflict with "
-                            f"another signed event: {', '.join(c[:23] for c in conflicting[:3])}"
-                        ),
-                    )
-                )
-            missing = all_ids - ids - in_conflict
-            if missing:
-                where = "the store" if missing <= set(stored_events) else "another mirror"
-                reasons.append(
-                    Reason(
-                        Status.STALE,
-                        "stale",
-                        (
-                            f"lacks {len(missing)} verified event(s) held by {where} "
-                            f"({len(ids)} of {len(all_ids)})"
-                        ),
-                    )
-                )
+            reasons.extend(_cross_mirror_reasons(a.event_ids, all_ids, in_conflict, stored_events))
         if not someone_has_it:
             # Nobody has the record: a 404 is not "missing while others have it".
             reasons = [r for r in reasons if r.status is not Status.MISSING] or [

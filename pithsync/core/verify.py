@@ -14,18 +14,34 @@ from typing import Any
 from pithsync.core import numbers
 from pithsync.core.canonical import canon_sha256, without
 from pithsync.core.errors import InvalidPithNumber, PithError
-from pithsync.core.keys import TrustStore, decode_signature
+from pithsync.core.events import (
+    EVENT_HASH_EXCLUDES,
+    SIGNED_MESSAGE,
+    EventCheck,
+    EventChecker,
+    missing_fields,
+)
+from pithsync.core.keys import TrustStore
 from pithsync.core.merge import MERGE_VERSION, STATE_TYPE, merge_state
 from pithsync.core.status import Reason, Status, most_severe
 
-BUNDLE_TYPE = "pith_open_graph_bundle"
-EVENT_HASH_EXCLUDES = ("signature", "content_sha256", "event_id")
-SIGNED_MESSAGE = {
-    "receipt": "canonical_sha256_bytes",
-    "event": "open_graph_event_sha256_bytes",
-    "bundle": "bundle_sha256_bytes",
-}
+# EVENT_HASH_EXCLUDES, SIGNED_MESSAGE and EventCheck live in core.events; callers import them
+# from here too.
+__all__ = [
+    "BUNDLE_TYPE",
+    "EVENT_HASH_EXCLUDES",
+    "SIGNED_MESSAGE",
+    "EventCheck",
+    "Report",
+    "Verifier",
+    "detect_kind",
+    "verify_bundle",
+    "verify_document",
+    "verify_pair",
+    "verify_state",
+]
 
+BUNDLE_TYPE = "pith_open_graph_bundle"
 _BUNDLE_FIELDS: dict[str, type | tuple] = {
     "bundle_type": str,
     "pith_number": str,
@@ -49,21 +65,6 @@ _STATE_FIELDS: dict[str, type | tuple] = {
     "applied_event_ids": list,
     "state_sha256": str,
 }
-_EVENT_FIELDS: dict[str, type | tuple] = {
-    "event_type": str,
-    "subject_pith_number": str,
-    "payload": dict,
-    "signer": dict,
-    "created_at": str,
-    "signature": dict,
-    "content_sha256": str,
-    "event_id": str,
-}
-_HEX64 = frozenset("0123456789abcdef")
-
-
-def _is_sha256hex(value: object) -> bool:
-    return isinstance(value, str) and len(value) == 64 and set(value) <= _HEX64
 
 
 @dataclass
@@ -100,220 +101,20 @@ class Report:
         }
 
 
-def _missing_fields(doc: Mapping, spec: Mapping[str, Any]) -> list[str]:
-    return [
-        f"{name} ({'absent' if name not in doc else 'not ' + getattr(t, '__name__', str(t))})"
-        for name, t in spec.items()
-        if not isinstance(doc.get(name), t) or (t is int and isinstance(doc.get(name), bool))
-    ]
-
-
-@dataclass(frozen=True)
-class EventCheck:
-    event_id: str
-    reasons: tuple[Reason, ...]
-
-    @property
-    def valid(self) -> bool:
-        return not self.reasons
-
-
 class Verifier:
     """Verifies documents against one TrustStore.
 
-    Holds a cache of signature checks (pure: the same message, signature and pinned key always
-    give the same answer), so an event served by three mirrors is checked once.  An event
-    belongs to one record, so the cache only needs to span the records in flight.
+    Its EventChecker holds a cache of signature checks, so an event served by three mirrors is
+    checked once: long runs keep one Verifier.
     """
 
     def __init__(self, trust: TrustStore, cache_size: int = 8192):
         self.trust = trust
-        self._sig_cache: dict[tuple, bool] = {}
-        self._cache_size = cache_size
+        self.event_checker = EventChecker(trust, cache_size)
 
-    # -- signatures --------------------------------------------------------------------
-    def _check_signature(
-        self, sig: object, digest_hex: str, what: str, expected_message: str
-    ) -> list[Reason]:
-        if not isinstance(sig, dict):
-            return [Reason(Status.MALFORMED, "signature_missing", f"{what}: no signature object")]
-        if sig.get("algorithm") != "ed25519":
-            return [
-                Reason(
-                    Status.BAD_SIGNATURE,
-                    "signature_algorithm",
-                    f"{what}: algorithm {sig.get('algorithm')!r} is not ed25519",
-                )
-            ]
-        key = self.trust.get(sig.get("key_id"))
-        if key is None:
-            return [
-                Reason(
-                    Status.BAD_SIGNATURE,
-                    "key_not_pinned",
-                    f"{what}: key_id {str(sig.get('key_id'))[:80]!r} is not a pinned key",
-                )
-            ]
-        if sig.get("public_key_fingerprint") != key.fingerprint:
-            return [
-                Reason(
-                    Status.BAD_SIGNATURE,
-                    "fingerprint_mismatch",
-                    (
-                        f"{what}: fingerprint {str(sig.get('public_key_fingerprint'))[:80]!r} is "
-                        f"not that of pinned key {key.key_id}"
-                    ),
-                )
-            ]
-        if sig.get("signed_message") != expected_message:
-            return [
-                Reason(
-                    Status.BAD_SIGNATURE,
-                    "signed_message",
-                    (
-                        f"{what}: signed_message is {str(sig.get('signed_message'))[:80]!r}, "
-                        f"expected {expected_message!r}"
-                    ),
-                )
-            ]
-        raw_sig = decode_signature(sig.get("signature_b64"))
-        if raw_sig is None:
-            return [
-                Reason(
-                    Status.BAD_SIGNATURE,
-                    "signature_encoding",
-                    f"{what}: signature_b64 is not a 64-byte base64 signature",
-                )
-            ]
-        cache_key = (key.key_id, digest_hex, raw_sig)
-        ok = self._sig_cache.get(cache_key)
-        if ok is None:
-            ok = key.verify(bytes.fromhex(digest_hex), raw_sig)
-            if len(self._sig_cache) >= self._cache_size:
-                self._sig_cache.clear()
-            self._sig_cache[cache_key] = ok
-        if not ok:
-            return [
-                Reason(
-                    Status.BAD_SIGNATURE,
-                    "signature_invalid",
-                    f"{what}: Ed25519 signature does not verify with pinned key {key.key_id}",
-                )
-            ]
-        return []
-
-    # -- events ------------------------------------------------------------------------
     def check_event(self, event: object, index: int, subject: str | None = None) -> EventCheck:
-        what = f"event[{index}]"
-        if not isinstance(event, dict):
-            return EventCheck(
-                f"#{index}", (Reason(Status.MALFORMED, "event_schema", f"{what} is not an object"),)
-            )
-        event_id = event.get("event_id")
-        event_id = event_id if isinstance(event_id, str) else f"#{index}"
-        what = f"event {event_id[:80]}"
-        bad = _missing_fields(event, _EVENT_FIELDS)
-        if bad:
-            return EventCheck(
-                event_id,
-                (
-                    Reason(
-                        Status.MALFORMED, "event_schema", f"{what}: bad fields: {', '.join(bad)}"
-                    ),
-                ),
-            )
-        reasons: list[Reason] = []
-        digest = canon_sha256(without(event, *EVENT_HASH_EXCLUDES))
-        if event["content_sha256"] != digest:
-            reasons.append(
-                Reason(
-                    Status.TAMPERED,
-                    "event_hash_mismatch",
-                    f"{what}: content_sha256 does not match its content (computed {digest})",
-                )
-            )
-        if event_id != "sha256:" + event["content_sha256"]:
-            reasons.append(
-                Reason(
-                    Status.TAMPERED,
-                    "event_id_mismatch",
-                    f"{what}: event_id is not sha256:<content_sha256>",
-                )
-            )
-        if subject is not None and event["subject_pith_number"] != subject:
-            reasons.append(
-                Reason(
-                    Status.TAMPERED,
-                    "event_subject_mismatch",
-                    f"{what}: subject {event['subject_pith_number'][:80]!r} is not {subject}",
-                )
-            )
-        if not reasons:
-            reasons.extend(
-                self._check_signature(event["signature"], digest, what, SIGNED_MESSAGE["event"])
-            )
-        if not reasons:
-            reasons.extend(self._check_signer(event, what))
-        if not reasons and event["event_type"] == "record_created":
-            reasons.extend(self._check_record_created(event, what))
-        return EventCheck(event_id, tuple(reasons))
-
-    def _check_signer(self, event: dict, what: str) -> list[Reason]:
-        """The merge groups events by signer, so the signer an event names must be the key
-        that signed it: otherwise one pinned key could speak for another."""
-        signer, sig = event["signer"], event["signature"]
-        key = self.trust.get(sig.get("key_id"))
-        if (
-            signer.get("key_id") != sig.get("key_id")
-            or key is None
-            or signer.get("public_key_fingerprint") != key.fingerprint
-        ):
-            return [
-                Reason(
-                    Status.BAD_SIGNATURE,
-                    "signer_mismatch",
-                    (
-                        f"{what}: signer names key {str(signer.get('key_id'))[:80]!r}, but it is "
-                        f"signed by {str(sig.get('key_id'))[:80]!r}"
-                    ),
-                )
-            ]
-        if not isinstance(signer.get("signer_id"), str):
-            return [
-                Reason(
-                    Status.MALFORMED, "event_schema", f"{what}: signer.signer_id is not a string"
-                )
-            ]
-        return []
-
-    def _check_record_created(self, event: dict, what: str) -> list[Reason]:
-        """The receipt: the registry's signature over the canonical record's digest."""
-        payload = event["payload"]
-        record, digest, receipt = (
-            payload.get("canonical_record"),
-            payload.get("canonical_sha256"),
-            payload.get("receipt"),
-        )
-        if not (isinstance(record, dict) and _is_sha256hex(digest) and isinstance(receipt, dict)):
-            return [
-                Reason(
-                    Status.MALFORMED,
-                    "receipt_schema",
-                    (
-                        f"{what}: record_created payload lacks "
-                        "canonical_record, canonical_sha256 or receipt"
-                    ),
-                )
-            ]
-        if canon_sha256(record) != digest or receipt.get("canonical_sha256") != digest:
-            return [
-                Reason(
-                    Status.TAMPERED,
-                    "receipt_hash_mismatch",
-                    f"{what}: receipt does not match the canonical record's sha256",
-                )
-            ]
-        return self._check_signature(receipt, digest, f"{what} receipt", SIGNED_MESSAGE["receipt"])
+        """One event's checks (see EventChecker.check_event)."""
+        return self.event_checker.check_event(event, index, subject)
 
     # -- the canonical record and its number -------------------------------------------
     def _check_record(
@@ -330,10 +131,8 @@ class Verifier:
             report.add(
                 Status.TAMPERED,
                 "canonical_sha256_mismatch",
-                (
-                    f"canonical_sha256 {str(claimed_sha)[:80]!r} is not "
-                    f"sha256(canon(canonical_record)) = {digest}"
-                ),
+                f"canonical_sha256 {str(claimed_sha)[:80]!r} is not"
+                f" sha256(canon(canonical_record)) = {digest}",
             )
         try:
             claimed = numbers.parse_full(claimed_number)  # type: ignore[arg-type]
@@ -369,7 +168,7 @@ class Verifier:
         if not isinstance(doc, dict):
             report.add(Status.MALFORMED, f"{kind}_schema", f"{kind} is not a JSON object")
             return report
-        bad = _missing_fields(doc, fields)
+        bad = missing_fields(doc, fields)
         if bad or doc[type_field] != type_value:
             report.add(
                 Status.MALFORMED,
@@ -430,18 +229,7 @@ class Verifier:
                 "no validly signed record_created event (receipt) for this record",
             )
 
-        sig = bundle["bundle_signature"]
-        bundle_sha = canon_sha256(without(bundle, "bundle_signature"))
-        if sig.get("bundle_sha256") != bundle_sha:
-            report.add(
-                Status.TAMPERED,
-                "bundle_hash_mismatch",
-                f"bundle_sha256 does not match the bundle (computed {bundle_sha})",
-            )
-        else:
-            report.reasons.extend(
-                self._check_signature(sig, bundle_sha, "bundle_signature", SIGNED_MESSAGE["bundle"])
-            )
+        self._check_bundle_signature(report, bundle)
 
         merged = merge_state(
             bundle["pith_number"],
@@ -452,6 +240,23 @@ class Verifier:
         )
         report.merged_state = merged
         self._check_state(report, bundle["state"], "embedded state", merged)
+
+    def _check_bundle_signature(self, report: Report, bundle: dict) -> None:
+        """The bundle's own signature, over the sha256 of everything but itself."""
+        sig = bundle["bundle_signature"]
+        bundle_sha = canon_sha256(without(bundle, "bundle_signature"))
+        if sig.get("bundle_sha256") != bundle_sha:
+            report.add(
+                Status.TAMPERED,
+                "bundle_hash_mismatch",
+                f"bundle_sha256 does not match the bundle (computed {bundle_sha})",
+            )
+        else:
+            report.reasons.extend(
+                self.event_checker.check_signature(
+                    sig, bundle_sha, "bundle_signature", SIGNED_MESSAGE["bundle"]
+                )
+            )
 
     def _check_state(
         self, report: Report, state: Mapping, what: str, merged: Mapping | None = None
@@ -500,7 +305,7 @@ class Verifier:
             )
         else:
             pseudo_event = {"payload": rc["payload"]}
-            reasons = self._check_record_created(pseudo_event, "record_created")
+            reasons = self.event_checker.check_record_created(pseudo_event, "record_created")
             if not reasons and rc["payload"]["canonical_sha256"] != report.canonical_sha256:
                 reasons.append(
                     Reason(
@@ -563,10 +368,8 @@ class Verifier:
                 report.add(
                     Status.STATE_MISMATCH,
                     "state_other_record",
-                    (
-                        f"state.json is for {str(state.get('pith_number'))[:80]!r}, "
-                        f"not {report.pith_number}"
-                    ),
+                    f"state.json is for {str(state.get('pith_number'))[:80]!r},"
+                    f" not {report.pith_number}",
                 )
             else:
                 self._check_state(report, state, "state.json", report.merged_state)

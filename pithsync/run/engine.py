@@ -142,13 +142,7 @@ class RecordSink:
         pending = [(result, write) for result, write in records if write is not None]
         if pending:
             try:
-                # Each group in one savepoint: the records' rows, then each record's alerts in
-                # order (they read the rows just written, and the alerts opened before them).
-                for group in self.store.groups(pending):
-                    with self.store.group(batch_records=self.batch_records):
-                        self.store.write_rows(run_id, [write for _, write in group])
-                        for result, _ in group:
-                            alerting.record_alerts(self.cfg, self.store, run_id, result)
+                self._write_groups(run_id, pending)
             except StoreError as exc:
                 self._store_failed = str(exc)
                 raise
@@ -178,9 +172,8 @@ class RecordSink:
         for result, write in records:
             # Journald hears about records that need attention; -v shows every record.
             level = logging.DEBUG if result.verdict is Verdict.IN_SYNC else logging.INFO
-            if write is not None and log.isEnabledFor(
-                level
-            ):  # the mirrors' list is not built for a line nobody logs
+            # The mirrors' list is not built for a line nobody logs.
+            if write is not None and log.isEnabledFor(level):
                 mirrors = ",".join(f"{m.name}:{m.status.value}" for m in result.mirrors)
                 log_event(
                     log,
@@ -195,6 +188,15 @@ class RecordSink:
                 self.results[result.pith_number] = result
             if self.on_record is not None:
                 self.on_record(result)
+
+    def _write_groups(self, run_id: str, pending: list[tuple[RecordResult, RecordWrite]]) -> None:
+        """Each group in one savepoint: the records' rows, then each record's alerts in order
+        (they read the rows just written, and the alerts opened before them)."""
+        for group in self.store.groups(pending):
+            with self.store.group(batch_records=self.batch_records):
+                self.store.write_rows(run_id, [write for _, write in group])
+                for result, _ in group:
+                    alerting.record_alerts(self.cfg, self.store, run_id, result)
 
     def finish(self) -> None:
         self.store.commit_batch()

@@ -16,6 +16,7 @@ import pithsync.core
 CORE_DIR = Path(pithsync.core.__file__).parent
 CORE_FILES = sorted(CORE_DIR.glob("*.py"))
 EXPECTED_MODULES = {
+    "events",
     "canonical",
     "errors",
     "keys",
