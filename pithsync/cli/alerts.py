@@ -11,6 +11,7 @@ from pithsync.base.exits import ExitCode, UsageError
 from pithsync.base.files import write_atomically
 from pithsync.base.logfmt import log_event
 from pithsync.cli.common import open_store, resolve_one
+from pithsync.cli.output import listed_summary
 from pithsync.core.verify import Verifier
 
 log = logging.getLogger("pithsync.alerts")
@@ -32,16 +33,6 @@ def _alert_json(row: dict) -> dict:
         "undelivered": row["undelivered"],
         "payload": payload,
     }
-
-
-def _listed_summary(summary: str, pith_number: str | None) -> str:
-    """A notification's summary as `alerts` lists it: whole (a table folds it, a hash is never
-    cut), without the pith number its row already shows in `about`."""
-    if pith_number:
-        for prefix in (f"{pith_number}: ", f"{pith_number} "):
-            if summary.startswith(prefix):
-                return summary[len(prefix) :]
-    return summary
 
 
 def cmd_alerts(args, cfg, out) -> int:
@@ -67,7 +58,7 @@ def cmd_alerts(args, cfg, out) -> int:
             else "-"
         )
         about = r["mirror"] or r["pith_number"] or "-"
-        summary = _listed_summary(str((r["payload"] or {}).get("summary", "")), r["pith_number"])
+        summary = listed_summary(str((r["payload"] or {}).get("summary", "")), r["pith_number"])
         table.append(
             [str(r["id"]), r["state"], r["kind"], about, r["opened_at"], r["resolved_at"] or "-"]
             + [delivery, summary],

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pithsync.base.exits import ExitCode
 from pithsync.cli.common import open_store
-from pithsync.cli.output import Output
+from pithsync.cli.output import Output, listed_summary
 from pithsync.cli.records import parse_targets, sync_and_report
 from pithsync.config import AlertsConfig, Config, CrawlConfig, MetricsConfig
 from pithsync.core import strictjson
@@ -275,6 +275,7 @@ def _show_alerts(out, result: dict) -> None:
             mirror = f"mirror {a['mirror']}" if a.get("mirror") else ""
             fields = (a.get("state"), a.get("kind"), a.get("pith_number"))
             head = " ".join(str(f or "") for f in fields)
+            what = listed_summary(what, a.get("pith_number"))
             out.line(f"  #{a.get('id')} {head} {mirror} {what}".rstrip())
         return
     out.line(

@@ -263,3 +263,13 @@ class ResultWriter:
             self.out.line(f"  {r.pith_number} refused hint {h['base_url']}: {h['reason']}")
         if r.error:
             self.out.line(f"  {r.pith_number}: {r.error}")
+
+
+def listed_summary(summary: str, pith_number: str | None) -> str:
+    """A notification's summary as `alerts` lists it: whole (a table folds it, a hash is never
+    cut), without the pith number its row already shows in `about`."""
+    if pith_number:
+        for prefix in (f"{pith_number}: ", f"{pith_number} "):
+            if summary.startswith(prefix):
+                return summary[len(prefix) :]
+    return summary

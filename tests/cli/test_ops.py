@@ -293,6 +293,10 @@ def test_demo_subprocess_exits_0_and_shows_verdicts():
     assert re.search(r"7EWU5DCQS5YPYOCE7L36SQEXQI\s+diverged.*lagging=missing", out), out
     assert re.search(r"MVBWYJXHQT5HUHVFAKRI63NKTK\s+diverged.*tampered=tampered", out), out
     assert "as expected" in out
+    raised = [line for line in out.splitlines() if re.match(r"  #\d+ open divergence ", line)]
+    assert len(raised) == 2, out
+    for line in raised:  # the number is shown once; the summary does not repeat it
+        assert len(re.findall(r"pith:2026:[A-Z2-7]{26}", line)) == 1, line
 
 
 async def test_demo_json_stays_on_loopback(monkeypatch):
