@@ -46,6 +46,7 @@ from pithsync.run.results import (
     Target,
     failed_result,
     internal_error,
+    suffix_of,
     wrong_number_result,
 )
 from pithsync.store import Store
@@ -163,7 +164,7 @@ class RecordSink:
                 records = [
                     (
                         failed_result(
-                            Target(result.pith_number.rsplit(":", 1)[-1], result.pith_number),
+                            Target(suffix_of(result.pith_number), result.pith_number),
                             internal_error(exc),
                         ),
                         None,
