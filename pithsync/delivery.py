@@ -1,17 +1,15 @@
-"""Alerts on divergence: decided per record, written to the outbox with the evidence, then
-delivered (webhook, command, log).
+"""Alert delivery: what the outbox holds, sent to each configured channel (webhook, command,
+log).  How an alert comes to be there, in three steps, data flowing one way:
 
-Three layers, data flowing one way:
-
-1. `decide()` is pure: a record's verdict and mirror statuses, the alerts open for it and the
-   consecutive-unreachable counts in; what to open and what to resolve out.
-2. `on_record()` gives SyncEngine the `extra` that store.write_record runs inside the record's
-   transaction: the alert rows and one outbox row per (notification, channel) commit or roll back
-   together with the evidence they report.
-3. `deliver()` (from run.after.after_run) sends what the outbox holds.  A failed delivery stays in
-   the outbox (attempts, last_error) and is retried on the next run.  Delivery is at least once:
-   a receiver may see a notification twice (same `notification_id`) if a run dies between
-   sending it and recording that it was sent.
+1. `core.alerting.decide()` is pure: a record's verdict and mirror statuses, the alerts open
+   for it and the consecutive-unreachable counts in; what to open and what to resolve out.
+2. `run.alerting.record_alerts()` runs it for each record inside the savepoint that writes the
+   record's rows, and `Store.apply_alert_decision()` writes the alert rows and one outbox row
+   per (notification, channel): they commit or roll back with the evidence they report.
+3. `deliver()` (this module, from run.after.after_run) sends what the outbox holds.  A failed
+   delivery stays in the outbox (attempts, last_error) and is retried on the next run.
+   Delivery is at least once: a receiver may see a notification twice (same
+   `notification_id`) if a run dies between sending it and recording that it was sent.
 
 The notification (webhook body, command stdin, log line fields)::
 

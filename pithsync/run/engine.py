@@ -108,7 +108,7 @@ def _cited(events, pith_number: str) -> list[str]:
 class RecordSink:
     """Where examined records go, in this order: the store (with their alerts, in one
     transaction), the log, the caller.  The one place a record is committed, whichever process
-    examined it (see shards.py)."""
+    examined it (see run/workers.py)."""
 
     def __init__(
         self,
