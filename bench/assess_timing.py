@@ -1,40 +1,23 @@
 """Verification alone, as a sync does it: `Assessor.assess` of N forged records (bundle and
 state), five times on a fresh Verifier, CPU microseconds a record, sorted.  Run it from two
-checkouts in turn to compare them: `(cd A && .venv/bin/python bench/assess_timing.py A)`, then B,
+checkouts in turn to compare them: `(cd A && .venv/bin/python -m bench.assess_timing A)`, then B,
 several times over; the minimum of each run is the figure (bench/README.md, "The redesign")."""
 
 import gc
 import sys
 import time
 
-from pithsync.core.compare import Assessor, Fetched, MirrorCopy, Retrieval
-from pithsync.core.keys import TrustStore
-from pithsync.core.verify import Verifier
-from pithsync.testing import forge
+from bench.verifytime import assess_all, forged_documents, fresh_assessor
 
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 1500
-docs = []
-for i in range(N):
-    r = forge.forge_record(i)
-    b = r.bundle()
-    docs.append((r.suffix, forge.dumps(b), forge.dumps(b["state"])))
-trust = TrustStore([forge.TEST_KEY.pinned()])
-base = "http://127.0.0.1:1"
+docs = forged_documents(N)
 
 
-def once():
-    a = Assessor(Verifier(trust))
+def once() -> float:
+    assessor = fresh_assessor()
     gc.collect()
     t = time.process_time()
-    for s, bb, sb in docs:
-        a.assess(
-            MirrorCopy(
-                base,
-                Fetched(Retrieval.FOUND, f"{base}/{s}/b", bb),
-                Fetched(Retrieval.FOUND, f"{base}/{s}/s", sb),
-            ),
-            s,
-        )
+    assess_all(assessor, docs)
     return (time.process_time() - t) / N * 1e6
 
 

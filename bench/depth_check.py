@@ -1,41 +1,25 @@
-"""strictjson's nesting check: orjson's indented form against the plain walk, interleaved."""
+"""strictjson's nesting check: orjson's indented form against the plain walk, interleaved
+(`python -m bench.depth_check [N] [REPS]`)."""
 
 import gc
 import statistics
 import sys
 import time
 
+from bench.verifytime import assess_all, forged_documents, fresh_assessor
 from pithsync.core import strictjson
-from pithsync.core.compare import Assessor, Fetched, MirrorCopy, Retrieval
-from pithsync.core.keys import TrustStore
-from pithsync.core.verify import Verifier
-from pithsync.testing import forge
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
 REPS = int(sys.argv[2]) if len(sys.argv) > 2 else 11
-docs = []
-for i in range(N):
-    r = forge.forge_record(i)
-    b = r.bundle()
-    docs.append((r.suffix, forge.dumps(b), forge.dumps(b["state"])))
+docs = forged_documents(N)
 parsed = [strictjson.loads(d) for _, bb, sb in docs for d in (bb, sb)]
-trust = TrustStore([forge.TEST_KEY.pinned()])
-base = "http://127.0.0.1:1"
 
 
-def assess_all():
-    a = Assessor(Verifier(trust))
+def timed_assess() -> float:
+    assessor = fresh_assessor()
     gc.collect()
     t = time.perf_counter()
-    for s, bb, sb in docs:
-        a.assess(
-            MirrorCopy(
-                base,
-                Fetched(Retrieval.FOUND, f"{base}/{s}/b", bb),
-                Fetched(Retrieval.FOUND, f"{base}/{s}/s", sb),
-            ),
-            s,
-        )
+    assess_all(assessor, docs)
     return time.perf_counter() - t
 
 
@@ -51,7 +35,7 @@ res = {f"{w}/{v}": [] for w in ("assess", "check") for v in variants}
 for rep in range(REPS):
     for v in ["indented", "walk"] if rep % 2 == 0 else ["walk", "indented"]:
         strictjson._check_depth_indented = variants[v]
-        res[f"assess/{v}"].append(assess_all())
+        res[f"assess/{v}"].append(timed_assess())
         res[f"check/{v}"].append(check_all(variants[v]))
 strictjson._check_depth_indented = variants["indented"]
 pairs = [w / i for w, i in zip(res["assess/walk"], res["assess/indented"], strict=True)]

@@ -1,4 +1,5 @@
-"""canon() over the values verification hands it, with the byte scan and with one regex."""
+"""canon() over the values verification hands it, with the byte scan and with one regex
+(`python -m bench.float_guard [N] [REPS]`)."""
 
 import re
 import statistics
@@ -8,16 +9,11 @@ import types
 
 import orjson
 
+from bench.verifytime import assess_all, forged_documents, fresh_assessor
 from pithsync.core import canonical
-from pithsync.core.compare import Assessor, Fetched, MirrorCopy, Retrieval
-from pithsync.core.keys import TrustStore
-from pithsync.core.verify import Verifier
-from pithsync.testing import forge
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
 REPS = int(sys.argv[2]) if len(sys.argv) > 2 else 9
-trust = TrustStore([forge.TEST_KEY.pinned()])
-a = Assessor(Verifier(trust))
 values = []
 shim = types.SimpleNamespace(
     **{k: getattr(orjson, k) for k in dir(orjson) if not k.startswith("__")}
@@ -31,19 +27,8 @@ def dumps(v, option=None):
 
 shim.dumps = dumps
 canonical.orjson = shim
-base = "http://127.0.0.1:1"
-for i in range(N):
-    r = forge.forge_record(i)
-    b = r.bundle()
-    s = r.suffix
-    a.assess(
-        MirrorCopy(
-            base,
-            Fetched(Retrieval.FOUND, f"{base}/{s}/b", forge.dumps(b)),
-            Fetched(Retrieval.FOUND, f"{base}/{s}/s", forge.dumps(b["state"])),
-        ),
-        s,
-    )
+# Forged and verified with the shim in place: every value canon encodes on the way is kept.
+assess_all(fresh_assessor(), forged_documents(N))
 canonical.orjson = orjson
 print(f"{len(values)} values canon encoded during verification of {N} records")
 SMALL_FLOAT = re.compile(rb"(?:^|[:,\[])-?0\.0000|[0-9]e-")
