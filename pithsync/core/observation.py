@@ -20,7 +20,7 @@ from pithsync.core.errors import InvalidPithNumber, MalformedDocument
 from pithsync.core.numbers import PithNumber, parse_full
 
 STATEMENT_TYPE = "pithsync.observation/v1"
-MAX_STATEMENT_BYTES = 64 * 1024  # far above a real statement; a peer's larger one is hostile
+MAX_STATEMENT_BYTES = 65_535  # a tlog-tiles entry bundle frames entries with a uint16 length
 MAX_FETCHES = 16  # a record's two documents, their redirects and a discovered copy or two
 MAX_EVENTS = 10_000
 
