@@ -254,3 +254,39 @@ def test_durations(text, seconds):
     from pithsync.config import parse_duration
 
     assert parse_duration(text, "x") == seconds
+
+
+async def test_an_old_store_gets_its_schedule_from_its_last_checks(tmp_path):
+    records = [forge.forge_record(i) for i in range(1, 4)]
+    async with MirrorServer("a") as a:
+        for r in records:
+            a.put_record(r.bundle())
+        cfg = make_config(tmp_path, [a.spec()], schedule=REAL)
+        await _run(cfg, "pull", time.time(), _targets(records))
+    checked, diverged, never = (r.pith_number for r in records)
+    # The store as schema 3 left it: no schedule; one check diverged, one record never checked.
+    with sqlite3.connect(cfg.db_path) as conn:
+        conn.execute("drop table schedule")
+        conn.execute("update meta set value = '3' where key = 'schema_version'")
+        conn.execute("update record_checks set checked_at = '2026-01-01T00:00:00.000000Z'")
+        conn.execute("update record_checks set verdict = 'diverged' where pith_number = ?",
+                     [diverged])  # fmt: skip
+        conn.execute("delete from record_checks where pith_number = ?", [never])
+    Store.open(cfg.db_path).close()
+    rows = _schedule(cfg.db_path)
+    at = 1767225600.0  # 2026-01-01T00:00:00Z
+    assert rows[checked]["last_checked"] == pytest.approx(at)
+    assert at + 6 * DAY < rows[checked]["next_due"] <= at + 7 * DAY
+    assert rows[diverged]["next_due"] == pytest.approx(at + HOUR)
+    assert rows[never]["last_checked"] is None and rows[never]["next_due"] <= time.time()
+
+
+def test_workers_are_handed_no_chunk_past_the_deadline():
+    from pithsync.run.scheduling import Deadline
+    from pithsync.run.workers import Supply
+
+    targets = _targets([forge.forge_record(i) for i in range(1, 40)])
+    spent = Supply(targets, Deadline(time.monotonic() - 1))
+    assert spent.hand_out(0) == [] and spent.cut and spent.handed_out() == []
+    running = Supply(targets, Deadline(time.monotonic() + 3600))
+    assert running.hand_out(0) == targets[:16] and not running.cut
