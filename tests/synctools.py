@@ -105,8 +105,8 @@ def write_config(
     text += "".join(
         f'[[mirrors]]\nname = "{m.name}"\nbase_url = "{m.base_url}"\n\n' for m in mirrors
     )
-    text += f"[crawl]\nretries = 0\ntimeout_s = {timeout_s}\nfollow_hints = false\n\n"
-    text += f"{schedule}\n{extra}\n"
+    text += f"[crawl]\nretries = 0\ntimeout_s = {timeout_s}\nfollow_hints = false\n{extra}\n"
+    text += f"\n{schedule}\n"  # after `extra`, which may add keys to [crawl]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return str(path)

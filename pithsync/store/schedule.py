@@ -40,12 +40,14 @@ _COLUMNS = (
 def create(db: sqlite_utils.Database) -> None:
     """The schedule table and its index (in a migration)."""
     db.execute(
-        "create table schedule (pith_number text primary key, next_due real not null,"
+        "create table if not exists schedule (pith_number text primary key, next_due real not null,"
         " interval real not null, last_checked real, last_outcome text not null,"
         " discovered_at real not null, unchanged_checks integer not null default 0,"
         f" priority integer generated always as ({PRIORITY_SQL}) virtual)"
     )
-    db.execute("create index schedule_due on schedule (priority, next_due, pith_number)")
+    db.execute(
+        "create index if not exists schedule_due on schedule (priority, next_due, pith_number)"
+    )
 
 
 @dataclass(frozen=True)
