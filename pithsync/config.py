@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from pithsync import __version__
 from pithsync.core.errors import InvalidKey
 from pithsync.core.keys import PinnedKey, TrustStore
+from pithsync.core.schedule import DAY, HOUR, SchedulePolicy
 from pithsync.core.strictjson import DEFAULT_MAX_BYTES
 from pithsync.core.urls import MirrorSpec
 
@@ -60,12 +61,63 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    """When `sync` re-checks each record (core.schedule), and how long a run may take."""
+
+    min_interval: float = HOUR  # seconds: a changed or troubled record returns after this
+    max_interval: float = 7 * DAY  # seconds: every record is re-checked at least this often
+    run_budget_s: float | None = None  # a sync stops taking records after this; None: no limit
+
+    def policy(self) -> SchedulePolicy:
+        """The revisit rules these intervals give."""
+        return SchedulePolicy(min_interval=self.min_interval, max_interval=self.max_interval)
+
+
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": HOUR, "d": DAY}
+
+
+def parse_duration(value: object, where: str) -> float:
+    """Seconds from a number of seconds or a string such as "90", "30m", "1h", "7d", "1.5h".
+
+    Raises:
+        ConfigError: not a finite duration greater than 0 (named by `where`).
+    """
+    seconds: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and value.strip():
+        text = value.strip().lower()
+        unit = _DURATION_UNITS.get(text[-1])
+        number = text[:-1] if unit is not None else text
+        try:
+            seconds = float(number) * (unit or 1.0)
+        except ValueError:
+            seconds = None
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(
+            f"{where} must be a duration greater than 0: seconds, or a number with s, m, h or d"
+            f" (30m, 1h, 7d), not {str(value)[:40]!r}"
+        )
+    return seconds
+
+
+def _schedule(table: dict) -> ScheduleConfig:
+    _refuse_unknown(table, ScheduleConfig.__dataclass_fields__, "[schedule]")
+    values = {k: parse_duration(v, f"[schedule] {k}") for k, v in table.items()}
+    cfg = ScheduleConfig(**values)
+    if cfg.min_interval > cfg.max_interval:
+        raise ConfigError("[schedule] min_interval must not be longer than max_interval")
+    return cfg
+
+
+@dataclass(frozen=True)
 class Config:
     trust: TrustStore
     mirrors: tuple[MirrorSpec, ...] = DEFAULT_MIRRORS
     crawl: CrawlConfig = field(default_factory=CrawlConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     db_path: str = "pithsync.db"
     lock_timeout_s: float = 30.0
     source: str = "<embedded defaults>"
@@ -230,7 +282,8 @@ def from_toml(text: str, source: str = "<string>") -> Config:
 
 
 def _from_tables(data: dict, source: str) -> Config:
-    _refuse_unknown(data, {"trust", "mirrors", "crawl", "alerts", "metrics", "store"}, "")
+    sections = {"trust", "mirrors", "crawl", "alerts", "metrics", "schedule", "store"}
+    _refuse_unknown(data, sections, "")
     trust = _trust(_section(data, "trust")) if "trust" in data else TrustStore.registry_default()
     mirrors = DEFAULT_MIRRORS
     if "mirrors" in data:
@@ -246,6 +299,7 @@ def _from_tables(data: dict, source: str) -> Config:
         crawl=_dataclass_from(CrawlConfig, _section(data, "crawl"), "crawl"),
         alerts=_dataclass_from(AlertsConfig, _section(data, "alerts"), "alerts"),
         metrics=_dataclass_from(MetricsConfig, _section(data, "metrics"), "metrics"),
+        schedule=_schedule(_section(data, "schedule")),
         db_path=_store_path(store),
         lock_timeout_s=_non_negative(store.get("lock_timeout_s", 30.0), "[store] lock_timeout_s"),
         source=source,

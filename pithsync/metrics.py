@@ -10,6 +10,10 @@ reads half a file.
     pithsync_mirror_records{mirror,base_url,status}  records by mirror and status, in the last run
     pithsync_alerts_open{kind}                  open alerts (divergence, unreachable)
     pithsync_alert_notifications_undelivered{channel}  notifications waiting in the outbox
+    pithsync_records_tracked                    records tracked (the schedule, at the run's end)
+    pithsync_records_due                        tracked records due for a check
+    pithsync_records_overdue                    tracked records last checked over max_interval ago
+    pithsync_oldest_check_age_seconds           age of the oldest last check (0: none yet)
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from pithsync.base.files import write_atomically
+from pithsync.core.schedule import Coverage
 
 ALERT_KINDS = ("divergence", "unreachable")
 CHANNELS = ("webhook", "command", "log")
@@ -56,13 +61,14 @@ class _Text:
         return "\n".join(self.lines) + "\n"
 
 
-def render(store, run_id: str, tally) -> str:
+def render(store, run_id: str, tally, coverage: Coverage | None = None) -> str:
     """The metrics text after run `run_id`.
 
     Args:
         store: the store the run wrote (its runs, open alerts and outbox).
         run_id: the run just finished.
         tally: its RunTally (records by verdict, by mirror and status).
+        coverage: the schedule's coverage at the run's end (None: not written).
 
     Returns:
         The textfile's content.
@@ -71,7 +77,24 @@ def render(store, run_id: str, tally) -> str:
     _run_metrics(t, store, run_id)
     _record_metrics(t, tally)
     _alert_metrics(t, store)
+    if coverage is not None:
+        _coverage_metrics(t, coverage)
     return t.render()
+
+
+def _coverage_metrics(t: _Text, c: Coverage) -> None:
+    t.metric("pithsync_records_tracked", "Records tracked.", [({}, c.tracked)])
+    t.metric("pithsync_records_due", "Tracked records due for a check.", [({}, c.due)])
+    t.metric(
+        "pithsync_records_overdue",
+        "Tracked records whose last check is older than max_interval.",
+        [({}, c.overdue)],
+    )
+    t.metric(
+        "pithsync_oldest_check_age_seconds",
+        "Age of the oldest last check of a tracked record (0: none checked yet).",
+        [({}, round(c.oldest_check_age or 0.0, 3))],
+    )
 
 
 def _run_metrics(t: _Text, store, run_id: str) -> None:
@@ -135,6 +158,6 @@ def _alert_metrics(t: _Text, store) -> None:
     )
 
 
-def write_textfile(path: str, store, run_id: str, tally) -> None:
+def write_textfile(path: str, store, run_id: str, tally, coverage: Coverage | None = None) -> None:
     """Rewrite the textfile at `path` with the metrics after run `run_id` (see `render`)."""
-    write_atomically(path, render(store, run_id, tally).encode("utf-8"))
+    write_atomically(path, render(store, run_id, tally, coverage).encode("utf-8"))

@@ -5,15 +5,26 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pithsync.config import Config, CrawlConfig
+from pithsync.config import Config, CrawlConfig, ScheduleConfig
 from pithsync.core.keys import TrustStore
 from pithsync.fetch import Fetcher
 from pithsync.run.engine import RecordSink, SyncEngine, Target
 from pithsync.store import Store
 from pithsync.testing import forge
 
+# A schedule under which every tracked record is due again at once: what tests of a sync that
+# re-checks its records (written before the schedule) mean.  Tests of the schedule pass theirs.
+ALWAYS_DUE = ScheduleConfig(min_interval=1e-6, max_interval=1e-6)
+ALWAYS_DUE_TOML = "[schedule]\nmin_interval = 1e-6\nmax_interval = 1e-6\n"
 
-def make_config(tmp_path, mirrors, trust: TrustStore | None = None, **crawl) -> Config:
+
+def make_config(
+    tmp_path,
+    mirrors,
+    trust: TrustStore | None = None,
+    schedule: ScheduleConfig = ALWAYS_DUE,
+    **crawl,
+) -> Config:
     crawl.setdefault("retries", 1)
     crawl.setdefault("timeout_s", 2.0)
     crawl.setdefault("deadline_s", 5.0)
@@ -25,6 +36,7 @@ def make_config(tmp_path, mirrors, trust: TrustStore | None = None, **crawl) -> 
         crawl=replace(CrawlConfig(), **crawl),
         db_path=str(tmp_path / "pithsync.db"),
         lock_timeout_s=2.0,
+        schedule=schedule,
     )
 
 
@@ -69,10 +81,17 @@ REGISTRY_KEY = ("pith-v1-2026-05", "stVStoiQhXFxp4s2pdzPNoqVNBMojDU/fJ2db5S3CbM=
 
 
 def write_config(
-    path, mirrors, *, test_key: bool = True, timeout_s: float = 2, extra: str = ""
+    path,
+    mirrors,
+    *,
+    test_key: bool = True,
+    timeout_s: float = 2,
+    extra: str = "",
+    schedule: str = ALWAYS_DUE_TOML,
 ) -> str:
     """A pithsync.toml pinning the forge's test key (unless test_key=False) and the registry
-    key, with `mirrors`, retries off and hints not followed; `extra` is appended (more sections).
+    key, with `mirrors`, retries off and hints not followed, every record always due (unless
+    `schedule` says otherwise); `extra` is appended (more sections).
     `path` is the file, or a directory to put pithsync.toml in."""
     from pathlib import Path
 
@@ -86,7 +105,8 @@ def write_config(
     text += "".join(
         f'[[mirrors]]\nname = "{m.name}"\nbase_url = "{m.base_url}"\n\n' for m in mirrors
     )
-    text += f"[crawl]\nretries = 0\ntimeout_s = {timeout_s}\nfollow_hints = false\n\n{extra}\n"
+    text += f"[crawl]\nretries = 0\ntimeout_s = {timeout_s}\nfollow_hints = false\n{extra}\n"
+    text += f"\n{schedule}\n"  # after `extra`, which may add keys to [crawl]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return str(path)

@@ -87,6 +87,16 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def duration(text: str) -> float:
+    """argparse type for --max-duration: seconds, or a number with s, m, h or d."""
+    from pithsync.config import ConfigError, parse_duration
+
+    try:
+        return parse_duration(text, "--max-duration")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 # The journal's `at` (base/clock.py): UTC, microseconds, "Z".  --since is written the same way, so
 # that the store's text comparison orders them as times.
 JOURNAL_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -201,7 +211,17 @@ def register_sync(sub, common) -> None:
     p.set_defaults(func=Handler("records", "cmd_pull"))
 
     p = sub.add_parser(
-        "sync", parents=[common], help="pull every tracked record (what the timer runs)"
+        "sync",
+        parents=[common],
+        help="pull the tracked records that are due, most urgent first (what the timer runs)",
+    )
+    p.add_argument(
+        "--max-duration",
+        type=duration,
+        default=None,
+        metavar="DURATION",
+        help="start no record after this long (seconds, or 30m, 1h, 7d; default [schedule]"
+        " run_budget_s, else no limit): what was not reached stays due for the next run",
     )
     p.add_argument(
         "--depth",

@@ -21,6 +21,7 @@ from pithsync.core.plan import EncodedState, RecordWrite
 from pithsync.core.verify import Report, Verifier
 from pithsync.run import sync_records
 from pithsync.run.results import RecordResult, Target
+from pithsync.run.scheduling import RunClock, due_targets
 from pithsync.store import Store
 
 log = logging.getLogger("pithsync.sync")
@@ -78,9 +79,19 @@ def read_list(source: str) -> list[str]:
     ]
 
 
-def sync_and_report(cfg: Config, out, store: Store, targets: list[Target], command: str) -> int:
-    """A run over `targets`, its records written to `out` as they complete (rows sorted at the
-    end); the progress bar on a terminal.  Returns the run's exit code."""
+def sync_and_report(
+    cfg: Config,
+    out,
+    store: Store,
+    targets: list[Target],
+    command: str,
+    *,
+    clock: RunClock | None = None,
+    max_duration: float | None = None,
+) -> int:
+    """A run over `targets` (see run.sync_records), its records written to `out` as they
+    complete (rows sorted at the end); the progress bar on a terminal.  Returns the run's exit
+    code."""
     progress = progress_bar(out, len(targets))
     writer = ResultWriter(out)
 
@@ -92,7 +103,10 @@ def sync_and_report(cfg: Config, out, store: Store, targets: list[Target], comma
     out.flush()  # before any fork: a reader already gone is found here, not by a worker
     try:
         with progress or contextlib.nullcontext():
-            outcome = sync_records(cfg, store, targets, command, on_record=on_record)
+            outcome = sync_records(
+                cfg, store, targets, command, on_record=on_record, clock=clock,
+                max_duration=max_duration,
+            )  # fmt: skip
     finally:
         # Even when the store fails mid-run (exit 4), the rows examined so far are shown.
         writer.finish()
@@ -116,10 +130,12 @@ def cmd_pull(args, cfg: Config, out) -> int:
 
 
 def cmd_sync(args, cfg: Config, out) -> int:
-    """`sync`: pull every tracked record, with the same output as `pull` (JSON Lines under
-    --json).  With --if-locked=skip, a store that another run keeps locked past lock_timeout_s
-    is not an error: the run logs why and exits BUSY (nothing fetched or written), so a timer's
-    run beside a long manual pull does not fail its unit."""
+    """`sync`: pull the tracked records that are due, in priority order, with the same output
+    as `pull` (JSON Lines under --json).  With --max-duration (or [schedule] run_budget_s) the
+    run starts no record after that long; what it did not reach stays due.  With
+    --if-locked=skip, a store that another run keeps locked past lock_timeout_s is not an
+    error: the run logs why and exits BUSY (nothing fetched or written), so a timer's run
+    beside a long manual pull does not fail its unit."""
     try:
         return sync_tracked(args, cfg, out)
     except StoreLocked as exc:
@@ -139,17 +155,21 @@ def cmd_sync(args, cfg: Config, out) -> int:
 
 
 def sync_tracked(args, cfg: Config, out) -> int:
-    """A run over every tracked record (see cmd_sync)."""
+    """A run over the tracked records due now (see cmd_sync)."""
+    budget = args.max_duration if args.max_duration is not None else cfg.schedule.run_budget_s
     with open_store(cfg, lock=True) as store:
-        targets = [Target(numbers.parse_full(p).suffix, p, args.depth) for p in store.tracked()]
-        if not targets and not out.quiet:
+        clock = RunClock.starting()
+        due = due_targets(store, clock.start)
+        targets = [Target(t.suffix, t.pith_number, args.depth) for t in due]
+        tracked = store.coverage(clock.start, cfg.schedule.max_interval).tracked
+        if not tracked and not out.quiet:
             # A hint for people, on stderr: stdout stays valid JSON with --json.
             print(
                 "pithsync: no tracked records yet:"
                 " add some with `pithsync pull PITH` or `pithsync import FILE`",
                 file=sys.stderr,
             )
-        return sync_and_report(cfg, out, store, targets, "sync")
+        return sync_and_report(cfg, out, store, targets, "sync", clock=clock, max_duration=budget)
 
 
 # -- untrack ---------------------------------------------------------------------------------

@@ -3,6 +3,9 @@ nothing of the run (no HTTP client), so it starts as quickly as a store can be o
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
+
 from pithsync.base.exits import ExitCode, UsageError
 from pithsync.cli.common import open_store
 from pithsync.cli.output import Output
@@ -28,21 +31,43 @@ def cmd_status(args, cfg: Config, out: Output) -> int:
      "updated_at": str | null, "last_verdict": str | null, "last_checked": str | null};
     last_verdict is the verdict of the record's last check (in_sync, degraded, diverged,
     unverifiable) and last_checked its time (ISO 8601 UTC), both null before the first.
+    Beside "records", "coverage": {"tracked": int, "due": int, "overdue": int,
+    "never_checked": int, "oldest_check": str | null}: records tracked, due for a check now,
+    last checked longer than [schedule] max_interval ago, never checked, and the time of the
+    oldest last check.
     `status PITH --json`: RECORD with "mirrors": [{"name", "base_url", "status", "checked_at",
     "reasons"}], or {"records": [...]} of those when PITH names several records."""
     with open_store(cfg, lock=False) as store:
         if args.pith:
             show_records(store, args.pith, out)
         else:
-            show_all(store, out)
+            show_all(store, out, coverage_of(store, cfg))
     return ExitCode.OK
 
 
-def show_all(store: Store, out: Output) -> None:
-    """Every stored record: one row each, or `{"records": [...]}` under --json."""
+def coverage_of(store: Store, cfg: Config) -> dict:
+    """The schedule's coverage figures now (see cmd_status)."""
+    now = time.time()
+    c = store.coverage(now, cfg.schedule.max_interval)
+    oldest = None
+    if c.oldest_check_age is not None:
+        when = datetime.fromtimestamp(now - c.oldest_check_age, UTC)
+        oldest = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "tracked": c.tracked,
+        "due": c.due,
+        "overdue": c.overdue,
+        "never_checked": c.never_checked,
+        "oldest_check": oldest,
+    }
+
+
+def show_all(store: Store, out: Output, coverage: dict) -> None:
+    """Every stored record: one row each, then the coverage line; or `{"records": [...],
+    "coverage": {...}}` under --json."""
     recs = store.records()
     if out.as_json:
-        out.json({"records": recs})
+        out.json({"records": recs, "coverage": coverage})
         return
     rows = [
         [
@@ -57,6 +82,7 @@ def show_all(store: Store, out: Output) -> None:
         for r in recs
     ]
     out.table("records", RECORD_COLUMNS, rows)
+    out.line("  ".join(f"{k}={'-' if v is None else v}" for k, v in coverage.items()))
 
 
 def show_records(store: Store, reference: str, out: Output) -> None:

@@ -14,6 +14,7 @@ from pithsync.core.compare import Assessment, MirrorCopy, MirrorOutcome, RecordC
 from pithsync.core.errors import InvalidPithNumber, MalformedDocument
 from pithsync.core.merge import merge_state
 from pithsync.core.results import MirrorResult, RecordResult
+from pithsync.core.schedule import ScheduleState
 from pithsync.core.status import Status, Verdict
 from pithsync.core.urls import MirrorSpec, hinted_mirrors
 
@@ -97,6 +98,8 @@ class RecordWrite:
     verified_copies: list[tuple[str, str]] = field(default_factory=list)  # (bundle sha, state sha)
     trust_id: str = ""
     journal_detail: dict = field(default_factory=dict)
+    # The record's schedule after this check (set by the run's sink); None: not a check.
+    schedule: ScheduleState | None = None
 
     def payload_bytes(self) -> int:
         """About how many bytes of documents, events, state and evidence this write carries."""

@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from pithsync.base.exits import ExitCode, exit_code_for_verdicts
 from pithsync.base.logfmt import log_event
 from pithsync.config import Config
+from pithsync.core.schedule import Coverage
 from pithsync.fetch import Fetcher
 from pithsync.run import workers
 from pithsync.run.after import after_run
 from pithsync.run.engine import RecordSink, SyncEngine, rare_gc_passes, run_event_loop
 from pithsync.run.results import RecordResult, RunTally, Target
+from pithsync.run.scheduling import Deadline, RunClock, RunSchedule
 from pithsync.store import Store
 
 log = logging.getLogger("pithsync.sync")
@@ -43,15 +45,21 @@ def sync_records(
     command: str,
     *,
     on_record: Callable[[RecordResult], None] | None = None,
+    clock: RunClock | None = None,
+    max_duration: float | None = None,
 ) -> RunOutcome:
-    """Sync `targets` from every mirror: verify, compare, store, alert.
+    """Sync `targets` from every mirror: verify, compare, store (with each record's next
+    schedule), alert.
 
     Args:
-        cfg: the configuration (mirrors, pinned keys, crawl limits, alerts).
+        cfg: the configuration (mirrors, pinned keys, crawl limits, alerts, schedule).
         store: the store, opened for writing under the run lock.
         targets: the records to sync.
         command: what the run is called in the journal (`pull`, `sync`).
         on_record: called with each record's result once it is committed, in completion order.
+        clock: the run's clock (default: the wall clock from now).
+        max_duration: seconds after which no record is started (None: no limit); those in
+            flight finish and are stored, the rest are left untouched.
 
     Returns:
         The run's id, its exit code (from the verdicts) and its counts.
@@ -59,6 +67,8 @@ def sync_records(
     Raises:
         StoreError: the store failed; what was committed before stays committed.
     """
+    clock = clock or RunClock.starting()
+    deadline = Deadline.after(max_duration)
     run_id = store.begin_run(command)
     tally = RunTally()
 
@@ -67,21 +77,49 @@ def sync_records(
         if on_record is not None:
             on_record(result)
 
-    sink = RecordSink(cfg, store, on_record=committed, keep_results=False)
-    processes = workers.worker_count(cfg, targets, store.path)
-    pool = workers.WorkerPool.start(cfg, store, run_id, targets, processes) if processes else None
+    schedule = RunSchedule(cfg.schedule.policy(), clock)
+    sink = RecordSink(cfg, store, on_record=committed, keep_results=False, schedule=schedule)
+    n = workers.worker_count(cfg, targets, store.path)
+    pool = workers.WorkerPool.start(cfg, store, run_id, targets, n, deadline) if n else None
 
     async def in_process() -> None:
         async with Fetcher(cfg.crawl, SyncEngine.policy_for(cfg)) as fetcher:
-            await SyncEngine(cfg, store, fetcher, sink=sink).run(run_id, targets)
+            engine = SyncEngine(cfg, store, fetcher, sink=sink)
+            await engine.run(run_id, targets, deadline=deadline)
 
     with rare_gc_passes():
         if pool is not None:
             pool.collect(sink)
         else:
             run_event_loop(in_process)
+    left = None if deadline is None else sink.skipped + (pool.kept_back() if pool else 0)
+    code = _finish(cfg, store, run_id, command, tally, left)
+    coverage = store.coverage(clock.now(), cfg.schedule.max_interval)
+    _warn_if_behind(cfg, coverage)
+    after_run(cfg, store, run_id, tally, coverage)
+    return RunOutcome(run_id, code, tally)
+
+
+def _warn_if_behind(cfg: Config, coverage: Coverage) -> None:
+    """A warning when some tracked record went unchecked longer than max_interval."""
+    if coverage.behind:
+        log_event(
+            log, logging.WARNING, "coverage_behind", tracked=coverage.tracked, due=coverage.due,
+            overdue=coverage.overdue, never_checked=coverage.never_checked,
+            oldest_check_age_s=_seconds(coverage.oldest_check_age),
+            max_interval_s=_seconds(cfg.schedule.max_interval),
+        )  # fmt: skip
+
+
+def _finish(
+    cfg: Config, store: Store, run_id: str, command: str, tally: RunTally, left: int | None
+) -> ExitCode:
+    """The run's exit code, row and journal entry, and its log line; `left`: the records a
+    budget left unchecked (None: the run had no budget)."""
     code = exit_code_for_verdicts(v for v, n in tally.by_verdict.items() if n)
-    summary = tally.summary()
+    summary: dict[str, int | bool] = dict(tally.summary())
+    if left is not None:
+        summary.update(cut=left > 0, left_due=left)
     store.finish_run(run_id, int(code), summary)
     log_event(
         log,
@@ -93,5 +131,8 @@ def sync_records(
         **{str(k): n for k, n in summary.items()},
         exit=int(code),
     )
-    after_run(cfg, store, run_id, tally)
-    return RunOutcome(run_id, code, tally)
+    return code
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"

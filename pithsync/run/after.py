@@ -15,8 +15,9 @@ from pithsync.base.logfmt import log_event
 log = logging.getLogger("pithsync.hooks")
 
 
-def after_run(cfg, store, run_id: str, tally) -> None:
-    """Deliver what the outbox holds and write the metrics textfile; log what fails."""
+def after_run(cfg, store, run_id: str, tally, coverage=None) -> None:
+    """Deliver what the outbox holds and write the metrics textfile (with the schedule's
+    `coverage`, when given); log what fails."""
     try:
         report = delivery.deliver(cfg, store)
         if report.delivered or report.failed or report.deferred:
@@ -39,7 +40,7 @@ def after_run(cfg, store, run_id: str, tally) -> None:
 
     if cfg.metrics.textfile:
         try:
-            metrics.write_textfile(cfg.metrics.textfile, store, run_id, tally)
+            metrics.write_textfile(cfg.metrics.textfile, store, run_id, tally, coverage)
         except Exception as exc:  # noqa: BLE001
             log_event(
                 log,

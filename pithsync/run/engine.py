@@ -49,6 +49,7 @@ from pithsync.run.results import (
     suffix_of,
     wrong_number_result,
 )
+from pithsync.run.scheduling import Deadline, RunClock, RunSchedule
 from pithsync.store import Store
 
 __all__ = [
@@ -118,13 +119,17 @@ class RecordSink:
         on_record: Callable[[RecordResult], None] | None = None,
         batch_records: int = 1000,
         keep_results: bool = True,
+        schedule: RunSchedule | None = None,
     ):
         self.cfg = cfg
         self.store = store
+        # Each record's next schedule, written in its group; by default at the wall clock.
+        self.schedule = schedule or RunSchedule(cfg.schedule.policy(), RunClock.starting())
         self.on_record = on_record
         self.batch_records = batch_records
         self.keep_results = keep_results  # False: results go only to on_record (large runs)
         self.results: dict[str, RecordResult] = {}
+        self.skipped = 0  # targets the run's deadline left unchecked
         self._store_failed: str | None = None
 
     def commit(self, run_id: str, result: RecordResult, write: RecordWrite | None) -> None:
@@ -195,9 +200,14 @@ class RecordSink:
         (they read the rows just written, and the alerts opened before them)."""
         for group in self.store.groups(pending):
             with self.store.group(batch_records=self.batch_records):
+                self.schedule.plan(self.store, group)
                 self.store.write_rows(run_id, [write for _, write in group])
                 for result, _ in group:
                     alerting.record_alerts(self.cfg, self.store, run_id, result)
+
+    def skip(self, target: Target) -> None:
+        """A target the run's budget left unchecked: nothing is written, it stays due."""
+        self.skipped += 1
 
     def finish(self) -> None:
         self.store.commit_batch()
@@ -213,6 +223,9 @@ class RecordOutlet(Protocol):
 
     def commit(self, run_id: str, result: RecordResult, write: RecordWrite | None) -> None:
         """Take one examined record: its result, and what to store for it (None: nothing)."""
+
+    def skip(self, target: Target) -> None:
+        """A target the run did not examine because its budget was spent."""
 
     def finish(self) -> None:
         """The run is over: every record has been handed over."""
@@ -327,6 +340,7 @@ class SyncEngine:
         *,
         track: bool = True,
         more: TargetSupply | None = None,
+        deadline: Deadline | None = None,
     ) -> None:
         """Sync every target (and, within their depth, the records they cite), handing each
         record to the sink, then finish the sink (or abort it, if the run fails).
@@ -337,6 +351,8 @@ class SyncEngine:
             track: whether records synced are tracked from now on.
             more: hands out further targets while the run goes on, until it returns none: a
                 worker process takes its share of the run that way (workers.py).
+            deadline: once passed, targets not started yet are handed to the sink's `skip`
+                instead of being examined (records in flight finish and are stored).
         """
         self.read_ahead = ReadAhead(self.store, self.mirrors, self.cfg.trust.trust_id)
         in_flight = records_in_flight(self.cfg)
@@ -346,14 +362,20 @@ class SyncEngine:
             await queue.refill()
             async with anyio.create_task_group() as tg:
                 for _ in range(in_flight):
-                    tg.start_soon(self._take_records, run_id, queue, track)
+                    tg.start_soon(self._take_records, run_id, queue, track, deadline)
         except BaseException:
             self.sink.abort()
             raise
         self.sink.finish()
 
-    async def _take_records(self, run_id: str, queue: _Queue, track: bool) -> None:
+    async def _take_records(
+        self, run_id: str, queue: _Queue, track: bool, deadline: Deadline | None
+    ) -> None:
         async for target in queue.receive:
+            if deadline is not None and deadline.passed():
+                self.sink.skip(target)
+                await queue.done(target)
+                continue
             result = await self._sync_guarded(run_id, target, track)
             if target.depth > 0:
                 for number in result.found_numbers:

@@ -37,6 +37,7 @@ from pithsync.core.plan import RecordWrite
 from pithsync.fetch import Fetcher
 from pithsync.run.engine import RecordSink, SyncEngine, rare_gc_passes, run_event_loop
 from pithsync.run.results import RecordResult, Target, failed_result, suffix_of
+from pithsync.run.scheduling import Deadline
 from pithsync.store import Store
 
 log = logging.getLogger("pithsync.sync")
@@ -65,17 +66,23 @@ class Supply:
 
     The parent alone holds it and hands a chunk out in reply to a worker's request (see
     ChunkRequests), so it always knows who holds what: a worker that dies took exactly the
-    chunks handed to it, and nothing shared is left for it to corrupt."""
+    chunks handed to it, and nothing shared is left for it to corrupt.  Past the run's deadline
+    it hands out nothing more: the chunks left stay due for the next run."""
 
-    def __init__(self, targets: list[Target]):
+    def __init__(self, targets: list[Target], deadline: Deadline | None = None):
         size = max(CHUNK_RECORDS, -(-len(targets) // MAX_CHUNKS))
         self.chunks = [targets[i : i + size] for i in range(0, len(targets), size)]
+        self.deadline = deadline
+        self.cut = False  # the deadline stopped the hand-out before every chunk was taken
         self._next = 0
         self._held: dict[int, list[Target]] = {}  # worker number -> the targets handed to it
 
     def hand_out(self, worker: int) -> list[Target]:
         """The next chunk, now held by `worker` (numbered from 0), or [] when none is left."""
         if self._next >= len(self.chunks):
+            return []
+        if self.deadline is not None and self.deadline.passed():
+            self.cut = True
             return []
         chunk = self.chunks[self._next]
         self._next += 1
@@ -85,6 +92,10 @@ class Supply:
     def held_by(self, worker: int) -> list[Target]:
         """Every target handed to `worker` so far."""
         return list(self._held.get(worker, ()))
+
+    def handed_out(self) -> list[Target]:
+        """Every target handed out so far."""
+        return [t for chunk in self.chunks[: self._next] for t in chunk]
 
 
 class ChunkRequests:
@@ -110,6 +121,7 @@ class RecordSender:
         self.conn = conn
         self._outbox: list[tuple[RecordResult, RecordWrite | None]] = []
         self._outbox_bytes = 0
+        self._skipped: list[Target] = []  # what the deadline left unexamined
 
     def commit(self, run_id: str, result: RecordResult, write: RecordWrite | None) -> None:
         """Queue one examined record for the parent; send the message once it is full."""
@@ -118,8 +130,15 @@ class RecordSender:
         if len(self._outbox) >= SEND_RECORDS or self._outbox_bytes >= SEND_BYTES:
             self.flush()
 
+    def skip(self, target: Target) -> None:
+        """A target the deadline left: the parent hears of it, so it is not reported lost."""
+        self._skipped.append(target)
+
     def flush(self) -> None:
-        """Send what the outbox holds."""
+        """Send what the outbox holds, and the targets skipped."""
+        if self._skipped:
+            self.conn.send(("skipped", self._skipped))
+            self._skipped = []
         if self._outbox:
             self.conn.send(("records", self._outbox))
             self._outbox = []
@@ -185,6 +204,7 @@ class _Job:
     run_id: str
     worker: int
     parent_pid: int
+    deadline: Deadline | None = None
 
 
 class WorkerPool:
@@ -199,20 +219,27 @@ class WorkerPool:
 
     @classmethod
     def start(
-        cls, cfg: Config, store: Store, run_id: str, targets: list[Target], workers: int
+        cls,
+        cfg: Config,
+        store: Store,
+        run_id: str,
+        targets: list[Target],
+        workers: int,
+        deadline: Deadline | None = None,
     ) -> WorkerPool:
         """Fork `workers` processes for a run over `targets` (the store's connection is closed
-        around the fork)."""
+        around the fork); past `deadline` no worker is handed more, nor starts a record."""
         ctx = multiprocessing.get_context("fork")
         worker_cfg = _share(cfg, workers)
         for stream in (sys.stdout, sys.stderr):  # a child must not flush the parent's output again
             with contextlib.suppress(OSError, ValueError):  # a reader gone: cli.Output's business
                 stream.flush()
-        pool = cls(run_id, {}, Supply(targets))
+        pool = cls(run_id, {}, Supply(targets, deadline))
         try:
             with store.disconnected():
                 for i in range(workers):
-                    pool._fork(ctx, _Job(worker_cfg, store.path, run_id, i, os.getpid()))
+                    job = _Job(worker_cfg, store.path, run_id, i, os.getpid(), deadline)
+                    pool._fork(ctx, job)
         except BaseException:
             pool.kill()
             raise
@@ -235,6 +262,10 @@ class WorkerPool:
             send.close()
             replies_in.close()
         self._workers[receive] = _Worker(proc, job.worker, replies_out)
+
+    def kept_back(self) -> int:
+        """How many targets the deadline kept from every worker."""
+        return sum(map(len, self._supply.chunks)) - len(self._supply.handed_out())
 
     def kill(self) -> None:
         """Kill every worker still running."""
@@ -273,6 +304,10 @@ class WorkerPool:
             chunk = self._supply.hand_out(w.number)
             with contextlib.suppress(OSError):  # gone: the chunk is reported with its records
                 w.replies.send(chunk)
+        elif kind == "skipped":  # left due by the deadline, not lost
+            w.reported.update(t.suffix for t in payload)
+            for t in payload:
+                sink.skip(t)
         elif kind == "records":
             w.reported.update(suffix_of(result.pith_number) for result, _ in payload)
             sink.commit_many(self.run_id, payload)
@@ -308,8 +343,10 @@ class WorkerPool:
 
     def _report_unreported(self, sink: RecordSink) -> None:
         """Records left over only when every worker failed: reported too, never dropped."""
-        chunks = self._supply.chunks
-        unreported = [t for chunk in chunks for t in chunk if t.suffix not in self._reported]
+        supply = self._supply
+        # Chunks the deadline kept back are left due, not lost; any other is reported.
+        targets = supply.handed_out() if supply.cut else [t for c in supply.chunks for t in c]
+        unreported = [t for t in targets if t.suffix not in self._reported]
         if not unreported:
             return
         log_event(
@@ -362,7 +399,7 @@ def _worker_main(
     async def main() -> None:
         async with Fetcher(job.cfg.crawl, SyncEngine.policy_for(job.cfg)) as fetcher:
             engine = SyncEngine(job.cfg, store, fetcher, sink=sender)
-            await engine.run(job.run_id, [], more=supply.take)
+            await engine.run(job.run_id, [], more=supply.take, deadline=job.deadline)
 
     try:
         store = Store.open_reader(job.db_path)

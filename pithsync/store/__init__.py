@@ -10,7 +10,7 @@ by `Store.write_rows`.  Beside them, an append-only journal whose entries are ha
     records      writing records, their numbers       batch        groups and the open batch
     reads        what a sync and record commands read  journal      the hash-chained journal
     alerts       alert rows and their outbox          publishing   what serve/export/evidence read
-    lock         one run at a time per store
+    lock         one run at a time per store          schedule     when each record is due
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -204,7 +205,9 @@ class Store(StoreQueries):
         """Every row of a group of records (no record twice), and their journal entries, inside
         `group()`: see records.write_rows."""
         now = utcnow()
-        entries = records.write_rows(self.db, run_id, writes, now, self._batch.mirrors)
+        entries = records.write_rows(
+            self.db, run_id, writes, now, self._batch.mirrors, discovered_at=time.time()
+        )
         self._append_journal(run_id, entries, now)
         self._batch.group.extend(writes)
 

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 
 import sqlite_utils
 
-from pithsync.store import alerts, journal, publishing, reads
+from pithsync.core.schedule import Coverage, ScheduleState
+from pithsync.store import alerts, journal, publishing, reads, schedule
+from pithsync.store.schedule import DueKey
 
 
 class StoreQueries:
@@ -45,6 +47,25 @@ class StoreQueries:
     def tracked(self) -> list[str]:
         """See reads.tracked."""
         return reads.tracked(self.db)
+
+    # -- the schedule ---------------------------------------------------------------------------
+    def schedule_states(self, pith_numbers: list[str]) -> dict[str, ScheduleState]:
+        """See schedule.load_states."""
+        return schedule.load_states(self.db, pith_numbers)
+
+    def take_due(
+        self, now: float, limit: int, after: DueKey | None = None
+    ) -> list[tuple[str, ScheduleState, DueKey]]:
+        """See schedule.take_due."""
+        return schedule.take_due(self.db, now, limit, after)
+
+    def due_count(self, now: float) -> int:
+        """See schedule.due_count."""
+        return schedule.due_count(self.db, now)
+
+    def coverage(self, now: float, max_interval: float) -> Coverage:
+        """See schedule.coverage."""
+        return schedule.coverage(self.db, now, max_interval)
 
     def records(self) -> list[dict]:
         """See reads.records."""

@@ -17,6 +17,7 @@ from pithsync.core.alerting import record_scope
 from pithsync.core.canonical import canon, sha256hex
 from pithsync.core.merge import merge_state
 from pithsync.core.plan import MirrorRow, RecordWrite, _derived_number, number_of
+from pithsync.store import schedule
 from pithsync.store.journal import Entry
 from pithsync.store.reads import numbers_for_suffixes, record_summaries
 
@@ -40,6 +41,7 @@ def write_rows(
     writes: list[RecordWrite],
     now: str,
     mirrors_written: set[MirrorKey] = frozenset(),
+    discovered_at: float | None = None,
 ) -> list[Entry]:
     """Every row of a group of records, in the open transaction.
 
@@ -53,6 +55,8 @@ def write_rows(
         writes: the records' write plans, in order.
         now: the rows' time.
         mirrors_written: mirrors rows the open batch already wrote (written once per batch).
+        discovered_at: now in unix seconds, when tracked writes that carry no schedule (an
+            import) are to be marked discovered, due at once.
 
     Returns:
         The journal entries of the group, in order: renumberings, then each record's mirror
@@ -73,6 +77,10 @@ def write_rows(
     entries = _settle_numbers(db, writes, existing, now)
     _write_states(db, writes, existing, now)
     _write_checks(db, run_id, writes, now)
+    schedule.write_states(db, [(w.pith_number, w.schedule) for w in writes if w.schedule])
+    if discovered_at is not None:
+        unscheduled = [w.pith_number for w in writes if w.schedule is None and w.tracked]
+        schedule.mark_discovered(db, unscheduled, discovered_at)
     for w in writes:
         entries += [
             ("mirror_outcome", w.pith_number, m.base_url, m.status, {"reasons": _codes(m)})
@@ -327,7 +335,10 @@ def renumber(db: sqlite_utils.Database, old: str, new: str, reason: str, at: str
     conn = db.conn
     for table in _MOVED:
         conn.execute(f"update {table} set pith_number = ? where pith_number = ?", [new, old])
-    for table in ("mirror_status", "record_checks"):
+    moved = ["mirror_status", "record_checks"]
+    if db["schedule"].exists():  # not yet when the schema 3 migration renumbers
+        moved.append("schedule")
+    for table in moved:
         conn.execute(
             f"update or replace {table} set pith_number = ? where pith_number = ?", [new, old]
         )
@@ -361,4 +372,5 @@ def untrack(db: sqlite_utils.Database, pith_number: str) -> list[Entry]:
     cur = db.conn.execute(
         "update records set tracked = 0 where pith_number = ? and tracked = 1", [pith_number]
     )
+    schedule.forget(db, pith_number)
     return [("record_untracked", pith_number, None, None, None)] if cur.rowcount else []

@@ -5,14 +5,16 @@ wrongly (with a journal entry), so a read-only command may run them."""
 from __future__ import annotations
 
 import sqlite3
+import time
 
 import sqlite_utils
 
 from pithsync.base.clock import utcnow
 from pithsync.base.exits import StoreError
-from pithsync.store import journal, records
+from pithsync.core.schedule import Outcome, SchedulePolicy, ScheduleState, after_check
+from pithsync.store import journal, records, schedule
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 HEAL_RUN_ID = "migration-3"  # the journal's run_id for what the schema 3 migration renumbered
 
 
@@ -208,8 +210,34 @@ def _schema_v3(db: sqlite_utils.Database) -> None:
     journal.append(db, HEAL_RUN_ID, records.heal_numbers(db, now), now)
 
 
+def _schema_v4(db: sqlite_utils.Database) -> None:
+    # Each tracked record's revisit schedule.  An old store's checked records are due at their
+    # last check plus the interval that check gives (under the default policy: the migration
+    # has no configuration); records never checked are due now.
+    schedule.create(db)
+    policy, now = SchedulePolicy(), time.time()
+    rows = db.conn.execute(
+        "select r.pith_number, (julianday(c.checked_at) - 2440587.5) * 86400.0, c.verdict"
+        " from records r left join record_checks c on c.pith_number = r.pith_number"
+        " where r.tracked = 1"
+    ).fetchall()
+    states = []
+    for pith, checked_at, verdict in rows:
+        fresh = ScheduleState.new(schedule.suffix_of(pith), now, policy)
+        if checked_at is None:
+            states.append((pith, fresh))
+            continue
+        outcome = Outcome(verdict) if verdict in _CHECK_OUTCOMES else Outcome.IN_SYNC
+        fresh = ScheduleState.new(fresh.suffix, min(now, checked_at), policy)
+        states.append((pith, after_check(fresh, outcome, False, checked_at, policy)))
+    schedule.write_states(db, states)
+
+
+# A stored verdict that names a check's outcome (an import's `imported` is read as in sync).
+_CHECK_OUTCOMES = {o.value for o in Outcome} - {Outcome.NEVER_CHECKED.value}
+
 # version -> function that brings the schema from version-1
-MIGRATIONS = {1: _schema_v1, 2: _schema_v2, 3: _schema_v3}
+MIGRATIONS = {1: _schema_v1, 2: _schema_v2, 3: _schema_v3, 4: _schema_v4}
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

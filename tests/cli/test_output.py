@@ -14,7 +14,7 @@ import sys
 
 import anyio
 import pytest
-from synctools import json_lines, serve_bad_copy, write_config
+from synctools import ALWAYS_DUE_TOML, json_lines, serve_bad_copy, write_config
 
 from pithsync.testing import forge
 from pithsync.testing.mirror import MirrorServer, refused_spec
@@ -224,7 +224,8 @@ async def test_every_line_a_verbose_run_logs_is_logfmt(tmp_path, processes):
         conf = _toml_config(
             tmp_path / "p.toml",
             specs,
-            extra=f"processes = {processes}\n\n[alerts]\nlog = true\nunreachable_runs = 1\n",
+            extra=f"processes = {processes}\n\n{ALWAYS_DUE_TOML}\n"
+            "[alerts]\nlog = true\nunreachable_runs = 1\n",
         )
         db = str(tmp_path / "s.db")
         argv = [sys.executable, "-m", "pithsync", "-v", "--config", conf, "--db", db]

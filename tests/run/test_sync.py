@@ -774,6 +774,10 @@ _VOLATILE = {
     "prev_sha256",
     "entry_sha256",
     "payload",
+    # the schedule's times (unix seconds)
+    "next_due",
+    "last_checked",
+    "discovered_at",
 }
 
 
