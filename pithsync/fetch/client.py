@@ -56,13 +56,13 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit alone takes "²", which float refuses
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        return max(0.0, when.timestamp() - now) if when is not None else None
+    except (TypeError, ValueError, IndexError, OverflowError):  # a year too large overflows
         return None
-    return max(0.0, when.timestamp() - now) if when is not None else None
 
 
 @dataclass(frozen=True)
