@@ -8,17 +8,22 @@ handed to its sleep, never a clock around its own code.
 
 from __future__ import annotations
 
+import sys
+
 import anyio
 import pytest
-from synctools import make_config, pull
+from synctools import make_config, pull, run_cli, write_config
 
 from pithsync.fetch import Fetcher
 from pithsync.fetch.budget import BURST, HostBudgets, host_of
 from pithsync.run.engine import SyncEngine
+from pithsync.run.workers import _share
 from pithsync.testing import forge
 from pithsync.testing.mirror import MirrorServer, bundle_path, state_path
 
 RECORDS = [forge.forge_record(300 + i, n_events=2) for i in range(22)]  # 44 requests a mirror
+# Three chunks of records (run/workers.py CHUNK_RECORDS), so that both workers get some.
+WORKER_RECORDS = [forge.forge_record(400 + i, n_events=2) for i in range(48)]
 
 
 def most_in_one_second(times: list[float]) -> int:
@@ -86,7 +91,7 @@ async def test_a_retry_after_during_a_wait_for_a_token_makes_it_wait_out_the_pau
 
 
 async def test_a_pull_sends_no_more_than_the_rate_in_any_second(tmp_path):
-    rate = 10.0
+    rate = 8.0  # 125 ms apart: far more than a loaded machine delays one request behind another
     async with MirrorServer("a") as a:
         for r in RECORDS:
             a.put_record(r.bundle())
@@ -109,6 +114,24 @@ async def test_without_a_rate_nothing_waits(tmp_path):
             for r in RECORDS[:4]:
                 assert (await fetcher.get(a.url(bundle_path(r.suffix)))).status == 200
     assert sleep.waits == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers fork only on Linux")
+async def test_worker_processes_share_the_rate(tmp_path):
+    rate, processes = 16, 2
+    async with MirrorServer("a") as a:
+        for r in WORKER_RECORDS:
+            a.put_record(r.bundle())
+        # Few records in flight per worker, so that the first does not take every chunk.
+        extra = f"processes = {processes}\nconcurrency = 4\nmax_requests_per_s = {rate}\n"
+        conf = write_config(tmp_path, [a.spec()], timeout_s=10, extra=extra)
+        numbers = [r.pith_number for r in WORKER_RECORDS]
+        code, out = await run_cli("--config", conf, "--db", tmp_path / "s.db", "pull", *numbers)
+    assert code == 0, out
+    assert len(a.requests) == 2 * len(WORKER_RECORDS)
+    # Each worker keeps rate / processes with a burst of one: together the rate, plus at most
+    # one request per worker at once.
+    assert most_in_one_second(arrivals(a)) <= rate + processes * BURST
 
 
 async def test_retry_after_pauses_the_host_for_every_request(tmp_path):
@@ -196,6 +219,12 @@ async def test_waiting_for_the_budget_does_not_count_toward_the_deadline(tmp_pat
                 for r in RECORDS[:10]:
                     tg.start_soon(get, a.url(bundle_path(r.suffix)))
     assert [r.status for r in responses] == [200] * 10, [r.fetched.detail for r in responses]
+
+
+def test_each_worker_gets_its_share_of_the_rate(tmp_path):
+    cfg = make_config(tmp_path, [], max_requests_per_s=9.0)
+    assert _share(cfg, 3).crawl.max_requests_per_s == 3.0
+    assert _share(make_config(tmp_path, []), 3).crawl.max_requests_per_s is None
 
 
 async def test_every_redirect_hop_takes_a_token(tmp_path):
