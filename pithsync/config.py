@@ -44,6 +44,7 @@ class CrawlConfig:
     allow_private: bool = False
     max_discovered_mirrors: int = 8  # per record
     max_redirects: int = 5
+    max_requests_per_s: float | None = None  # per host (scheme, host, port); None: no limit
     user_agent: str = f"pithsync/{__version__} (+https://pith.science)"
 
 
@@ -165,12 +166,33 @@ _POSITIVE: dict[type, dict[str, str]] = {
 }
 
 
+# Numbers whose default None means "no limit": when set, they must be greater than 0.
+_LIMITS: dict[type, dict[str, str]] = {
+    CrawlConfig: {"max_requests_per_s": "requests a second to each host; leave it out for none"},
+}
+
+
+def _limit(value: object, where: str, meaning: str) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError(f"{where} must be a number greater than 0 ({meaning}), not {value!r}")
+    return float(value)
+
+
 def _dataclass_from(cls, table: dict, where: str):
     _refuse_unknown(table, cls.__dataclass_fields__, f"[{where}]")
     defaults = cls()
     values = {}
+    limits = _LIMITS.get(cls, {})
     for key, value in table.items():
         expected = type(getattr(defaults, key))
+        if key in limits:
+            values[key] = _limit(value, f"[{where}] {key}", limits[key])
+            continue
         if expected is tuple:
             if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
                 raise ConfigError(f"[{where}] {key} must be a list of strings")

@@ -6,6 +6,7 @@ validators make a re-sync of an unchanged mirror cost a 304.
 
     policy.py   which URLs may be fetched (UrlPolicy, PolicyResolver, PolicyError)
     breaker.py  MirrorBreaker: a mirror that is down stops costing every record its retries
+    budget.py   HostBudgets: [crawl] max_requests_per_s per host, paused by Retry-After
     client.py   Fetcher (timeouts, deadline, retries, size cap), Response, Validators
     errors.py   aiohttp's and the OS's exceptions as reason codes
 """

@@ -23,6 +23,7 @@ from tenacity import (
 from pithsync.config import CrawlConfig
 from pithsync.core.compare import Fetched, Retrieval
 from pithsync.fetch.breaker import MirrorBreaker, origin_key
+from pithsync.fetch.budget import HostBudgets
 from pithsync.fetch.errors import describe
 from pithsync.fetch.policy import PolicyError, PolicyResolver, UrlPolicy
 
@@ -56,13 +57,13 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit alone takes "²", which float refuses
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        return max(0.0, when.timestamp() - now) if when is not None else None
+    except (TypeError, ValueError, IndexError, OverflowError):  # a year too large overflows
         return None
-    return max(0.0, when.timestamp() - now) if when is not None else None
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,8 @@ class Fetcher:
         self._sleep = sleep
         self._clock = clock
         self.breaker = MirrorBreaker(crawl.mirror_down_after, crawl.mirror_retry_s, monotonic)
+        rate = crawl.max_requests_per_s
+        self.budgets = HostBudgets(rate, sleep, monotonic) if rate is not None else None
         self._session: aiohttp.ClientSession | None = None
         self._trusted_prefixes = policy.trusted_prefixes  # computed once: checked on every request
         self.requests = 0
@@ -199,7 +202,7 @@ class Fetcher:
         exc = state.outcome.exception() if state.outcome else None
         backoff = wait_random_exponential(multiplier=0.5, max=self.crawl.backoff_max_s)(state)
         if isinstance(exc, _Retryable) and exc.retry_after is not None:
-            return min(max(exc.retry_after, 0.0), self.crawl.backoff_max_s)
+            return exc.retry_after
         return backoff
 
     @staticmethod
@@ -231,7 +234,7 @@ class Fetcher:
         deadline = asyncio.timeout(self.crawl.deadline_s)
         try:
             async with deadline:
-                return await self._follow(url, validators)
+                return await self._follow(url, validators, deadline)
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             # TimeoutError is an OSError: the deadline's own (asyncio.timeout raises it only when
             # it cut the request; an outside cancellation stays a cancellation), or aiohttp's read
@@ -242,13 +245,16 @@ class Fetcher:
             code, detail = describe(exc)
             raise _Retryable(_unreachable(url, detail, code)) from None
 
-    async def _follow(self, url: str, validators: Validators | None) -> Response:
+    async def _follow(
+        self, url: str, validators: Validators | None, deadline: asyncio.Timeout
+    ) -> Response:
         headers = validators.headers() if validators is not None else {}
         current = url
         for _ in range(self.crawl.max_redirects + 1):
+            await self._take_turn(current, deadline)
             async with self._session.get(current, headers=headers, allow_redirects=False) as resp:
                 if resp.status not in _REDIRECTS:
-                    return await self._read(url, resp)
+                    return await self._read(url, resp, current)
                 target = urljoin(current, resp.headers.get("Location", ""))
                 try:
                     if not self._same_origin(url, target):
@@ -261,13 +267,24 @@ class Fetcher:
         detail = f"more than {self.crawl.max_redirects} redirects"
         return Response(_unreachable(url, detail, "too_many_redirects"))
 
+    async def _take_turn(self, url: str, deadline: asyncio.Timeout) -> None:
+        """Wait for a token of `url`'s host's budget (when [crawl] max_requests_per_s is set).
+        The wait is the budget's, not the mirror's: the deadline stops for it."""
+        if self.budgets is None:
+            return
+        when = deadline.when()
+        deadline.reschedule(None)
+        waited = await self.budgets.turn(url)
+        deadline.reschedule(None if when is None else when + waited)
+
     def _same_origin(self, a: str, b: str) -> bool:
         try:
             return UrlPolicy.origin(a) == UrlPolicy.origin(b) and self.policy.is_trusted(a)
         except PolicyError:
             return False
 
-    async def _read(self, url: str, resp: aiohttp.ClientResponse) -> Response:
+    async def _read(self, url: str, resp: aiohttp.ClientResponse, sent_to: str) -> Response:
+        """What `resp` (the answer of `sent_to`, the last hop from `url`) means."""
         status = resp.status
         v = Validators(resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
         if status == 304:
@@ -278,10 +295,16 @@ class Fetcher:
         if status == 429 or status >= 500:
             retry_after = parse_retry_after(resp.headers.get("Retry-After"), self._clock())
             detail = f"HTTP {status}"
+            honoured = None
             if retry_after is not None:
                 detail += f" (Retry-After {retry_after:g}s)"
+                # Capped, so that a hostile mirror cannot stall the run: the retry waits this
+                # long, and with a budget nothing else goes to the host before it either.
+                honoured = min(retry_after, self.crawl.backoff_max_s)
+                if self.budgets is not None and status in (429, 503):
+                    self.budgets.pause(sent_to, honoured)
             code = "rate_limited" if status == 429 else "server_error"
-            raise _Retryable(_unreachable(url, detail, code), retry_after)
+            raise _Retryable(_unreachable(url, detail, code), honoured)
         if status != 200:
             return Response(_unreachable(url, f"HTTP {status}", "http_status"), status)
         body = await self._read_body(url, resp)

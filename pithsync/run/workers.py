@@ -175,12 +175,16 @@ def _usable_cpus() -> int:
 
 
 def _share(cfg: Config, workers: int) -> Config:
-    """The config a worker runs with: its slice of the connection limits, so that all workers
-    together stay within [crawl] concurrency and per_host."""
+    """The config a worker runs with: its slice of the connection limits and of each host's
+    request budget, so that all workers together stay within [crawl] concurrency, per_host and
+    max_requests_per_s.  Each worker's budget is rate / workers: together they send at the rate,
+    with bursts of at most one request per worker (each bucket's burst of one)."""
+    rate = cfg.crawl.max_requests_per_s
     crawl = dataclasses.replace(
         cfg.crawl,
         concurrency=max(1, cfg.crawl.concurrency // workers),
         per_host=max(1, cfg.crawl.per_host // workers),
+        max_requests_per_s=rate / workers if rate is not None else None,
     )
     return dataclasses.replace(cfg, crawl=crawl)
 

@@ -287,6 +287,20 @@ def test_zero_is_still_allowed_where_it_means_something():
     ) == (0, 0, 0.0, 0.0)
 
 
+def test_max_requests_per_s_is_a_positive_number_or_left_out():
+    assert from_toml("").crawl.max_requests_per_s is None  # the default: no limit
+    assert from_toml("[crawl]\nmax_requests_per_s = 5\n").crawl.max_requests_per_s == 5.0
+    assert from_toml("[crawl]\nmax_requests_per_s = 0.5\n").crawl.max_requests_per_s == 0.5
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", '"fast"', "true", "[1]"])
+def test_bad_max_requests_per_s_is_config_error(value):
+    with pytest.raises(
+        ConfigError, match=r"\[crawl\] max_requests_per_s must be a number greater than 0"
+    ):
+        from_toml(f"[crawl]\nmax_requests_per_s = {value}\n")
+
+
 @pytest.mark.parametrize("value", ['"soon"', "[1]"])
 def test_bad_store_lock_timeout_is_config_error(value):
     with pytest.raises(ConfigError):

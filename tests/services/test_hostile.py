@@ -261,6 +261,23 @@ async def test_server_errors_retried_with_retry_after(tmp_path, status, retry_af
         assert all(0 <= w <= 30.0 for w in out.waits)
 
 
+@pytest.mark.parametrize(
+    "header, why",
+    [
+        ("1 Jan 10000000000000000000000 00:00:00 GMT", "the year overflows the date parser"),
+        ("\u00b2", "a digit to str.isdigit, not to float"),
+        ("-5", "negative"),
+        ("soon", "not a number or a date"),
+    ],
+)
+async def test_an_unreadable_retry_after_is_ignored(tmp_path, header, why):
+    # Before, the first escaped the fetcher (OverflowError) and the second was reported as a
+    # network error: the mirror's answer was lost.
+    out = await run_case(tmp_path, lambda b: b.fault("status", status=429, retry_after=header))
+    check(out, f"HTTP 429, Retry-After {why}", "unreachable", "rate_limited", "HTTP 429")
+    assert all(0 <= w <= 30.0 for w in out.waits) and len(out.waits) == 2  # plain backoff
+
+
 async def test_429_rate_limited(tmp_path):
     out = await run_case(tmp_path, lambda b: b.fault("status", status=429, retry_after="3"))
     check(out, "HTTP 429, Retry-After 3", "unreachable", "rate_limited", "HTTP 429")
