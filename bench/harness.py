@@ -621,6 +621,11 @@ class Bench:
             for k in range(max(1, o.repeat)):
                 db = self.work / f"full-{n}-{k}.db"
                 full = self.pull("full", cfg, db, lists[n], n)
+                if k == 0:  # the fresh store a full pull leaves: bytes on disk per record
+                    from bench import storesize
+
+                    store_size = storesize.measure(db, n)
+                    self.log("  " + storesize.render(store_size, top=0).splitlines()[0])
                 resync = self.pull("resync", cfg, db, lists[n], n)
                 pairs.append((full, resync))
             curve = {}
@@ -655,6 +660,7 @@ class Bench:
             verification,
             profile,
         )
+        results["figures"]["store_size"] = store_size
         results["elapsed_s"] = time.time() - started
         results["code"] = code_version()
         results["code"]["changed_during_run"] = (
@@ -964,6 +970,13 @@ def render_table(results: dict) -> str:
             for k in ms["time_per_record_ms"]
         )
     )
+    size = results["figures"].get("store_size")
+    if size:
+        lines.append(
+            f"store size:         {size['bytes_per_record']:,.0f} bytes on disk per record "
+            f"after the full sync ({size['file_bytes']:,} bytes; "
+            f"{size['registry_gb']:.1f} GB at 2.5 million records; python -m bench.storesize)"
+        )
     v = results["figures"]["verification"]
     lines.append(
         f"verification:       pithsync {v['pithsync_us_per_record']:.0f} us/record "

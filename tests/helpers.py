@@ -65,3 +65,34 @@ def forged(i: int = 7, n_events: int = 3) -> forge.ForgedRecord:
     """A fresh forged record: record_created + (n_events - 1) chained graph snapshots."""
     fr = forge.forge_record(i, n_events)
     return forge.ForgedRecord(fr.record, copy.deepcopy(fr.events))
+
+
+def store_bodies_as_schema3(conn) -> None:
+    """Rewrite a store as schema 3 and earlier kept it: documents and evidence bodies as the raw
+    bytes, events and states as text (what the schema 5 migration compresses), and every table
+    with a rowid.  The rest has not changed since; the caller sets the schema version."""
+    from pithsync.store import bodies
+
+    conn.create_function("raw", 1, lambda b: None if b is None else bodies.expand(b))
+    conn.create_function("text", 1, lambda b: None if b is None else bodies.expand_text(b))
+    for table, sql in conn.execute(
+        "select name, sql from sqlite_master where type = 'table' and sql like '%WITHOUT ROWID'"
+    ).fetchall():
+        indexes = [
+            r[0]
+            for r in conn.execute(
+                "select sql from sqlite_master where type = 'index' and tbl_name = ?"
+                " and sql is not null",
+                [table],
+            )
+        ]
+        conn.execute(f'alter table "{table}" rename to "{table}_new"')
+        conn.execute(sql.replace(" WITHOUT ROWID", "").replace('"body" BLOB', '"body" TEXT'))
+        conn.execute(f'insert into "{table}" select * from "{table}_new"')
+        conn.execute(f'drop table "{table}_new"')
+        for index in indexes:
+            conn.execute(index)
+    conn.execute("update documents set body = raw(body)")
+    conn.execute("update evidence set body = raw(body)")
+    conn.execute("update events set body = text(body)")
+    conn.execute("update records set state = text(state)")

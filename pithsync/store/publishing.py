@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import sqlite_utils
 
+from pithsync.store import bodies
+
 
 def records_with_state(db: sqlite_utils.Database) -> list[tuple[str, str]]:
     """(pith_number, suffix) of every record that has a merged state, by suffix."""
@@ -46,7 +48,7 @@ def _bundles(
         row = db.execute(query, [sha, pith_number]).fetchone()
         if row is None:
             continue
-        body = bytes(row[0])
+        body = bodies.expand(row[0], sha)
         try:
             bundle = json.loads(body)
             ids = {
@@ -94,14 +96,17 @@ def verified_documents(
         " order by first_seen, sha256",
         [pith_number, kind],
     )
-    return [(sha, bytes(body)) for sha, body in rows]
+    return [(sha, bodies.expand(blob, sha)) for sha, blob in rows]
 
 
 def evidence_for(db: sqlite_utils.Database, pith_number: str) -> list[dict]:
-    """The bad copies kept for a record, oldest first, with their reasons parsed."""
+    """The bad copies kept for a record, oldest first, with their reasons parsed and their
+    bodies expanded (checked against body_sha256)."""
     rows = list(db.query("select * from evidence where pith_number = ? order by id", [pith_number]))
     for r in rows:
         r["reasons"] = json.loads(r["reasons"] or "[]")
+        if r["body"] is not None:
+            r["body"] = bodies.expand(r["body"], r["body_sha256"])
     return rows
 
 

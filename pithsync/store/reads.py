@@ -8,7 +8,9 @@ from collections.abc import Iterator
 
 import sqlite_utils
 
+from pithsync.base.exits import StoreError
 from pithsync.core import numbers
+from pithsync.store import bodies
 
 _CHUNK = 500  # values bound per query: well under SQLite's limit on parameters
 
@@ -32,7 +34,12 @@ def record(db: sqlite_utils.Database, pith_number: str) -> dict | None:
     """A record's row, or None."""
     cur = db.conn.execute("select * from records where pith_number = ?", [pith_number])
     row = cur.fetchone()
-    return dict(zip((d[0] for d in cur.description), row, strict=True)) if row else None
+    if row is None:
+        return None
+    out = dict(zip((d[0] for d in cur.description), row, strict=True))
+    if out["state"] is not None:
+        out["state"] = bodies.expand_text(out["state"])
+    return out
 
 
 def record_summaries(db: sqlite_utils.Database, pith_numbers: list[str]) -> dict[str, dict]:
@@ -84,9 +91,19 @@ def last_check(db: sqlite_utils.Database, pith_number: str) -> tuple[str | None,
 
 
 def stored_events(db: sqlite_utils.Database, pith_number: str) -> dict[str, dict]:
-    """event_id -> the verified event, for every event stored for a record."""
+    """event_id -> the verified event, for every event stored for a record.
+
+    Raises:
+        StoreError: a stored event is corrupt, or is not the event its row names.
+    """
     rows = db.conn.execute("select event_id, body from events where pith_number = ?", [pith_number])
-    return {eid: json.loads(body) for eid, body in rows}
+    out = {}
+    for eid, blob in rows:
+        event = json.loads(bodies.expand(blob))
+        if event.get("event_id") != eid:
+            raise StoreError(f"the stored event {eid} holds another event")
+        out[eid] = event
+    return out
 
 
 def mirror_statuses(db: sqlite_utils.Database, pith_number: str) -> list[dict]:
@@ -130,13 +147,13 @@ def document_bodies(db: sqlite_utils.Database, shas: list[str]) -> dict[str, byt
     again unchanged is still that bad copy)."""
     wanted = sorted(set(shas))
     sql = "select sha256, body from documents where sha256 in ({})"
-    out = {sha: bytes(body) for sha, body in rows_in(db, sql, wanted)}
+    out = {sha: bodies.expand(blob, sha) for sha, blob in rows_in(db, sql, wanted)}
     missing = [x for x in wanted if x not in out]
     sql = (
         "select body_sha256, body from evidence where body is not null"
         " and body_sha256 in ({}) group by body_sha256"
     )
-    out.update((sha, bytes(body)) for sha, body in rows_in(db, sql, missing))
+    out.update((sha, bodies.expand(blob, sha)) for sha, blob in rows_in(db, sql, missing))
     return out
 
 

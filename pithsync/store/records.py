@@ -17,7 +17,7 @@ from pithsync.core.alerting import record_scope
 from pithsync.core.canonical import canon, sha256hex
 from pithsync.core.merge import merge_state
 from pithsync.core.plan import MirrorRow, RecordWrite, _derived_number, number_of
-from pithsync.store import schedule
+from pithsync.store import bodies, schedule
 from pithsync.store.journal import Entry
 from pithsync.store.reads import numbers_for_suffixes, record_summaries
 
@@ -115,7 +115,7 @@ def _write_sources(
         "insert or ignore into documents (sha256, kind, pith_number, body, size, first_seen)"
         " values (?,?,?,?,?,?)",
         [
-            (sha, kind, w.pith_number, body, len(body), now)
+            (sha, kind, w.pith_number, bodies.compress(body), len(body), now)
             for w in writes
             for sha, kind, body in w.documents
         ],
@@ -125,7 +125,7 @@ def _write_sources(
         "insert or ignore into events (event_id, pith_number, event_type, body, first_seen)"
         " values (?,?,?,?,?)",
         [
-            (eid, w.pith_number, event_type, body, now)
+            (eid, w.pith_number, event_type, bodies.compress(body), now)
             for w in writes
             for eid, (event_type, body) in w.events.items()
         ],
@@ -164,7 +164,7 @@ def _write_checks(db: sqlite_utils.Database, run_id: str, writes: list[RecordWri
         " observed_at, run_id) values (?,?,?,?,?,?,?,?,?)",
         [
             (w.pith_number, ev["mirror"], ev["url"], ev["status"], json.dumps(ev["reasons"]))
-            + (_body_sha256(ev), ev.get("body"), now, run_id)
+            + (_body_sha256(ev), _blob(ev.get("body")), now, run_id)
             for w in writes
             for ev in w.evidence
         ],
@@ -188,6 +188,10 @@ def _write_checks(db: sqlite_utils.Database, run_id: str, writes: list[RecordWri
     )
 
 
+def _blob(body: bytes | None) -> bytes | None:
+    return bodies.compress(body) if body is not None else None
+
+
 def _body_sha256(evidence: dict) -> str | None:
     return sha256hex(evidence["body"]) if evidence.get("body") is not None else None
 
@@ -206,7 +210,7 @@ def _write_states(
             # A new record is one row, with its state when it has one.
             state_columns = (
                 (st.canonical_sha256, st.canonical_record, st.source_aliases)
-                + (st.state, st.state_sha256, st.event_count)
+                + (bodies.compress(st.state), st.state_sha256, st.event_count)
                 if st
                 else (None, None, None, None, None, 0)
             )
@@ -249,7 +253,7 @@ def _update_state(db: sqlite_utils.Database, w: RecordWrite, known: dict, now: s
         db.conn.execute(
             "update records set canonical_sha256 = ?, canonical_record = ?, source_aliases = ?,"
             " state = ?, state_sha256 = ?, event_count = ?, updated_at = ? where pith_number = ?",
-            [st.canonical_sha256, st.canonical_record, st.source_aliases, st.state]
+            [st.canonical_sha256, st.canonical_record, st.source_aliases, bodies.compress(st.state)]
             + [st.state_sha256, st.event_count, now, w.pith_number],
         )
 
@@ -350,17 +354,24 @@ def renumber(db: sqlite_utils.Database, old: str, new: str, reason: str, at: str
         "select canonical_record, source_aliases, state from records where pith_number = ?",
         [new],
     ).fetchone()
-    if row is not None and row[2] is not None and json.loads(row[2]).get("pith_number") != new:
+    stored_state = json.loads(_text(row[2])) if row is not None and row[2] else None
+    if stored_state is not None and stored_state.get("pith_number") != new:
         # A state merged under the typed number names it, and its state_sha256 covers it.
-        bodies = conn.execute("select body from events where pith_number = ?", [new])
-        events = [json.loads(body) for (body,) in bodies]
+        blobs = conn.execute("select body from events where pith_number = ?", [new])
+        events = [json.loads(_text(blob)) for (blob,) in blobs]
         state = merge_state(new, json.loads(row[0]), json.loads(row[1]), events, {})
         conn.execute(
             "update records set state = ?, state_sha256 = ?, event_count = ?, updated_at = ?"
             " where pith_number = ?",
-            [canon(state).decode(), state["state_sha256"], state["event_count"], at, new],
+            [bodies.compress(canon(state)), state["state_sha256"], state["event_count"], at, new],
         )
     return ("record_renumbered", new, None, None, {"from": old, "reason": reason})
+
+
+def _text(value: str | bytes) -> str:
+    """A stored event's or state's JSON: a blob, or the text the schema 3 migration (which
+    renumbers before schema 5 compresses) still finds."""
+    return value if isinstance(value, str) else bodies.expand_text(value)
 
 
 def untrack(db: sqlite_utils.Database, pith_number: str) -> list[Entry]:

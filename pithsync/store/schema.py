@@ -12,9 +12,9 @@ import sqlite_utils
 from pithsync.base.clock import utcnow
 from pithsync.base.exits import StoreError
 from pithsync.core.schedule import Outcome, SchedulePolicy, ScheduleState, after_check
-from pithsync.store import journal, records, schedule
+from pithsync.store import bodies, journal, records, schedule
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 HEAL_RUN_ID = "migration-3"  # the journal's run_id for what the schema 3 migration renumbered
 
 
@@ -236,8 +236,72 @@ def _schema_v4(db: sqlite_utils.Database) -> None:
 # A stored verdict that names a check's outcome (an import's `imported` is read as in sync).
 _CHECK_OUTCOMES = {o.value for o in Outcome} - {Outcome.NEVER_CHECKED.value}
 
+
+# Tables keyed by text that schema 5 rebuilds WITHOUT ROWID: the key is then the table's own
+# b-tree, instead of a copy in an index beside a rowid table (bench/README.md, "The store's
+# size").  records (large rows, read by rowid in tests and tools) and evidence (an integer key)
+# stay as they are.
+_WITHOUT_ROWID = (
+    "documents",
+    "events",
+    "event_sources",
+    "mirror_status",
+    "validators",
+    "verified_copies",
+    "aliases",
+    "record_checks",
+)
+# The bodies schema 5 compresses (store/bodies.py): (table, column, the SQL type they had).
+# Events and states were text; a state the schema 3 migration renumbered in the same migration
+# is a blob already, and is left as it is.
+_BODIES = (
+    ("documents", "body", "blob"),
+    ("events", "body", "text"),
+    ("records", "state", "text"),
+    ("evidence", "body", "blob"),
+)
+
+
+def _schema_v5(db: sqlite_utils.Database) -> None:
+    # Every body is kept as a zstd blob with the shipped dictionary, about a tenth of its bytes,
+    # converted in place by one statement per table.
+    conn = db.conn
+    conn.create_function("pithsync_compress", 1, bodies.compress, deterministic=True)
+    for table, column, old_type in _BODIES:
+        conn.execute(
+            f"update {table} set {column} = pithsync_compress({column}) where typeof({column}) = ?",
+            [old_type],
+        )
+    for table in _WITHOUT_ROWID:
+        _rebuild_without_rowid(conn, table)
+
+
+def _rebuild_without_rowid(conn: sqlite3.Connection, table: str) -> None:
+    """`table` as a WITHOUT ROWID table with the same columns, rows and indexes."""
+    create, indexes = None, []
+    for kind, sql in conn.execute(
+        "select type, sql from sqlite_master where tbl_name = ? and sql is not null", [table]
+    ):
+        if kind == "table":
+            create = sql
+        else:
+            indexes.append(sql)
+    if create is None or create.rstrip().upper().endswith("WITHOUT ROWID"):
+        return  # not there, or rebuilt already (a store whose version was set back by hand)
+    new = f"{table}_v5"
+    create = create.replace(f'CREATE TABLE "{table}"', f'CREATE TABLE "{new}"', 1)
+    if table == "events":  # its body was declared TEXT; it holds a blob now
+        create = create.replace('"body" TEXT', '"body" BLOB', 1)
+    conn.execute(f"{create} WITHOUT ROWID")
+    conn.execute(f'insert into "{new}" select * from "{table}"')
+    conn.execute(f'drop table "{table}"')
+    conn.execute(f'alter table "{new}" rename to "{table}"')
+    for sql in indexes:
+        conn.execute(sql)
+
+
 # version -> function that brings the schema from version-1
-MIGRATIONS = {1: _schema_v1, 2: _schema_v2, 3: _schema_v3, 4: _schema_v4}
+MIGRATIONS = {1: _schema_v1, 2: _schema_v2, 3: _schema_v3, 4: _schema_v4, 5: _schema_v5}
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

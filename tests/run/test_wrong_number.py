@@ -8,7 +8,7 @@ import json
 import sqlite3
 
 import pytest
-from helpers import SEED_DIR
+from helpers import SEED_DIR, store_bodies_as_schema3
 from synctools import json_lines, run_cli, write_config
 
 from pithsync import cli
@@ -153,6 +153,7 @@ def renumber_the_old_way(db: str, true: str, wrong: str) -> None:
     """Make a store hold `true`'s record under `wrong`, as versions before schema 3 wrote it: every
     row under the typed number, the state merged under it, schema version 2."""
     with sqlite3.connect(db) as conn:
+        store_bodies_as_schema3(conn)
         for table in TABLES:
             conn.execute(f"update {table} set pith_number = ? where pith_number = ?", [wrong, true])
         record, aliases = conn.execute(

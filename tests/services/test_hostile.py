@@ -30,7 +30,7 @@ from synctools import NoSleep, make_config, pull, statuses
 from pithsync.core.canonical import canon, sha256hex
 from pithsync.fetch import Fetcher, PolicyError, PolicyResolver, UrlPolicy
 from pithsync.run.engine import SyncEngine
-from pithsync.store import Store
+from pithsync.store import Store, bodies
 from pithsync.testing import forge
 from pithsync.testing.mirror import (
     HOSTILE_BODIES,
@@ -134,11 +134,19 @@ def assert_store_honest(
     }
     with sqlite3.connect(db_path) as conn:
         docs = {
-            sha: (kind, bytes(body))
-            for sha, kind, body in conn.execute("select sha256, kind, body from documents")
+            sha: (kind, bodies.expand(blob))
+            for sha, kind, blob in conn.execute("select sha256, kind, body from documents")
         }
-        events = dict(conn.execute("select event_id, body from events").fetchall())
-        rows = conn.execute("select pith_number, state, state_sha256 from records").fetchall()
+        events = {
+            eid: bodies.expand_text(blob)
+            for eid, blob in conn.execute("select event_id, body from events")
+        }
+        rows = [
+            (pith, bodies.expand_text(state), sha)
+            for pith, state, sha in conn.execute(
+                "select pith_number, state, state_sha256 from records"
+            )
+        ]
     assert {sha: kind for sha, (kind, _) in docs.items()} == honest_docs
     for sha, (_, body) in docs.items():
         assert sha256hex(body) == sha  # content-addressed for real
