@@ -229,3 +229,15 @@ def test_measured_cpu_includes_the_workers_a_process_reaped(tmp_path):
     # Two workers of at least 0.3 s of CPU each, which the parent itself never spent.
     assert r["cpu_s"] >= 0.6 and r["cpu_s"] == r["cpu_user_s"] + r["cpu_sys_s"]
     assert r["cpu_s"] >= r["tree_cpu_sampled_s"]
+
+
+def test_profile_tells_a_forked_worker_from_the_parent(tmp_path):
+    """py-spy labels every stack with the pull's pid: a forked worker is told by _worker_main."""
+    from bench import profile as prof
+
+    root = 'process 7:"pithsync pull";<module> (pithsync/__main__.py:1);main (pithsync/cli/x.py:2)'
+    worker = ";_worker_main (pithsync/run/workers.py:350);verify (pithsync/core/verify.py:9)"
+    raw = tmp_path / "p.raw"
+    raw.write_text(f"{root}{worker} 3\n{root};commit (pithsync/store/x.py:4) 1\n")
+    shares = {p["process"]: p["pct"] for p in prof.summarise(raw)["by_process"]}
+    assert shares == {"worker processes": 75.0, "main process": 25.0}
