@@ -115,6 +115,7 @@ def _check_structure(results: dict, n: int, sizes: list[int]) -> None:
     c = f["cpu_per_record"]
     assert _positive(c["full_ms"]) and _positive(c["resync_ms"])
     assert c["full_ms"] == min(c["full_cpu_s"]) / n * 1000
+    assert all(_positive(x) for x in c["floors_ms"].values())
     assert sorted(int(k) for k in c["full_ms_by_size"]) == sizes
     assert sorted(int(k) for k in c["resync_ms_by_size"]) == sizes
     assert all(
