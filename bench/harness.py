@@ -12,6 +12,11 @@
 5. memory, scaling   peak RSS of the pull (os.wait4, and its worker processes summed from /proc),
                      and full-sync time per record over
                      the size curve (1k, 5k and N; 50k with --scale)
+6. CPU per record    core-seconds (user + sys) of the pull and its worker processes (os.wait4)
+                     / records, for the full sync and the re-sync, at N and over the curve
+                     (issue 16: <= 1.2 ms and <= 0.6 ms)
+7. schedule          bench/schedule_sim.py's figures: longest unchecked, changed -> re-check,
+                     requests per hour per mirror (--schedule-records 2500000 for issue 16's)
 
 Results go to stdout as a table and to <out>/results.json (and results-N<records>.json).
 """
@@ -19,6 +24,7 @@ Results go to stdout as a table and to <out>/results.json (and results-N<records
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -45,6 +51,9 @@ TARGETS = {
     "verification_ratio": 2.0,  # <=
     "peak_rss_mb_50k": 300.0,  # <=
     "time_per_record_growth": 1.5,  # <= (max / min over the size curve)
+    # core-seconds of the pull and its workers per record, in ms (issue 16)
+    "full_cpu_ms_per_record": 1.2,  # <=
+    "resync_cpu_ms_per_record": 0.6,  # <=
 }
 
 
@@ -67,6 +76,9 @@ class Options:
     keep_stores: bool = False  # keep the pithsync stores (SQLite files) of the run in <out>/run/
     concurrency: int | None = None  # [crawl] concurrency; None: pithsync's default
     per_host: int | None = None  # [crawl] per_host; None: pithsync's default
+    # records the scheduler simulation (bench/schedule_sim.py) runs with; 0 skips it.  Its own
+    # default, 2,500,000, takes about 70 s of CPU: the bench runs a tenth unless told.
+    schedule_records: int = 250_000
     out_dir: Path = DEFAULT_OUT
     cache_dir: Path | None = None  # default <out_dir>/cache
     log: object = field(default=print, repr=False)
@@ -183,19 +195,39 @@ def code_version() -> dict:
 # -- running things ---------------------------------------------------------------------------
 
 
+# Put before this checkout on the PYTHONPATH of what the harness runs (bench/ab.py's variants).
+_FIRST_ON_PATH: list[str] = []
+
+
+@contextlib.contextmanager
+def pythonpath_first(path: Path | None):
+    """Commands run inside this block import pithsync from `path` (None: from this checkout)."""
+    _FIRST_ON_PATH[:] = [str(path)] if path is not None else []
+    try:
+        yield
+    finally:
+        _FIRST_ON_PATH.clear()
+
+
 def _env() -> dict:
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("PITHSYNC_CONFIG", "PITHSYNC_DB", "STATE_DIRECTORY")
     }
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [*_FIRST_ON_PATH, str(REPO), env.get("PYTHONPATH")])
+    )
     return env
 
 
-def _tree_rss_kib(pid: int) -> int:
-    """RSS of `pid` and all its descendants now (Linux /proc), in KiB; 0 when it is gone."""
-    total, todo, seen = 0, [pid], set()
+_TICK_S = 1 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
+
+
+def _tree_sample(pid: int) -> tuple[int, dict[int, float]]:
+    """RSS of `pid` and all its descendants now (Linux /proc), in KiB (0 when it is gone), and
+    each one's CPU so far in seconds (/proc/<pid>/stat utime + stime, fields 14 and 15)."""
+    total, cpu, todo, seen = 0, {}, [pid], set()
     while todo:
         p = todo.pop()
         if p in seen:
@@ -207,42 +239,53 @@ def _tree_rss_kib(pid: int) -> int:
                     if line.startswith("VmRSS:"):
                         total += int(line.split()[1])
                         break
+            with open(f"/proc/{p}/stat") as fh:  # the name in field 2 may hold spaces
+                fields = fh.read().rsplit(")", 1)[1].split()
+            cpu[p] = (int(fields[11]) + int(fields[12])) * _TICK_S
             for tid in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{tid}/children") as fh:
                     todo += [int(c) for c in fh.read().split()]
-        except (OSError, ValueError):
+        except (OSError, ValueError, IndexError):
             continue
-    return total
+    return total, cpu
 
 
 class _TreeSampler:
-    """Samples the RSS of a process tree (a pull with worker processes) every `interval` s."""
+    """Samples a process tree (a pull with worker processes) every `interval` s: the peak of its
+    summed RSS, and the last CPU seen of each process in it."""
 
     def __init__(self, pid: int, interval: float = 0.05):
         import threading
 
         self.pid, self.interval, self.peak_kib = pid, interval, 0
+        self.cpu_s: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak_kib = max(self.peak_kib, _tree_rss_kib(self.pid))
+            rss, cpu = _tree_sample(self.pid)
+            self.peak_kib = max(self.peak_kib, rss)
+            self.cpu_s.update(cpu)
             self._stop.wait(self.interval)
 
-    def stop(self) -> float:
+    def stop(self) -> tuple[float, float, int]:
+        """Stop sampling: the peak RSS in MB, the CPU seconds of every process seen (each up to
+        its last sample: a lower bound) and how many processes were seen."""
         self._stop.set()
         self._thread.join()
-        return self.peak_kib / 1024
+        return self.peak_kib / 1024, sum(self.cpu_s.values()), len(self.cpu_s)
 
 
 def run_measured(
     cmd: list[str], stdout_path: Path, stderr_path: Path, *, sample_tree: bool = False
 ) -> dict:
-    """Wall time, exit code and the child's rusage (os.wait4: its max RSS; CPU including the
-    workers it waited for).  With `sample_tree`, also the peak of the summed RSS of the process
-    and its descendants (worker processes), sampled from /proc every 50 ms."""
+    """Wall time, exit code and the child's rusage from os.wait4: its max RSS, and CPU (user +
+    sys) of the child and of every descendant it reaped (Linux folds a reaped child's times into
+    its parent's, and wait4 returns both; the pull joins its workers).  With `sample_tree`, also
+    the peak of the summed RSS of the process and its descendants and their CPU, sampled from
+    /proc every 50 ms: the CPU sampled is a lower bound that checks wait4's covers the workers."""
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(
@@ -252,7 +295,7 @@ def run_measured(
         _, status, ru = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
-        tree = sampler.stop() if sampler else None
+        tree, tree_cpu, processes = sampler.stop() if sampler else (None, None, None)
     maxrss = ru.ru_maxrss / 1024  # Linux: KiB
     return {
         "wall_s": wall,
@@ -264,6 +307,9 @@ def run_measured(
         "tree_peak_rss_mb": tree,
         "cpu_user_s": ru.ru_utime,
         "cpu_sys_s": ru.ru_stime,
+        "cpu_s": ru.ru_utime + ru.ru_stime,
+        "tree_cpu_sampled_s": tree_cpu,
+        "tree_processes_seen": processes,
     }
 
 
@@ -383,8 +429,10 @@ class Bench:
             and r["verdicts"].get("records") == n
         )
         r["time_per_record_ms"] = r["wall_s"] / n * 1000
+        r["cpu_ms_per_record"] = r["cpu_s"] / n * 1000
         self.log(
-            f"  {what:<10} N={n:<6} {r['wall_s']:8.2f}s  exit={r['exit_code']}  "
+            f"  {what:<10} N={n:<6} {r['wall_s']:8.2f}s  cpu={r['cpu_s']:.2f}s "
+            f"({r['cpu_ms_per_record']:.2f} ms/record)  exit={r['exit_code']}  "
             f"rss={r['maxrss_mb']:.0f}MB (tree {r['peak_rss_mb']:.0f}MB)  "
             f"requests={r['log']['requests']} 304s={r['log']['by_status'].get('304', 0)}  "
             f"in_sync={r['in_sync']}"
@@ -581,6 +629,59 @@ class Bench:
             }
         return result
 
+    def schedule(self) -> dict | None:
+        """The scheduler simulation's figures at `schedule_records` records (None: skipped)."""
+        if not self.opts.schedule_records:
+            return None
+        from bench import schedule_sim
+
+        r = schedule_sim.figures(["--records", str(self.opts.schedule_records)])
+        self.log(
+            f"  schedule   {r['records']:,} records simulated in {r['cpu_s']:.1f}s CPU: "
+            f"longest unchecked {r['longest_unchecked_h']:.1f} h, re-check "
+            f"{r['longest_recheck_s']:.0f} s, {r['max_requests_per_hour']:,} requests/h/mirror"
+        )
+        return r
+
+    def cpu_checks(self, check, pairs, curve, curve_resync, floors: dict) -> list[dict]:
+        """Figures 6: core-seconds of the pull and its workers (wait4) per record, the least of
+        the runs at N, and at 50,000 (with --scale); each beside its floor in the same run."""
+        n = self.opts.records
+        full = min(f["cpu_s"] for f, _ in pairs)
+        resync = min(r["cpu_s"] for _, r in pairs)
+        note = "run with --scale"
+        rows = [
+            check(
+                "6a. full sync CPU per record (ms)",
+                full / n * 1000,
+                TARGETS["full_cpu_ms_per_record"],
+                note=f"{full:.2f} core-s of pull + workers / {n} (least of {len(pairs)}); "
+                f"floor here {floors['full_floor_ms']:.2f} ms (bare aiohttp's 6 GETs "
+                f"{floors['bare_aiohttp_6_gets_ms']:.2f} + verification floor "
+                f"{floors['verification_floor_ms']:.2f})",
+            ),
+            check(
+                "6b. re-sync CPU per record (ms)",
+                resync / n * 1000,
+                TARGETS["resync_cpu_ms_per_record"],
+                note=f"{resync:.2f} core-s / {n} (least of {len(pairs)})",
+            ),
+        ]
+        for label, runs, target in (
+            ("6c. full sync", curve, "full_cpu_ms_per_record"),
+            ("6d. re-sync", curve_resync, "resync_cpu_ms_per_record"),
+        ):
+            r = runs.get(50000)
+            rows.append(
+                check(
+                    f"{label} CPU per record at N=50000 (ms)",
+                    r["cpu_ms_per_record"] if r else None,
+                    TARGETS[target],
+                    note=f"{r['cpu_s']:.1f} core-s / 50000" if r else note,
+                )
+            )
+        return rows
+
     # -- the whole run ------------------------------------------------------------------------
     def run(self) -> dict:
         o = self.opts
@@ -628,11 +729,13 @@ class Bench:
                     self.log("  " + storesize.render(store_size, top=0).splitlines()[0])
                 resync = self.pull("resync", cfg, db, lists[n], n)
                 pairs.append((full, resync))
-            curve = {}
+            curve, curve_resync = {}, {}
             for s in sizes:
                 if s == n:
                     continue
-                curve[s] = self.pull("full", cfg, self.work / f"curve-{s}.db", lists[s], s)
+                db = self.work / f"curve-{s}.db"
+                curve[s] = self.pull("full", cfg, db, lists[s], s)
+                curve_resync[s] = self.pull("resync", cfg, db, lists[s], s)
             verification = self.verification(n)
             profile = self.profile(cfg, lists[n], n) if o.profile else None
         finally:
@@ -645,6 +748,8 @@ class Bench:
         full = min((f for f, _ in pairs), key=lambda r: r["wall_s"])
         resync = min((r for _, r in pairs), key=lambda r: r["wall_s"])
         curve[n] = full
+        curve_resync[n] = min((r for _, r in pairs), key=lambda r: r["cpu_s"])
+        schedule = self.schedule()
         machine["loadavg_end"] = list(os.getloadavg())
         results = self.figures(
             machine,
@@ -657,8 +762,10 @@ class Bench:
             full,
             resync,
             curve,
+            curve_resync,
             verification,
             profile,
+            schedule,
         )
         results["figures"]["store_size"] = store_size
         results["elapsed_s"] = time.time() - started
@@ -682,8 +789,10 @@ class Bench:
         full,
         resync,
         curve,
+        curve_resync,
         verification,
         profile,
+        schedule,
     ) -> dict:
         o = self.opts
         n = o.records
@@ -697,7 +806,12 @@ class Bench:
         growth = max(tpr.values()) / min(tpr.values()) if len(tpr) > 1 else None
 
         def check(
-            name: str, value, target: float, higher_is_better: bool = False, note: str = ""
+            name: str,
+            value,
+            target: float,
+            higher_is_better: bool = False,
+            note: str = "",
+            fmt: str | None = None,
         ) -> dict:
             if value is None:
                 status = "n/a"
@@ -710,6 +824,7 @@ class Bench:
                 "target": f"{'>=' if higher_is_better else '<='} {target:g}",
                 "status": status,
                 "note": note,
+                "fmt": fmt,
             }
 
         worst_304 = min((r["log"] for _, r in pairs), key=lambda log: log["share_304"])
@@ -777,6 +892,15 @@ class Bench:
                 note=sizes_note,
             ),
         ]
+        # The floors of figure 6 measured in this run: on a loaded machine every CPU figure
+        # grows, so the targets' own floors are shown beside them.
+        floors = {
+            "bare_aiohttp_6_gets_ms": min(b["cpu_s"] for b in bares) / n * 1000,
+            "verification_floor_ms": verification["floor_us_per_record"] / 1000,
+        }
+        floors["full_floor_ms"] = sum(floors.values())
+        checks += self.cpu_checks(check, pairs, curve, curve_resync, floors)
+        checks += schedule_checks(check, schedule)
         if n < 50000:  # the RSS target is for 50k: at smaller N the figure is for reference
             checks[6]["status"] = "info"
         if server["fallback"]:
@@ -784,14 +908,24 @@ class Bench:
                 c["note"] = (
                     c["note"] + "; " if c["note"] else ""
                 ) + "FALLBACK SERVER: not comparable"
+        pulls = [x for pair in pairs for x in pair] + [*curve.values(), *curve_resync.values()]
         sanity = {
+            # wait4's CPU of a pull covers its workers only if it reaped them: never below what
+            # /proc showed of the whole tree (ticks of 10 ms, and samples 50 ms apart, so some
+            # slack)
+            "pull_cpu_covers_workers": all(
+                r["tree_cpu_sampled_s"] is None
+                or r["cpu_s"] >= r["tree_cpu_sampled_s"] * 0.98 - 0.05
+                for r in pulls
+            ),
             "curl_all_200": all(r["log"]["by_status"] == {"200": n * 6} for r in [warm, *curls]),
             "bare_all_200": all(
                 r["log"]["by_status"] == {"200": n * 6} and r["exit_code"] == 0 for r in bares
             ),
             "full_sync_in_sync": all(f["in_sync"] and f["exit_code"] == 0 for f, _ in pairs)
             and all(c["in_sync"] for c in curve.values()),
-            "resync_in_sync": all(r["in_sync"] and r["exit_code"] == 0 for _, r in pairs),
+            "resync_in_sync": all(r["in_sync"] and r["exit_code"] == 0 for _, r in pairs)
+            and all(r["in_sync"] for r in curve_resync.values()),
             "full_sync_requests": fl["requests"],
             "expected_requests": n * 6,
             "verification_all_verified": verification["all_verified"],
@@ -832,6 +966,24 @@ class Bench:
                 "in_sync": resync["in_sync"],
             },
             "verification": verification,
+            "cpu_per_record": {
+                "full_ms": checks[9]["value"],
+                "resync_ms": checks[10]["value"],
+                "full_cpu_s": [f["cpu_s"] for f, _ in pairs],
+                "resync_cpu_s": [r["cpu_s"] for _, r in pairs],
+                "full_tree_cpu_sampled_s": [f["tree_cpu_sampled_s"] for f, _ in pairs],
+                "processes_seen": [f["tree_processes_seen"] for f, _ in pairs],
+                "full_ms_by_size": {str(s): curve[s]["cpu_ms_per_record"] for s in sorted(curve)},
+                "resync_ms_by_size": {
+                    str(s): curve_resync[s]["cpu_ms_per_record"] for s in sorted(curve_resync)
+                },
+                "floors_ms": floors,
+                "targets_ms": {
+                    "full": TARGETS["full_cpu_ms_per_record"],
+                    "resync": TARGETS["resync_cpu_ms_per_record"],
+                },
+            },
+            "schedule": schedule,
             "memory_and_scaling": {
                 "peak_rss_mb": rss,
                 "main_process_maxrss_mb": rss_main,
@@ -875,9 +1027,43 @@ class Bench:
                 "aiohttp": bares,
                 "pulls": [x for p in pairs for x in p],
                 "curve": {str(k): v for k, v in curve.items()},
+                "curve_resync": {str(k): v for k, v in curve_resync.items()},
             },
             "profile": profile,
         }
+
+
+def schedule_checks(check, schedule: dict | None) -> list[dict]:
+    """Figures 7: the scheduler simulation's three targets (n/a when it was skipped)."""
+    s = schedule or {}
+    note = (
+        f"simulated: {s['records']:,} records, {s['mirrors']} mirrors, {s['days']:g} days"
+        if s
+        else "skipped (--schedule-records 0)"
+    )
+    return [
+        check(
+            "7a. schedule: longest a record goes unchecked (h)",
+            s.get("longest_unchecked_h"),
+            s.get("target_age_h", 96.0),
+            note=note,
+            fmt=".1f",
+        ),
+        check(
+            "7b. schedule: changed or diverged -> re-checked (s)",
+            s.get("longest_recheck_s"),
+            s.get("target_recheck_s", 3600.0),
+            note=f"p99 {s['recheck_p99_s']:.0f} s" if s else "",
+            fmt=".0f",
+        ),
+        check(
+            "7c. schedule: requests per hour per mirror (max)",
+            s.get("max_requests_per_hour"),
+            s.get("budget_per_hour", 72000.0),
+            note=f"at {s['rate']:g} req/s per mirror" if s else "",
+            fmt=",.0f",
+        ),
+    ]
 
 
 def render_table(results: dict) -> str:
@@ -938,6 +1124,8 @@ def render_table(results: dict) -> str:
         shown = (
             "-"
             if v is None
+            else format(v, c["fmt"])
+            if c.get("fmt")
             else (
                 f"{v * 100:.1f}%"
                 if "share" in c["name"]
@@ -977,6 +1165,16 @@ def render_table(results: dict) -> str:
             f"after the full sync ({size['file_bytes']:,} bytes; "
             f"{size['registry_gb']:.1f} GB at 2.5 million records; python -m bench.storesize)"
         )
+    cpr = results["figures"]["cpu_per_record"]
+    lines.append(
+        "CPU per record:     "
+        + "   ".join(
+            f"N={k}: full {cpr['full_ms_by_size'][k]:.2f} ms, "
+            f"re-sync {cpr['resync_ms_by_size'][k]:.2f} ms"
+            for k in cpr["full_ms_by_size"]
+        )
+        + "  (pull + workers, wait4)"
+    )
     v = results["figures"]["verification"]
     lines.append(
         f"verification:       pithsync {v['pithsync_us_per_record']:.0f} us/record "
@@ -1078,6 +1276,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep the runs' SQLite stores in <out>/run/ (deleted by default: 50k is over 1.5 GB)",
     )
+    ap.add_argument(
+        "--schedule-records",
+        type=int,
+        default=Options.schedule_records,
+        help=(
+            "records for the scheduler simulation (default 250000; 2500000 for issue 16's "
+            "figures, about 70 s of CPU; 0 skips it)"
+        ),
+    )
     ap.add_argument("--concurrency", type=int, help="[crawl] concurrency (default: pithsync's)")
     ap.add_argument("--per-host", type=int, help="[crawl] per_host (default: pithsync's)")
     ap.add_argument(
@@ -1110,6 +1317,7 @@ def main(argv: list[str] | None = None) -> int:
         keep_stores=args.keep_stores,
         concurrency=args.concurrency,
         per_host=args.per_host,
+        schedule_records=args.schedule_records,
         out_dir=args.out,
         cache_dir=args.cache,
     )

@@ -108,9 +108,11 @@ def _parse(raw: Path, processes: Counter | None = None) -> list[tuple[list[tuple
 
 
 def _role(frames: list[tuple[str, str]]) -> str:
-    """py-spy labels every stack with the root pid, so a worker process is told by its frames."""
+    """py-spy labels every stack with the root pid, so a worker process is told by its frames:
+    a sync's forked worker runs `_worker_main` (pithsync/run/workers.py)."""
     worker = any(
-        fl.startswith(
+        fn == "_worker_main"
+        or fl.startswith(
             (
                 "anyio/to_process.py",
                 "multiprocessing/spawn.py",
@@ -118,7 +120,7 @@ def _role(frames: list[tuple[str, str]]) -> str:
                 "concurrent/futures/process.py",
             )
         )
-        for _, fl in frames
+        for fn, fl in frames
     )
     return "worker processes" if worker else "main process"
 

@@ -52,6 +52,7 @@ def _run(
         repeat=repeat,
         baseline_repeat=1,
         verify_repeat=1,
+        schedule_records=2000,
         out_dir=tmp_path / "out",
         cache_dir=tmp_path / "cache",
         log=log,
@@ -67,6 +68,8 @@ def _check_structure(results: dict, n: int, sizes: list[int]) -> None:
         "resync",
         "verification",
         "memory_and_scaling",
+        "cpu_per_record",
+        "schedule",
     }
     # 1 and 2: the full sync against curl and against bare aiohttp
     assert (
@@ -108,11 +111,30 @@ def _check_structure(results: dict, n: int, sizes: list[int]) -> None:
     )
     if len(sizes) > 1:
         assert _positive(m["growth"])
+    # 6: CPU per record of the full sync and the re-sync, at N and at every size of the curve
+    c = f["cpu_per_record"]
+    assert _positive(c["full_ms"]) and _positive(c["resync_ms"])
+    assert c["full_ms"] == min(c["full_cpu_s"]) / n * 1000
+    assert all(_positive(x) for x in c["floors_ms"].values())
+    assert sorted(int(k) for k in c["full_ms_by_size"]) == sizes
+    assert sorted(int(k) for k in c["resync_ms_by_size"]) == sizes
+    assert all(
+        _positive(x) for x in [*c["full_ms_by_size"].values(), *c["resync_ms_by_size"].values()]
+    )
+    # wait4's CPU covers every process of the pull that /proc showed, workers included
+    assert all(
+        cpu >= sampled * 0.98 - 0.05
+        for cpu, sampled in zip(c["full_cpu_s"], c["full_tree_cpu_sampled_s"], strict=True)
+    )
+    # 7: the scheduler simulation's three figures, each against its target
+    s = f["schedule"]
+    assert s["records"] == 2000 and _positive(s["max_requests_per_hour"])
+    assert _positive(s["longest_unchecked_h"]) and s["longest_recheck_s"] >= 0
     # the sync itself worked, and the table has a row per target with a verdict
     assert results["in_sync"] is True and results["valid"] is True
     assert all(v is not False for v in results["sanity"].values()), results["sanity"]
     assert results["sanity"]["full_sync_requests"] == n * 6
-    assert len(results["checks"]) == 9 and {c["status"] for c in results["checks"]} <= {
+    assert len(results["checks"]) == 16 and {c["status"] for c in results["checks"]} <= {
         "PASS",
         "FAIL",
         "n/a",
@@ -147,6 +169,8 @@ def test_bench_smoke(tmp_path):
         "verification ratio",
         "peak RSS",
         "time per record",
+        "CPU per record",
+        "schedule: requests per hour per mirror",
         "nproc",
     ):
         assert row in table
@@ -173,3 +197,48 @@ def test_floor_rejects_what_pithsync_rejects():
     assert not fv.verify(forge.dumps(forge.tampered(bundle)), forge.dumps(bundle["state"]))
     assert not fv.verify(forge.dumps(forge.rewritten_with(bundle)), forge.dumps(bundle["state"]))
     assert not fv.verify(forge.dumps(bundle), forge.dumps(forge.lying_state(bundle["state"])))
+
+
+_FORKS_TWO_SPINNERS = """
+import multiprocessing, time
+def spin():
+    began = time.process_time()
+    while time.process_time() - began < 0.3:
+        pass
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("fork")
+    workers = [ctx.Process(target=spin) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+"""
+
+
+def test_measured_cpu_includes_the_workers_a_process_reaped(tmp_path):
+    """Figure 6 counts a pull's workers through os.wait4: Linux folds the CPU of the children a
+    process reaped into what wait4 reports for it, as the pull's joined workers are."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("the tree's CPU is sampled from Linux's /proc")
+    r = harness.run_measured(
+        [sys.executable, "-c", _FORKS_TWO_SPINNERS],
+        tmp_path / "out",
+        tmp_path / "err",
+        sample_tree=True,
+    )
+    assert r["exit_code"] == 0, (tmp_path / "err").read_text()
+    # Two workers of at least 0.3 s of CPU each, which the parent itself never spent.
+    assert r["cpu_s"] >= 0.6 and r["cpu_s"] == r["cpu_user_s"] + r["cpu_sys_s"]
+    assert r["cpu_s"] >= r["tree_cpu_sampled_s"]
+
+
+def test_profile_tells_a_forked_worker_from_the_parent(tmp_path):
+    """py-spy labels every stack with the pull's pid: a forked worker is told by _worker_main."""
+    from bench import profile as prof
+
+    root = 'process 7:"pithsync pull";<module> (pithsync/__main__.py:1);main (pithsync/cli/x.py:2)'
+    worker = ";_worker_main (pithsync/run/workers.py:350);verify (pithsync/core/verify.py:9)"
+    raw = tmp_path / "p.raw"
+    raw.write_text(f"{root}{worker} 3\n{root};commit (pithsync/store/x.py:4) 1\n")
+    shares = {p["process"]: p["pct"] for p in prof.summarise(raw)["by_process"]}
+    assert shares == {"worker processes": 75.0, "main process": 25.0}
