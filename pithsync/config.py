@@ -60,12 +60,20 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class ObserverConfig:
+    """`[observer]`: name: the observer key's name (its log's origin) when the key is made."""
+
+    name: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     trust: TrustStore
     mirrors: tuple[MirrorSpec, ...] = DEFAULT_MIRRORS
     crawl: CrawlConfig = field(default_factory=CrawlConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    observer: ObserverConfig = field(default_factory=ObserverConfig)
     db_path: str = "pithsync.db"
     lock_timeout_s: float = 30.0
     source: str = "<embedded defaults>"
@@ -230,7 +238,8 @@ def from_toml(text: str, source: str = "<string>") -> Config:
 
 
 def _from_tables(data: dict, source: str) -> Config:
-    _refuse_unknown(data, {"trust", "mirrors", "crawl", "alerts", "metrics", "store"}, "")
+    sections = {"trust", "mirrors", "crawl", "alerts", "metrics", "observer", "store"}
+    _refuse_unknown(data, sections, "")
     trust = _trust(_section(data, "trust")) if "trust" in data else TrustStore.registry_default()
     mirrors = DEFAULT_MIRRORS
     if "mirrors" in data:
@@ -246,6 +255,7 @@ def _from_tables(data: dict, source: str) -> Config:
         crawl=_dataclass_from(CrawlConfig, _section(data, "crawl"), "crawl"),
         alerts=_dataclass_from(AlertsConfig, _section(data, "alerts"), "alerts"),
         metrics=_dataclass_from(MetricsConfig, _section(data, "metrics"), "metrics"),
+        observer=_dataclass_from(ObserverConfig, _section(data, "observer"), "observer"),
         db_path=_store_path(store),
         lock_timeout_s=_non_negative(store.get("lock_timeout_s", 30.0), "[store] lock_timeout_s"),
         source=source,

@@ -221,7 +221,8 @@ def register_sync(sub, common) -> None:
 
 
 def register_store(sub, common) -> None:
-    """Adds `status`, `untrack`, `journal` (and `journal verify`) and `import` subcommands."""
+    """Adds `status`, `observer`, `untrack`, `journal` (and `journal verify`) and `import`
+    subcommands."""
     p = sub.add_parser("status", parents=[common], help="what the store holds")
     p.add_argument(
         "pith",
@@ -230,6 +231,13 @@ def register_store(sub, common) -> None:
         help="one record, by pith number, suffix, short form or alias (default: list every record)",
     )
     p.set_defaults(func=Handler("status", "cmd_status"))
+
+    p = sub.add_parser(
+        "observer",
+        parents=[common],
+        help="this store's observer key (made on first use): its verifier key and fingerprint",
+    )
+    p.set_defaults(func=Handler("observer", "cmd_observer"))
 
     p = sub.add_parser(
         "untrack",
