@@ -150,7 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE", help="a bundle, state or evidence JSON file")
     p.set_defaults(func=Handler("verify", "cmd_verify"))
 
-    for register in (register_sync, register_store, register_alerts, register_mirror):
+    for register in (
+        register_sync,
+        register_store,
+        register_observer,
+        register_alerts,
+        register_mirror,
+    ):
         register(sub, common)
     return parser
 
@@ -221,8 +227,7 @@ def register_sync(sub, common) -> None:
 
 
 def register_store(sub, common) -> None:
-    """Adds `status`, `observer`, `untrack`, `journal` (and `journal verify`) and `import`
-    subcommands."""
+    """Adds `status`, `untrack`, `journal` (and `journal verify`) and `import` subcommands."""
     p = sub.add_parser("status", parents=[common], help="what the store holds")
     p.add_argument(
         "pith",
@@ -231,13 +236,6 @@ def register_store(sub, common) -> None:
         help="one record, by pith number, suffix, short form or alias (default: list every record)",
     )
     p.set_defaults(func=Handler("status", "cmd_status"))
-
-    p = sub.add_parser(
-        "observer",
-        parents=[common],
-        help="this store's observer key (made on first use): its verifier key and fingerprint",
-    )
-    p.set_defaults(func=Handler("observer", "cmd_observer"))
 
     p = sub.add_parser(
         "untrack",
@@ -286,6 +284,16 @@ def register_store(sub, common) -> None:
         help="a bundle or state JSON file; only the ones that verify are stored",
     )
     p.set_defaults(func=Handler("records", "cmd_import"))
+
+
+def register_observer(sub, common) -> None:
+    """Adds the `observer` subcommand."""
+    p = sub.add_parser(
+        "observer",
+        parents=[common],
+        help="this store's observer key (made on first use): its verifier key and fingerprint",
+    )
+    p.set_defaults(func=Handler("observer", "cmd_observer"))
 
 
 def register_alerts(sub, common) -> None:
