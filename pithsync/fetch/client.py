@@ -33,10 +33,13 @@ _CHUNK_BYTES = 64 * 1024
 class _Retryable(Exception):
     """A failed attempt worth another: carries what to report if it was the last."""
 
-    def __init__(self, fetched: Fetched, retry_after: float | None = None):
+    def __init__(
+        self, fetched: Fetched, retry_after: float | None = None, status: int | None = None
+    ):
         super().__init__(fetched.detail)
         self.fetched = fetched
         self.retry_after = retry_after
+        self.status = status  # the HTTP status of the answer, if there was one
 
 
 def _unreachable(url: str, detail: str, code: str) -> Fetched:
@@ -205,7 +208,8 @@ class Fetcher:
     @staticmethod
     def _gave_up(url: str, exc: _Retryable, attempts: int) -> Response:
         detail = f"{exc.fetched.detail} (after {attempts} attempt{'s' if attempts > 1 else ''})"
-        return Response(_unreachable(url, detail, exc.fetched.code), attempts=attempts)
+        fetched = _unreachable(url, detail, exc.fetched.code)
+        return Response(fetched, exc.status, attempts=attempts)
 
     async def _get_once(self, url: str, validators: Validators | None) -> Response:
         origin = origin_key(url)
@@ -281,7 +285,7 @@ class Fetcher:
             if retry_after is not None:
                 detail += f" (Retry-After {retry_after:g}s)"
             code = "rate_limited" if status == 429 else "server_error"
-            raise _Retryable(_unreachable(url, detail, code), retry_after)
+            raise _Retryable(_unreachable(url, detail, code), retry_after, status)
         if status != 200:
             return Response(_unreachable(url, f"HTTP {status}", "http_status"), status)
         body = await self._read_body(url, resp)

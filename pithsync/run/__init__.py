@@ -3,21 +3,25 @@
 It plays python-tuf's `Updater` role: the only place that strings the steps together, with
 each step a plain call a reader can follow.  Per record: fetch -> verify -> compare (the
 engine, over the pure core) -> store, with the record's alerts in the same transaction (the
-sink) -> the caller's `on_record` (output).  After the records: the run's row and summary,
-alert delivery and metrics (after.py).  A large run forks worker processes (workers.py) that
-fetch, verify and compare; the parent alone stores.
+sink), each mirror's observation statement appended to the observation log beside them -> the
+caller's `on_record` (output).  After the records: a checkpoint of the log signed with the
+observer key, the run's row and summary, alert delivery and metrics (after.py).  A large run
+forks worker processes (workers.py) that fetch, verify and compare; the parent alone stores.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pithsync.base.exits import ExitCode, exit_code_for_verdicts
+from pithsync.base.exits import ExitCode, StoreError, exit_code_for_verdicts
 from pithsync.base.logfmt import log_event
 from pithsync.config import Config
 from pithsync.fetch import Fetcher
+from pithsync.observer import load_or_create
 from pithsync.run import workers
 from pithsync.run.after import after_run
 from pithsync.run.engine import RecordSink, SyncEngine, rare_gc_passes, run_event_loop
@@ -59,6 +63,7 @@ def sync_records(
     Raises:
         StoreError: the store failed; what was committed before stays committed.
     """
+    signer = load_or_create(store.path, cfg.observer.name)  # a bad key file stops it first
     run_id = store.begin_run(command)
     tally = RunTally()
 
@@ -67,7 +72,7 @@ def sync_records(
         if on_record is not None:
             on_record(result)
 
-    sink = RecordSink(cfg, store, on_record=committed, keep_results=False)
+    sink = RecordSink(cfg, store, on_record=committed, keep_results=False, observer=signer.name)
     processes = workers.worker_count(cfg, targets, store.path)
     pool = workers.WorkerPool.start(cfg, store, run_id, targets, processes) if processes else None
 
@@ -75,11 +80,19 @@ def sync_records(
         async with Fetcher(cfg.crawl, SyncEngine.policy_for(cfg)) as fetcher:
             await SyncEngine(cfg, store, fetcher, sink=sink).run(run_id, targets)
 
-    with rare_gc_passes():
-        if pool is not None:
-            pool.collect(sink)
-        else:
-            run_event_loop(in_process)
+    try:
+        with rare_gc_passes():
+            if pool is not None:
+                pool.collect(sink)
+            else:
+                run_event_loop(in_process)
+    except BaseException:
+        # A run cut short still signs what its committed records appended (if the store
+        # can be written at all); the run's own error is what the caller hears.
+        with contextlib.suppress(StoreError, sqlite3.Error):
+            store.sign_checkpoint(signer)
+        raise
+    store.sign_checkpoint(signer)
     code = exit_code_for_verdicts(v for v, n in tally.by_verdict.items() if n)
     summary = tally.summary()
     store.finish_run(run_id, int(code), summary)

@@ -19,11 +19,14 @@ from typing import Protocol, TypeVar
 
 import anyio
 
+from pithsync.base.clock import utcnow
 from pithsync.base.exits import StoreError
 from pithsync.base.logfmt import log_event
 from pithsync.config import Config
 from pithsync.core import numbers
 from pithsync.core.compare import Assessment, Assessor, compare_record
+from pithsync.core.errors import InvalidPithNumber
+from pithsync.core.observation import MalformedStatement, statement
 from pithsync.core.plan import (
     FetchedCopy,
     Findings,
@@ -37,6 +40,7 @@ from pithsync.core.status import Verdict
 from pithsync.core.urls import MirrorSpec
 from pithsync.core.verify import Verifier
 from pithsync.fetch import Fetcher, UrlPolicy
+from pithsync.observer import load_or_create
 from pithsync.run import alerting, readahead
 from pithsync.run.fetching import RecordFetcher
 from pithsync.run.hints import discover
@@ -50,6 +54,7 @@ from pithsync.run.results import (
     wrong_number_result,
 )
 from pithsync.store import Store
+from pithsync.store.observations import Leaf
 
 __all__ = [
     "GC_THRESHOLD",
@@ -105,10 +110,33 @@ def _cited(events, pith_number: str) -> list[str]:
     return sorted(found)
 
 
+def observation_leaves(observer: str, write: RecordWrite, observed_at: str) -> list[Leaf]:
+    """The observation statements of one record's check, one per mirror asked, as log leaves.
+    None for a record without a verified full number (a statement names one).  A statement
+    over the size caps (core.observation) is left out and logged: the record's rows still go."""
+    try:
+        pith = numbers.parse_full(write.pith_number)
+    except InvalidPithNumber:
+        return []
+    leaves = []
+    for o in write.observations:
+        stated = statement(
+            observer, pith, o.mirror, o.fetched, o.events, o.state_sha256, o.status, observed_at
+        )
+        try:
+            leaves.append(Leaf(write.pith_number, o.mirror, stated.encode()))
+        except MalformedStatement as exc:
+            log_event(
+                log, logging.WARNING, "statement_skipped",
+                record=write.pith_number, mirror=o.mirror, error=str(exc),
+            )  # fmt: skip
+    return leaves
+
+
 class RecordSink:
-    """Where examined records go, in this order: the store (with their alerts, in one
-    transaction), the log, the caller.  The one place a record is committed, whichever process
-    examined it (see run/workers.py)."""
+    """Where examined records go, in this order: the store (with their alerts and observation
+    statements, in one transaction), the log, the caller.  The one place a record is
+    committed, whichever process examined it (see run/workers.py)."""
 
     def __init__(
         self,
@@ -118,9 +146,13 @@ class RecordSink:
         on_record: Callable[[RecordResult], None] | None = None,
         batch_records: int = 1000,
         keep_results: bool = True,
+        observer: str | None = None,
     ):
+        """`observer`: the observer key's name, which statements carry (None: the store's
+        observer key, made if need be)."""
         self.cfg = cfg
         self.store = store
+        self.observer = observer or load_or_create(store.path, cfg.observer.name).name
         self.on_record = on_record
         self.batch_records = batch_records
         self.keep_results = keep_results  # False: results go only to on_record (large runs)
@@ -198,6 +230,11 @@ class RecordSink:
                 self.store.write_rows(run_id, [write for _, write in group])
                 for result, _ in group:
                     alerting.record_alerts(self.cfg, self.store, run_id, result)
+                now = utcnow()
+                leaves = [
+                    leaf for _, w in group for leaf in observation_leaves(self.observer, w, now)
+                ]
+                self.store.append_statements(run_id, leaves)
 
     def finish(self) -> None:
         self.store.commit_batch()

@@ -59,6 +59,10 @@ class StoreQueries:
         """See reads.stored_events."""
         return reads.stored_events(self.db, pith_number)
 
+    def event_ids(self, pith_numbers: list[str]) -> dict[str, tuple[str, ...]]:
+        """See reads.event_ids."""
+        return reads.event_ids(self.db, pith_numbers)
+
     def mirror_statuses(self, pith_number: str) -> list[dict]:
         """See reads.mirror_statuses."""
         return reads.mirror_statuses(self.db, pith_number)
