@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pithsync.base.exits import ExitCode, StoreError, exit_code_for_verdicts
 from pithsync.base.logfmt import log_event
 from pithsync.config import Config
+from pithsync.core.note import NoteSigner
 from pithsync.fetch import Fetcher
 from pithsync.observer import load_or_create
 from pithsync.run import workers
@@ -38,6 +39,38 @@ class RunOutcome:
     run_id: str
     code: ExitCode
     tally: RunTally
+
+
+def _run_signed(
+    cfg: Config,
+    store: Store,
+    run_id: str,
+    targets: list[Target],
+    sink: RecordSink,
+    signer: NoteSigner,
+) -> None:
+    """The run's records, in this process or in workers, then a checkpoint of the log signed
+    with the observer key: also when the run is cut short or fails after some records."""
+    processes = workers.worker_count(cfg, targets, store.path)
+    pool = workers.WorkerPool.start(cfg, store, run_id, targets, processes) if processes else None
+
+    async def in_process() -> None:
+        async with Fetcher(cfg.crawl, SyncEngine.policy_for(cfg)) as fetcher:
+            await SyncEngine(cfg, store, fetcher, sink=sink).run(run_id, targets)
+
+    try:
+        with rare_gc_passes():
+            if pool is not None:
+                pool.collect(sink)
+            else:
+                run_event_loop(in_process)
+    except BaseException:
+        # What the committed records appended is signed (if the store can be written at all);
+        # the run's own error is what the caller hears.
+        with contextlib.suppress(StoreError, sqlite3.Error):
+            store.sign_checkpoint(signer)
+        raise
+    store.sign_checkpoint(signer)
 
 
 def sync_records(
@@ -73,26 +106,7 @@ def sync_records(
             on_record(result)
 
     sink = RecordSink(cfg, store, on_record=committed, keep_results=False, observer=signer.name)
-    processes = workers.worker_count(cfg, targets, store.path)
-    pool = workers.WorkerPool.start(cfg, store, run_id, targets, processes) if processes else None
-
-    async def in_process() -> None:
-        async with Fetcher(cfg.crawl, SyncEngine.policy_for(cfg)) as fetcher:
-            await SyncEngine(cfg, store, fetcher, sink=sink).run(run_id, targets)
-
-    try:
-        with rare_gc_passes():
-            if pool is not None:
-                pool.collect(sink)
-            else:
-                run_event_loop(in_process)
-    except BaseException:
-        # A run cut short still signs what its committed records appended (if the store
-        # can be written at all); the run's own error is what the caller hears.
-        with contextlib.suppress(StoreError, sqlite3.Error):
-            store.sign_checkpoint(signer)
-        raise
-    store.sign_checkpoint(signer)
+    _run_signed(cfg, store, run_id, targets, sink, signer)
     code = exit_code_for_verdicts(v for v, n in tally.by_verdict.items() if n)
     summary = tally.summary()
     store.finish_run(run_id, int(code), summary)

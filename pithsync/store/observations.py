@@ -269,3 +269,11 @@ def observed_record(db: sqlite_utils.Database, pith_number: str) -> dict | None:
             for (index, _, statement), proof in zip(rows, proofs, strict=True)
         ],
     }
+
+
+def observed_numbers(db: sqlite_utils.Database, size: int) -> list[str]:
+    """The pith numbers with a statement among the first `size` leaves, sorted."""
+    rows = db.execute(
+        "select distinct pith_number from log_statements where leaf_index < ? order by 1", [size]
+    ).fetchall()
+    return [row[0] for row in rows]

@@ -187,6 +187,11 @@ class StoreQueries:
         """A record's `log/records` object (see observations.observed_record), or None."""
         return observations.observed_record(self.db, str(pith_number))
 
+    def observed_numbers(self) -> list[str]:
+        """The records with a statement under the latest checkpoint."""
+        latest = observations.latest_checkpoint(self.db)
+        return [] if latest is None else observations.observed_numbers(self.db, latest[0])
+
     def log_tile(self, tile: Tile) -> bytes:
         """A hash tile of the log (TileError when the log does not hold all of it)."""
         return observations.tile(self.db, tile)
