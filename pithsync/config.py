@@ -112,6 +112,13 @@ def _schedule(table: dict) -> ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class ObserverConfig:
+    """`[observer]`: name: the observer key's name (its log's origin) when the key is made."""
+
+    name: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     trust: TrustStore
     mirrors: tuple[MirrorSpec, ...] = DEFAULT_MIRRORS
@@ -119,6 +126,7 @@ class Config:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    observer: ObserverConfig = field(default_factory=ObserverConfig)
     db_path: str = "pithsync.db"
     lock_timeout_s: float = 30.0
     source: str = "<embedded defaults>"
@@ -304,7 +312,7 @@ def from_toml(text: str, source: str = "<string>") -> Config:
 
 
 def _from_tables(data: dict, source: str) -> Config:
-    sections = {"trust", "mirrors", "crawl", "alerts", "metrics", "schedule", "store"}
+    sections = {"trust", "mirrors", "crawl", "alerts", "metrics", "schedule", "observer", "store"}
     _refuse_unknown(data, sections, "")
     trust = _trust(_section(data, "trust")) if "trust" in data else TrustStore.registry_default()
     mirrors = DEFAULT_MIRRORS
@@ -322,6 +330,7 @@ def _from_tables(data: dict, source: str) -> Config:
         alerts=_dataclass_from(AlertsConfig, _section(data, "alerts"), "alerts"),
         metrics=_dataclass_from(MetricsConfig, _section(data, "metrics"), "metrics"),
         schedule=_schedule(_section(data, "schedule")),
+        observer=_dataclass_from(ObserverConfig, _section(data, "observer"), "observer"),
         db_path=_store_path(store),
         lock_timeout_s=_non_negative(store.get("lock_timeout_s", 30.0), "[store] lock_timeout_s"),
         source=source,

@@ -8,7 +8,8 @@ from dataclasses import replace
 from pithsync.config import Config, CrawlConfig, ScheduleConfig
 from pithsync.core.keys import TrustStore
 from pithsync.fetch import Fetcher
-from pithsync.run.engine import RecordSink, SyncEngine, Target
+from pithsync.run.engine import SyncEngine, Target
+from pithsync.run.sink import RecordSink
 from pithsync.store import Store
 from pithsync.testing import forge
 

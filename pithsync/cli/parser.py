@@ -160,7 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE", help="a bundle, state or evidence JSON file")
     p.set_defaults(func=Handler("verify", "cmd_verify"))
 
-    for register in (register_sync, register_store, register_alerts, register_mirror):
+    for register in (
+        register_sync,
+        register_store,
+        register_observer,
+        register_alerts,
+        register_mirror,
+    ):
         register(sub, common)
     return parser
 
@@ -298,6 +304,16 @@ def register_store(sub, common) -> None:
         help="a bundle or state JSON file; only the ones that verify are stored",
     )
     p.set_defaults(func=Handler("records", "cmd_import"))
+
+
+def register_observer(sub, common) -> None:
+    """Adds the `observer` subcommand."""
+    p = sub.add_parser(
+        "observer",
+        parents=[common],
+        help="this store's observer key (made on first use): its verifier key and fingerprint",
+    )
+    p.set_defaults(func=Handler("observer", "cmd_observer"))
 
 
 def register_alerts(sub, common) -> None:

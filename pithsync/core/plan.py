@@ -13,6 +13,7 @@ from pithsync.core.canonical import canon, sha256hex
 from pithsync.core.compare import Assessment, MirrorCopy, MirrorOutcome, RecordComparison
 from pithsync.core.errors import InvalidPithNumber, MalformedDocument
 from pithsync.core.merge import merge_state
+from pithsync.core.observation import Fetch
 from pithsync.core.results import MirrorResult, RecordResult
 from pithsync.core.schedule import ScheduleState
 from pithsync.core.status import Status, Verdict
@@ -40,6 +41,23 @@ class MirrorRow:
     bundle_sha256: str | None = None
     state_sha256: str | None = None
     unreachable: bool = False
+
+
+@dataclass(frozen=True)
+class MirrorObservation:
+    """What one mirror served for one record in this check: the facts of its observation
+    statement (core.observation), which the one writer completes with observer and time."""
+
+    mirror: str  # base URL
+    fetched: tuple[Fetch, ...]  # every URL asked, with its HTTP status and body sha256
+    events: tuple[str, ...]  # sorted event_ids of the verified history it served
+    state_sha256: str | None  # the merge of those events; None iff there are none
+    status: str  # the mirror's status for the record
+
+
+def _observation(mirror: str, fetched, events, state_sha256: str | None, status: Status):
+    ids = tuple(sorted(set(events)))
+    return MirrorObservation(mirror, fetched, ids, state_sha256 if ids else None, status.value)
 
 
 @dataclass(frozen=True)
@@ -100,6 +118,7 @@ class RecordWrite:
     journal_detail: dict = field(default_factory=dict)
     # The record's schedule after this check (set by the run's sink); None: not a check.
     schedule: ScheduleState | None = None
+    observations: list[MirrorObservation] = field(default_factory=list)  # one per mirror asked
 
     def payload_bytes(self) -> int:
         """About how many bytes of documents, events, state and evidence this write carries."""
@@ -145,6 +164,7 @@ class FetchedCopy:
 
     copy: MirrorCopy
     validators: list[tuple[str, str | None, str | None, str | None]]  # (url, etag, last-mod, sha)
+    asked: tuple[Fetch, ...] = ()  # every URL asked, in order: bundle (then well-known), state
 
 
 @dataclass(frozen=True)
@@ -155,6 +175,7 @@ class StoredRecord:
     known_good: Set[tuple[str, str]]  # (bundle sha256, state sha256) verified together
     verdicts: Mapping[str, tuple]  # mirror base_url -> (status, bundle sha256, state sha256)
     summary: Mapping | None  # the store's record summary (has_state, event_count, state_sha256)
+    event_ids: tuple[str, ...] = ()  # the verified events stored for it
 
     @property
     def has_state(self) -> bool:
@@ -260,6 +281,8 @@ def plan_write(found: Findings, rules: PlanRules) -> Plan:
     for outcome in found.comparison.outcomes:
         a = outcome.assessment
         _plan_mirror(report, found, outcome, documents)
+        asked = f.asked if (f := by_mirror.get(outcome.mirror)) is not None else ()
+        write.observations.append(_observed(outcome, asked))
         if a.bundle_ok and a.copy is not None:
             if best is None or len(a.valid_events) > len(best.valid_events):
                 best = a
@@ -288,6 +311,16 @@ def plan_write(found: Findings, rules: PlanRules) -> Plan:
             stored.get("state_sha256"),
         )
     return result, write
+
+
+def _observed(outcome: MirrorOutcome, asked: tuple[Fetch, ...]) -> MirrorObservation:
+    """A mirror's observation: its verified history is its bundle's, when that verified."""
+    a = outcome.assessment
+    if not a.bundle_ok:
+        return _observation(outcome.mirror, asked, (), None, outcome.status)
+    merged_state = a.report.merged_state if a.report is not None else None
+    digest = merged_state.get("state_sha256") if merged_state else None
+    return _observation(outcome.mirror, asked, a.event_ids, digest, outcome.status)
 
 
 def _plan_mirror(
@@ -355,6 +388,9 @@ def quick_plan(stored: StoredRecord, fetched: list[FetchedCopy], rules: PlanRule
     for f, pair in zip(fetched, pairs, strict=True):
         spec = rules.configured[base_key(f.copy.mirror)]
         report.mirror(spec, f.copy.mirror, Status.OK, [], pair)
+        # Each served state is the stored merge: each mirror served exactly the stored events.
+        observed = (f.copy.mirror, f.asked, stored.event_ids, stored.summary["state_sha256"])
+        report.write.observations.append(_observation(*observed, Status.OK))
     report.write.journal_detail = {"new_events": 0, "refused_hints": 0}
     summary = stored.summary
     result = RecordResult(

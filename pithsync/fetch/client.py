@@ -34,10 +34,13 @@ _CHUNK_BYTES = 64 * 1024
 class _Retryable(Exception):
     """A failed attempt worth another: carries what to report if it was the last."""
 
-    def __init__(self, fetched: Fetched, retry_after: float | None = None):
+    def __init__(
+        self, fetched: Fetched, retry_after: float | None = None, status: int | None = None
+    ):
         super().__init__(fetched.detail)
         self.fetched = fetched
         self.retry_after = retry_after
+        self.status = status  # the HTTP status of the answer, if there was one
 
 
 def _unreachable(url: str, detail: str, code: str) -> Fetched:
@@ -208,7 +211,8 @@ class Fetcher:
     @staticmethod
     def _gave_up(url: str, exc: _Retryable, attempts: int) -> Response:
         detail = f"{exc.fetched.detail} (after {attempts} attempt{'s' if attempts > 1 else ''})"
-        return Response(_unreachable(url, detail, exc.fetched.code), attempts=attempts)
+        fetched = _unreachable(url, detail, exc.fetched.code)
+        return Response(fetched, exc.status, attempts=attempts)
 
     async def _get_once(self, url: str, validators: Validators | None) -> Response:
         origin = origin_key(url)
@@ -304,7 +308,7 @@ class Fetcher:
                 if self.budgets is not None and status in (429, 503):
                     self.budgets.pause(sent_to, honoured)
             code = "rate_limited" if status == 429 else "server_error"
-            raise _Retryable(_unreachable(url, detail, code), honoured)
+            raise _Retryable(_unreachable(url, detail, code), honoured, status)
         if status != 200:
             return Response(_unreachable(url, f"HTTP {status}", "http_status"), status)
         body = await self._read_body(url, resp)

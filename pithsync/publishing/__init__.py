@@ -4,6 +4,7 @@ catalog.py     which bundle and state of each record are published (Published, C
 manifest.py    the mirror manifest, pith-mirrors.json
 resolver.py    the resolver page /pith/{suffix}: JSON-LD or HTML (wants_json_ld)
 export.py      the same tree as static files for any web server (export_tree)
+obslog.py      the observer's log below log/: checkpoint, tiles, entry bundles, record files
 server.py      the aiohttp application behind `serve` (imported by `serve` alone)
 localmirror.py a static mirror serving documents from memory (`pithsync demo`)
 httpcache.py   conditional requests: ETag, If-None-Match, If-Modified-Since

@@ -9,6 +9,7 @@ from pithsync.config import Config
 from pithsync.core.verify import Verifier
 from pithsync.publishing.catalog import Catalog, Published
 from pithsync.publishing.manifest import MANIFEST_PATH, manifest, manifest_bytes
+from pithsync.publishing.obslog import log_files
 from pithsync.publishing.resolver import resolver_json_ld
 from pithsync.store import Store
 
@@ -82,6 +83,11 @@ def export_tree(
                     written += 1
                 else:
                     unchanged += 1
+        for path, body in log_files(store).items():  # the observer's log
+            if write_if_changed(root / path, body):
+                written += 1
+            else:
+                unchanged += 1
     write_if_changed(
         root / MANIFEST_PATH.lstrip("/"),
         manifest_bytes(manifest(base_url, cfg.trust, name=name, records=len(records))),

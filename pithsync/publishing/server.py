@@ -16,6 +16,7 @@ from pithsync.core.verify import Verifier
 from pithsync.publishing.catalog import SUFFIX_RE, Catalog, Published
 from pithsync.publishing.httpcache import etag_of, not_modified
 from pithsync.publishing.manifest import MANIFEST_PATH, manifest, manifest_bytes
+from pithsync.publishing.obslog import log_file
 from pithsync.publishing.resolver import (
     HTML_TYPE,
     JSON_TYPE,
@@ -60,6 +61,7 @@ def build_app(
     app.router.add_get("/pith/{suffix}/bundle.json", mirror.bundle)
     app.router.add_get("/pith/{suffix}/state.json", mirror.state)
     app.router.add_get("/.well-known/pith/{suffix}/bundle.json", mirror.bundle)
+    app.router.add_get("/log/{path:.*}", mirror.log)  # the observer's log (publishing/obslog)
     return app
 
 
@@ -141,6 +143,16 @@ class _Mirror:
         if not_modified(request.headers, (etag,), pub.last_modified):
             return web.Response(status=304, headers=headers)
         return web.Response(body=body, headers=headers, content_type=content_type, charset="utf-8")
+
+    async def log(self, request: web.Request) -> web.Response:
+        """The observer's log: checkpoint, tiles, entry bundles, record files (404: none)."""
+        found = log_file(request.app[CATALOG].store, request.path.lstrip("/"))
+        if found is None:
+            return _not_found()
+        headers = {"Cache-Control": found.cache_control, "X-Content-Type-Options": "nosniff"}
+        return web.Response(
+            body=found.body, headers={**headers, "Content-Type": found.content_type}
+        )
 
     async def manifest(self, request: web.Request) -> web.Response:
         records = len(request.app[CATALOG].suffixes())

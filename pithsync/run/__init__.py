@@ -3,27 +3,33 @@
 It plays python-tuf's `Updater` role: the only place that strings the steps together, with
 each step a plain call a reader can follow.  Per record: fetch -> verify -> compare (the
 engine, over the pure core) -> store, with the record's alerts in the same transaction (the
-sink) -> the caller's `on_record` (output).  After the records: the run's row and summary,
-alert delivery and metrics (after.py).  A large run forks worker processes (workers.py) that
-fetch, verify and compare; the parent alone stores.
+sink), each mirror's observation statement appended to the observation log beside them -> the
+caller's `on_record` (output).  After the records: a checkpoint of the log signed with the
+observer key, the run's row and summary, alert delivery and metrics (after.py).  A large run
+forks worker processes (workers.py) that fetch, verify and compare; the parent alone stores.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pithsync.base.exits import ExitCode, exit_code_for_verdicts
+from pithsync.base.exits import ExitCode, StoreError, exit_code_for_verdicts
 from pithsync.base.logfmt import log_event
 from pithsync.config import Config
+from pithsync.core.note import NoteSigner
 from pithsync.core.schedule import Coverage
 from pithsync.fetch import Fetcher
+from pithsync.observer import load_or_create
 from pithsync.run import workers
 from pithsync.run.after import after_run
-from pithsync.run.engine import RecordSink, SyncEngine, rare_gc_passes, run_event_loop
+from pithsync.run.engine import SyncEngine, rare_gc_passes, run_event_loop
 from pithsync.run.results import RecordResult, RunTally, Target
 from pithsync.run.scheduling import Deadline, RunClock, RunSchedule
+from pithsync.run.sink import RecordSink
 from pithsync.store import Store
 
 log = logging.getLogger("pithsync.sync")
@@ -69,6 +75,7 @@ def sync_records(
     """
     clock = clock or RunClock.starting()
     deadline = Deadline.after(max_duration)
+    signer = load_or_create(store.path, cfg.observer.name)  # a bad key file stops it first
     run_id = store.begin_run(command)
     tally = RunTally()
 
@@ -78,7 +85,34 @@ def sync_records(
             on_record(result)
 
     schedule = RunSchedule(cfg.schedule.policy(), clock)
-    sink = RecordSink(cfg, store, on_record=committed, keep_results=False, schedule=schedule)
+    sink = RecordSink(
+        cfg, store, on_record=committed, keep_results=False, schedule=schedule,
+        observer=signer.name,
+    )  # fmt: skip
+    kept_back = _run_signed(cfg, store, run_id, targets, sink, signer, deadline)
+    left = None if deadline is None else sink.skipped + kept_back
+    code = _finish(cfg, store, run_id, command, tally, left)
+    coverage = store.coverage(clock.now(), cfg.schedule.max_interval)
+    _warn_if_behind(cfg, coverage)
+    after_run(cfg, store, run_id, tally, coverage)
+    return RunOutcome(run_id, code, tally)
+
+
+def _run_signed(
+    cfg: Config,
+    store: Store,
+    run_id: str,
+    targets: list[Target],
+    sink: RecordSink,
+    signer: NoteSigner,
+    deadline: Deadline | None,
+) -> int:
+    """The run's records, in this process or in workers, then a checkpoint of the log signed
+    with the observer key: also when the run is cut short or fails after some records.
+
+    Returns:
+        How many records the workers were never handed because the deadline passed.
+    """
     n = workers.worker_count(cfg, targets, store.path)
     pool = workers.WorkerPool.start(cfg, store, run_id, targets, n, deadline) if n else None
 
@@ -87,17 +121,20 @@ def sync_records(
             engine = SyncEngine(cfg, store, fetcher, sink=sink)
             await engine.run(run_id, targets, deadline=deadline)
 
-    with rare_gc_passes():
-        if pool is not None:
-            pool.collect(sink)
-        else:
-            run_event_loop(in_process)
-    left = None if deadline is None else sink.skipped + (pool.kept_back() if pool else 0)
-    code = _finish(cfg, store, run_id, command, tally, left)
-    coverage = store.coverage(clock.now(), cfg.schedule.max_interval)
-    _warn_if_behind(cfg, coverage)
-    after_run(cfg, store, run_id, tally, coverage)
-    return RunOutcome(run_id, code, tally)
+    try:
+        with rare_gc_passes():
+            if pool is not None:
+                pool.collect(sink)
+            else:
+                run_event_loop(in_process)
+    except BaseException:
+        # What the committed records appended is signed (if the store can be written at all);
+        # the run's own error is what the caller hears.
+        with contextlib.suppress(StoreError, sqlite3.Error):
+            store.sign_checkpoint(signer)
+        raise
+    store.sign_checkpoint(signer)
+    return pool.kept_back() if pool is not None else 0
 
 
 def _warn_if_behind(cfg: Config, coverage: Coverage) -> None:

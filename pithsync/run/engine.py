@@ -1,5 +1,5 @@
 """One sync run: fetch -> verify -> compare -> plan, for many records at once, each record then
-handed to the run's RecordOutlet (a RecordSink stores it).
+handed to the run's RecordOutlet (a RecordSink, sink.py, stores it).
 
 Data flows one way.  The only thing read back from the store is trusted input the comparison
 needs (events verified on earlier runs, validators for conditional requests: readahead.py).
@@ -33,11 +33,10 @@ from pithsync.core.plan import (
     plan_write,
     quick_plan,
 )
-from pithsync.core.status import Verdict
 from pithsync.core.urls import MirrorSpec
 from pithsync.core.verify import Verifier
 from pithsync.fetch import Fetcher, UrlPolicy
-from pithsync.run import alerting, readahead
+from pithsync.run import readahead
 from pithsync.run.fetching import RecordFetcher
 from pithsync.run.hints import discover
 from pithsync.run.readahead import ReadAhead
@@ -46,17 +45,16 @@ from pithsync.run.results import (
     Target,
     failed_result,
     internal_error,
-    suffix_of,
     wrong_number_result,
 )
-from pithsync.run.scheduling import Deadline, RunClock, RunSchedule
+from pithsync.run.scheduling import Deadline
+from pithsync.run.sink import RecordSink
 from pithsync.store import Store
 
 __all__ = [
     "GC_THRESHOLD",
     "RecordOutlet",
     "RecordResult",
-    "RecordSink",
     "SyncEngine",
     "Target",
     "rare_gc_passes",
@@ -104,116 +102,6 @@ def _cited(events, pith_number: str) -> list[str]:
         found |= numbers.find_in(ev.get("payload"))
     found.discard(pith_number)
     return sorted(found)
-
-
-class RecordSink:
-    """Where examined records go, in this order: the store (with their alerts, in one
-    transaction), the log, the caller.  The one place a record is committed, whichever process
-    examined it (see run/workers.py)."""
-
-    def __init__(
-        self,
-        cfg: Config,
-        store: Store,
-        *,
-        on_record: Callable[[RecordResult], None] | None = None,
-        batch_records: int = 1000,
-        keep_results: bool = True,
-        schedule: RunSchedule | None = None,
-    ):
-        self.cfg = cfg
-        self.store = store
-        # Each record's next schedule, written in its group; by default at the wall clock.
-        self.schedule = schedule or RunSchedule(cfg.schedule.policy(), RunClock.starting())
-        self.on_record = on_record
-        self.batch_records = batch_records
-        self.keep_results = keep_results  # False: results go only to on_record (large runs)
-        self.results: dict[str, RecordResult] = {}
-        self.skipped = 0  # targets the run's deadline left unchecked
-        self._store_failed: str | None = None
-
-    def commit(self, run_id: str, result: RecordResult, write: RecordWrite | None) -> None:
-        self.commit_many(run_id, [(result, write)])
-
-    def commit_many(
-        self, run_id: str, records: list[tuple[RecordResult, RecordWrite | None]]
-    ) -> None:
-        """Records examined together (a worker's message): written as one group, then each
-        logged and handed on, in order."""
-        if self._store_failed is not None:
-            # The run is stopping (exit 4); records still finishing in the same turn of the
-            # event loop must not write into the batch that is about to be rolled back.
-            raise StoreError(self._store_failed)
-
-        pending = [(result, write) for result, write in records if write is not None]
-        if pending:
-            try:
-                self._write_groups(run_id, pending)
-            except StoreError as exc:
-                self._store_failed = str(exc)
-                raise
-            except Exception as exc:  # a bug must not stop the other records
-                if len(records) > 1:  # the group was taken back whole: find the record it is in
-                    for one in records:
-                        self.commit_many(run_id, [one])
-                    return
-                result = records[0][0]
-                log_event(
-                    log,
-                    logging.ERROR,
-                    "record_failed",
-                    exc_info=True,
-                    record=result.pith_number,
-                    error=repr(exc),
-                )
-                records = [
-                    (
-                        failed_result(
-                            Target(suffix_of(result.pith_number), result.pith_number),
-                            internal_error(exc),
-                        ),
-                        None,
-                    )
-                ]
-        for result, write in records:
-            # Journald hears about records that need attention; -v shows every record.
-            level = logging.DEBUG if result.verdict is Verdict.IN_SYNC else logging.INFO
-            # The mirrors' list is not built for a line nobody logs.
-            if write is not None and log.isEnabledFor(level):
-                mirrors = ",".join(f"{m.name}:{m.status.value}" for m in result.mirrors)
-                log_event(
-                    log,
-                    level,
-                    "record_checked",
-                    record=result.pith_number,
-                    verdict=result.verdict.value,
-                    events=result.event_count,
-                    mirrors=mirrors,
-                )
-            if self.keep_results:
-                self.results[result.pith_number] = result
-            if self.on_record is not None:
-                self.on_record(result)
-
-    def _write_groups(self, run_id: str, pending: list[tuple[RecordResult, RecordWrite]]) -> None:
-        """Each group in one savepoint: the records' rows, then each record's alerts in order
-        (they read the rows just written, and the alerts opened before them)."""
-        for group in self.store.groups(pending):
-            with self.store.group(batch_records=self.batch_records):
-                self.schedule.plan(self.store, group)
-                self.store.write_rows(run_id, [write for _, write in group])
-                for result, _ in group:
-                    alerting.record_alerts(self.cfg, self.store, run_id, result)
-
-    def skip(self, target: Target) -> None:
-        """A target the run's budget left unchecked: nothing is written, it stays due."""
-        self.skipped += 1
-
-    def finish(self) -> None:
-        self.store.commit_batch()
-
-    def abort(self) -> None:
-        self.store.rollback_batch()
 
 
 class RecordOutlet(Protocol):

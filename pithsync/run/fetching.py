@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Awaitable, Iterable
 
 from pithsync.core.compare import Fetched, MirrorCopy, Retrieval
+from pithsync.core.observation import Fetch
 from pithsync.core.plan import NOT_MODIFIED, FetchedCopy
 from pithsync.core.urls import MirrorSpec
 from pithsync.fetch import Fetcher, Validators
@@ -56,15 +57,18 @@ class RecordFetcher:
             validators, bodies = self.store.validators_with_bodies(every_url)
         docs: list[dict[str, Fetched]] = [{} for _ in mirrors]
         keep: list[list[ValidatorRow]] = [[] for _ in mirrors]
+        asked: list[dict[str, list[Fetch]]] = [{"bundle": [], "state": []} for _ in mirrors]
 
         async def get(i: int, kind: str, url: str, fallback: str | None) -> None:
-            fetched, row = await self._get(url, validators.get(url), bodies)
+            fetched, row, status = await self._get(url, validators.get(url), bodies)
+            asked[i][kind].append(Fetch(url, status, fetched.sha256))
             if (
                 fallback is not None
                 and fetched.retrieval is Retrieval.NOT_FOUND
                 and fallback != url
             ):
-                fetched, row = await self._get(fallback, validators.get(fallback), bodies)
+                fetched, row, status = await self._get(fallback, validators.get(fallback), bodies)
+                asked[i][kind].append(Fetch(fallback, status, fetched.sha256))
             docs[i][kind] = fetched
             if row is not None:
                 keep[i].append(row)
@@ -78,15 +82,20 @@ class RecordFetcher:
             )
         )
         return [
-            FetchedCopy(MirrorCopy(m.base_url, docs[i]["bundle"], docs[i]["state"]), keep[i])
+            FetchedCopy(
+                MirrorCopy(m.base_url, docs[i]["bundle"], docs[i]["state"]),
+                keep[i],
+                (*asked[i]["bundle"], *asked[i]["state"]),
+            )
             for i, m in enumerate(mirrors)
         ]
 
     async def _get(
         self, url: str, stored: dict | None, bodies: dict[str, bytes]
-    ) -> tuple[Fetched, ValidatorRow | None]:
+    ) -> tuple[Fetched, ValidatorRow | None, int | None]:
         """One document, asked for conditionally when its stored bytes are at hand; with the
-        validators row to keep, if the mirror sent validators for a new body."""
+        validators row to keep, if the mirror sent validators for a new body, and the HTTP
+        status of the answer (None: no answer)."""
         sha = stored.get("document_sha256") if stored else None
         cached_body = bodies.get(sha) if sha else None
         asked = (
@@ -103,8 +112,8 @@ class RecordFetcher:
                     Retrieval.FOUND, url, cached_body, "not modified", code=NOT_MODIFIED,
                     stored_sha256=sha,
                 )  # fmt: skip
-                return unchanged, None
+                return unchanged, None, resp.status
         f, v = resp.fetched, resp.validators
         if f.retrieval is Retrieval.FOUND and f.body is not None and (v.etag or v.last_modified):
-            return f, (url, v.etag, v.last_modified, f.sha256)
-        return f, None
+            return f, (url, v.etag, v.last_modified, f.sha256), resp.status
+        return f, None, resp.status

@@ -74,6 +74,9 @@ class ReadAhead:
         pairs = store.verified_pairs(stored, self.trust_id)
         verdicts = store.mirror_verdicts(stored)
         summaries = store.record_summaries(stored)
+        # The quick check's observations name the stored events (only a stored state has them)
+        with_state = [p for p, summary in summaries.items() if summary["has_state"]]
+        event_ids = store.event_ids(with_state) if with_state else {}
         urls = {t.suffix: [mirror_urls(m, t.suffix) for m in self.mirrors] for t in targets}
         every_url = [u for triples in urls.values() for triple in triples for u in triple]
         validators, bodies = store.validators_with_bodies(every_url)
@@ -85,7 +88,11 @@ class ReadAhead:
             }
             shas = (v.get("document_sha256") for v in mine.values())
             record = StoredRecord(
-                pith, pairs.get(pith, set()), verdicts.get(pith, {}), summaries.get(pith)
+                pith,
+                pairs.get(pith, set()),
+                verdicts.get(pith, {}),
+                summaries.get(pith),
+                event_ids.get(pith, ()),
             )
             out[t.suffix] = Known(
                 record, urls[t.suffix], mine, {sha: bodies[sha] for sha in shas if sha in bodies}

@@ -35,9 +35,10 @@ from pithsync.base.logfmt import log_event
 from pithsync.config import Config
 from pithsync.core.plan import RecordWrite
 from pithsync.fetch import Fetcher
-from pithsync.run.engine import RecordSink, SyncEngine, rare_gc_passes, run_event_loop
+from pithsync.run.engine import SyncEngine, rare_gc_passes, run_event_loop
 from pithsync.run.results import RecordResult, Target, failed_result, suffix_of
 from pithsync.run.scheduling import Deadline
+from pithsync.run.sink import RecordSink
 from pithsync.store import Store
 
 log = logging.getLogger("pithsync.sync")

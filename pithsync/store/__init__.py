@@ -30,8 +30,10 @@ import sqlite_utils
 from pithsync.base.clock import utcnow
 from pithsync.base.exits import NoStoreError, StoreError, StoreLocked, WrongNumberError
 from pithsync.core.alerting import Decision
+from pithsync.core.note import NoteSigner
 from pithsync.core.plan import EncodedState, MirrorRow, RecordWrite
-from pithsync.store import alerts, journal, records, schema
+from pithsync.core.tlog import Checkpoint, sign_checkpoint
+from pithsync.store import alerts, journal, observations, records, schema
 from pithsync.store.batch import Batch, groups
 from pithsync.store.connection import (
     connect,
@@ -210,6 +212,29 @@ class Store(StoreQueries):
         )
         self._append_journal(run_id, entries, now)
         self._batch.group.extend(writes)
+
+    def append_statements(self, run_id: str, leaves: Sequence[observations.Leaf]) -> None:
+        """Observation statements as the log's next leaves, inside `group()` beside the rows of
+        their records: committed with them or not at all (see observations.append)."""
+        if leaves:
+            head = self._batch.log_head if self._batch.is_open else None
+            head = observations.append(self.db, run_id, leaves, head)
+            if self._batch.is_open:
+                self._batch.log_head = head
+
+    def sign_checkpoint(self, signer: NoteSigner) -> bytes | None:
+        """Sign and keep a checkpoint of the log as committed, when it grew since the last
+        one; returns the signed note, None when there is nothing new to sign."""
+        self.commit_batch()
+        with self.transaction():
+            size = observations.read_head(self.db).size
+            latest = observations.latest_checkpoint(self.db)
+            if size == 0 or (latest is not None and latest[0] >= size):
+                return None
+            root_hash = observations.root_hash(self.db, size)
+            note = sign_checkpoint(Checkpoint(signer.name, size, root_hash), [signer])
+            observations.add_checkpoint(self.db, size, note, utcnow())
+        return note
 
     def write_records(
         self,

@@ -12,6 +12,7 @@ import sqlite_utils
 
 from pithsync.core.plan import RecordWrite
 from pithsync.store.journal import Head
+from pithsync.store.observations import LogHead
 from pithsync.store.records import MirrorKey, mirror_keys
 
 T = TypeVar("T")
@@ -43,6 +44,7 @@ class Batch:
     records: int = 0  # records written in the batch
     mirrors: set[MirrorKey] = field(default_factory=set)  # mirrors rows written in the batch
     journal_head: Head | None = None  # None: read it from meta
+    log_head: LogHead | None = None  # the observation log's head; None: read it from the log
     # What the open group wrote: counted into the batch once its savepoint is released.
     group: list[RecordWrite] = field(default_factory=list)
 
@@ -67,6 +69,7 @@ class Batch:
         """The open group was rolled back, journal entries included."""
         self.group.clear()
         self.journal_head = None
+        self.log_head = None
 
     def due(self, batch_records: int, batch_seconds: float) -> bool:
         """Whether the open batch holds enough records, or is old enough, to commit."""
@@ -81,4 +84,5 @@ class Batch:
         self.records = 0
         self.mirrors.clear()
         self.journal_head = None
+        self.log_head = None
         self.group.clear()

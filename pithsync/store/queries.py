@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import sqlite_utils
 
 from pithsync.core.schedule import Coverage, ScheduleState
-from pithsync.store import alerts, journal, publishing, reads, schedule
+from pithsync.core.tlog import Tile
+from pithsync.store import alerts, journal, observations, publishing, reads, schedule
 from pithsync.store.schedule import DueKey
 
 
@@ -78,6 +79,10 @@ class StoreQueries:
     def stored_events(self, pith_number: str) -> dict[str, dict]:
         """See reads.stored_events."""
         return reads.stored_events(self.db, pith_number)
+
+    def event_ids(self, pith_numbers: list[str]) -> dict[str, tuple[str, ...]]:
+        """See reads.event_ids."""
+        return reads.event_ids(self.db, pith_numbers)
 
     def mirror_statuses(self, pith_number: str) -> list[dict]:
         """See reads.mirror_statuses."""
@@ -188,3 +193,46 @@ class StoreQueries:
     def verify_journal(self) -> list[str]:
         """See journal.verify."""
         return journal.verify(self.db)
+
+    # -- the observation log (reads) ----------------------------------------------------------
+    def log_size(self) -> int:
+        """How many statements the observation log holds."""
+        return observations.read_head(self.db).size
+
+    def observer_checkpoint(self) -> bytes | None:
+        """The latest signed checkpoint note of the observation log, or None."""
+        latest = observations.latest_checkpoint(self.db)
+        return None if latest is None else latest[1]
+
+    def observed_record(self, pith_number) -> dict | None:
+        """A record's `log/records` object (see observations.observed_record), or None."""
+        return observations.observed_record(self.db, str(pith_number))
+
+    def observed_numbers(self) -> list[str]:
+        """The records with a statement under the latest checkpoint."""
+        latest = observations.latest_checkpoint(self.db)
+        return [] if latest is None else observations.observed_numbers(self.db, latest[0])
+
+    def log_tile(self, tile: Tile) -> bytes:
+        """A hash tile of the log (TileError when the log does not hold all of it)."""
+        return observations.tile(self.db, tile)
+
+    def log_entries(self, tile: Tile) -> bytes:
+        """An entry bundle of the log (TileError when the log does not hold all of it)."""
+        return observations.entries(self.db, tile)
+
+    def log_statements(self, start: int, end: int) -> list[bytes]:
+        """The statements of leaves [start, end)."""
+        return observations.statements(self.db, start, end)
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """The inclusion proof of leaf `index` in the log's tree of `size` leaves."""
+        return observations.inclusion_proof(self.db, index, size)
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        """The consistency proof between the log's trees of `old` and `new` leaves."""
+        return observations.consistency_proof(self.db, old, new)
+
+    def log_root(self, size: int) -> bytes:
+        """The root hash of the log's tree of `size` leaves."""
+        return observations.root_hash(self.db, size)

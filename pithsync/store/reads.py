@@ -106,6 +106,15 @@ def stored_events(db: sqlite_utils.Database, pith_number: str) -> dict[str, dict
     return out
 
 
+def event_ids(db: sqlite_utils.Database, pith_numbers: list[str]) -> dict[str, tuple[str, ...]]:
+    """pith_number -> the sorted ids of the verified events stored for it."""
+    found: dict[str, list[str]] = {}
+    sql = "select pith_number, event_id from events where pith_number in ({})"
+    for pith, eid in rows_in(db, sql, pith_numbers):
+        found.setdefault(pith, []).append(eid)
+    return {pith: tuple(sorted(ids)) for pith, ids in found.items()}
+
+
 def mirror_statuses(db: sqlite_utils.Database, pith_number: str) -> list[dict]:
     """A record's mirror_status rows, by mirror name, with their reasons parsed."""
     query = "select * from mirror_status where pith_number = ? order by name"

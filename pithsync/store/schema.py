@@ -14,7 +14,7 @@ from pithsync.base.exits import StoreError
 from pithsync.core.schedule import Outcome, SchedulePolicy, ScheduleState, after_check
 from pithsync.store import bodies, journal, records, schedule
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 HEAL_RUN_ID = "migration-3"  # the journal's run_id for what the schema 3 migration renumbered
 
 
@@ -300,8 +300,37 @@ def _rebuild_without_rowid(conn: sqlite3.Connection, table: str) -> None:
         conn.execute(sql)
 
 
+def _schema_v6(db: sqlite_utils.Database) -> None:
+    # The observation log (store/observations.py): statements are the leaves of an RFC 9162
+    # tree; log_nodes holds every full aligned subtree's hash (level 0: the leaf hashes), so
+    # that proofs, tiles and roots are O(log n) lookups; log_checkpoints the signed tree heads.
+    db.execute(
+        "create table if not exists log_statements (leaf_index integer primary key,"
+        " pith_number text not null, mirror text not null, run_id text not null,"
+        " statement blob not null)"
+    )
+    db.execute(
+        "create index if not exists log_statements_record on log_statements (pith_number, mirror)"
+    )
+    db.execute(
+        "create table if not exists log_nodes (level integer not null, idx integer not null,"
+        " hash blob not null, primary key (level, idx)) without rowid"
+    )
+    db.execute(
+        "create table if not exists log_checkpoints (size integer primary key, note blob not null,"
+        " at text not null)"
+    )
+
+
 # version -> function that brings the schema from version-1
-MIGRATIONS = {1: _schema_v1, 2: _schema_v2, 3: _schema_v3, 4: _schema_v4, 5: _schema_v5}
+MIGRATIONS = {
+    1: _schema_v1,
+    2: _schema_v2,
+    3: _schema_v3,
+    4: _schema_v4,
+    5: _schema_v5,
+    6: _schema_v6,
+}
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

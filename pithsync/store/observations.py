@@ -1,0 +1,279 @@
+"""The observation log: statements as the leaves of an RFC 9162 Merkle tree, every full aligned
+subtree's hash beside them, and the signed checkpoints.
+
+`log_nodes` holds the hash of every full subtree of 2**level leaves that starts at a multiple of
+its width (level 0: the leaf hashes).  Each is computed once, when its last leaf is appended, in
+the same transaction as the leaf.  Every hash a proof, a tile or a root needs is the hash of a
+range [start, end) whose start is aligned to the largest power of two not above its width, and
+such a range splits into at most log2(n) stored subtrees: O(log n) lookups, never all leaves.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import sqlite_utils
+
+from pithsync.core import merkle
+from pithsync.core.tlog import TILE_WIDTH, Tile, TileError
+
+# (level, index, hash) of one full aligned subtree
+Node = tuple[int, int, bytes]
+
+
+@dataclass
+class LogHead:
+    """The tree's size and its right edge: the full aligned subtrees that make it up, largest
+    first (one for each bit set in the size).  All an append needs."""
+
+    size: int
+    edge: list[Node] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """One statement to append: its record, its mirror, its bytes (the leaf data)."""
+
+    pith_number: str
+    mirror: str
+    statement: bytes
+
+
+def edge_keys(size: int) -> list[tuple[int, int]]:
+    """The (level, index) of each full aligned subtree on the right edge of a tree of `size`."""
+    keys = []
+    for level in range(size.bit_length() - 1, -1, -1):
+        if size >> level & 1:
+            start = size >> (level + 1) << (level + 1)
+            keys.append((level, start >> level))
+    return keys
+
+
+def range_keys(start: int, end: int) -> list[tuple[int, int]]:
+    """The (level, index) of the full aligned subtrees [start, end) splits into, left to right.
+
+    Raises:
+        merkle.ProofError: if the range is empty.
+    """
+    if not 0 <= start < end:
+        raise merkle.ProofError(f"no subtree hash for the leaves [{start}, {end})")
+    keys = []
+    while start < end:
+        level = (end - start).bit_length() - 1
+        while start % (1 << level):
+            level -= 1
+        keys.append((level, start >> level))
+        start += 1 << level
+    return keys
+
+
+def read_head(db: sqlite_utils.Database) -> LogHead:
+    """The log's head as stored."""
+    size = db.execute("select coalesce(max(leaf_index) + 1, 0) from log_statements").fetchone()[0]
+    hashes = _hashes(db, edge_keys(size))
+    return LogHead(size, [(level, index, hashes[level, index]) for level, index in edge_keys(size)])
+
+
+def append(
+    db: sqlite_utils.Database, run_id: str, leaves: Sequence[Leaf], head: LogHead | None
+) -> LogHead:
+    """Appends statements as the next leaves, with every subtree hash they complete: one
+    executemany for the statements, one for the hashes.  Call it inside a transaction.
+
+    Args:
+        db: the store's connection.
+        run_id: the run that observed them.
+        leaves: the statements, in order.
+        head: the head this transaction knows (None: read it).
+
+    Returns:
+        The new head.
+    """
+    head = read_head(db) if head is None else head
+    size, edge = head.size, list(head.edge)
+    statements, nodes = [], []
+    for leaf in leaves:
+        digest, level = merkle.leaf_hash(leaf.statement), 0
+        statements.append((size, leaf.pith_number, leaf.mirror, run_id, leaf.statement))
+        nodes.append((0, size, digest))
+        while edge and edge[-1][0] == level:
+            digest = merkle.node_hash(edge.pop()[2], digest)
+            level += 1
+            nodes.append((level, size >> level, digest))
+        edge.append((level, size >> level, digest))
+        size += 1
+    db.conn.executemany(
+        "insert into log_statements (leaf_index, pith_number, mirror, run_id, statement)"
+        " values (?, ?, ?, ?, ?)",
+        statements,
+    )
+    db.conn.executemany("insert into log_nodes (level, idx, hash) values (?, ?, ?)", nodes)
+    return LogHead(size, edge)
+
+
+def _hashes(db: sqlite_utils.Database, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """The stored hashes of these subtrees (each must exist)."""
+    if not keys:
+        return {}
+    values = ", ".join("(?, ?)" for _ in keys)
+    rows = db.execute(
+        f"select level, idx, hash from log_nodes where (level, idx) in (values {values})",
+        [v for key in keys for v in key],
+    ).fetchall()
+    found = {(level, index): digest for level, index, digest in rows}
+    missing = [key for key in keys if key not in found]
+    if missing:
+        raise merkle.ProofError(f"the log holds no subtree hash at (level, index) {missing[0]}")
+    return found
+
+
+def _fold(hashes: list[bytes]) -> bytes:
+    """The tree hash of adjacent subtrees of decreasing size: folded right to left."""
+    digest = hashes[-1]
+    for left in reversed(hashes[:-1]):
+        digest = merkle.node_hash(left, digest)
+    return digest
+
+
+def range_hashes(db: sqlite_utils.Database, ranges: Sequence[merkle.LeafRange]) -> list[bytes]:
+    """The tree hash of each leaf range, from stored subtree hashes in one query."""
+    split = [range_keys(start, end) for start, end in ranges]
+    hashes = _hashes(db, sorted({key for keys in split for key in keys}))
+    return [_fold([hashes[key] for key in keys]) for keys in split]
+
+
+def root_hash(db: sqlite_utils.Database, size: int) -> bytes:
+    """The root of the tree of the first `size` leaves."""
+    return merkle.EMPTY_ROOT if size == 0 else range_hashes(db, [(0, size)])[0]
+
+
+def inclusion_proof(db: sqlite_utils.Database, index: int, size: int) -> list[bytes]:
+    """The audit path of leaf `index` in the tree of `size` leaves (RFC 9162 §2.1.3.1).
+
+    Raises:
+        merkle.ProofError: no such leaf, or the log is smaller than `size`.
+    """
+    return range_hashes(db, merkle.inclusion_ranges(index, size))
+
+
+def consistency_proof(db: sqlite_utils.Database, old_size: int, new_size: int) -> list[bytes]:
+    """The consistency proof from the tree of `old_size` leaves to that of `new_size`.
+
+    Raises:
+        merkle.ProofError: unless 0 < old_size <= new_size <= the log's size.
+    """
+    if old_size == new_size and old_size > 0:
+        range_hashes(db, [(0, new_size)])  # the tree must exist
+        return []
+    return range_hashes(db, merkle.consistency_ranges(old_size, new_size))
+
+
+def tile(db: sqlite_utils.Database, wanted: Tile) -> bytes:
+    """A tlog-tiles hash tile: hash i of tile N at level L is the subtree hash at level 8L,
+    index N*256 + i.
+
+    Raises:
+        TileError: the log does not hold every hash of the tile.
+    """
+    level, first = 8 * wanted.level, wanted.index * TILE_WIDTH
+    rows = db.execute(
+        "select hash from log_nodes where level = ? and idx >= ? and idx < ? order by idx",
+        [level, first, first + wanted.width],
+    ).fetchall()
+    if len(rows) != wanted.width:
+        raise TileError(f"the log does not hold {wanted.path()}")
+    return b"".join(row[0] for row in rows)
+
+
+def entries(db: sqlite_utils.Database, wanted: Tile) -> bytes:
+    """A tlog-tiles entry bundle: each statement as a big-endian uint16 length and its bytes.
+
+    Raises:
+        TileError: not a level-0 tile, or the log does not hold every entry of it.
+    """
+    if wanted.level != 0:
+        raise TileError("only level-0 tiles have entry bundles")
+    start, end = wanted.leaf_range()
+    rows = db.execute(
+        "select statement from log_statements where leaf_index >= ? and leaf_index < ?"
+        " order by leaf_index",
+        [start, end],
+    ).fetchall()
+    if len(rows) != wanted.width:
+        raise TileError(f"the log does not hold {wanted.entries_path()}")
+    return b"".join(len(row[0]).to_bytes(2, "big") + row[0] for row in rows)
+
+
+def statements(db: sqlite_utils.Database, start: int, end: int) -> list[bytes]:
+    """The statements of leaves [start, end), in order."""
+    rows = db.execute(
+        "select statement from log_statements where leaf_index >= ? and leaf_index < ?"
+        " order by leaf_index",
+        [start, end],
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def add_checkpoint(db: sqlite_utils.Database, size: int, note: bytes, at: str) -> None:
+    """Keep a signed checkpoint of the tree of `size` leaves."""
+    db.conn.execute(
+        "insert into log_checkpoints (size, note, at) values (?, ?, ?)", [size, note, at]
+    )
+
+
+def latest_checkpoint(db: sqlite_utils.Database) -> tuple[int, bytes] | None:
+    """(size, signed note) of the latest checkpoint, or None."""
+    row = db.execute("select size, note from log_checkpoints order by size desc limit 1").fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def latest_statements(db: sqlite_utils.Database, pith_number: str, size: int) -> list[tuple]:
+    """(leaf index, mirror, statement) of a record's latest statement per mirror among the first
+    `size` leaves, sorted by mirror."""
+    return db.execute(
+        "select leaf_index, mirror, statement from log_statements where leaf_index in"
+        " (select max(leaf_index) from log_statements"
+        "  where pith_number = ? and leaf_index < ? group by mirror)"
+        " order by mirror",
+        [pith_number, size],
+    ).fetchall()
+
+
+RECORD_TYPE = "pithsync.observed-record/v1"
+
+
+def observed_record(db: sqlite_utils.Database, pith_number: str) -> dict | None:
+    """The `log/records/<suffix>.json` object of a record: its latest statement per mirror
+    under the latest checkpoint, each with its inclusion proof under that checkpoint; None
+    when there is no checkpoint or it covers no statement of the record."""
+    latest = latest_checkpoint(db)
+    if latest is None:
+        return None
+    size, note = latest
+    rows = latest_statements(db, pith_number, size)
+    if not rows:
+        return None
+    proofs = [inclusion_proof(db, index, size) for index, _, _ in rows]
+    return {
+        "type": RECORD_TYPE,
+        "pith_number": pith_number,
+        "checkpoint": note.decode("utf-8"),
+        "statements": [
+            {
+                "index": index,
+                "statement": statement.decode("utf-8"),
+                "proof": [base64.b64encode(h).decode("ascii") for h in proof],
+            }
+            for (index, _, statement), proof in zip(rows, proofs, strict=True)
+        ],
+    }
+
+
+def observed_numbers(db: sqlite_utils.Database, size: int) -> list[str]:
+    """The pith numbers with a statement among the first `size` leaves, sorted."""
+    rows = db.execute(
+        "select distinct pith_number from log_statements where leaf_index < ? order by 1", [size]
+    ).fetchall()
+    return [row[0] for row in rows]
