@@ -11,8 +11,10 @@ from pithsync.publishing.catalog import Catalog, Published
 from pithsync.publishing.manifest import MANIFEST_PATH, manifest, manifest_bytes
 from pithsync.publishing.obslog import log_files
 from pithsync.publishing.resolver import resolver_json_ld
+from pithsync.publishing.statuspage import status_page
 from pithsync.store import Store
 
+STATUS_PAGE = "index.html"  # at the root: the status page, what `serve` answers at /
 # A static server cannot negotiate, and /pith/{SUFFIX} is a directory there (it holds
 # bundle.json): the server redirects to /pith/{SUFFIX}/ and answers with this file.
 EXPORTED_RESOLVER = "index.html"
@@ -50,8 +52,8 @@ def write_if_changed(path: Path, data: bytes, mtime: float | None = None) -> boo
 def export_tree(
     store: Store, cfg: Config, directory: str, base_url: str, *, name: str = "pithsync mirror"
 ) -> dict:
-    """Write every published record and `pith-mirrors.json` under `directory`; files that
-    already hold the right bytes are left alone.
+    """Write every published record, the status page (`index.html`) and `pith-mirrors.json`
+    under `directory`; files that already hold the right bytes are left alone.
 
     Args:
         store: the store to publish (read in one snapshot).
@@ -61,7 +63,8 @@ def export_tree(
         name: the mirror's name in its manifest.
 
     Returns:
-        What was written: records, files written and unchanged, and what was not published.
+        What was written: records, files written and unchanged (the status page counted, the
+        manifest not), and what was not published.
 
     Raises:
         OSError: a file could not be written.
@@ -88,6 +91,12 @@ def export_tree(
                 written += 1
             else:
                 unchanged += 1
+        overview, checkpoint = store.status_overview(), store.observer_checkpoint()
+    page = status_page(overview, None if checkpoint is None else checkpoint.decode("utf-8"))
+    if write_if_changed(root / STATUS_PAGE, page):
+        written += 1
+    else:
+        unchanged += 1
     write_if_changed(
         root / MANIFEST_PATH.lstrip("/"),
         manifest_bytes(manifest(base_url, cfg.trust, name=name, records=len(records))),

@@ -10,7 +10,6 @@ from datetime import datetime
 
 from aiohttp import web
 
-from pithsync import __version__
 from pithsync.config import Config
 from pithsync.core.verify import Verifier
 from pithsync.publishing.catalog import SUFFIX_RE, Catalog, Published
@@ -24,6 +23,7 @@ from pithsync.publishing.resolver import (
     resolver_json_ld,
     wants_json_ld,
 )
+from pithsync.publishing.statuspage import STATUS_PAGE_CSP, STATUS_PAGE_TYPE, status_page
 from pithsync.store import Store
 
 CATALOG = web.AppKey("pithsync_catalog", Catalog)
@@ -55,6 +55,7 @@ def build_app(
     app.on_startup.append(mirror.open_store)
     app.on_cleanup.append(mirror.close_store)
     app.router.add_get("/", mirror.index)
+    app.router.add_get("/index.html", mirror.index)
     app.router.add_get(MANIFEST_PATH, mirror.manifest)
     app.router.add_get("/pith/{suffix}", mirror.resolver)
     app.router.add_get("/pith/{suffix}/", mirror.resolver)  # where a static export's redirect goes
@@ -163,9 +164,15 @@ class _Mirror:
         )
 
     async def index(self, request: web.Request) -> web.Response:
-        doc = {
-            "pithsync": __version__,
-            "records": len(request.app[CATALOG].suffixes()),
-            "manifest": MANIFEST_PATH,
+        """/ and /index.html: the status page, read from the store in one snapshot."""
+        store = request.app[CATALOG].store
+        with store.snapshot():
+            overview, note = store.status_overview(), store.observer_checkpoint()
+        checkpoint = None if note is None else note.decode("utf-8")
+        headers = {
+            "Content-Type": STATUS_PAGE_TYPE,
+            "Cache-Control": "no-cache",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": STATUS_PAGE_CSP,
         }
-        return web.json_response(doc)
+        return web.Response(body=status_page(overview, checkpoint), headers=headers)

@@ -1,10 +1,12 @@
 """What serve, export and the evidence files read: verified documents, the best bundle of a
-record, evidence rows, runs.  Read-only queries."""
+record, evidence rows, runs, and the status page's overview.  Read-only queries."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 
 import sqlite_utils
 
@@ -126,3 +128,186 @@ def last_finished_run(db: sqlite_utils.Database, *, success: bool) -> dict | Non
         )
     )
     return rows[0] if rows else None
+
+
+# -- the status page (publishing.statuspage) ----------------------------------------------------
+
+# Statuses that mean a mirror lacks verified history the store holds: what its lag counts.
+BEHIND_STATUSES = ("stale", "missing")
+
+
+@dataclass(frozen=True)
+class MirrorOverview:
+    """One mirror as the store's last checks saw it.
+
+    `behind` counts the records whose last check found it stale or missing.  `lag_s` is how far
+    behind it was, at worst: over those records, the time from when the store first held a
+    verified event the mirror has never been seen serving to the mirror's last check of that
+    record (None when no such event: behind on no record, or only by a rollback or a removal
+    of events it once served)."""
+
+    name: str
+    base_url: str
+    configured: bool
+    statuses: dict[str, int]  # status -> how many records its last check found so
+    last_checked: str | None
+    behind: int
+    lag_s: float | None
+
+
+@dataclass(frozen=True)
+class MirrorProblem:
+    """A mirror whose last check of a record did not find it ok, and why."""
+
+    name: str
+    base_url: str
+    status: str
+    reasons: tuple[str, ...]  # "code: message", as stored
+
+
+@dataclass(frozen=True)
+class DivergingRecord:
+    """A record whose last check's verdict is `diverged`."""
+
+    pith_number: str
+    checked_at: str | None
+    mirrors: tuple[MirrorProblem, ...]
+
+
+@dataclass(frozen=True)
+class OpenAlertSummary:
+    """An open alert as a person reads it."""
+
+    id: int
+    kind: str
+    pith_number: str | None
+    mirror: str | None
+    opened_at: str
+    summary: str | None
+
+
+@dataclass(frozen=True)
+class StatusOverview:
+    """What the status page shows; lists are capped, the totals are not."""
+
+    records: int
+    last_run_finished: str | None
+    mirrors: tuple[MirrorOverview, ...]
+    diverging_total: int
+    diverging: tuple[DivergingRecord, ...]
+    alerts_total: int
+    alerts: tuple[OpenAlertSummary, ...]
+
+
+def status_overview(db: sqlite_utils.Database, limit: int = 100) -> StatusOverview:
+    """The mirrors, diverging records and open alerts, read in one snapshot by the caller.
+
+    Args:
+        db: the store's connection.
+        limit: at most this many diverging records and open alerts (by pith number, by id).
+    """
+    run = last_finished_run(db, success=False)
+    diverging_total, diverging = _diverging(db, limit)
+    alerts_total, alerts = _open_alerts(db, limit)
+    return StatusOverview(
+        records=db.execute("select count(*) from records").fetchone()[0],
+        last_run_finished=run["finished_at"] if run else None,
+        mirrors=_mirror_overviews(db),
+        diverging_total=diverging_total,
+        diverging=diverging,
+        alerts_total=alerts_total,
+        alerts=alerts,
+    )
+
+
+def _seconds_between(start: str, end: str) -> float:
+    return max(0.0, (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds())
+
+
+def _mirror_overviews(db: sqlite_utils.Database) -> tuple[MirrorOverview, ...]:
+    counts: dict[str, dict[str, int]] = {}
+    last: dict[str, str] = {}
+    query = "select mirror, status, count(*), max(checked_at) from mirror_status group by 1, 2"
+    for mirror, status, n, checked in db.execute(query):
+        counts.setdefault(mirror, {})[status] = n
+        if checked and checked > last.get(mirror, ""):
+            last[mirror] = checked
+    behind: dict[str, int] = {}
+    lag: dict[str, float] = {}
+    marks = ",".join("?" * len(BEHIND_STATUSES))
+    query = (
+        "select ms.mirror, ms.checked_at, (select min(e.first_seen) from events e"
+        " where e.pith_number = ms.pith_number and not exists (select 1 from event_sources s"
+        " where s.event_id = e.event_id and s.mirror = ms.mirror))"
+        f" from mirror_status ms where ms.status in ({marks})"
+    )
+    for mirror, checked, oldest_unseen in db.execute(query, BEHIND_STATUSES):
+        behind[mirror] = behind.get(mirror, 0) + 1
+        if checked and oldest_unseen:
+            lag[mirror] = max(lag.get(mirror, 0.0), _seconds_between(oldest_unseen, checked))
+    rows = db.execute("select base_url, name, configured from mirrors order by name, base_url")
+    return tuple(
+        MirrorOverview(
+            name=name,
+            base_url=url,
+            configured=bool(configured),
+            statuses=counts.get(url, {}),
+            last_checked=last.get(url),
+            behind=behind.get(url, 0),
+            lag_s=lag.get(url),
+        )
+        for url, name, configured in rows
+    )
+
+
+def _reason_texts(reasons_json: str | None) -> tuple[str, ...]:
+    out = []
+    for r in json.loads(reasons_json or "[]"):
+        if isinstance(r, dict):
+            out.append(f"{r.get('code')}: {r.get('message')}")
+    return tuple(out)
+
+
+def _diverging(db: sqlite_utils.Database, limit: int) -> tuple[int, tuple[DivergingRecord, ...]]:
+    where = "from record_checks where verdict = 'diverged'"
+    total = db.execute(f"select count(*) {where}").fetchone()[0]
+    rows = db.execute(
+        f"select pith_number, checked_at {where} order by pith_number limit ?", [limit]
+    ).fetchall()
+    query = (
+        "select ms.name, ms.mirror, ms.status, ms.reasons from mirror_status ms"
+        " where ms.pith_number = ? and ms.status != 'ok' order by ms.name, ms.mirror"
+    )
+    records = tuple(
+        DivergingRecord(
+            pith_number=pith,
+            checked_at=checked,
+            mirrors=tuple(
+                MirrorProblem(name, url, status, _reason_texts(reasons))
+                for name, url, status, reasons in db.execute(query, [pith])
+            ),
+        )
+        for pith, checked in rows
+    )
+    return total, records
+
+
+def _open_alerts(db: sqlite_utils.Database, limit: int) -> tuple[int, tuple[OpenAlertSummary, ...]]:
+    total = db.execute("select count(*) from alerts where state = 'open'").fetchone()[0]
+    rows = db.execute(
+        "select id, kind, pith_number, mirror, opened_at, payload from alerts"
+        " where state = 'open' order by id limit ?",
+        [limit],
+    )
+    alerts = tuple(
+        OpenAlertSummary(
+            id=alert_id,
+            kind=kind,
+            pith_number=pith,
+            mirror=mirror,
+            opened_at=opened_at,
+            summary=json.loads(payload or "{}").get("summary"),
+        )
+        for alert_id, kind, pith, mirror, opened_at, payload in rows
+    )
+    return total, alerts

@@ -161,6 +161,10 @@ class StoreQueries:
         """See publishing.last_finished_run."""
         return publishing.last_finished_run(self.db, success=success)
 
+    def status_overview(self, limit: int = 100) -> publishing.StatusOverview:
+        """See publishing.status_overview (call it inside `snapshot()` for one state)."""
+        return publishing.status_overview(self.db, limit)
+
     # -- alerts and the journal -------------------------------------------------------------
     def unreachable_counts(self, pith_number: str) -> dict[str, int]:
         """See alerts.unreachable_counts."""

@@ -214,10 +214,10 @@ async def test_export_round_trip(tmp_path):
     assert code == 0, out
     report = json.loads(out)
     assert sorted(report["records"]) == sorted([r1.pith_number, r2.pith_number, r3.pith_number])
-    assert report["files_written"] == 12 and report["files_unchanged"] == 0
+    assert report["files_written"] == 13 and report["files_unchanged"] == 0  # 3 x 4, the page
     files = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file())
     per_record = ("bundle.json", "state.json", "index.html")  # index.html: the resolver document
-    expected = ["pith-mirrors.json"]
+    expected = ["pith-mirrors.json", "index.html"]  # index.html at the root: the status page
     expected += [f"pith/{r.suffix}/{n}" for r in (r1, r2, r3) for n in per_record]
     expected += [f".well-known/pith/{r.suffix}/bundle.json" for r in (r1, r2, r3)]
     assert files == sorted(expected)  # no temporary files left behind
@@ -234,7 +234,7 @@ async def test_export_round_trip(tmp_path):
         "--config", conf, "--db", origin.db_path, "export", out_dir, "--base-url", url, "--json"
     )
     again = json.loads(out)
-    assert code == 0 and again["files_written"] == 0 and again["files_unchanged"] == 12
+    assert code == 0 and again["files_written"] == 0 and again["files_unchanged"] == 13
 
     async with MirrorServer("static") as static:
         for f in files:
