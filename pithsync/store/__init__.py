@@ -30,7 +30,7 @@ from pithsync.base.clock import utcnow
 from pithsync.base.exits import NoStoreError, StoreError, StoreLocked, WrongNumberError
 from pithsync.core.alerting import Decision
 from pithsync.core.plan import EncodedState, MirrorRow, RecordWrite
-from pithsync.store import alerts, journal, records, schema
+from pithsync.store import alerts, journal, peers, records, schema
 from pithsync.store.batch import Batch, groups
 from pithsync.store.connection import (
     connect,
@@ -255,6 +255,46 @@ class Store(StoreQueries):
             self.db["runs"].update(run_id, ended)
             entry = ("run_finished", None, None, str(exit_code), summary)
             self._append_journal(run_id, [entry], utcnow())
+
+    # -- peers ----------------------------------------------------------------------------------
+    def peer_checkpoint(self, url: str) -> bytes | None:
+        """The last signed checkpoint of the peer at `url` found consistent (peers.py)."""
+        return peers.last_checkpoint(self.db, url)
+
+    def peer_rewrites(self, url: str | None = None) -> list[dict]:
+        """The rewrites of peers' logs found, each with both signed checkpoints."""
+        return peers.rewrites(self.db, url)
+
+    def record_peer_check(
+        self, run_id: str, entry: Entry, checkpoint: tuple[str, bytes, int] | None = None
+    ) -> None:
+        """A peer checked at the start of a run: its journal entry (kind, None, peer url,
+        status, detail) and, when consistent, its new checkpoint (name, note, size)."""
+        now = utcnow()
+        with self.transaction():
+            if checkpoint is not None:
+                name, note, size = checkpoint
+                peers.save_checkpoint(self.db, name, entry[2] or "", note, size, now, run_id)
+            self._append_journal(run_id, [entry], now)
+
+    def record_peer_rewrite(
+        self, run_id: str, entry: Entry, rewrite: tuple[str, str, bytes, bytes], decision: Decision,
+        channels: Sequence[str],
+    ) -> None:  # fmt: skip
+        """A rewritten peer log: the rewrite with both signed checkpoints (name, how, old, new),
+        its journal entry and its alert (`decision`), in one transaction."""
+        now = utcnow()
+        name, how, old, new = rewrite
+        with self.transaction():
+            url, message = entry[2] or "", str((entry[4] or {}).get("message", ""))
+            peers.save_rewrite(self.db, name, url, how, message, old, new, now, run_id)
+            self._append_journal(run_id, [entry], now)
+            if decision:
+                self.apply_alert_decision(decision, channels, now, run_id)
+
+    def open_alert_in(self, scope: str) -> bool:
+        """Whether an alert of `scope` is open."""
+        return peers.open_alert(self.db, scope)
 
     # -- alerts and their outbox: written in a record's group, beside its evidence --------------
     def apply_alert_decision(

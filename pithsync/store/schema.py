@@ -12,7 +12,7 @@ from pithsync.base.clock import utcnow
 from pithsync.base.exits import StoreError
 from pithsync.store import journal, records
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 HEAL_RUN_ID = "migration-3"  # the journal's run_id for what the schema 3 migration renumbered
 
 
@@ -208,8 +208,39 @@ def _schema_v3(db: sqlite_utils.Database) -> None:
     journal.append(db, HEAL_RUN_ID, records.heal_numbers(db, now), now)
 
 
+def _schema_v4(db: sqlite_utils.Database) -> None:
+    # Peers (issue 17): each peer's last checkpoint verified under its pinned key and found
+    # consistent with the one before; and every rewrite found, with both signed checkpoints.
+    db["peer_checkpoints"].create(
+        {
+            "url": str,
+            "name": str,
+            "checkpoint": bytes,  # the signed note, as served
+            "size": int,
+            "verified_at": str,
+            "run_id": str,
+        },
+        pk="url",
+    )
+    db["peer_rewrites"].create(
+        {
+            "id": int,
+            "name": str,
+            "url": str,
+            "how": str,  # core.peers.Rewrite
+            "message": str,
+            "old_checkpoint": bytes,
+            "new_checkpoint": bytes,
+            "observed_at": str,
+            "run_id": str,
+        },
+        pk="id",
+    )
+    db["peer_rewrites"].create_index(["url"])
+
+
 # version -> function that brings the schema from version-1
-MIGRATIONS = {1: _schema_v1, 2: _schema_v2, 3: _schema_v3}
+MIGRATIONS = {1: _schema_v1, 2: _schema_v2, 3: _schema_v3, 4: _schema_v4}
 
 
 def schema_version(db: sqlite_utils.Database) -> int:
