@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "pithsync.delivery": 2,
     "pithsync.evidence": 2,
     "pithsync.metrics": 2,
+    "pithsync.peers": 2,
     "pithsync.publishing": 2,
     "pithsync.run": 3,
     "pithsync.testing": 3,  # the forge and the fault-injecting mirror: only tests use them

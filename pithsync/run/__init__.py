@@ -18,6 +18,7 @@ from pithsync.base.exits import ExitCode, exit_code_for_verdicts
 from pithsync.base.logfmt import log_event
 from pithsync.config import Config
 from pithsync.fetch import Fetcher
+from pithsync.peers import PeerHead, check_peers
 from pithsync.run import workers
 from pithsync.run.after import after_run
 from pithsync.run.engine import RecordSink, SyncEngine, rare_gc_passes, run_event_loop
@@ -36,6 +37,38 @@ class RunOutcome:
     tally: RunTally
 
 
+async def _check_peers(cfg: Config, store: Store, run_id: str) -> list[PeerHead]:
+    """The peers' logs checked before the records (a peer never fails the run: peers.py)."""
+    async with Fetcher(cfg.crawl, SyncEngine.policy_for(cfg)) as fetcher:
+        return await check_peers(cfg, store, fetcher, run_id)
+
+
+def _examine(
+    cfg: Config,
+    store: Store,
+    run_id: str,
+    targets: list[Target],
+    sink: RecordSink,
+    peers: list[PeerHead],
+) -> None:
+    """Every target examined and handed to `sink`: by worker processes, or in this one."""
+    processes = workers.worker_count(cfg, targets, store.path)
+    pool = None
+    if processes:
+        pool = workers.WorkerPool.start(cfg, store, run_id, targets, processes, peers=peers)
+
+    async def in_process() -> None:
+        async with Fetcher(cfg.crawl, SyncEngine.policy_for(cfg)) as fetcher:
+            engine = SyncEngine(cfg, store, fetcher, sink=sink, peers=peers)
+            await engine.run(run_id, targets)
+
+    with rare_gc_passes():
+        if pool is not None:
+            pool.collect(sink)
+        else:
+            run_event_loop(in_process)
+
+
 def sync_records(
     cfg: Config,
     store: Store,
@@ -44,7 +77,8 @@ def sync_records(
     *,
     on_record: Callable[[RecordResult], None] | None = None,
 ) -> RunOutcome:
-    """Sync `targets` from every mirror: verify, compare, store, alert.
+    """Sync `targets` from every mirror: verify, compare, store, alert.  The peers' logs are
+    checked first, and their statements are part of each record's comparison.
 
     Args:
         cfg: the configuration (mirrors, pinned keys, crawl limits, alerts).
@@ -68,18 +102,8 @@ def sync_records(
             on_record(result)
 
     sink = RecordSink(cfg, store, on_record=committed, keep_results=False)
-    processes = workers.worker_count(cfg, targets, store.path)
-    pool = workers.WorkerPool.start(cfg, store, run_id, targets, processes) if processes else None
-
-    async def in_process() -> None:
-        async with Fetcher(cfg.crawl, SyncEngine.policy_for(cfg)) as fetcher:
-            await SyncEngine(cfg, store, fetcher, sink=sink).run(run_id, targets)
-
-    with rare_gc_passes():
-        if pool is not None:
-            pool.collect(sink)
-        else:
-            run_event_loop(in_process)
+    heads = run_event_loop(lambda: _check_peers(cfg, store, run_id)) if cfg.peers else []
+    _examine(cfg, store, run_id, targets, sink, heads)
     code = exit_code_for_verdicts(v for v, n in tally.by_verdict.items() if n)
     summary = tally.summary()
     store.finish_run(run_id, int(code), summary)
