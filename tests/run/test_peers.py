@@ -324,3 +324,24 @@ async def test_a_split_view_alert_resolves_once_the_views_agree_again(tmp_path, 
     assert (outcome.code, status_of(result)) == (ExitCode.OK, "ok")
     alerts = rows(cfg, "select kind, state from alerts")
     assert alerts == [{"kind": "split_view", "state": "resolved"}]
+
+
+async def test_a_record_file_under_a_newer_checkpoint_is_proven_consistent_first(tmp_path, record):
+    # The peer grew after this run read its checkpoint: the record file's larger checkpoint is
+    # accepted once its tiles prove it extends the one checked, and refused when they do not.
+    async with MirrorServer("a") as mirror, PeerLog("b") as peer:
+        mirror.put_record(record.bundle())
+        peer.observe(forge.forge_record(9).pith_number, mirror.base_url, [], None, utcnow())
+        checked = peer.publish()
+        fork_seen_by(peer, mirror, record)
+        peer.publish()
+        peer.put("/" + CHECKPOINT_PATH, checked, "text/plain; charset=utf-8")
+        cfg = configured(tmp_path, mirror, peer_spec(peer))
+        outcome, result = await run(cfg, record)
+        assert (outcome.code, status_of(result)) == (ExitCode.FAILED, "split_view")
+
+        peer.rewrite_leaf(0, peer_statement(peer, mirror, record, [OTHER_EVENT], "d" * 64))
+        peer.publish()
+        peer.put("/" + CHECKPOINT_PATH, checked, "text/plain; charset=utf-8")
+        outcome, result = await run(cfg, record)
+    assert status_of(result) == "ok", "a record file of a forked log is never compared"
