@@ -165,6 +165,8 @@ def renumber_the_old_way(db: str, true: str, wrong: str) -> None:
             [canon(state).decode(), state["state_sha256"]],
         )
         conn.execute("drop table record_checks")  # schema 3's
+        for table in ("peer_checkpoints", "peer_rewrites"):  # schema 4's
+            conn.execute(f"drop table {table}")
         conn.execute("update meta set value = '2' where key = 'schema_version'")
 
 
