@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from pithsync import __version__
 from pithsync.core.errors import InvalidKey
 from pithsync.core.keys import PinnedKey, TrustStore
+from pithsync.core.note import VerifierKey
 from pithsync.core.schedule import DAY, HOUR, SchedulePolicy
 from pithsync.core.strictjson import DEFAULT_MAX_BYTES
 from pithsync.core.urls import MirrorSpec
@@ -59,6 +60,26 @@ class AlertsConfig:
 @dataclass(frozen=True)
 class MetricsConfig:
     textfile: str | None = None
+
+
+DEFAULT_PEER_WINDOW_S = 86400.0  # one day
+
+
+@dataclass(frozen=True)
+class PeerSpec:
+    """Another pithsync observer whose log this one checks (`[[peers]]`).
+
+    Args:
+        name: shown in findings, alerts and the journal.
+        url: the observer's base URL (its `log/` is below it).
+        observer_key: its pinned C2SP verifier key; the key's name is its log's origin.
+        window_s: statements of the two observers further apart than this are not compared.
+    """
+
+    name: str
+    url: str
+    observer_key: VerifierKey
+    window_s: float = DEFAULT_PEER_WINDOW_S
 
 
 @dataclass(frozen=True)
@@ -122,6 +143,7 @@ class ObserverConfig:
 class Config:
     trust: TrustStore
     mirrors: tuple[MirrorSpec, ...] = DEFAULT_MIRRORS
+    peers: tuple[PeerSpec, ...] = ()
     crawl: CrawlConfig = field(default_factory=CrawlConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -222,12 +244,19 @@ def _dataclass_from(cls, table: dict, where: str):
     return cls(**values)
 
 
+def _configured_base(value: str, where: str) -> str:
+    """A configured base URL without its trailing slash: http(s) only (plain http is allowed
+    for what the operator configures, never for discovered URLs)."""
+    base = value.rstrip("/")
+    if not base.startswith(("https://", "http://")):
+        raise ConfigError(f"{where} must be http(s): {base!r}")
+    return base
+
+
 def _mirror(table: object, i: int) -> MirrorSpec:
     if not isinstance(table, dict) or not isinstance(table.get("base_url"), str):
         raise ConfigError(f"[[mirrors]] entry {i}: base_url (a string) is required")
-    base = table["base_url"].rstrip("/")
-    if not base.startswith(("https://", "http://")):
-        raise ConfigError(f"[[mirrors]] entry {i}: base_url must be http(s): {base!r}")
+    base = _configured_base(table["base_url"], f"[[mirrors]] entry {i}: base_url")
     allowed = {"name", "base_url", "bundle_pattern", "state_pattern", "well_known_pattern"}
     _refuse_unknown(table, allowed, f"[[mirrors]] entry {i}:")
     kwargs = {k: v for k, v in table.items() if k in allowed and k != "base_url"}
@@ -235,6 +264,36 @@ def _mirror(table: object, i: int) -> MirrorSpec:
         raise ConfigError(f"[[mirrors]] entry {i}: values must be strings")
     kwargs.setdefault("name", base)
     return MirrorSpec(base_url=base, **kwargs)
+
+
+def _peer(table: object, i: int) -> PeerSpec:
+    where = f"[[peers]] entry {i}:"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    _refuse_unknown(table, {"name", "url", "observer_key", "window_s"}, where)
+    for key in ("name", "url", "observer_key"):
+        if not isinstance(table.get(key), str) or not table[key]:
+            raise ConfigError(f"{where} {key} (a non-empty string) is required")
+    url = _configured_base(table["url"], f"{where} url")
+    try:
+        key = VerifierKey.parse(table["observer_key"])
+    except InvalidKey as exc:
+        raise ConfigError(f"{where} observer_key is not a C2SP verifier key: {exc}") from None
+    window = _non_negative(table.get("window_s", DEFAULT_PEER_WINDOW_S), f"{where} window_s")
+    return PeerSpec(table["name"], url, key, window)
+
+
+def _peers(value: object) -> tuple[PeerSpec, ...]:
+    if not isinstance(value, list):
+        raise ConfigError("peers must be an array of tables ([[peers]]), window_s in each")
+    peers = tuple(_peer(p, i) for i, p in enumerate(value))
+    for what, key in (("name", lambda p: p.name), ("url", lambda p: p.url.lower())):
+        seen: dict[str, int] = {}
+        for i, p in enumerate(peers):
+            if key(p) in seen:
+                raise ConfigError(f"[[peers]] entries {seen[key(p)]} and {i} have the same {what}")
+            seen[key(p)] = i
+    return peers
 
 
 def _trust(table: dict) -> TrustStore:
@@ -312,7 +371,17 @@ def from_toml(text: str, source: str = "<string>") -> Config:
 
 
 def _from_tables(data: dict, source: str) -> Config:
-    sections = {"trust", "mirrors", "crawl", "alerts", "metrics", "schedule", "observer", "store"}
+    sections = {
+        "trust",
+        "mirrors",
+        "peers",
+        "crawl",
+        "alerts",
+        "metrics",
+        "schedule",
+        "observer",
+        "store",
+    }
     _refuse_unknown(data, sections, "")
     trust = _trust(_section(data, "trust")) if "trust" in data else TrustStore.registry_default()
     mirrors = DEFAULT_MIRRORS
@@ -326,6 +395,7 @@ def _from_tables(data: dict, source: str) -> Config:
     return Config(
         trust=trust,
         mirrors=mirrors,
+        peers=_peers(data["peers"]) if "peers" in data else (),
         crawl=_dataclass_from(CrawlConfig, _section(data, "crawl"), "crawl"),
         alerts=_dataclass_from(AlertsConfig, _section(data, "alerts"), "alerts"),
         metrics=_dataclass_from(MetricsConfig, _section(data, "metrics"), "metrics"),

@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "pithsync.evidence": 2,
     "pithsync.metrics": 2,
     "pithsync.observer": 2,
+    "pithsync.peers": 2,
     "pithsync.publishing": 2,
     "pithsync.run": 3,
     "pithsync.testing": 3,  # the forge and the fault-injecting mirror: only tests use them

@@ -17,6 +17,12 @@ DIVERGENCE = "divergence"
 UNREACHABLE = "unreachable"
 
 
+SPLIT_VIEW = "split_view"  # one open per (record, mirror)
+
+
+PEER_REWRITTEN = "peer_rewritten"  # one open per peer; a rewrite is never undone, so never resolved
+
+
 OPENED = "opened"
 
 
@@ -29,7 +35,8 @@ NOTIFICATION_TYPE = "pithsync_alert"
 NOTIFICATION_VERSION = 1
 
 
-_OK_STATUSES = ("ok", "unreachable")  # never part of a divergence (unreachable has its own alert)
+# Never part of a divergence alert: unreachable and split_view have their own.
+_OK_STATUSES = ("ok", "unreachable", "split_view")
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,7 @@ class OpenAlert:
 class Opening:
     kind: str
     scope: str
-    pith_number: str
+    pith_number: str | None  # None: not about one record (peer_rewritten)
     mirror: str | None
     fingerprint: str
     payload: dict  # complete but for alert_id / notification_id
@@ -105,6 +112,14 @@ def record_scope(pith_number: str) -> str:
 
 def mirror_scope(base_url: str) -> str:
     return f"mirror:{base_url}"
+
+
+def split_view_scope(pith_number: str, base_url: str) -> str:
+    return f"split_view:{pith_number} {base_url}"
+
+
+def peer_scope(url: str) -> str:
+    return f"peer:{url}"
 
 
 def fingerprint(divergent: frozenset) -> str:
@@ -194,6 +209,8 @@ def decide(
     unreachable (one open per mirror, however many records it serves): opened when the mirror
     has been unreachable for `unreachable_threshold` runs in a row for this record (0: never),
     resolved when this record sees it reachable again ("reachable").
+    split_view (one open per record and mirror): opened when the mirror is split_view for the
+    record, resolved ("cleared") when a check finds it neither split_view nor unreachable.
     """
     decision = Decision()
     base = {
@@ -206,6 +223,7 @@ def decide(
     }
     _decide_divergence(decision, base, mirrors, open_alerts)
     _decide_unreachable(decision, base, mirrors, open_alerts, unreachable_threshold)
+    _decide_split_views(decision, base, mirrors, open_alerts)
     return decision
 
 
@@ -327,3 +345,53 @@ def _decide_unreachable(
                     },
                 )
             )
+
+
+def _decide_split_views(
+    decision: Decision, base: dict, mirrors: Sequence[MirrorView], open_alerts: Sequence[OpenAlert]
+) -> None:
+    """Each mirror's split_view alert for the record: opened when first seen, cleared after."""
+    pith_number, now = base["pith_number"], base["at"]
+    open_by_scope = {a.scope: a for a in open_alerts if a.kind == SPLIT_VIEW}
+    for m in mirrors:
+        scope = split_view_scope(pith_number, m.base_url)
+        alert = open_by_scope.get(scope)
+        common = {
+            **base,
+            "kind": SPLIT_VIEW,
+            "mirror": {"name": m.name, "base_url": m.base_url},
+            "mirrors": _mirrors_json([m]),
+        }
+        if m.status == SPLIT_VIEW and alert is None:
+            why = _first_message(m)
+            summary = f"{pith_number}: mirror {m.name} ({m.base_url}) is split_view" + (
+                f": {why}" if why else ""
+            )
+            payload = {
+                **common, "event": OPENED, "first_seen": now, "resolved_at": None,
+                "resolution": None, "summary": clip_words(summary, 500),
+            }  # fmt: skip
+            decision.open.append(Opening(SPLIT_VIEW, scope, pith_number, m.base_url, "", payload))
+        elif alert is not None and m.status not in (SPLIT_VIEW, UNREACHABLE):
+            payload = {
+                **common, "event": RESOLVED, "first_seen": alert.opened_at, "resolved_at": now,
+                "resolution": "cleared",
+                "summary": f"{pith_number}: mirror {m.name} no longer split_view ({m.status})",
+            }  # fmt: skip
+            decision.resolve.append(Resolution(alert, payload))
+
+
+def peer_rewritten(
+    peer: str, url: str, how: str, message: str, old: str, new: str, *, now: str, run_id: str
+) -> Decision:
+    """The alert for a peer whose log was rewritten: `old` and `new` are the two signed
+    checkpoints (note text), kept in the notification as its proof."""
+    payload = {
+        "type": NOTIFICATION_TYPE, "version": NOTIFICATION_VERSION, "kind": PEER_REWRITTEN,
+        "event": OPENED, "pith_number": None, "verdict": None, "at": now, "run_id": run_id,
+        "peer": {"name": peer, "url": url}, "how": how, "mirrors": [],
+        "checkpoints": {"old": old, "new": new}, "first_seen": now, "resolved_at": None,
+        "resolution": None, "summary": clip_words(f"peer log rewritten: {message}", 500),
+    }  # fmt: skip
+    digest = hashlib.sha256(new.encode()).hexdigest()
+    return Decision(open=[Opening(PEER_REWRITTEN, peer_scope(url), None, url, digest, payload)])

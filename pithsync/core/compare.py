@@ -13,6 +13,7 @@ from pithsync.core import strictjson
 from pithsync.core.canonical import sha256hex
 from pithsync.core.errors import MalformedDocument
 from pithsync.core.merge import find_equivocations
+from pithsync.core.peers import PeerSplit, PeerViews, View, split_views
 from pithsync.core.status import Reason, Status, Verdict, most_severe
 from pithsync.core.verify import Report, Verifier
 
@@ -80,6 +81,7 @@ class MirrorOutcome:
     status: Status
     reasons: list[Reason]
     assessment: Assessment
+    split_views: list[PeerSplit] = field(default_factory=list)  # each with the peer's proof
 
 
 @dataclass
@@ -256,14 +258,26 @@ def _cross_mirror_reasons(
     return reasons
 
 
+def _view(a: Assessment, observed_at: str) -> View:
+    """This observer's view of one mirror's copy: its verified events and their merge."""
+    merged = a.report.merged_state if a.report is not None and a.bundle is not None else None
+    if merged is None or not a.valid_events:
+        return View(frozenset(), None, observed_at)
+    return View(a.event_ids, merged.get("state_sha256"), observed_at)
+
+
 def compare_record(
-    assessments: list[Assessment], stored_events: Mapping[str, dict]
+    assessments: list[Assessment],
+    stored_events: Mapping[str, dict],
+    peers: PeerViews | None = None,
 ) -> RecordComparison:
     """One status per mirror and a verdict for the record.
 
     stale: the mirror lacks a verified event seen on another mirror or already in the store.
     equivocation: it serves a validly signed event that conflicts with another one seen anywhere.
     missing: 404 while another mirror has the record.
+    split_view: a peer's verified statement shows the mirror served it another history or state
+    (core.peers.split_views; `peers` holds those statements and when this observer looked).
     """
     union: dict[str, dict] = dict(stored_events)
     for a in assessments:
@@ -279,13 +293,15 @@ def compare_record(
         reasons = list(a.reasons)
         if a.bundle is not None:
             reasons.extend(_cross_mirror_reasons(a.event_ids, all_ids, in_conflict, stored_events))
+        splits = split_views(a.mirror, _view(a, peers.observed_at), peers) if peers else []
+        reasons.extend(s.reason() for s in splits)
         if not someone_has_it:
             # Nobody has the record: a 404 is not "missing while others have it".
             reasons = [r for r in reasons if r.status is not Status.MISSING] or [
                 Reason(Status.MISSING, "not_found", "no mirror has this record")
             ]
         status = most_severe(r.status for r in reasons)
-        outcomes.append(MirrorOutcome(a.mirror, status, reasons, a))
+        outcomes.append(MirrorOutcome(a.mirror, status, reasons, a, splits))
 
     statuses = {o.status for o in outcomes}
     bad = {
@@ -295,6 +311,7 @@ def compare_record(
         Status.STATE_MISMATCH,
         Status.EQUIVOCATION,
         Status.MALFORMED,
+        Status.SPLIT_VIEW,
     }
     if statuses & bad or (Status.MISSING in statuses and someone_has_it):
         verdict = Verdict.DIVERGED

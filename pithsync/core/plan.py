@@ -17,7 +17,7 @@ from pithsync.core.observation import Fetch
 from pithsync.core.results import MirrorResult, RecordResult
 from pithsync.core.schedule import ScheduleState
 from pithsync.core.status import Status, Verdict
-from pithsync.core.urls import MirrorSpec, hinted_mirrors
+from pithsync.core.urls import MirrorSpec, base_key, hinted_mirrors
 
 
 def number_of(state: EncodedState) -> str:
@@ -142,11 +142,6 @@ class RecordWrite:
 # -- planning: what a record's check means for the store ------------------------------------
 
 NOT_MODIFIED = "not_modified"  # Fetched.code of a copy answered 304: the stored bytes, unchanged
-
-
-def base_key(url: str) -> str:
-    """The key a mirror's base URL is known by, however it was written."""
-    return url.rstrip("/").lower()
 
 
 def is_full_number(text: str) -> bool:

@@ -18,6 +18,9 @@ class Status(str, Enum):
     EQUIVOCATION = "equivocation"
     MISSING = "missing"
     UNREACHABLE = "unreachable"
+    # Not from one copy: the mirror showed a peer observer another validly signed history
+    # (core.peers), the targeted deception an observer alone cannot see.
+    SPLIT_VIEW = "split_view"
 
     def __str__(self) -> str:
         return self.value
@@ -25,6 +28,7 @@ class Status(str, Enum):
 
 # Most severe first (issue 3): when several apply to one mirror, the first wins.
 SEVERITY: tuple[Status, ...] = (
+    Status.SPLIT_VIEW,
     Status.EQUIVOCATION,
     Status.BAD_SIGNATURE,
     Status.TAMPERED,

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+
+def base_key(url: str) -> str:
+    """The key a mirror's base URL is known by, however it was written."""
+    return url.rstrip("/").lower()
+
+
 BUNDLE_PATTERN = "{base}/pith/{suffix}/bundle.json"
 STATE_PATTERN = "{base}/pith/{suffix}/state.json"
 WELL_KNOWN_PATTERN = "{base}/.well-known/pith/{suffix}/bundle.json"

@@ -24,6 +24,7 @@ from pithsync.core.note import NoteSigner
 from pithsync.core.schedule import Coverage
 from pithsync.fetch import Fetcher
 from pithsync.observer import load_or_create
+from pithsync.peers import PeerHead, check_peers
 from pithsync.run import workers
 from pithsync.run.after import after_run
 from pithsync.run.engine import SyncEngine, rare_gc_passes, run_event_loop
@@ -44,6 +45,12 @@ class RunOutcome:
     tally: RunTally
 
 
+async def _check_peers(cfg: Config, store: Store, run_id: str) -> list[PeerHead]:
+    """The peers' logs checked before the records (a peer never fails the run: peers.py)."""
+    async with Fetcher(cfg.crawl, SyncEngine.policy_for(cfg)) as fetcher:
+        return await check_peers(cfg, store, fetcher, run_id)
+
+
 def sync_records(
     cfg: Config,
     store: Store,
@@ -55,7 +62,8 @@ def sync_records(
     max_duration: float | None = None,
 ) -> RunOutcome:
     """Sync `targets` from every mirror: verify, compare, store (with each record's next
-    schedule), alert.
+    schedule), alert.  The peers' logs are checked first, and their statements are part of
+    each record's comparison.
 
     Args:
         cfg: the configuration (mirrors, pinned keys, crawl limits, alerts, schedule).
@@ -89,7 +97,8 @@ def sync_records(
         cfg, store, on_record=committed, keep_results=False, schedule=schedule,
         observer=signer.name,
     )  # fmt: skip
-    kept_back = _run_signed(cfg, store, run_id, targets, sink, signer, deadline)
+    heads = run_event_loop(lambda: _check_peers(cfg, store, run_id)) if cfg.peers else []
+    kept_back = _run_signed(cfg, store, run_id, targets, sink, signer, deadline, heads)
     left = None if deadline is None else sink.skipped + kept_back
     code = _finish(cfg, store, run_id, command, tally, left)
     coverage = store.coverage(clock.now(), cfg.schedule.max_interval)
@@ -106,19 +115,23 @@ def _run_signed(
     sink: RecordSink,
     signer: NoteSigner,
     deadline: Deadline | None,
+    peers: list[PeerHead],
 ) -> int:
-    """The run's records, in this process or in workers, then a checkpoint of the log signed
-    with the observer key: also when the run is cut short or fails after some records.
+    """The run's records, in this process or in workers (asking `peers` about each), then a
+    checkpoint of the log signed with the observer key: also when the run is cut short or
+    fails after some records.
 
     Returns:
         How many records the workers were never handed because the deadline passed.
     """
     n = workers.worker_count(cfg, targets, store.path)
-    pool = workers.WorkerPool.start(cfg, store, run_id, targets, n, deadline) if n else None
+    pool = None
+    if n:
+        pool = workers.WorkerPool.start(cfg, store, run_id, targets, n, deadline, peers=peers)
 
     async def in_process() -> None:
         async with Fetcher(cfg.crawl, SyncEngine.policy_for(cfg)) as fetcher:
-            engine = SyncEngine(cfg, store, fetcher, sink=sink)
+            engine = SyncEngine(cfg, store, fetcher, sink=sink, peers=peers)
             await engine.run(run_id, targets, deadline=deadline)
 
     try:

@@ -14,16 +14,18 @@ import gc
 import importlib.util
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
 import anyio
 
+from pithsync.base.clock import utcnow
 from pithsync.base.exits import StoreError
 from pithsync.base.logfmt import log_event
 from pithsync.config import Config
 from pithsync.core import numbers
 from pithsync.core.compare import Assessment, Assessor, compare_record
+from pithsync.core.peers import PeerStatement, PeerViews
 from pithsync.core.plan import (
     FetchedCopy,
     Findings,
@@ -36,6 +38,7 @@ from pithsync.core.plan import (
 from pithsync.core.urls import MirrorSpec
 from pithsync.core.verify import Verifier
 from pithsync.fetch import Fetcher, UrlPolicy
+from pithsync.peers import PeerHead, PeerRecords
 from pithsync.run import readahead
 from pithsync.run.fetching import RecordFetcher
 from pithsync.run.hints import discover
@@ -197,6 +200,7 @@ class SyncEngine:
         *,
         sink: RecordOutlet | None = None,
         on_record: Callable[[RecordResult], None] | None = None,
+        peers: Sequence[PeerHead] = (),
     ):
         self.cfg = cfg
         self.store = store
@@ -207,6 +211,8 @@ class SyncEngine:
         self.sink: RecordOutlet = sink or RecordSink(cfg, store, on_record=on_record)
         self.copies = RecordFetcher(fetcher, store)
         self.read_ahead = ReadAhead(store, self.mirrors, cfg.trust.trust_id)
+        # The peers checked at the start of the run (peers.check_peers), asked about each record.
+        self.peers = PeerRecords(fetcher, peers) if peers else None
         # Unchanged records skip the comparison (quick_plan); tests turn it off.
         self.quick_check = True
         self._rules = {track: self._rules_for(track) for track in (True, False)}
@@ -218,8 +224,9 @@ class SyncEngine:
 
     @staticmethod
     def policy_for(cfg: Config) -> UrlPolicy:
-        """The URL policy a run's fetcher is to hold for `cfg`'s mirrors."""
-        return UrlPolicy.for_mirrors([m.base_url for m in cfg.mirrors], cfg.crawl)
+        """The URL policy a run's fetcher is to hold for `cfg`'s mirrors and peers."""
+        configured = [m.base_url for m in cfg.mirrors] + [p.url for p in cfg.peers]
+        return UrlPolicy.for_mirrors(configured, cfg.crawl)
 
     async def run(
         self,
@@ -309,8 +316,10 @@ class SyncEngine:
         if verified_pith is not None and target.requested not in (None, verified_pith):
             return wrong_number_result(target, verified_pith), None, []
         rules = self._rules[track]
-        fetched = await self.copies.fetch_all(self.mirrors, suffix, known)
-        if self.quick_check and verified_pith and target.depth == 0:
+        fetched, seen = await self._fetch(suffix, known)
+        # A peer's statement is compared with each mirror's events, which the quick check does
+        # not read: a record the peers have statements about is compared in full.
+        if self.quick_check and verified_pith and target.depth == 0 and not seen:
             quick = quick_plan(stored, fetched, rules)
             if quick is not None:
                 return quick[0], quick[1], []
@@ -324,7 +333,8 @@ class SyncEngine:
             return wrong_number_result(target, verified_pith), None, []
         pith_number = verified_pith or target.requested or stored.pith_number or f"pith:{suffix}"
         stored_events = self.store.stored_events(pith_number)
-        comparison = compare_record(assessments, stored_events)
+        peer_views = PeerViews(utcnow(), seen) if seen else None
+        comparison = compare_record(assessments, stored_events, peer_views)
         if pith_number == stored.pith_number:
             summary = stored.summary
         else:
@@ -335,6 +345,24 @@ class SyncEngine:
         )  # fmt: skip
         result, write = plan_write(found, rules)
         return result, write, list(comparison.valid_events.values())
+
+    async def _fetch(
+        self, suffix: str, known: readahead.Known
+    ) -> tuple[list[FetchedCopy], tuple[PeerStatement, ...]]:
+        """Every configured mirror's copy of the record and, at the same time, the peers'
+        verified statements about it."""
+        if self.peers is None:
+            return await self.copies.fetch_all(self.mirrors, suffix, known), ()
+        seen: tuple[PeerStatement, ...] = ()
+
+        async def ask_peers() -> None:
+            nonlocal seen
+            seen = await self.peers.statements_for(suffix)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ask_peers)
+            fetched = await self.copies.fetch_all(self.mirrors, suffix, known)
+        return fetched, seen
 
     async def _follow_hints(
         self,

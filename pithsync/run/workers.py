@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from multiprocessing.connection import Connection, wait
 
 import anyio
@@ -35,6 +36,7 @@ from pithsync.base.logfmt import log_event
 from pithsync.config import Config
 from pithsync.core.plan import RecordWrite
 from pithsync.fetch import Fetcher
+from pithsync.peers import PeerHead
 from pithsync.run.engine import SyncEngine, rare_gc_passes, run_event_loop
 from pithsync.run.results import RecordResult, Target, failed_result, suffix_of
 from pithsync.run.scheduling import Deadline
@@ -210,6 +212,7 @@ class _Job:
     worker: int
     parent_pid: int
     deadline: Deadline | None = None
+    peers: tuple[PeerHead, ...] = ()  # checked by the parent at the start of the run
 
 
 class WorkerPool:
@@ -231,9 +234,12 @@ class WorkerPool:
         targets: list[Target],
         workers: int,
         deadline: Deadline | None = None,
+        *,
+        peers: Sequence[PeerHead] = (),
     ) -> WorkerPool:
         """Fork `workers` processes for a run over `targets` (the store's connection is closed
-        around the fork); past `deadline` no worker is handed more, nor starts a record."""
+        around the fork); past `deadline` no worker is handed more, nor starts a record;
+        `peers` are the peers checked at the start of the run."""
         ctx = multiprocessing.get_context("fork")
         worker_cfg = _share(cfg, workers)
         for stream in (sys.stdout, sys.stderr):  # a child must not flush the parent's output again
@@ -243,7 +249,9 @@ class WorkerPool:
         try:
             with store.disconnected():
                 for i in range(workers):
-                    job = _Job(worker_cfg, store.path, run_id, i, os.getpid(), deadline)
+                    job = _Job(
+                        worker_cfg, store.path, run_id, i, os.getpid(), deadline, tuple(peers)
+                    )
                     pool._fork(ctx, job)
         except BaseException:
             pool.kill()
@@ -403,7 +411,7 @@ def _worker_main(
 
     async def main() -> None:
         async with Fetcher(job.cfg.crawl, SyncEngine.policy_for(job.cfg)) as fetcher:
-            engine = SyncEngine(job.cfg, store, fetcher, sink=sender)
+            engine = SyncEngine(job.cfg, store, fetcher, sink=sender, peers=job.peers)
             await engine.run(job.run_id, [], more=supply.take, deadline=job.deadline)
 
     try:

@@ -33,7 +33,7 @@ from pithsync.core.alerting import Decision
 from pithsync.core.note import NoteSigner
 from pithsync.core.plan import EncodedState, MirrorRow, RecordWrite
 from pithsync.core.tlog import Checkpoint, sign_checkpoint
-from pithsync.store import alerts, journal, observations, records, schema
+from pithsync.store import alerts, journal, observations, peers, records, schema
 from pithsync.store.batch import Batch, groups
 from pithsync.store.connection import (
     connect,
@@ -283,6 +283,34 @@ class Store(StoreQueries):
             self.db["runs"].update(run_id, ended)
             entry = ("run_finished", None, None, str(exit_code), summary)
             self._append_journal(run_id, [entry], utcnow())
+
+    # -- peers ----------------------------------------------------------------------------------
+    def record_peer_check(
+        self, run_id: str, entry: Entry, checkpoint: tuple[str, bytes, int] | None = None
+    ) -> None:
+        """A peer checked at the start of a run: its journal entry (kind, None, peer url,
+        status, detail) and, when consistent, its new checkpoint (name, note, size)."""
+        now = utcnow()
+        with self.transaction():
+            if checkpoint is not None:
+                name, note, size = checkpoint
+                peers.save_checkpoint(self.db, name, entry[2] or "", note, size, now, run_id)
+            self._append_journal(run_id, [entry], now)
+
+    def record_peer_rewrite(
+        self, run_id: str, entry: Entry, rewrite: tuple[str, str, bytes, bytes], decision: Decision,
+        channels: Sequence[str],
+    ) -> None:  # fmt: skip
+        """A rewritten peer log: the rewrite with both signed checkpoints (name, how, old, new),
+        its journal entry and its alert (`decision`), in one transaction."""
+        now = utcnow()
+        name, how, old, new = rewrite
+        with self.transaction():
+            url, message = entry[2] or "", str((entry[4] or {}).get("message", ""))
+            peers.save_rewrite(self.db, name, url, how, message, old, new, now, run_id)
+            self._append_journal(run_id, [entry], now)
+            if decision:
+                self.apply_alert_decision(decision, channels, now, run_id)
 
     # -- alerts and their outbox: written in a record's group, beside its evidence --------------
     def apply_alert_decision(

@@ -8,7 +8,14 @@ from collections.abc import Sequence
 
 import sqlite_utils
 
-from pithsync.core.alerting import OPENED, RESOLVED, Decision, mirror_scope, record_scope
+from pithsync.core.alerting import (
+    OPENED,
+    RESOLVED,
+    Decision,
+    mirror_scope,
+    record_scope,
+    split_view_scope,
+)
 
 
 def unreachable_counts(db: sqlite_utils.Database, pith_number: str) -> dict[str, int]:
@@ -21,7 +28,8 @@ def unreachable_counts(db: sqlite_utils.Database, pith_number: str) -> dict[str,
 
 
 def open_alerts_for(db: sqlite_utils.Database, pith_number: str, mirrors: list[str]) -> list[dict]:
-    """Open alerts a record's outcome can affect: its divergence, its mirrors' unreachability.
+    """Open alerts a record's outcome can affect: its divergence, its mirrors' unreachability
+    and their split views.
 
     Args:
         db: the store's connection.
@@ -32,6 +40,7 @@ def open_alerts_for(db: sqlite_utils.Database, pith_number: str, mirrors: list[s
         The alerts' rows, oldest first, each with its payload parsed.
     """
     scopes = [record_scope(pith_number)] + [mirror_scope(m) for m in mirrors]
+    scopes += [split_view_scope(pith_number, m) for m in mirrors]
     marks = ",".join("?" * len(scopes))
     rows = list(
         db.query(

@@ -10,7 +10,7 @@ import sqlite_utils
 
 from pithsync.core.schedule import Coverage, ScheduleState
 from pithsync.core.tlog import Tile
-from pithsync.store import alerts, journal, observations, publishing, reads, schedule
+from pithsync.store import alerts, journal, observations, peers, publishing, reads, schedule
 from pithsync.store.schedule import DueKey
 
 
@@ -240,3 +240,16 @@ class StoreQueries:
     def log_root(self, size: int) -> bytes:
         """The root hash of the log's tree of `size` leaves."""
         return observations.root_hash(self.db, size)
+
+    # -- peers --------------------------------------------------------------------------------
+    def peer_checkpoint(self, url: str) -> bytes | None:
+        """The last signed checkpoint of the peer at `url` found consistent (peers.py)."""
+        return peers.last_checkpoint(self.db, url)
+
+    def peer_rewrites(self, url: str | None = None) -> list[dict]:
+        """The rewrites of peers' logs found, each with both signed checkpoints."""
+        return peers.rewrites(self.db, url)
+
+    def open_alert_in(self, scope: str) -> bool:
+        """Whether an alert of `scope` is open."""
+        return peers.open_alert(self.db, scope)

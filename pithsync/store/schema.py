@@ -14,7 +14,7 @@ from pithsync.base.exits import StoreError
 from pithsync.core.schedule import Outcome, SchedulePolicy, ScheduleState, after_check
 from pithsync.store import bodies, journal, records, schedule
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 HEAL_RUN_ID = "migration-3"  # the journal's run_id for what the schema 3 migration renumbered
 
 
@@ -322,6 +322,39 @@ def _schema_v6(db: sqlite_utils.Database) -> None:
     )
 
 
+def _schema_v7(db: sqlite_utils.Database) -> None:
+    # Peers (issue 17): each peer's last checkpoint verified under its pinned key and found
+    # consistent with the one before; and every rewrite found, with both signed checkpoints.
+    db["peer_checkpoints"].create(
+        {
+            "url": str,
+            "name": str,
+            "checkpoint": bytes,  # the signed note, as served
+            "size": int,
+            "verified_at": str,
+            "run_id": str,
+        },
+        pk="url",
+        if_not_exists=True,
+    )
+    db["peer_rewrites"].create(
+        {
+            "id": int,
+            "name": str,
+            "url": str,
+            "how": str,  # core.peers.Rewrite
+            "message": str,
+            "old_checkpoint": bytes,
+            "new_checkpoint": bytes,
+            "observed_at": str,
+            "run_id": str,
+        },
+        pk="id",
+        if_not_exists=True,
+    )
+    db["peer_rewrites"].create_index(["url"], if_not_exists=True)
+
+
 # version -> function that brings the schema from version-1
 MIGRATIONS = {
     1: _schema_v1,
@@ -330,6 +363,7 @@ MIGRATIONS = {
     4: _schema_v4,
     5: _schema_v5,
     6: _schema_v6,
+    7: _schema_v7,
 }
 
 

@@ -1197,5 +1197,6 @@ def test_severity_order():
     )
     assert most_severe([Status.STATE_MISMATCH, Status.TAMPERED]) is Status.TAMPERED
     assert most_severe([Status.MALFORMED, Status.STATE_MISMATCH]) is Status.STATE_MISMATCH
-    assert SEVERITY[0] is Status.EQUIVOCATION and SEVERITY[-1] is Status.OK
+    assert SEVERITY[:2] == (Status.SPLIT_VIEW, Status.EQUIVOCATION) and SEVERITY[-1] is Status.OK
+    assert most_severe([Status.EQUIVOCATION, Status.SPLIT_VIEW]) is Status.SPLIT_VIEW
     assert str(Reason(Status.TAMPERED, "x", "y")) == "tampered/x: y"

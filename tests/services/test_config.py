@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from pithsync import cli, config
@@ -400,3 +402,65 @@ def test_cli_crawl_max_bytes_applies_to_verify(tmp_path, seed_paths, capsys):
     )
     out = capsys.readouterr().out
     assert "not_strict_json" in out and "exceeds" in out
+
+
+# -- [[peers]] --------------------------------------------------------------------------------
+
+PEER_SIGNER_SEED = bytes(range(32))
+
+
+def _peer_vkey() -> str:
+    from pithsync.core.note import NoteSigner
+
+    signer = NoteSigner("observer-b.example/pithsync/0a1b2c3d", PEER_SIGNER_SEED)
+    return signer.verifier_key.encode()
+
+
+def test_peers_parse_with_pinned_key_and_default_window():
+    cfg = from_toml(
+        f"""
+[[peers]]
+name = "B"
+url = "http://127.0.0.1:8123/"
+observer_key = "{_peer_vkey()}"
+
+[[peers]]
+name = "C"
+url = "https://c.example"
+observer_key = "{_peer_vkey()}"
+window_s = 600
+"""
+    )
+    b, c = cfg.peers
+    assert (b.name, b.url, b.window_s) == ("B", "http://127.0.0.1:8123", 86400.0)
+    assert b.observer_key.encode() == _peer_vkey()
+    assert b.observer_key.name == "observer-b.example/pithsync/0a1b2c3d"
+    assert (c.url, c.window_s) == ("https://c.example", 600.0)
+    assert from_toml("").peers == ()
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ('url = "http://127.0.0.1:1"\nobserver_key = "{key}"', "name (a non-empty string)"),
+        ('name = "B"\nurl = "ftp://x"\nobserver_key = "{key}"', "url must be http(s)"),
+        ('name = "B"\nurl = "https://b.example"\nobserver_key = "b+00000000+AQ=="', "observer_key"),
+        ('name = "B"\nurl = "https://b.example"\nobserver_key = "{bad_id}"', "key ID"),
+        ('name = "B"\nurl = "https://b.e"\nobserver_key = "{key}"\nwindow_s = -1', "window_s"),
+        ('name = "B"\nurl = "https://b.example"\nobserver_key = "{key}"\nwindow = 1', "window_s?"),
+    ],
+)
+def test_bad_peer_entries_are_config_errors(entry, message):
+    key = _peer_vkey()
+    name, _, rest = key.split("+", 2)
+    bad_id = f"{name}+00000000+{rest}"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        from_toml("[[peers]]\n" + entry.format(key=key, bad_id=bad_id), source="p.toml")
+
+
+def test_peers_table_instead_of_array_and_duplicates_are_config_errors():
+    with pytest.raises(ConfigError, match=r"\(\[\[peers\]\]\), window_s in each"):
+        from_toml("[peers]\nwindow_s = 10\n")
+    entry = f'[[peers]]\nname = "B"\nurl = "https://b.example"\nobserver_key = "{_peer_vkey()}"\n'
+    with pytest.raises(ConfigError, match="entries 0 and 1 have the same name"):
+        from_toml(entry + entry)

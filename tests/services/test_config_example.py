@@ -37,5 +37,7 @@ def test_example_mentions_every_key():
         "bundle_pattern",
         "state_pattern",
         "well_known_pattern",
+        "observer_key",
+        "window_s",
     ):
         assert re.search(rf"^#?\s*{key}\s*=", text, re.M), key
