@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pithsync
 from pithsync.core.canonical import canon_sha256, without
+from pithsync.core.plan import record_columns
 from pithsync.core.verify import EVENT_HASH_EXCLUDES
 from pithsync.testing import forge
 
@@ -96,3 +97,12 @@ def store_bodies_as_schema3(conn) -> None:
     conn.execute("update evidence set body = raw(body)")
     conn.execute("update events set body = text(body)")
     conn.execute("update records set state = text(state)")
+    # Schema 3's records kept the canonical record and aliases beside the state, and its aliases
+    # an index on the value.
+    derived = ("canonical_record", "canonical_sha256", "source_aliases")
+    for i, column in enumerate(derived):
+        conn.create_function(f"derive_{i}", 1, lambda t, i=i: t and record_columns(t)[i])
+        conn.execute(f"alter table records add column {column} text")
+        conn.execute(f"update records set {column} = derive_{i}(state)")
+    conn.execute("drop index aliases_lower_value")
+    conn.execute("create index idx_aliases_alias_value on aliases (alias_value)")

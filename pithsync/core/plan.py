@@ -25,6 +25,15 @@ def number_of(state: EncodedState) -> str:
     return _derived_number(state.canonical_record)
 
 
+def record_columns(state_json: str) -> tuple[str, str, str]:
+    """(canonical_record, canonical_sha256, source_aliases) as EncodedState encodes them, from
+    a stored state's JSON alone: the merged state holds its record and aliases (`current`), so
+    the store keeps only the state."""
+    current = json.loads(state_json)["current"]
+    record_json = canon(current["canonical_record"])
+    return record_json.decode(), sha256hex(record_json), canon(current["source_aliases"]).decode()
+
+
 def _derived_number(canonical_record_json: str) -> str:
     record = json.loads(canonical_record_json)
     suffix = numbers.suffix_from_sha256(sha256hex(canonical_record_json.encode()))

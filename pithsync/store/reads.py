@@ -10,6 +10,7 @@ import sqlite_utils
 
 from pithsync.base.exits import StoreError
 from pithsync.core import numbers
+from pithsync.core.plan import record_columns
 from pithsync.store import bodies
 
 _CHUNK = 500  # values bound per query: well under SQLite's limit on parameters
@@ -31,14 +32,19 @@ def rows_in(db: sqlite_utils.Database, sql: str, values: list, *before: object) 
 
 
 def record(db: sqlite_utils.Database, pith_number: str) -> dict | None:
-    """A record's row, or None."""
+    """A record's row, or None, with the canonical record, its sha256 and the source aliases
+    that its state holds (None without a state)."""
     cur = db.conn.execute("select * from records where pith_number = ?", [pith_number])
     row = cur.fetchone()
     if row is None:
         return None
     out = dict(zip((d[0] for d in cur.description), row, strict=True))
+    derived: tuple = (None, None, None)
     if out["state"] is not None:
         out["state"] = bodies.expand_text(out["state"])
+        derived = record_columns(out["state"])
+    names = ("canonical_record", "canonical_sha256", "source_aliases")
+    out.update(zip(names, derived, strict=True))
     return out
 
 
@@ -187,6 +193,14 @@ def numbers_for_suffixes(db: sqlite_utils.Database, suffixes: list[str]) -> dict
     return dict(rows_in(db, sql, suffixes))
 
 
+# The records an alias names, exactly or by lower case.  The first condition, implied by the
+# others, is what the index aliases_lower_value answers; without it the query scans every alias.
+ALIAS_QUERY = (
+    "select distinct pith_number from aliases where lower(alias_value) = lower(?)"
+    " and (alias_value = ? or lower(alias_value) = ?)"
+)
+
+
 def resolve(db: sqlite_utils.Database, text: str) -> list[str]:
     """Full numbers of the stored records that `text` names: a suffix prefix, or an alias."""
     ref = None
@@ -211,11 +225,7 @@ def resolve(db: sqlite_utils.Database, text: str) -> list[str]:
             return sorted(found)
     value = text.strip()
     for candidate in {value, value.lower()}:
-        rows = db.execute(
-            "select distinct pith_number from aliases"
-            " where alias_value = ? or lower(alias_value) = ?",
-            [candidate, candidate],
-        ).fetchall()
+        rows = db.execute(ALIAS_QUERY, [candidate] * 3).fetchall()
         if rows:
             return sorted(r[0] for r in rows)
     return []

@@ -16,7 +16,7 @@ from pithsync.core import numbers
 from pithsync.core.alerting import record_scope
 from pithsync.core.canonical import canon, sha256hex
 from pithsync.core.merge import merge_state
-from pithsync.core.plan import MirrorRow, RecordWrite, _derived_number, number_of
+from pithsync.core.plan import MirrorRow, RecordWrite, _derived_number, number_of, record_columns
 from pithsync.store import bodies, schedule
 from pithsync.store.journal import Entry
 from pithsync.store.reads import numbers_for_suffixes, record_summaries
@@ -207,12 +207,12 @@ def _write_states(
         if known is None:
             if st is None and not w.tracked:
                 continue
-            # A new record is one row, with its state when it has one.
+            # A new record is one row, with its state when it has one (the state holds the
+            # canonical record and aliases: plan.record_columns derives them).
             state_columns = (
-                (st.canonical_sha256, st.canonical_record, st.source_aliases)
-                + (bodies.compress(st.state), st.state_sha256, st.event_count)
+                (bodies.compress(st.state), st.state_sha256, st.event_count)
                 if st
-                else (None, None, None, None, None, 0)
+                else (None, None, 0)
             )
             suffix = suffix_of(w.pith_number)
             new_rows.append((w.pith_number, suffix, int(w.tracked), now, now, *state_columns))
@@ -229,8 +229,7 @@ def _write_states(
     _many(
         db,
         "insert into records (pith_number, suffix, tracked, first_seen, updated_at,"
-        " canonical_sha256, canonical_record, source_aliases, state, state_sha256, event_count)"
-        " values (?,?,?,?,?,?,?,?,?,?,?)",
+        " state, state_sha256, event_count) values (?,?,?,?,?,?,?,?)",
         new_rows,
     )
     _many(
@@ -251,10 +250,9 @@ def _update_state(db: sqlite_utils.Database, w: RecordWrite, known: dict, now: s
         )
     if known.get("state_sha256") != st.state_sha256:
         db.conn.execute(
-            "update records set canonical_sha256 = ?, canonical_record = ?, source_aliases = ?,"
-            " state = ?, state_sha256 = ?, event_count = ?, updated_at = ? where pith_number = ?",
-            [st.canonical_sha256, st.canonical_record, st.source_aliases, bodies.compress(st.state)]
-            + [st.state_sha256, st.event_count, now, w.pith_number],
+            "update records set state = ?, state_sha256 = ?, event_count = ?, updated_at = ?"
+            " where pith_number = ?",
+            [bodies.compress(st.state), st.state_sha256, st.event_count, now, w.pith_number],
         )
 
 
@@ -280,11 +278,9 @@ def _settle_numbers(
     entries: list[Entry] = []
     for suffix, old in numbers_for_suffixes(db, list(new)).items():
         w = new[suffix]
-        row = db.conn.execute(
-            "select canonical_record from records where pith_number = ?", [old]
-        ).fetchone()
+        row = db.conn.execute("select state from records where pith_number = ?", [old]).fetchone()
         if row[0] is not None:
-            if (derived := _derived_number(row[0])) != w.pith_number:
+            if (derived := _state_number(row[0])) != w.pith_number:
                 raise WrongNumberError(
                     f"refusing to store {w.pith_number}: the stored record with suffix"
                     f" {suffix} is {derived}"
@@ -305,12 +301,12 @@ def heal_numbers(db: sqlite_utils.Database, now: str) -> list[Entry]:
         The journal entries to append, one per record renumbered.
     """
     rows = db.conn.execute(
-        "select pith_number, canonical_record from records where canonical_record is not null"
+        "select pith_number, state from records where state is not null"
     ).fetchall()
     entries = []
-    for pith_number, record_json in rows:
+    for pith_number, state in rows:
         try:
-            derived = _derived_number(record_json)
+            derived = _state_number(state)
         except (ValueError, KeyError, TypeError, numbers.InvalidPithNumber):
             continue  # no number to derive: left as it is
         if derived != pith_number:
@@ -350,16 +346,15 @@ def renumber(db: sqlite_utils.Database, old: str, new: str, reason: str, at: str
         "update or ignore alerts set scope = ? where scope = ?",
         [record_scope(new), record_scope(old)],
     )
-    row = conn.execute(
-        "select canonical_record, source_aliases, state from records where pith_number = ?",
-        [new],
-    ).fetchone()
-    stored_state = json.loads(_text(row[2])) if row is not None and row[2] else None
+    row = conn.execute("select state from records where pith_number = ?", [new]).fetchone()
+    stored_state = json.loads(stored_text(row[0])) if row is not None and row[0] else None
     if stored_state is not None and stored_state.get("pith_number") != new:
         # A state merged under the typed number names it, and its state_sha256 covers it.
         blobs = conn.execute("select body from events where pith_number = ?", [new])
-        events = [json.loads(_text(blob)) for (blob,) in blobs]
-        state = merge_state(new, json.loads(row[0]), json.loads(row[1]), events, {})
+        events = [json.loads(stored_text(blob)) for (blob,) in blobs]
+        current = stored_state["current"]
+        record, aliases = current["canonical_record"], current["source_aliases"]
+        state = merge_state(new, record, aliases, events, {})
         conn.execute(
             "update records set state = ?, state_sha256 = ?, event_count = ?, updated_at = ?"
             " where pith_number = ?",
@@ -368,7 +363,12 @@ def renumber(db: sqlite_utils.Database, old: str, new: str, reason: str, at: str
     return ("record_renumbered", new, None, None, {"from": old, "reason": reason})
 
 
-def _text(value: str | bytes) -> str:
+def _state_number(stored_state: str | bytes) -> str:
+    """The pith number a stored state's canonical record derives."""
+    return _derived_number(record_columns(stored_text(stored_state))[0])
+
+
+def stored_text(value: str | bytes) -> str:
     """A stored event's or state's JSON: a blob, or the text the schema 3 migration (which
     renumbers before schema 5 compresses) still finds."""
     return value if isinstance(value, str) else bodies.expand_text(value)

@@ -11,6 +11,7 @@ import sqlite_utils
 
 from pithsync.base.clock import utcnow
 from pithsync.base.exits import StoreError
+from pithsync.core.plan import record_columns
 from pithsync.core.schedule import Outcome, SchedulePolicy, ScheduleState, after_check
 from pithsync.store import bodies, journal, records, schedule
 
@@ -262,18 +263,54 @@ _BODIES = (
 )
 
 
+# Columns of `records` that schema 5 drops: each follows exactly from the record's merged state
+# (core.plan.record_columns), which the migration checks on every row before it drops them.
+_DERIVED_FROM_STATE = ("canonical_record", "canonical_sha256", "source_aliases")
+
+
 def _schema_v5(db: sqlite_utils.Database) -> None:
+    conn = db.conn
+    _drop_columns_derived_from_state(conn)
     # Every body is kept as a zstd blob with the shipped dictionary, about a tenth of its bytes,
     # converted in place by one statement per table.
-    conn = db.conn
     conn.create_function("pithsync_compress", 1, bodies.compress, deterministic=True)
     for table, column, old_type in _BODIES:
         conn.execute(
             f"update {table} set {column} = pithsync_compress({column}) where typeof({column}) = ?",
             [old_type],
         )
+    # resolve looks aliases up by lower(alias_value), which an index on the value cannot answer.
+    conn.execute("drop index if exists idx_aliases_alias_value")
     for table in _WITHOUT_ROWID:
         _rebuild_without_rowid(conn, table)
+    conn.execute("create index if not exists aliases_lower_value on aliases (lower(alias_value))")
+
+
+def _drop_columns_derived_from_state(conn: sqlite3.Connection) -> None:
+    """Drop `_DERIVED_FROM_STATE` from `records`, once every row's state gives them exactly.
+
+    Raises:
+        StoreError: a row holds a record or aliases its state does not (nothing is dropped).
+    """
+    have = {row[1] for row in conn.execute("pragma table_info(records)")}
+    if not set(_DERIVED_FROM_STATE) <= have:
+        return  # dropped already (a store whose version was set back by hand)
+    rows = conn.execute(
+        f"select pith_number, state, {', '.join(_DERIVED_FROM_STATE)} from records"
+        f" where coalesce(state, {', '.join(_DERIVED_FROM_STATE)}) is not null"
+    )
+    for pith, state, *stored in rows:
+        try:
+            derived = record_columns(records.stored_text(state)) if state is not None else None
+        except (ValueError, KeyError, TypeError):  # a state that is not a merged state
+            derived = None
+        if derived != tuple(stored):
+            raise StoreError(
+                f"cannot migrate the store to schema 5: record {pith} holds a canonical record"
+                " or aliases that its state does not; the store is left as it was"
+            )
+    for column in _DERIVED_FROM_STATE:
+        conn.execute(f"alter table records drop column {column}")
 
 
 def _rebuild_without_rowid(conn: sqlite3.Connection, table: str) -> None:

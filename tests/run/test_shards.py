@@ -53,9 +53,7 @@ def _store_contents(db: str) -> dict:
     conn = sqlite3.connect(db)
     q = lambda sql: sorted(conn.execute(sql).fetchall())  # noqa: E731
     return {
-        "records": q(
-            "select pith_number, event_count, state_sha256, canonical_sha256, state from records"
-        ),
+        "records": q("select pith_number, event_count, state_sha256, state from records"),
         "events": q("select event_id, pith_number, body from events"),
         "documents": q("select sha256, kind, pith_number, body from documents"),
         "mirror_status": q(

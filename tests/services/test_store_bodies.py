@@ -22,6 +22,7 @@ from pithsync.core import strictjson
 from pithsync.core.canonical import sha256hex
 from pithsync.publishing.server import build_app
 from pithsync.store import SCHEMA_VERSION, Store, StoreError, bodies
+from pithsync.store.reads import ALIAS_QUERY
 from pithsync.testing import forge
 from pithsync.testing.mirror import MirrorServer, bundle_path
 
@@ -174,8 +175,10 @@ async def test_the_schema_5_migration_keeps_every_body_byte_exact(tmp_path):
         cfg, served, good, bad = await pulled_store(tmp_path, a, b)
     with contextlib.closing(Store.open_reader(cfg.db_path)) as store:
         events = {p: store.stored_events(p) for p in {pith_of(x) for x in served.values()}}
-        states = {p: store.record(p)["state"] for p in events}
+        rows = {p: store.record(p) for p in events}
+        aliases = {a: store.resolve(a) for p in rows for a in _alias_values(rows[p])}
         journal = store.journal()
+    assert sum(1 for row in rows.values() if row["canonical_record"]) >= 7 and aliases
     with sqlite3.connect(cfg.db_path) as conn:  # back to what schema 3 wrote
         store_bodies_as_schema3(conn)
         conn.execute("update meta set value = '3' where key = 'schema_version'")
@@ -184,7 +187,14 @@ async def test_the_schema_5_migration_keeps_every_body_byte_exact(tmp_path):
         assert store.schema_version() == SCHEMA_VERSION
         assert store.document_bodies(list(served)) == served
         assert {p: store.stored_events(p) for p in events} == events
-        assert {p: store.record(p)["state"] for p in events} == states
+        # The record and aliases columns, dropped, are what each state gives (as a reader sees
+        # them), and aliases resolve through the index on their lower case.
+        assert {p: store.record(p) for p in events} == rows
+        assert {a: store.resolve(a) for a in aliases} == aliases
+        columns = {r[1] for r in store.db.execute("pragma table_info(records)")}
+        assert not columns & {"canonical_record", "canonical_sha256", "source_aliases"}
+        plan = store.db.execute("explain query plan " + ALIAS_QUERY, ["x"] * 3).fetchall()
+        assert "USING INDEX aliases_lower_value" in str(plan)
         kept = {r["body"] for r in store.evidence_for(good["pith_number"]) if r["body"]}
         assert kept == {bad, forge.dumps(good["state"])}
         assert store.journal() == journal and store.verify_journal() == []
@@ -192,3 +202,25 @@ async def test_the_schema_5_migration_keeps_every_body_byte_exact(tmp_path):
             "select name from sqlite_master where type = 'table' and sql like '%WITHOUT ROWID'"
         ).fetchall()
         assert {"documents", "events", "validators"} <= {t[0] for t in tables}
+
+
+def _alias_values(row: dict) -> list[str]:
+    return [a["alias_value"] for a in json.loads(row["source_aliases"] or "[]")]
+
+
+async def test_the_schema_5_migration_refuses_a_record_its_state_does_not_hold(tmp_path):
+    record = forge.forge_record(33, 2).bundle()
+    async with MirrorServer("a") as a:
+        a.put_record(record)
+        cfg = make_config(tmp_path, [a.spec()])
+        await pull(cfg, record["pith_number"])
+    with sqlite3.connect(cfg.db_path) as conn:
+        store_bodies_as_schema3(conn)
+        conn.execute("update meta set value = '3' where key = 'schema_version'")
+        conn.execute("update records set source_aliases = '[]'")
+    with pytest.raises(StoreError, match=f"record {record['pith_number']} holds"):
+        Store.open(cfg.db_path)
+    with sqlite3.connect(cfg.db_path) as conn:  # and the store is as it was
+        version = "select value from meta where key = 'schema_version'"
+        assert conn.execute(version).fetchone() == ("3",)
+        assert conn.execute("select source_aliases from records").fetchone() == ("[]",)
