@@ -8,6 +8,7 @@ from dataclasses import replace
 from pithsync.config import Config, CrawlConfig, ScheduleConfig
 from pithsync.core.keys import TrustStore
 from pithsync.fetch import Fetcher
+from pithsync.observer import load_or_create
 from pithsync.run.engine import SyncEngine, Target
 from pithsync.run.sink import RecordSink
 from pithsync.store import Store
@@ -65,6 +66,7 @@ async def pull(
             Target(p.split(":")[-1], p if p.count(":") == 2 else None, depth) for p in pith_numbers
         ]
         await engine.run(run_id, targets)
+    store.sign_checkpoint(load_or_create(store.path, cfg.observer.name))  # as a run does
     store.finish_run(run_id, 0, {})
     by_number = dict(sink.results)
     if own:
