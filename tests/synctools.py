@@ -53,9 +53,15 @@ class NoSleep:
 
 
 async def pull(
-    cfg: Config, *pith_numbers: str, depth: int = 0, sleep=None, store: Store | None = None
+    cfg: Config,
+    *pith_numbers: str,
+    depth: int = 0,
+    sleep=None,
+    store: Store | None = None,
+    checkpoint: bool = False,
 ):
-    """One run through the real engine and fetcher; returns (results by pith number, store)."""
+    """One run through the real engine and fetcher; returns (results by pith number, store).
+    `checkpoint`: sign the observation log after it, as a real run does (evidence needs it)."""
     own = store is None
     store = store or Store.open(cfg.db_path)
     run_id = store.begin_run("test")
@@ -66,7 +72,8 @@ async def pull(
             Target(p.split(":")[-1], p if p.count(":") == 2 else None, depth) for p in pith_numbers
         ]
         await engine.run(run_id, targets)
-    store.sign_checkpoint(load_or_create(store.path, cfg.observer.name))  # as a run does
+    if checkpoint:
+        store.sign_checkpoint(load_or_create(store.path, cfg.observer.name))
     store.finish_run(run_id, 0, {})
     by_number = dict(sink.results)
     if own:

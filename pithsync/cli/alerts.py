@@ -77,10 +77,10 @@ def cmd_evidence(args, cfg, out) -> int:
     written.  --json: `{"file", "pith_number", "documents": int, "claims": [str],
     "truncated"}`."""
     verifier = Verifier(cfg.trust)
-    signer = load_or_create(cfg.db_path, cfg.observer.name)
     peers = [p.observer_key for p in cfg.peers]
     with open_store(cfg, lock=False) as store:
         pith = resolve_one(store, args.pith, "no stored record matches {ref}")
+        signer = load_or_create(cfg.db_path, cfg.observer.name)  # its log's checkpoints' key
         doc = evidence.build_evidence(
             store, pith, verifier, signer, observers=peers, max_bytes=cfg.crawl.max_bytes
         )

@@ -9,7 +9,8 @@ import copy
 import json
 
 import pytest
-from synctools import make_config, pull, run_cli, serve_bad_copy
+import synctools
+from synctools import make_config, run_cli, serve_bad_copy
 
 from pithsync import evidence
 from pithsync.core import attestation
@@ -19,6 +20,11 @@ from pithsync.observer import load_or_create
 from pithsync.store import Store
 from pithsync.testing import forge
 from pithsync.testing.mirror import MirrorServer
+
+
+async def pull(cfg, *pith_numbers: str):
+    """A pull whose observation log is signed after it, as a real run's is."""
+    return await synctools.pull(cfg, *pith_numbers, checkpoint=True)
 
 
 def trust_config(tmp_path, keys=(forge.TEST_KEY,)) -> str:
