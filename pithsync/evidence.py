@@ -6,10 +6,11 @@ pithsync.core.evidence).  Building reads the store; checking is pure and lives i
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 
 from pithsync import __version__
 from pithsync.base.clock import utcnow
-from pithsync.core import strictjson
+from pithsync.core import attestation, strictjson
 from pithsync.core.canonical import canon, sha256hex
 from pithsync.core.evidence import (
     EVIDENCE_TYPE,
@@ -24,7 +25,9 @@ from pithsync.core.evidence import (
     verify_evidence,
 )
 from pithsync.core.merge import find_equivocations, order_key
+from pithsync.core.note import NoteSigner, VerifierKey
 from pithsync.core.verify import Verifier
+from pithsync.evidence_proofs import Proofs
 
 __all__ = ["EvidenceReport", "build_evidence", "is_evidence", "verify_evidence"]
 
@@ -55,38 +58,38 @@ def build_evidence(
     store,
     pith_number: str,
     verifier: Verifier,
+    signer: NoteSigner,
     *,
+    observers: Sequence[VerifierKey] = (),
     max_bytes: int = strictjson.DEFAULT_MAX_BYTES,
     created_at: str | None = None,
 ) -> dict:
     """The evidence file for one record: every bad copy the store kept that a claim can be made
-    about, the verified good bundle beside them, and the signed events the claims need.  Only
-    claims that `verify_evidence` confirms are written.
+    about, the verified good bundle beside them, the signed events the claims need, the
+    observation statements that prove which mirror served what (with their proofs and signed
+    checkpoints), and the split views found with peers.  Only claims that `verify_evidence`
+    confirms are written; the file is signed with `signer`.
 
     Args:
         store: the store (read only).
         pith_number: the record, in full.
         verifier: the pinned keys every document and claim is checked with.
+        signer: this store's observer key (its log's checkpoints are signed with it).
+        observers: the peers' pinned observer keys (their statements prove split views).
         max_bytes: the largest document the checks parse.
         created_at: the file's creation time; by default now.
 
     Returns:
-        The evidence document (format in pithsync.core.evidence).
+        The evidence document (format in pithsync.core.evidence and core.attestation).
     """
     builder = _Builder(store, pith_number, verifier, max_bytes)
     builder.keep_reference()
     claims, observations, observed_shas = builder.observe()
     claims += builder.equivocation_claims()
     entries, index = builder.pack()
-    final = Documents(verifier, pith_number, max_bytes)
-    final.bodies = [builder.keep[e["sha256"]][0] for e in entries]
-    for e in entries:
-        e["kind"] = final.kind(e["id"])
-    bound = []
-    for claim in claims:
-        c = _bind(claim, index)
-        if c is not None and not final.check(c):  # only what the verifier confirms goes out
-            bound.append(c)
+    proofs = Proofs(store, pith_number, [signer.verifier_key, *observers])
+    bound = _confirmed(builder, entries, index, claims, proofs)
+    splits = proofs.split_views()
     for obs, sha in zip(observations, observed_shas, strict=True):
         obs["document"] = index.get(sha) if sha else None
     truncated = (
@@ -94,7 +97,7 @@ def build_evidence(
         or len(bound) < len(claims)
         or len(builder.rows) > len(observations)
     )
-    return {
+    doc = {
         "evidence_type": EVIDENCE_TYPE,
         "evidence_version": EVIDENCE_VERSION,
         "pith_number": pith_number,
@@ -102,10 +105,29 @@ def build_evidence(
         "created_by": f"pithsync {__version__}",
         "pinned_keys": [{"key_id": k.key_id, "fingerprint": k.fingerprint} for k in verifier.trust],
         "documents": entries,
-        "claims": bound,
+        "claims": bound + splits,
         "observations": observations,
         "truncated": truncated,
+        "checkpoints": proofs.checkpoints,
+        "statements": proofs.statements,
     }
+    doc["signature"] = attestation.sign_file(doc, signer)
+    return doc
+
+
+def _confirmed(builder: _Builder, entries: list, index: dict, claims: list, proofs: Proofs):
+    """The claims the verifier confirms, their documents bound to ids and their mirrors proven
+    by statements of this observer's log (the entries get their kinds)."""
+    final = Documents(builder.probe.docs.verifier, builder.pith, builder.probe.docs.max_bytes)
+    final.bodies = [builder.keep[e["sha256"]][0] for e in entries]
+    for e in entries:
+        e["kind"] = final.kind(e["id"])
+    bound = []
+    for claim in claims:
+        c = _bind(claim, index)
+        if c is not None and not final.check(c) and proofs.attest(c, final):
+            bound.append(c)
+    return bound
 
 
 def _observation(row: dict) -> dict:

@@ -13,6 +13,7 @@ import hashlib
 import os
 import socket
 import stat
+from collections.abc import Iterable
 
 from nacl.signing import SigningKey
 
@@ -87,6 +88,16 @@ def load_or_create(store_path: str, name: str | None = None) -> NoteSigner:
         os.unlink(path)
         raise ObserverKeyError(f"cannot write observer key {path}: {exc.strerror}") from None
     return signer
+
+
+def pinned_keys(store_path: str, peers: Iterable[VerifierKey], extra: Iterable[VerifierKey] = ()):
+    """The observer keys an evidence file is checked with: the peers' pinned keys, `extra` (the
+    command line's) and this store's own key when it has one (none is made here: verifying
+    needs no store)."""
+    keys = [*peers, *extra]
+    if store_path != ":memory:" and os.path.exists(key_path(store_path)):
+        keys.append(load_or_create(store_path).verifier_key)
+    return keys
 
 
 def _new_signer(name: str | None) -> NoteSigner:

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pithsync.config import Config, CrawlConfig, ScheduleConfig
 from pithsync.core.keys import TrustStore
 from pithsync.fetch import Fetcher
+from pithsync.observer import load_or_create
 from pithsync.run.engine import SyncEngine, Target
 from pithsync.run.sink import RecordSink
 from pithsync.store import Store
@@ -52,9 +53,15 @@ class NoSleep:
 
 
 async def pull(
-    cfg: Config, *pith_numbers: str, depth: int = 0, sleep=None, store: Store | None = None
+    cfg: Config,
+    *pith_numbers: str,
+    depth: int = 0,
+    sleep=None,
+    store: Store | None = None,
+    checkpoint: bool = False,
 ):
-    """One run through the real engine and fetcher; returns (results by pith number, store)."""
+    """One run through the real engine and fetcher; returns (results by pith number, store).
+    `checkpoint`: sign the observation log after it, as a real run does (evidence needs it)."""
     own = store is None
     store = store or Store.open(cfg.db_path)
     run_id = store.begin_run("test")
@@ -65,6 +72,8 @@ async def pull(
             Target(p.split(":")[-1], p if p.count(":") == 2 else None, depth) for p in pith_numbers
         ]
         await engine.run(run_id, targets)
+    if checkpoint:
+        store.sign_checkpoint(load_or_create(store.path, cfg.observer.name))
     store.finish_run(run_id, 0, {})
     by_number = dict(sink.results)
     if own:

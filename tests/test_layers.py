@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "pithsync.store": 2,
     "pithsync.delivery": 2,
     "pithsync.evidence": 2,
+    "pithsync.evidence_proofs": 2,
     "pithsync.metrics": 2,
     "pithsync.observer": 2,
     "pithsync.peers": 2,

@@ -13,6 +13,7 @@ from pithsync.base.logfmt import log_event
 from pithsync.cli.common import open_store, resolve_one
 from pithsync.cli.output import listed_summary
 from pithsync.core.verify import Verifier
+from pithsync.observer import load_or_create
 
 log = logging.getLogger("pithsync.alerts")
 
@@ -76,14 +77,19 @@ def cmd_evidence(args, cfg, out) -> int:
     written.  --json: `{"file", "pith_number", "documents": int, "claims": [str],
     "truncated"}`."""
     verifier = Verifier(cfg.trust)
+    peers = [p.observer_key for p in cfg.peers]
     with open_store(cfg, lock=False) as store:
         pith = resolve_one(store, args.pith, "no stored record matches {ref}")
-        doc = evidence.build_evidence(store, pith, verifier, max_bytes=cfg.crawl.max_bytes)
+        signer = load_or_create(cfg.db_path, cfg.observer.name)  # its log's checkpoints' key
+        doc = evidence.build_evidence(
+            store, pith, verifier, signer, observers=peers, max_bytes=cfg.crawl.max_bytes
+        )
     if not doc["claims"]:
         raise UsageError(
             f"the store holds no evidence for {pith} that signatures can prove (nothing written)"
         )
-    check = evidence.verify_evidence(doc, verifier, cfg.crawl.max_bytes)
+    observers = [signer.verifier_key, *peers]
+    check = evidence.verify_evidence(doc, verifier, cfg.crawl.max_bytes, observers)
     if not check.ok:  # cannot happen: build keeps only confirmed claims
         for r in check.reasons:
             log_event(log, logging.ERROR, "evidence_self_check_failed", reason=str(r))

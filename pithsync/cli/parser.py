@@ -158,6 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
         "verify", parents=[common], help="verify local bundle, state or evidence files offline"
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="a bundle, state or evidence JSON file")
+    p.add_argument(
+        "--observer-key",
+        action="append",
+        default=[],
+        type=_verifier_key,
+        metavar="VKEY",
+        help="pin an observer's verifier key (as `pithsync observer` prints it) for evidence"
+        " files, beside the [[peers]] keys and this store's own; repeatable",
+    )
     p.set_defaults(func=Handler("verify", "cmd_verify"))
 
     for register in (
@@ -304,6 +313,17 @@ def register_store(sub, common) -> None:
         help="a bundle or state JSON file; only the ones that verify are stored",
     )
     p.set_defaults(func=Handler("records", "cmd_import"))
+
+
+def _verifier_key(text: str):
+    """A `--observer-key` value, parsed (the import waits until a command is parsed)."""
+    from pithsync.core.errors import InvalidKey
+    from pithsync.core.note import VerifierKey
+
+    try:
+        return VerifierKey.parse(text)
+    except InvalidKey as exc:
+        raise argparse.ArgumentTypeError(f"not a C2SP verifier key: {exc}") from None
 
 
 def register_observer(sub, common) -> None:

@@ -4,6 +4,7 @@ reading of local files that `verify` and `import` share."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 from pithsync import config as config_mod
 from pithsync import evidence
@@ -11,8 +12,10 @@ from pithsync.base.exits import ExitCode, UsageError
 from pithsync.cli.output import Output
 from pithsync.core import strictjson
 from pithsync.core.errors import MalformedDocument
+from pithsync.core.note import VerifierKey
 from pithsync.core.status import Status
 from pithsync.core.verify import Report, Verifier, verify_document
+from pithsync.observer import pinned_keys
 
 
 class UnreadableFile(UsageError):
@@ -46,8 +49,11 @@ def read_file(path: str, max_bytes: int) -> bytes:
         raise UnreadableFile(path, exc.strerror or str(exc)) from None
 
 
-def verify_bytes(data: bytes, verifier: Verifier, max_bytes: int) -> tuple[Report, object]:
-    """The report for one document's bytes, and the document (None when it is not strict JSON)."""
+def verify_bytes(
+    data: bytes, verifier: Verifier, max_bytes: int, observers: Sequence[VerifierKey] = ()
+) -> tuple[Report, object]:
+    """The report for one document's bytes, and the document (None when it is not strict JSON);
+    an evidence file's statements and signature are checked with the `observers` keys."""
 
     try:
         doc = strictjson.loads(data, max_bytes=max_bytes)
@@ -56,13 +62,15 @@ def verify_bytes(data: bytes, verifier: Verifier, max_bytes: int) -> tuple[Repor
         report.add(Status.MALFORMED, "not_strict_json", str(exc))
         return report, None
     if evidence.is_evidence(doc):
-        return evidence.verify_evidence(doc, verifier), doc
+        return evidence.verify_evidence(doc, verifier, max_bytes, observers), doc
     return verify_document(doc, verifier), doc
 
 
-def verify_file(path: str, verifier: Verifier, max_bytes: int) -> Report:
+def verify_file(
+    path: str, verifier: Verifier, max_bytes: int, observers: Sequence[VerifierKey] = ()
+) -> Report:
     """The verification report of one local file (UnreadableFile when it cannot be read)."""
-    return verify_bytes(read_file(path, max_bytes), verifier, max_bytes)[0]
+    return verify_bytes(read_file(path, max_bytes), verifier, max_bytes, observers)[0]
 
 
 def report_unreadable(files: list[UnreadableFile]) -> None:
@@ -74,12 +82,14 @@ def report_unreadable(files: list[UnreadableFile]) -> None:
 def cmd_verify(args, cfg: config_mod.Config, out: Output) -> ExitCode:
     """Verifies every file given; one that cannot be read is reported and the rest still
     verified.  Exit 2 when any file was unreadable (the input must be fixed first), else 1
-    when any file is not ok."""
+    when any file is not ok.  Evidence files are checked with the observer keys pinned:
+    `[[peers]]`, `--observer-key` and this store's own."""
     verifier = Verifier(cfg.trust)
+    observers = pinned_keys(cfg.db_path, [p.observer_key for p in cfg.peers], args.observer_key)
     results: list[tuple[str, Report | UnreadableFile]] = []
     for path in args.files:
         try:
-            results.append((path, verify_file(path, verifier, cfg.crawl.max_bytes)))
+            results.append((path, verify_file(path, verifier, cfg.crawl.max_bytes, observers)))
         except UnreadableFile as exc:
             results.append((path, exc))
     unreadable = [r for _, r in results if isinstance(r, UnreadableFile)]

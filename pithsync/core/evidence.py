@@ -2,7 +2,7 @@
 self-contained JSON file that `pithsync verify FILE` checks offline, on any machine, against its
 own pinned keys.
 
-Format (`evidence_version` 1)::
+Format (`evidence_version` 2)::
 
     {"evidence_type": "pithsync_evidence", "evidence_version": 1,
      "pith_number": "pith:2026:...", "created_at": "...", "created_by": "pithsync 0.1.0",
@@ -10,7 +10,9 @@ Format (`evidence_version` 1)::
      "documents": [{"id": 0, "role": "reference" | "observed" | "event", "kind": "bundle",
                     "sha256": "...", "size": 1234, "body_b64": "<exact bytes>"}, ...],
      "claims": [...],                                                # what the documents prove
-     "observations": [{"mirror", "url", "status", "reasons", "observed_at", "document"}]}
+     "observations": [{"mirror", "url", "status", "reasons", "observed_at", "document"}],
+     "checkpoints": [...], "statements": [...],                      # core.attestation
+     "signature": "<signed note by the exporter's observer key>"}
 
 Roles: a `reference` is a verified good bundle of the record and must verify cleanly; an `event`
 is one signed event and must verify with the record as its subject; an `observed` document is a
@@ -28,12 +30,14 @@ Claims, each re-checked from the bytes alone:
 - `equivocation` {events, served_in}: validly signed events that conflict per
   core.merge.find_equivocations (exactly that group), and each `served_in` bundle carries the
   named event with a valid signature.
+- `split_view` {mirror, url, statements: [mine, theirs], window_s}: two observers' proven
+  statements show the mirror served them histories that fork (core.attestation).
 
-Observations (which mirror served what, when, and what the observer concluded) are the
-observer's testimony: an unsigned HTTP response proves nothing about who sent it, so they are
-context, not claims.  A 404 or an unreachable mirror leaves no document and no claim.  For the
-same reason a claim's `mirror` and `url` are the exporter's word: `pithsync verify` says so on
-every line that names them (and `"attribution": "exporter"` in its JSON).
+A claim's `mirror` and `url` are proven by the observation statements it cites (`statements`,
+core.attestation): each is in an observer's log, under a checkpoint signed by a pinned observer
+key, and says that mirror answered that url with the claim's document.  Observations (what the
+observer concluded, when) are the exporter's testimony, bound to its observer key by the file's
+signature.  A 404 or an unreachable mirror leaves no document and no claim.
 
 Checking a file is pure (its bytes and the pinned keys in, a Report out); building one reads
 the store and is pithsync.evidence's business.
@@ -43,19 +47,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pithsync.core import strictjson
+from pithsync.core import attestation, strictjson
 from pithsync.core.canonical import sha256hex
 from pithsync.core.errors import MalformedDocument, PithError
 from pithsync.core.merge import find_equivocations
+from pithsync.core.note import VerifierKey
 from pithsync.core.numbers import parse_full
 from pithsync.core.status import Status
 from pithsync.core.verify import Report, Verifier, detect_kind, verify_document
 
 EVIDENCE_TYPE = "pithsync_evidence"
-EVIDENCE_VERSION = 1
+EVIDENCE_VERSION = 2
 ROLES = ("reference", "observed", "event")
 CLAIMS = ("bad_document", "wrong_record", "state_not_merge", "stale", "equivocation")
 MAX_DOCUMENTS = 500
@@ -295,10 +301,8 @@ class EvidenceReport(Report):
         return {**super().to_json(), "claims": list(self.claims)}
 
 
-# A claim's `mirror` and `url` are the exporter's testimony: no signature binds a document to
-# the mirror that served it, so anyone may edit them without the claim failing.  Until
-# observations are signed, every line that names a mirror says so.
-ATTRIBUTION = "exporter"
+# A claim's `mirror` and `url` are proven by the observer statements it cites.
+ATTRIBUTION = "observer"
 
 
 def _shown(value: object, limit: int) -> str:
@@ -308,45 +312,59 @@ def _shown(value: object, limit: int) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def _attribution(claim: dict) -> str:
-    """What follows a claim's verdict: `; mirror M (url U) per the exporter, not signed`, or
-    nothing when the claim names no mirror."""
+def _attribution(claim: dict, proven: bool) -> str:
+    """What follows a claim's verdict: `; mirror M (url U) proven by observer statements` (or
+    `not proven`), or nothing when the claim names no mirror."""
     mirror, url = claim.get("mirror"), claim.get("url")
     if not isinstance(mirror, str) and not isinstance(url, str):
         return ""
     where = f"mirror {_shown(mirror, 200)}" if isinstance(mirror, str) else "mirror unnamed"
     where += f" (url {_shown(url, 300)})" if isinstance(url, str) else ""
-    return f"; {where} per the exporter, not signed"
+    return f"; {where} {'proven' if proven else 'not proven'} by observer statements"
 
 
-def _claim_outcome(n: int, claim: dict, holds: bool) -> dict:
-    """One claim in the JSON report; `attribution` says whose word `mirror` and `url` are."""
+def _claim_outcome(n: int, claim: dict, holds: bool, signed: bool) -> dict:
+    """One claim in the JSON report; `signed`: its mirror and url are proven by statements."""
     out: dict[str, Any] = {"claim": n, "kind": _shown(claim.get("claim"), 40), "holds": holds}
     if isinstance(claim.get("mirror"), str) or isinstance(claim.get("url"), str):
         for key in ("mirror", "url"):
             out[key] = claim[key][:2000] if isinstance(claim.get(key), str) else None
         out["attribution"] = ATTRIBUTION
-        out["signed"] = False
+        out["signed"] = signed
     return out
 
 
 def verify_evidence(
-    doc: dict, verifier: Verifier, max_bytes: int = strictjson.DEFAULT_MAX_BYTES
+    doc: dict,
+    verifier: Verifier,
+    max_bytes: int = strictjson.DEFAULT_MAX_BYTES,
+    observers: Sequence[VerifierKey] = (),
 ) -> Report:
-    """Every embedded document re-verified with `verifier`'s pinned keys, every claim re-checked.
-    ok only when every claim holds (and there is at least one)."""
+    """Every embedded document re-verified with `verifier`'s pinned keys, every claim re-checked,
+    every statement proven and the file's signature checked under the pinned `observers` keys.
+    ok only when all of it holds (and there is at least one claim)."""
     report = EvidenceReport("evidence")
     try:
-        _verify(doc, verifier, max_bytes, report)
+        _verify(doc, verifier, max_bytes, list(observers), report)
     except PithError as exc:  # e.g. a value with no canonical encoding
         report.add(Status.MALFORMED, "unencodable", str(exc))
     return report
 
 
-def _verify(doc: dict, verifier: Verifier, max_bytes: int, report: EvidenceReport) -> None:
+def _verify(
+    doc: dict, verifier: Verifier, max_bytes: int, observers: list, report: EvidenceReport
+) -> None:
     pith = _header(doc, report)
     if pith is None:
         return
+    if why := attestation.check_signature(doc, observers):
+        report.add(Status.TAMPERED, "file_signature", why)
+    checkpoints, why_not = attestation.open_checkpoints(doc.get("checkpoints"), observers)
+    proven, more = attestation.prove_statements(doc.get("statements"), checkpoints)
+    for why in why_not:
+        report.add(Status.TAMPERED, "checkpoint_unverified", why)
+    for why in more:
+        report.add(Status.TAMPERED, "statement_unproven", why)
     entries, claims = doc.get("documents"), doc.get("claims")
     if (
         not isinstance(entries, list)
@@ -364,12 +382,12 @@ def _verify(doc: dict, verifier: Verifier, max_bytes: int, report: EvidenceRepor
     if roles is None:
         return
     _check_roles(roles, docs, report)
-    _check_claims(claims, docs, report)
+    _check_claims(claims, docs, proven, report)
     observations = doc.get("observations")
     if isinstance(observations, list) and observations:
         report.notes.append(
-            f"{len(observations)} observation(s) recorded by the exporting machine"
-            " (testimony, not proven by signatures)"
+            f"{len(observations)} observation(s) recorded by the exporting observer"
+            " (its testimony, signed with the file)"
         )
 
 
@@ -445,20 +463,36 @@ def _check_roles(roles: list[str], docs: Documents, report: EvidenceReport) -> N
                 )
 
 
-def _check_claims(claims: list, docs: Documents, report: EvidenceReport) -> None:
-    """Every claim re-checked from the bytes; at least one is needed."""
+def check_claim(claim: dict, docs: Documents, proven: Sequence) -> tuple[str, str]:
+    """Why a claim does not hold ('' when it does), and why its mirror and url are not proven
+    by a statement it cites ('' when they are, or when it names none)."""
+    if claim.get("claim") == "split_view":
+        why = attestation.check_split_view(claim, proven, docs.pith)
+        return why, why
+    why = docs.check(claim)
+    if not isinstance(claim.get("mirror"), str) and not isinstance(claim.get("url"), str):
+        return why, ""
+    i = claim.get("document")
+    digest = sha256hex(docs.bodies[i]) if docs.has(i) else None
+    return why, attestation.check_attribution(claim, proven, docs.pith, digest)
+
+
+def _check_claims(claims: list, docs: Documents, proven: Sequence, report: EvidenceReport):
+    """Every claim re-checked from the bytes and its mirror proven; at least one is needed."""
     if not claims:
         report.add(Status.MALFORMED, "no_claims", "the evidence makes no claim")
     for n, claim in enumerate(claims):
         if not isinstance(claim, dict):
             report.add(Status.MALFORMED, "evidence_schema", f"claims[{n}] is not an object")
             continue
-        why = docs.check(claim)
+        why, unproven = check_claim(claim, docs, proven)
         what = f"claim {n} ({_shown(claim.get('claim'), 40)})"
-        attributed = _attribution(claim)
-        report.claims.append(_claim_outcome(n, claim, not why))
+        attributed = _attribution(claim, not unproven)
+        report.claims.append(_claim_outcome(n, claim, not why, not unproven))
         if why:
             report.add(Status.TAMPERED, "claim_false", f"{what} does not hold: {why}{attributed}")
-        else:
+        if unproven and unproven != why:
+            report.add(Status.TAMPERED, "attribution_unproven", f"{what}: {unproven}{attributed}")
+        if not why and not unproven:
             summary = f": {claim['summary']}" if isinstance(claim.get("summary"), str) else ""
             report.notes.append(f"{what} holds{summary}{attributed}")

@@ -14,6 +14,7 @@ from pithsync.core.compare import Assessment, MirrorCopy, MirrorOutcome, RecordC
 from pithsync.core.errors import InvalidPithNumber, MalformedDocument
 from pithsync.core.merge import merge_state
 from pithsync.core.observation import Fetch
+from pithsync.core.peers import PeerStatement
 from pithsync.core.results import MirrorResult, RecordResult
 from pithsync.core.schedule import ScheduleState
 from pithsync.core.status import Status, Verdict
@@ -128,6 +129,8 @@ class RecordWrite:
     # The record's schedule after this check (set by the run's sink); None: not a check.
     schedule: ScheduleState | None = None
     observations: list[MirrorObservation] = field(default_factory=list)  # one per mirror asked
+    # (mirror base URL, the peer's proven statement) of each split view found: kept as proof
+    split_views: list[tuple[str, PeerStatement]] = field(default_factory=list)
 
     def payload_bytes(self) -> int:
         """About how many bytes of documents, events, state and evidence this write carries."""
@@ -287,6 +290,7 @@ def plan_write(found: Findings, rules: PlanRules) -> Plan:
         _plan_mirror(report, found, outcome, documents)
         asked = f.asked if (f := by_mirror.get(outcome.mirror)) is not None else ()
         write.observations.append(_observed(outcome, asked))
+        write.split_views.extend((outcome.mirror, split.seen) for split in outcome.split_views)
         if a.bundle_ok and a.copy is not None:
             if best is None or len(a.valid_events) > len(best.valid_events):
                 best = a

@@ -30,6 +30,7 @@ from pithsync.run.results import (
 from pithsync.run.scheduling import RunClock, RunSchedule
 from pithsync.store import Store
 from pithsync.store.observations import Leaf
+from pithsync.store.peers import SplitViewFound
 
 log = logging.getLogger("pithsync.sync")
 
@@ -55,6 +56,19 @@ def observation_leaves(observer: str, write: RecordWrite, observed_at: str) -> l
                 record=write.pith_number, mirror=o.mirror, error=str(exc),
             )  # fmt: skip
     return leaves
+
+
+def _split_views(group, leaves: list[Leaf], now: str) -> list[SplitViewFound]:
+    """The split views of a group's records, each beside this observer's statement of the
+    same check (the leaf just appended for that record and mirror)."""
+    mine = {(leaf.pith_number, leaf.mirror): leaf.statement for leaf in leaves}
+    found = []
+    for _, write in group:
+        for mirror, seen in write.split_views:
+            statement = mine.get((write.pith_number, mirror))
+            if statement is not None:
+                found.append(SplitViewFound(write.pith_number, mirror, statement, seen, now))
+    return found
 
 
 class RecordSink:
@@ -164,6 +178,7 @@ class RecordSink:
                     leaf for _, w in group for leaf in observation_leaves(self.observer, w, now)
                 ]
                 self.store.append_statements(run_id, leaves)
+                self.store.record_split_views(run_id, _split_views(group, leaves, now))
 
     def skip(self, target: Target) -> None:
         """A target the run's budget left unchecked: nothing is written, it stays due."""

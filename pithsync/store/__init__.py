@@ -297,6 +297,11 @@ class Store(StoreQueries):
                 peers.save_checkpoint(self.db, name, entry[2] or "", note, size, now, run_id)
             self._append_journal(run_id, [entry], now)
 
+    def record_split_views(self, run_id: str, found: Sequence[peers.SplitViewFound]) -> None:
+        """Split views found, kept as their proof, inside `group()` beside their records."""
+        if found:
+            peers.save_split_views(self.db, run_id, list(found))
+
     def record_peer_rewrite(
         self, run_id: str, entry: Entry, rewrite: tuple[str, str, bytes, bytes], decision: Decision,
         channels: Sequence[str],

@@ -241,6 +241,23 @@ def latest_statements(db: sqlite_utils.Database, pith_number: str, size: int) ->
     ).fetchall()
 
 
+def statements_of(
+    db: sqlite_utils.Database, pith_number: str, mirror: str | None, limit: int
+) -> list[tuple]:
+    """(leaf index, mirror, statement) of a record's statements under the latest checkpoint,
+    of `mirror` (None: of every mirror), newest first, at most `limit`."""
+    latest = latest_checkpoint(db)
+    if latest is None:
+        return []
+    where = " and mirror = ?" if mirror is not None else ""
+    args = [pith_number, latest[0]] + ([mirror] if mirror is not None else [])
+    return db.execute(
+        "select leaf_index, mirror, statement from log_statements"
+        f" where pith_number = ? and leaf_index < ?{where} order by leaf_index desc limit ?",
+        [*args, limit],
+    ).fetchall()
+
+
 RECORD_TYPE = "pithsync.observed-record/v1"
 
 

@@ -3,7 +3,23 @@ rewrites found, each with both signed checkpoints (the evidence that the log was
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import sqlite_utils
+
+from pithsync.core.peers import PeerStatement
+
+
+@dataclass(frozen=True)
+class SplitViewFound:
+    """A split view to keep: the record, the mirror, this observer's statement of the check
+    (a leaf of its log) and the peer's proven statement."""
+
+    pith_number: str
+    mirror: str
+    mine: bytes
+    seen: PeerStatement
+    at: str
 
 
 def last_checkpoint(db: sqlite_utils.Database, url: str) -> bytes | None:
@@ -43,6 +59,36 @@ def save_rewrite(
         [name, url, how, message, old, new, at, run_id],
     )
     return int(cur.lastrowid)
+
+
+def save_split_views(db: sqlite_utils.Database, run_id: str, found: list[SplitViewFound]) -> None:
+    """Keep each split view found with both statements and the peer's proof."""
+    db.conn.executemany(
+        "insert into split_views (pith_number, mirror, peer, mine, statement, leaf_index, proof,"
+        " checkpoint, window_s, observed_at, run_id) values (?,?,?,?,?,?,?,?,?,?,?)",
+        [
+            (
+                f.pith_number,
+                f.mirror,
+                f.seen.peer,
+                f.mine,
+                f.seen.leaf_data,
+                f.seen.index,
+                b"".join(f.seen.proof),
+                f.seen.checkpoint.note,
+                f.seen.window_s,
+                f.at,
+                run_id,
+            )  # fmt: skip
+            for f in found
+        ],
+    )
+
+
+def split_views(db: sqlite_utils.Database, pith_number: str) -> list[dict]:
+    """The split views kept for a record, newest first."""
+    query = "select * from split_views where pith_number = ? order by id desc"
+    return list(db.query(query, [pith_number]))
 
 
 def rewrites(db: sqlite_utils.Database, url: str | None = None) -> list[dict]:

@@ -237,6 +237,11 @@ class StoreQueries:
         """The consistency proof between the log's trees of `old` and `new` leaves."""
         return observations.consistency_proof(self.db, old, new)
 
+    def statements_of(self, pith_number: str, mirror: str | None = None, limit: int = 500):
+        """(leaf index, mirror, statement) of a record's statements under the latest checkpoint
+        (of one mirror, or of all), newest first, at most `limit`."""
+        return observations.statements_of(self.db, pith_number, mirror, limit)
+
     def log_root(self, size: int) -> bytes:
         """The root hash of the log's tree of `size` leaves."""
         return observations.root_hash(self.db, size)
@@ -249,6 +254,10 @@ class StoreQueries:
     def peer_rewrites(self, url: str | None = None) -> list[dict]:
         """The rewrites of peers' logs found, each with both signed checkpoints."""
         return peers.rewrites(self.db, url)
+
+    def split_views(self, pith_number: str) -> list[dict]:
+        """The split views kept for a record, each with both statements, newest first."""
+        return peers.split_views(self.db, pith_number)
 
     def open_alert_in(self, scope: str) -> bool:
         """Whether an alert of `scope` is open."""

@@ -15,7 +15,7 @@ from pithsync.core.plan import record_columns
 from pithsync.core.schedule import Outcome, SchedulePolicy, ScheduleState, after_check
 from pithsync.store import bodies, journal, records, schedule
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 HEAL_RUN_ID = "migration-3"  # the journal's run_id for what the schema 3 migration renumbered
 
 
@@ -392,6 +392,31 @@ def _schema_v7(db: sqlite_utils.Database) -> None:
     db["peer_rewrites"].create_index(["url"], if_not_exists=True)
 
 
+def _schema_v8(db: sqlite_utils.Database) -> None:
+    # Split views found (issue 17), each with what proves it offline: this observer's statement
+    # of the same check (its bytes: a leaf of this store's log) and the peer's statement with
+    # its leaf index, inclusion proof (concatenated 32-byte hashes) and signed checkpoint.
+    db["split_views"].create(
+        {
+            "id": int,
+            "pith_number": str,
+            "mirror": str,
+            "peer": str,
+            "mine": bytes,
+            "statement": bytes,
+            "leaf_index": int,
+            "proof": bytes,
+            "checkpoint": bytes,
+            "window_s": float,
+            "observed_at": str,
+            "run_id": str,
+        },
+        pk="id",
+        if_not_exists=True,
+    )
+    db["split_views"].create_index(["pith_number"], if_not_exists=True)
+
+
 # version -> function that brings the schema from version-1
 MIGRATIONS = {
     1: _schema_v1,
@@ -401,6 +426,7 @@ MIGRATIONS = {
     5: _schema_v5,
     6: _schema_v6,
     7: _schema_v7,
+    8: _schema_v8,
 }
 
 

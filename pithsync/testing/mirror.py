@@ -275,3 +275,37 @@ __all__ = [
     "suffix_of",
     "well_known_path",
 ]
+
+
+class SplitViewMirror(MirrorServer):
+    """A mirror that shows each client the history put for it, chosen by a part of its
+    User-Agent: a targeted split view (issue 17).  A client no view names gets the common one.
+
+        async with SplitViewMirror() as m:
+            m.put_record_for("observer-a", left)
+            m.put_record_for("observer-b", right)
+    """
+
+    def __init__(self, name: str = "split") -> None:
+        super().__init__(name)
+        self.views: dict[str, dict[str, Resource]] = {}  # User-Agent part -> its resources
+
+    def put_record_for(self, user_agent_part: str, bundle: dict) -> str:
+        """Serve `bundle` (and its state) to clients whose User-Agent holds `user_agent_part`."""
+        common = self.resources
+        self.resources = self.views.setdefault(user_agent_part, {})
+        try:
+            return self.put_record(bundle)
+        finally:
+            self.resources = common
+
+    def _serve(self, request: web.Request) -> web.Response:
+        agent = request.headers.get("User-Agent", "")
+        view = next((r for part, r in self.views.items() if part in agent), None)
+        if view is None:
+            return super()._serve(request)
+        common, self.resources = self.resources, view
+        try:  # synchronous: no other request runs between the swap and its undoing
+            return super()._serve(request)
+        finally:
+            self.resources = common

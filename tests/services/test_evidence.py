@@ -9,14 +9,22 @@ import copy
 import json
 
 import pytest
-from synctools import make_config, pull, run_cli, serve_bad_copy
+import synctools
+from synctools import make_config, run_cli, serve_bad_copy
 
 from pithsync import evidence
+from pithsync.core import attestation
 from pithsync.core.canonical import canon, sha256hex
 from pithsync.core.verify import Verifier
+from pithsync.observer import load_or_create
 from pithsync.store import Store
 from pithsync.testing import forge
 from pithsync.testing.mirror import MirrorServer
+
+
+async def pull(cfg, *pith_numbers: str):
+    """A pull whose observation log is signed after it, as a real run's is."""
+    return await synctools.pull(cfg, *pith_numbers, checkpoint=True)
 
 
 def trust_config(tmp_path, keys=(forge.TEST_KEY,)) -> str:
@@ -39,15 +47,32 @@ async def export(tmp_path, cfg, pith) -> tuple[int, dict | None, str]:
     return code, (json.loads(out.read_text()) if out.exists() else None), text
 
 
+def exporter_key(tmp_path):
+    """The observer key of the exporting store (make_config puts it in tmp_path)."""
+    return load_or_create(str(tmp_path / "pithsync.db"))
+
+
+def resigned(tmp_path, doc: dict) -> dict:
+    """`doc` signed again by its exporter: an exporter that lies can sign what it likes, so a
+    false claim must fail on its own check, not only on the file's signature."""
+    out = copy.deepcopy(doc)
+    out["signature"] = attestation.sign_file(out, exporter_key(tmp_path))
+    return out
+
+
 async def verify_offline(
-    tmp_path, doc: dict, *, keys=(forge.TEST_KEY,), name="check.json"
+    tmp_path, doc: dict, *, keys=(forge.TEST_KEY,), name="check.json", resign=True
 ) -> tuple[int, dict]:
+    """`pithsync verify --json` on a fresh store pinning `keys` and the exporter's observer
+    key; by default the file is signed again first (see resigned)."""
     path = tmp_path / name
-    path.write_text(json.dumps(doc))
+    path.write_text(json.dumps(resigned(tmp_path, doc) if resign else doc))
     fresh = tmp_path / "fresh" / "never-created.db"
+    vkey = exporter_key(tmp_path).verifier_key.encode()
     code, text = await run_cli(
-        "--config", trust_config(tmp_path, keys), "--db", str(fresh), "verify", "--json", str(path)
-    )
+        "--config", trust_config(tmp_path, keys), "--db", str(fresh), "verify", "--json",
+        "--observer-key", vkey, str(path),
+    )  # fmt: skip
     assert not fresh.exists()  # verifying needs no store
     return code, json.loads(text)["files"][0]
 
@@ -94,7 +119,7 @@ async def test_evidence_round_trip(tmp_path, record, variant):
     assert code == 0, text
     assert (
         doc["evidence_type"] == "pithsync_evidence"
-        and doc["evidence_version"] == 1
+        and doc["evidence_version"] == 2
         and doc["pith_number"] == record.pith_number
     )
     assert claims(doc) == sorted(SCENARIOS[variant])
@@ -204,7 +229,7 @@ async def test_equivocation_and_rollback_evidence(tmp_path, record):
     await fails(edit_reference, "reference_invalid")
     await fails(lambda d: d.update(claims=[]), "no_claims")
     await fails(lambda d: d["claims"].append({"claim": "trust_me"}), "claim_false")
-    await fails(lambda d: d.update(evidence_version=2), "evidence_version")
+    await fails(lambda d: d.update(evidence_version=1), "evidence_version")
 
     # Another machine that does not pin the key these documents are signed with proves nothing.
     code, report = await verify_offline(
@@ -254,7 +279,9 @@ def test_build_and_verify_in_process(tmp_path, forge_verifier):
     record = forge.forge_record(33, n_events=3)
     store = Store.open(str(tmp_path / "s.db"))
     try:
-        assert evidence.build_evidence(store, record.pith_number, forge_verifier)["claims"] == []
+        signer = load_or_create(store.path)
+        built = evidence.build_evidence(store, record.pith_number, forge_verifier, signer)
+        assert built["claims"] == [] and built["statements"] == []
     finally:
         store.close()
     for junk in (
@@ -272,9 +299,10 @@ def test_build_and_verify_in_process(tmp_path, forge_verifier):
         assert not report.ok and report.status.value == "malformed"
 
 
-async def test_mirror_attribution_is_the_exporters_word(tmp_path, record):
-    """Which mirror served a document is not signed: a claim's mirror and url can be edited and
-    the claim still holds, so the verify line must say whose word the attribution is."""
+async def test_mirror_attribution_is_proven_by_observer_statements(tmp_path, record):
+    """Which mirror served a document is proven by the exporter's signed statement: an edited
+    claim mirror or url fails, signed again or not, as does an edited statement, proof or
+    checkpoint; the verify line says the attribution is proven."""
     async with MirrorServer("a") as a, MirrorServer("b") as b:
         a.put_record(record.bundle())
         serve_bad_copy(b, record, "stale")
@@ -282,34 +310,95 @@ async def test_mirror_attribution_is_the_exporters_word(tmp_path, record):
         await pull(cfg, record.pith_number)
     code, doc, _ = await export(tmp_path, cfg, record.pith_number)
     assert code == 0 and claims(doc) == [("stale", "")]
+    claim = doc["claims"][0]
+    cited = doc["statements"][claim["statements"][0]]
+    assert json.loads(cited["statement"])["mirror"] == claim["mirror"] == b.base_url
+
+    code, report = await verify_offline(tmp_path, doc, resign=False)
+    assert code == 0 and report["status"] == "ok", report
+    line = next(n for n in report["notes"] if n.startswith("claim 0 "))
+    assert line.startswith("claim 0 (stale) holds") and line.endswith(
+        f"mirror {b.base_url} (url {claim['url']}) proven by observer statements"
+    )
+    outcome = report["claims"][0]
+    assert outcome["attribution"] == "observer" and outcome["signed"] is True
+
     edited = copy.deepcopy(doc)
     edited["claims"][0]["mirror"] = "http://innocent.example"
     edited["claims"][0]["url"] = "http://innocent.example/pith/x/bundle.json\x1b[2J"
-
-    code, report = await verify_offline(tmp_path, edited)
-    assert code == 0 and report["status"] == "ok"  # the edit changes no proof
-    line = next(n for n in report["notes"] if n.startswith("claim 0 "))
-    assert line.startswith("claim 0 (stale) holds")
-    assert "; mirror http://innocent.example (url http://innocent.example/pith/x/" in line
-    assert line.endswith("per the exporter, not signed") and "\x1b" not in line
-    outcome = report["claims"][0]
-    assert outcome["holds"] is True and outcome["mirror"] == "http://innocent.example"
-    assert outcome["attribution"] == "exporter" and outcome["signed"] is False
+    code, report = await verify_offline(tmp_path, edited, resign=False, name="unsigned.json")
+    assert code == 1 and {"file_signature", "attribution_unproven"} <= codes(report)
+    code, report = await verify_offline(tmp_path, edited, name="resigned.json")
+    assert code == 1 and codes(report) == {"attribution_unproven"}
+    message = report["reasons"][0]["message"]
+    assert "mirror http://innocent.example" in message and "\x1b" not in message
+    assert message.endswith("not proven by observer statements")
+    assert report["claims"][0]["holds"] is True and report["claims"][0]["signed"] is False
 
     # The plain output says it on the claim's own line.
     path = tmp_path / "edited-plain.json"
-    path.write_text(json.dumps(edited))
+    path.write_text(json.dumps(resigned(tmp_path, edited)))
+    vkey = exporter_key(tmp_path).verifier_key.encode()
     code, text = await run_cli(
-        "--config", trust_config(tmp_path), "--db", str(tmp_path / "none.db"), "verify", str(path)
-    )
-    assert code == 0
-    assert "claim 0 (stale) holds" in text and "mirror http://innocent.example" in text
-    assert "per the exporter, not signed" in text
+        "--config", trust_config(tmp_path), "--db", str(tmp_path / "none.db"), "verify",
+        "--observer-key", vkey, str(path),
+    )  # fmt: skip
+    assert code == 1 and "not proven by observer statements" in text
 
-    # A claim that does not hold says it too, and a claim naming no mirror claims no attribution.
-    edited["claims"][0]["missing_events"] = []
-    edited["claims"].append({"claim": "trust_me"})
-    code, report = await verify_offline(tmp_path, edited, name="false.json")
-    assert code == 1
-    assert any(r["message"].endswith("per the exporter, not signed") for r in report["reasons"])
-    assert "attribution" not in report["claims"][1] and report["claims"][1]["holds"] is False
+    # The statement, its proof and its checkpoint are each checked, even when signed again.
+    def statement_edit(d):
+        d["statements"][0]["statement"] = d["statements"][0]["statement"].replace(
+            b.base_url, a.base_url
+        )
+
+    def proof_edit(d):
+        d["statements"][0]["proof"][0] = base64.b64encode(bytes(32)).decode()
+
+    def checkpoint_edit(d):
+        lines = d["checkpoints"][0].split("\n")
+        lines[1] = str(int(lines[1]) + 1)
+        d["checkpoints"][0] = "\n".join(lines)
+
+    for edit, expected in (
+        (statement_edit, "statement_unproven"),
+        (proof_edit, "statement_unproven"),
+        (checkpoint_edit, "checkpoint_unverified"),
+    ):
+        bad = copy.deepcopy(doc)
+        edit(bad)
+        code, report = await verify_offline(tmp_path, bad, name="bad.json")
+        assert code == 1 and expected in codes(report), (edit.__name__, report)
+        assert "attribution_unproven" in codes(report)
+
+
+async def test_verify_pins_peer_and_own_observer_keys(tmp_path, record):
+    """Without an observer key pinned, nothing in the file is proven; the [[peers]] keys of the
+    configuration and the store's own observer key are pinned."""
+    async with MirrorServer("a") as a, MirrorServer("b") as b:
+        a.put_record(record.bundle())
+        serve_bad_copy(b, record, "stale")
+        cfg = make_config(tmp_path, [a.spec(), b.spec()])
+        await pull(cfg, record.pith_number)
+    code, doc, _ = await export(tmp_path, cfg, record.pith_number)
+    path = tmp_path / "evidence.json"
+    conf = trust_config(tmp_path)
+    code, text = await run_cli(
+        "--config", conf, "--db", str(tmp_path / "none.db"), "verify", "--json", str(path)
+    )
+    report = json.loads(text)["files"][0]
+    assert code == 1 and {"file_signature", "checkpoint_unverified"} <= codes(report)
+
+    code, text = await run_cli("--config", conf, "--db", cfg.db_path, "verify", str(path))
+    assert code == 0, text  # the exporting store's own key
+
+    vkey = exporter_key(tmp_path).verifier_key.encode()
+    with open(conf, "a") as fh:
+        fh.write(f'[[peers]]\nname = "x"\nurl = "http://x.invalid"\nobserver_key = "{vkey}"\n')
+    code, text = await run_cli(
+        "--config", conf, "--db", str(tmp_path / "no.db"), "verify", str(path)
+    )
+    assert code == 0, text
+
+
+def codes(report: dict) -> set[str]:
+    return {r["code"] for r in report["reasons"]}

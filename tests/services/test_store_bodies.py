@@ -90,7 +90,7 @@ async def pulled_store(tmp_path, a: MirrorServer, b: MirrorServer) -> tuple:
     b.put_record(forge.tampered(good), state=good["state"])
     cfg = make_config(tmp_path / "origin", [a.spec(), b.spec()])
     numbers = sorted({pith_of(body) for body in served.values()})
-    await pull(cfg, *numbers)
+    await pull(cfg, *numbers, checkpoint=True)  # as a run does: evidence cites the log
     return cfg, served, good, bad
 
 
