@@ -52,9 +52,9 @@ def dictionary(dict_id: int) -> zstandard.ZstdCompressionDict:
 
 
 @functools.cache
-def _compressor() -> zstandard.ZstdCompressor:
+def _compressor(level: int) -> zstandard.ZstdCompressor:
     return zstandard.ZstdCompressor(
-        level=LEVEL,
+        level=level,
         dict_data=dictionary(CURRENT),
         write_checksum=True,
         write_content_size=True,
@@ -67,11 +67,12 @@ def _decompressor(dict_id: int) -> zstandard.ZstdDecompressor:
     return zstandard.ZstdDecompressor(dict_data=dictionary(dict_id) if dict_id else None)
 
 
-def compress(body: bytes | str) -> bytes:
-    """The blob to store for `body` (text is stored as its UTF-8 bytes)."""
+def compress(body: bytes | str, level: int = LEVEL) -> bytes:
+    """The blob to store for `body` (text is stored as its UTF-8 bytes), at zstd `level`
+    (any level expands the same way)."""
     if isinstance(body, str):
         body = body.encode("utf-8")
-    return _compressor().compress(body)
+    return _compressor(level).compress(body)
 
 
 def expand(blob: bytes, sha256: str | None = None) -> bytes:
