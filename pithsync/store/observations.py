@@ -28,9 +28,6 @@ from pithsync.store import bodies
 Node = tuple[int, int, bytes]
 
 TILE_HEIGHT = 8  # log_nodes keeps the levels TILE_HEIGHT * k, k >= 1: the hash tiles' levels
-# Statements are kept through store/bodies (zstd, the shipped dictionary).  Level 1: on the
-# benchmark's statements level 9 is 4% smaller at five times the CPU (bench/README.md).
-STATEMENT_LEVEL = 1
 
 
 def is_stored(level: int) -> bool:
@@ -111,7 +108,7 @@ def append(
     statements, nodes = [], []
     for leaf in leaves:
         digest, level = merkle.leaf_hash(leaf.statement), 0
-        blob = bodies.compress(leaf.statement, STATEMENT_LEVEL)
+        blob = bodies.compress_statement(leaf.statement)
         statements.append((size, leaf.pith_number, leaf.mirror, run_id, blob))
         while edge and edge[-1][0] == level:
             digest = merkle.node_hash(edge.pop()[2], digest)

@@ -187,3 +187,31 @@ def test_a_corrupt_stored_statement_is_refused_not_served(store):
         store.log_statements(0, 3)
     with pytest.raises(StoreError):
         store.log_root(3)
+
+
+def test_statements_are_kept_with_their_own_dictionary_and_come_back_exact(store):
+    import zstandard
+
+    from pithsync.core import numbers
+    from pithsync.core.observation import Fetch, statement
+    from pithsync.store import bodies
+    from pithsync.testing import forge
+
+    record = forge.forge_record(7)
+    pith = numbers.parse_full(record.pith_number)
+    mirror = "https://mirror.test.example"
+    fetched = [Fetch(f"{mirror}/pith/{pith.suffix}/bundle.json", 200, "ab" * 32)]
+    events = [e["event_id"] for e in record.bundle()["events"]]
+    stated = statement(
+        "observer.test", pith, mirror, fetched, events, "cd" * 32, "ok", "2026-12-07T00:00:00Z"
+    ).encode()
+    with store.group(batch_records=1000):
+        store.append_statements("run", [Leaf(record.pith_number, mirror, stated)])
+    store.commit_batch()
+    with sqlite3.connect(store.path) as conn:
+        (blob,) = conn.execute("select statement from log_statements").fetchone()
+    assert zstandard.get_frame_parameters(blob).dict_id == bodies.STATEMENTS
+    assert len(blob) < len(bodies.compress(stated))  # the statements' dictionary pays
+    assert store.log_statements(0, 1) == [stated]
+    assert store.log_entries(Tile(0, 0, 1)) == len(stated).to_bytes(2, "big") + stated
+    assert store.log_root(1) == merkle.leaf_hash(stated)
