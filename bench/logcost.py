@@ -29,7 +29,7 @@ from pithsync.core.observation import parse_statement, statement
 from pithsync.store import Store
 from pithsync.store.observations import Leaf
 
-GROUP_RECORDS = 32  # about a worker's message (run/workers.py)
+GROUP_RECORDS = 64  # a worker's message of records, the most one group holds (run/workers.py)
 BATCH_RECORDS = 1000  # RecordSink's default
 
 
