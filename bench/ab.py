@@ -4,8 +4,10 @@ the re-sync after it, runs alternating, on the benchmark's forged mirrors (bench
     python -m bench.ab --records 3000 --rounds 4 before=HEAD~1 after=WORKTREE
     python -m bench.ab --records 3000 workers=WORKTREE one=WORKTREE:processes=1
 
-A variant is LABEL=SOURCE[:KEY=VALUE,...]: SOURCE is WORKTREE (this checkout as it is) or a git
-revision (its pithsync/ exported to a temporary directory and put first on PYTHONPATH); KEY=VALUE
+A variant is LABEL=SOURCE[:KEY=VALUE,...]: SOURCE is WORKTREE (this checkout as it is), a
+directory holding a pithsync/ package (another worktree, with its uncommitted edits, put first on
+PYTHONPATH as it is) or a git revision (its pithsync/ exported to a temporary directory and put
+first on PYTHONPATH); KEY=VALUE
 pairs go into the config's [crawl] section.  Each round runs every variant once, in turn, each a
 full sync on an empty store and then the re-sync; the medians and every run are printed.  The
 rule it serves: a speed trick stays only if it pays at least 5% of a figure side by side.
@@ -28,7 +30,7 @@ from bench.servers import start_mirrors
 @dataclass
 class Variant:
     label: str
-    source: str  # WORKTREE or a git revision
+    source: str  # WORKTREE, a directory holding pithsync/, or a git revision
     crawl: dict[str, str]
     pythonpath: Path | None = None
     cfg: Path | None = None
@@ -83,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             base_cfg = bench.write_config().read_text()
             for v in variants:
-                if v.source != "WORKTREE":
+                if (Path(v.source) / "pithsync" / "__init__.py").is_file():
+                    v.pythonpath = Path(v.source).resolve()
+                elif v.source != "WORKTREE":
                     v.pythonpath = export(v.source, Path(tmp) / v.label)
                 extra = "".join(f"{k} = {val}\n" for k, val in v.crawl.items())
                 v.cfg = bench.work / f"pithsync-{v.label}.toml"

@@ -723,10 +723,11 @@ class Bench:
                 db = self.work / f"full-{n}-{k}.db"
                 full = self.pull("full", cfg, db, lists[n], n)
                 if k == 0:  # the fresh store a full pull leaves: bytes on disk per record
-                    from bench import storesize
+                    from bench import logcost, storesize
 
                     store_size = storesize.measure(db, n)
                     self.log("  " + storesize.render(store_size, top=0).splitlines()[0])
+                    log_cost = logcost.measure(db, n)  # the log's own work, replayed
                 resync = self.pull("resync", cfg, db, lists[n], n)
                 pairs.append((full, resync))
             curve, curve_resync = {}, {}
@@ -768,6 +769,10 @@ class Bench:
             schedule,
         )
         results["figures"]["store_size"] = store_size
+        cpr = results["figures"]["cpu_per_record"]
+        log_cost["full_share"] = log_cost["full_ms_per_record"] / cpr["full_ms"]
+        log_cost["resync_share"] = log_cost["resync_ms_per_record"] / cpr["resync_ms"]
+        results["figures"]["observation_log"] = log_cost
         results["elapsed_s"] = time.time() - started
         results["code"] = code_version()
         results["code"]["changed_during_run"] = (
@@ -1164,6 +1169,14 @@ def render_table(results: dict) -> str:
             f"store size:         {size['bytes_per_record']:,.0f} bytes on disk per record "
             f"after the full sync ({size['file_bytes']:,} bytes; "
             f"{size['registry_gb']:.1f} GB at 2.5 million records; python -m bench.storesize)"
+        )
+    log_cost = results["figures"].get("observation_log")
+    if log_cost:
+        lines.append(
+            f"observation log:    {log_cost['full_share']:.1%} of the full sync's CPU, "
+            f"{log_cost['resync_share']:.1%} of the re-sync's "
+            f"({log_cost['full_ms_per_record'] * 1000:.0f} and "
+            f"{log_cost['resync_ms_per_record'] * 1000:.0f} us/record, replayed: bench/logcost.py)"
         )
     cpr = results["figures"]["cpu_per_record"]
     lines.append(

@@ -1,11 +1,15 @@
-"""The observation log: statements as the leaves of an RFC 9162 Merkle tree, every full aligned
-subtree's hash beside them, and the signed checkpoints.
+"""The observation log: statements as the leaves of an RFC 9162 Merkle tree, the hashes of its
+tile levels beside them, and the signed checkpoints.
 
-`log_nodes` holds the hash of every full subtree of 2**level leaves that starts at a multiple of
-its width (level 0: the leaf hashes).  Each is computed once, when its last leaf is appended, in
-the same transaction as the leaf.  Every hash a proof, a tile or a root needs is the hash of a
-range [start, end) whose start is aligned to the largest power of two not above its width, and
-such a range splits into at most log2(n) stored subtrees: O(log n) lookups, never all leaves.
+`log_nodes` holds the hash of every full aligned subtree of 2**level leaves, for the levels a
+hash tile holds above level 0 (8, 16, ...: TILE_HEIGHT apart), each written when its last leaf is
+appended, in the same transaction as the leaf.  Every other subtree hash is computed on demand
+from the stored level below it: at most 2**7 hashes of the tile level under it, or the leaf
+hashes of at most 2**7 statements (level 0 is never stored: it is derived from the statements).
+Every hash a proof, a tile or a root needs is the hash of a range [start, end) whose start is
+aligned to the largest power of two not above its width, and such a range splits into at most
+log2(n) full aligned subtrees: each proof reads O(log n) subtrees of at most 2**7 stored hashes
+each, a tile 256.
 """
 
 from __future__ import annotations
@@ -18,9 +22,17 @@ import sqlite_utils
 
 from pithsync.core import merkle
 from pithsync.core.tlog import TILE_WIDTH, Tile, TileError
+from pithsync.store import bodies
 
 # (level, index, hash) of one full aligned subtree
 Node = tuple[int, int, bytes]
+
+TILE_HEIGHT = 8  # log_nodes keeps the levels TILE_HEIGHT * k, k >= 1: the hash tiles' levels
+
+
+def is_stored(level: int) -> bool:
+    """Whether log_nodes keeps the subtree hashes of `level`."""
+    return level > 0 and level % TILE_HEIGHT == 0
 
 
 @dataclass
@@ -79,8 +91,8 @@ def read_head(db: sqlite_utils.Database) -> LogHead:
 def append(
     db: sqlite_utils.Database, run_id: str, leaves: Sequence[Leaf], head: LogHead | None
 ) -> LogHead:
-    """Appends statements as the next leaves, with every subtree hash they complete: one
-    executemany for the statements, one for the hashes.  Call it inside a transaction.
+    """Appends statements as the next leaves, with every stored subtree hash they complete:
+    one executemany for the statements, one for the hashes.  Call it inside a transaction.
 
     Args:
         db: the store's connection.
@@ -96,12 +108,13 @@ def append(
     statements, nodes = [], []
     for leaf in leaves:
         digest, level = merkle.leaf_hash(leaf.statement), 0
-        statements.append((size, leaf.pith_number, leaf.mirror, run_id, leaf.statement))
-        nodes.append((0, size, digest))
+        blob = bodies.compress_statement(leaf.statement)
+        statements.append((size, leaf.pith_number, leaf.mirror, run_id, blob))
         while edge and edge[-1][0] == level:
             digest = merkle.node_hash(edge.pop()[2], digest)
             level += 1
-            nodes.append((level, size >> level, digest))
+            if is_stored(level):
+                nodes.append((level, size >> level, digest))
         edge.append((level, size >> level, digest))
         size += 1
     db.conn.executemany(
@@ -109,24 +122,47 @@ def append(
         " values (?, ?, ?, ?, ?)",
         statements,
     )
-    db.conn.executemany("insert into log_nodes (level, idx, hash) values (?, ?, ?)", nodes)
+    if nodes:
+        db.conn.executemany("insert into log_nodes (level, idx, hash) values (?, ?, ?)", nodes)
     return LogHead(size, edge)
 
 
 def _hashes(db: sqlite_utils.Database, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-    """The stored hashes of these subtrees (each must exist)."""
-    if not keys:
-        return {}
-    values = ", ".join("(?, ?)" for _ in keys)
-    rows = db.execute(
-        f"select level, idx, hash from log_nodes where (level, idx) in (values {values})",
-        [v for key in keys for v in key],
-    ).fetchall()
-    found = {(level, index): digest for level, index, digest in rows}
-    missing = [key for key in keys if key not in found]
-    if missing:
-        raise merkle.ProofError(f"the log holds no subtree hash at (level, index) {missing[0]}")
-    return found
+    """The hashes of these full aligned subtrees (each must exist in the log)."""
+    return {(level, index): level_hashes(db, level, index, 1)[0] for level, index in keys}
+
+
+def level_hashes(db: sqlite_utils.Database, level: int, first: int, count: int) -> list[bytes]:
+    """The hashes of `count` adjacent full aligned subtrees of `level`, from index `first`:
+    folded from the stored level below (or the leaf hashes of the statements), at most 2**7
+    hashes each.
+
+    Raises:
+        merkle.ProofError: the log does not hold every leaf of them.
+    """
+    base = level - level % TILE_HEIGHT
+    width = 1 << (level - base)
+    start, end = first * width, (first + count) * width
+    if base == 0:
+        rows = db.execute(
+            "select statement from log_statements where leaf_index >= ? and leaf_index < ?"
+            " order by leaf_index",
+            [start, end],
+        ).fetchall()
+        hashes = [merkle.leaf_hash(bodies.expand(row[0])) for row in rows]
+    else:
+        rows = db.execute(
+            "select hash from log_nodes where level = ? and idx >= ? and idx < ? order by idx",
+            [base, start, end],
+        ).fetchall()
+        hashes = [row[0] for row in rows]
+    if len(hashes) != end - start:
+        missing = (level, first + len(hashes) // width)
+        raise merkle.ProofError(f"the log holds no subtree hash at (level, index) {missing}")
+    while width > 1:
+        hashes = [merkle.node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes), 2)]
+        width //= 2
+    return hashes
 
 
 def _fold(hashes: list[bytes]) -> bytes:
@@ -138,7 +174,7 @@ def _fold(hashes: list[bytes]) -> bytes:
 
 
 def range_hashes(db: sqlite_utils.Database, ranges: Sequence[merkle.LeafRange]) -> list[bytes]:
-    """The tree hash of each leaf range, from stored subtree hashes in one query."""
+    """The tree hash of each leaf range, from the subtrees it splits into."""
     split = [range_keys(start, end) for start, end in ranges]
     hashes = _hashes(db, sorted({key for keys in split for key in keys}))
     return [_fold([hashes[key] for key in keys]) for keys in split]
@@ -177,14 +213,13 @@ def tile(db: sqlite_utils.Database, wanted: Tile) -> bytes:
     Raises:
         TileError: the log does not hold every hash of the tile.
     """
-    level, first = 8 * wanted.level, wanted.index * TILE_WIDTH
-    rows = db.execute(
-        "select hash from log_nodes where level = ? and idx >= ? and idx < ? order by idx",
-        [level, first, first + wanted.width],
-    ).fetchall()
-    if len(rows) != wanted.width:
-        raise TileError(f"the log does not hold {wanted.path()}")
-    return b"".join(row[0] for row in rows)
+    try:
+        hashes = level_hashes(
+            db, TILE_HEIGHT * wanted.level, wanted.index * TILE_WIDTH, wanted.width
+        )
+    except merkle.ProofError:
+        raise TileError(f"the log does not hold {wanted.path()}") from None
+    return b"".join(hashes)
 
 
 def entries(db: sqlite_utils.Database, wanted: Tile) -> bytes:
@@ -203,7 +238,8 @@ def entries(db: sqlite_utils.Database, wanted: Tile) -> bytes:
     ).fetchall()
     if len(rows) != wanted.width:
         raise TileError(f"the log does not hold {wanted.entries_path()}")
-    return b"".join(len(row[0]).to_bytes(2, "big") + row[0] for row in rows)
+    entries = [bodies.expand(row[0]) for row in rows]
+    return b"".join(len(entry).to_bytes(2, "big") + entry for entry in entries)
 
 
 def statements(db: sqlite_utils.Database, start: int, end: int) -> list[bytes]:
@@ -213,7 +249,7 @@ def statements(db: sqlite_utils.Database, start: int, end: int) -> list[bytes]:
         " order by leaf_index",
         [start, end],
     ).fetchall()
-    return [row[0] for row in rows]
+    return [bodies.expand(row[0]) for row in rows]
 
 
 def add_checkpoint(db: sqlite_utils.Database, size: int, note: bytes, at: str) -> None:
@@ -232,13 +268,14 @@ def latest_checkpoint(db: sqlite_utils.Database) -> tuple[int, bytes] | None:
 def latest_statements(db: sqlite_utils.Database, pith_number: str, size: int) -> list[tuple]:
     """(leaf index, mirror, statement) of a record's latest statement per mirror among the first
     `size` leaves, sorted by mirror."""
-    return db.execute(
+    rows = db.execute(
         "select leaf_index, mirror, statement from log_statements where leaf_index in"
         " (select max(leaf_index) from log_statements"
         "  where pith_number = ? and leaf_index < ? group by mirror)"
         " order by mirror",
         [pith_number, size],
     ).fetchall()
+    return [(index, mirror, bodies.expand(blob)) for index, mirror, blob in rows]
 
 
 def statements_of(

@@ -338,9 +338,11 @@ def _rebuild_without_rowid(conn: sqlite3.Connection, table: str) -> None:
 
 
 def _schema_v6(db: sqlite_utils.Database) -> None:
-    # The observation log (store/observations.py): statements are the leaves of an RFC 9162
-    # tree; log_nodes holds every full aligned subtree's hash (level 0: the leaf hashes), so
-    # that proofs, tiles and roots are O(log n) lookups; log_checkpoints the signed tree heads.
+    # The observation log (store/observations.py): statements (zstd, store/bodies) are the
+    # leaves of an RFC 9162 tree; log_nodes holds the full aligned subtrees' hashes of the tile
+    # levels 8, 16, ... (the others are folded from at most 128 below them, level 0 from the
+    # statements), so proofs, tiles and roots read O(log n) small ranges; log_checkpoints the
+    # signed tree heads.
     db.execute(
         "create table if not exists log_statements (leaf_index integer primary key,"
         " pith_number text not null, mirror text not null, run_id text not null,"

@@ -126,6 +126,12 @@ def _check_structure(results: dict, n: int, sizes: list[int]) -> None:
         cpu >= sampled * 0.98 - 0.05
         for cpu, sampled in zip(c["full_cpu_s"], c["full_tree_cpu_sampled_s"], strict=True)
     )
+    # the observation log's own work, replayed on every statement the full sync logged
+    o = f["observation_log"]
+    assert o["statements"] == n * 3
+    assert _positive(o["full_ms_per_record"]) and _positive(o["resync_ms_per_record"])
+    assert o["full_share"] == o["full_ms_per_record"] / c["full_ms"]
+    assert o["resync_share"] == o["resync_ms_per_record"] / c["resync_ms"]
     # 7: the scheduler simulation's three figures, each against its target
     s = f["schedule"]
     assert s["records"] == 2000 and _positive(s["max_requests_per_hour"])
@@ -170,6 +176,7 @@ def test_bench_smoke(tmp_path):
         "peak RSS",
         "time per record",
         "CPU per record",
+        "observation log:",
         "schedule: requests per hour per mirror",
         "nproc",
     ):

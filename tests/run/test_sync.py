@@ -19,7 +19,7 @@ from synctools import (
 
 from pithsync.core import strictjson
 from pithsync.core.canonical import sha256hex
-from pithsync.store import Store
+from pithsync.store import Store, bodies
 from pithsync.store import reads as store_reads
 from pithsync.testing import forge
 from pithsync.testing.mirror import (
@@ -806,13 +806,20 @@ _VOLATILE = {
 }
 
 
+def _expanded(value):
+    """A stored body (a zstd frame) as its bytes; any other value as it is."""
+    if isinstance(value, bytes) and value.startswith(b"\x28\xb5\x2f\xfd"):
+        return bodies.expand(value)
+    return value
+
+
 def _timeless(row: tuple) -> tuple:
-    """A row with any observation statement in it read without its time."""
+    """A row with any observation statement in it (stored compressed) read without its time."""
     return tuple(
         {k: v for k, v in json.loads(x).items() if k != "observed_at"}.items()
         if isinstance(x, bytes) and x.startswith(b'{"events"')
         else x
-        for x in row
+        for x in map(_expanded, row)
     )
 
 

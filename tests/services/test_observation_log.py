@@ -109,7 +109,7 @@ def test_a_group_rolled_back_leaves_no_leaf_and_no_hash(store):
     assert store.log_root(5) == merkle.root(hashes)
     with sqlite3.connect(store.path) as conn:
         nodes = conn.execute("select count(*) from log_nodes").fetchone()[0]
-    assert nodes == 5 + 2 + 1  # 5 leaves, 2 pairs, 1 of four leaves
+    assert nodes == 0  # 5 leaves complete no subtree of a stored level (8, 16, ...)
 
 
 def test_a_batch_rolled_back_takes_its_leaves_with_it(store):
@@ -138,3 +138,80 @@ def test_a_checkpoint_is_signed_only_when_the_log_grew(store):
     newer = store.sign_checkpoint(signer)
     assert open_checkpoint(newer, [signer.verifier_key])[0].size == 9
     assert store.observer_checkpoint() == newer
+
+
+def test_only_tile_levels_are_stored_and_statements_are_kept_compressed(store):
+    grow(store, [300, 300])  # 600 leaves: two full subtrees of 256 leaves
+    with sqlite3.connect(store.path) as conn:
+        nodes = conn.execute("select level, idx from log_nodes order by level, idx").fetchall()
+        stored = [r[0] for r in conn.execute("select statement from log_statements")]
+    assert nodes == [(8, 0), (8, 1)]  # level 0 and levels 1-7 are derived on demand
+    assert len(stored) == 600 and all(s.startswith(b"\x28\xb5\x2f\xfd") for s in stored)
+    assert store.log_statements(0, 600) == [b"statement %d" % i for i in range(600)]
+
+
+def test_a_log_with_a_second_stored_level_gives_exact_roots_proofs_and_tiles(store):
+    size = 65_536 + 300  # a full subtree of level 16, then 300 leaves
+    grow(store, [20_000, 20_000, 25_536, 300])
+    hashes = all_leaf_hashes(store)
+    assert hashes == [merkle.leaf_hash(b"statement %d" % i) for i in range(size)]
+    with sqlite3.connect(store.path) as conn:
+        levels = dict(conn.execute("select level, count(*) from log_nodes group by level"))
+    assert levels == {8: 257, 16: 1}
+    for n in (65_535, 65_536, 65_537, size):
+        root = merkle.root(hashes[:n])
+        assert store.log_root(n) == root
+        for index in (0, 255, 256, 65_535, n - 1):
+            if index < n:
+                proof = store.inclusion_proof(index, n)
+                assert proof == merkle.inclusion_proof(hashes[:n], index)
+                merkle.verify_inclusion(hashes[index], index, n, proof, root)
+        for old in (1, 300, 65_536):
+            if old <= n:
+                assert store.consistency_proof(old, n) == merkle.consistency_proof(hashes[:n], old)
+    tiles = tiles_for_size(size)
+    assert {t.level for t in tiles} == {0, 1, 2}
+    for t in [t for t in tiles if t.level > 0 or t.index in (0, 255, 256)]:
+        assert store.log_tile(t) == tile_hashes(hashes, t)
+
+
+def test_a_corrupt_stored_statement_is_refused_not_served(store):
+    from pithsync.base.exits import StoreError
+
+    grow(store, [3])
+    with sqlite3.connect(store.path) as conn:
+        blob = conn.execute("select statement from log_statements where leaf_index = 1").fetchone()
+        edited = blob[0][:-1] + bytes([blob[0][-1] ^ 1])
+        conn.execute("update log_statements set statement = ? where leaf_index = 1", [edited])
+    with pytest.raises(StoreError):
+        store.log_statements(0, 3)
+    with pytest.raises(StoreError):
+        store.log_root(3)
+
+
+def test_statements_are_kept_with_their_own_dictionary_and_come_back_exact(store):
+    import zstandard
+
+    from pithsync.core import numbers
+    from pithsync.core.observation import Fetch, statement
+    from pithsync.store import bodies
+    from pithsync.testing import forge
+
+    record = forge.forge_record(7)
+    pith = numbers.parse_full(record.pith_number)
+    mirror = "https://mirror.test.example"
+    fetched = [Fetch(f"{mirror}/pith/{pith.suffix}/bundle.json", 200, "ab" * 32)]
+    events = [e["event_id"] for e in record.bundle()["events"]]
+    stated = statement(
+        "observer.test", pith, mirror, fetched, events, "cd" * 32, "ok", "2026-12-07T00:00:00Z"
+    ).encode()
+    with store.group(batch_records=1000):
+        store.append_statements("run", [Leaf(record.pith_number, mirror, stated)])
+    store.commit_batch()
+    with sqlite3.connect(store.path) as conn:
+        (blob,) = conn.execute("select statement from log_statements").fetchone()
+    assert zstandard.get_frame_parameters(blob).dict_id == bodies.STATEMENTS
+    assert len(blob) < len(bodies.compress(stated))  # the statements' dictionary pays
+    assert store.log_statements(0, 1) == [stated]
+    assert store.log_entries(Tile(0, 0, 1)) == len(stated).to_bytes(2, "big") + stated
+    assert store.log_root(1) == merkle.leaf_hash(stated)
