@@ -3,7 +3,10 @@ in-process with an injected sleep (no test waits for a real backoff)."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
+
+from aiohttp import web
 
 from pithsync.config import Config, CrawlConfig, ScheduleConfig
 from pithsync.core.keys import TrustStore
@@ -189,3 +192,17 @@ def json_lines(text: str) -> list[dict]:
     items = [json.loads(line) for line in text.splitlines()]
     assert all(isinstance(item, dict) for item in items), text[:500]
     return items
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application):
+    """An aiohttp application (pithsync's mirror app, say) on 127.0.0.1; yields its base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()

@@ -288,11 +288,12 @@ def statements_of(
         return []
     where = " and mirror = ?" if mirror is not None else ""
     args = [pith_number, latest[0]] + ([mirror] if mirror is not None else [])
-    return db.execute(
+    rows = db.execute(
         "select leaf_index, mirror, statement from log_statements"
         f" where pith_number = ? and leaf_index < ?{where} order by leaf_index desc limit ?",
         [*args, limit],
     ).fetchall()
+    return [(index, mirror, bodies.expand(blob)) for index, mirror, blob in rows]
 
 
 RECORD_TYPE = "pithsync.observed-record/v1"

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
-from synctools import make_config, pull, run_cli, statuses, write_config
+from synctools import make_config, pull, run_cli, serving, statuses, write_config
 
 from pithsync import cli, publishing
 from pithsync.cli import mirror
@@ -33,19 +32,6 @@ from pithsync.testing import forge
 from pithsync.testing.mirror import MirrorServer, bundle_path, state_path, well_known_path
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@contextlib.asynccontextmanager
-async def serving(app: web.Application):
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
 
 
 def records():

@@ -5,13 +5,11 @@ only the observer's verifier key; `export` writes the same bytes."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
-from synctools import run_cli, write_config
+from synctools import run_cli, serving, write_config
 
 from pithsync import config
 from pithsync.core import merkle
@@ -24,19 +22,6 @@ from pithsync.store import Store
 from pithsync.store.observations import Leaf
 from pithsync.testing import forge
 from pithsync.testing.mirror import MirrorServer
-
-
-@contextlib.asynccontextmanager
-async def serving(app: web.Application):
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
 
 
 def grow_log(db: str, pith_number: str, n: int) -> None:

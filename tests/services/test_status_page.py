@@ -15,8 +15,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
-from synctools import make_config, pull, statuses
+from synctools import make_config, pull, serving, statuses
 
 from pithsync.config import Config
 from pithsync.core.urls import MirrorSpec
@@ -206,24 +205,17 @@ async def test_overview_reads_statuses_lag_divergence_and_alerts(tmp_path):
 
 
 @contextlib.asynccontextmanager
-async def serving(cfg: Config):
+async def serving_store(cfg: Config):
     """`serve`'s application on a free port of 127.0.0.1."""
-    runner = web.AppRunner(build_app(cfg, refresh_s=0), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving(build_app(cfg, refresh_s=0)) as base:
+        yield base
 
 
 async def test_serve_answers_the_page_at_root_and_export_writes_it(tmp_path):
     async with three_mirrors() as (a, b, c):
         cfg, r1, _, _ = await diverging_store(tmp_path, a, b, c)
     expected = status_page(overview_of(cfg), None)
-    async with serving(cfg) as base, aiohttp.ClientSession() as http:
+    async with serving_store(cfg) as base, aiohttp.ClientSession() as http:
         for path in ("/", "/index.html"):
             async with http.get(base + path) as resp:
                 assert resp.status == 200
@@ -335,7 +327,7 @@ async def test_status_page_in_headless_chromium(tmp_path):
         note = store.sign_checkpoint(load_or_create(cfg.db_path, None)).decode("utf-8")
     finally:
         store.close()
-    async with serving(cfg) as base:
+    async with serving_store(cfg) as base:
         dom = (await chromium(tmp_path, "--dump-dom", base + "/")).decode("utf-8")
         shot = artifacts_dir() / "status-page.png"
         shot.unlink(missing_ok=True)

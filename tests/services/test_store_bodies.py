@@ -14,9 +14,8 @@ import sqlite3
 
 import aiohttp
 import pytest
-from aiohttp import web
 from helpers import BUNDLE_SEEDS, SEED_DIR, STATE_SEED, store_bodies_as_schema3
-from synctools import make_config, pull, run_cli, write_config
+from synctools import make_config, pull, run_cli, serving, write_config
 
 from pithsync.core import strictjson
 from pithsync.core.canonical import sha256hex
@@ -25,20 +24,6 @@ from pithsync.store import SCHEMA_VERSION, Store, StoreError, bodies
 from pithsync.store.reads import ALIAS_QUERY
 from pithsync.testing import forge
 from pithsync.testing.mirror import MirrorServer, bundle_path
-
-
-@contextlib.asynccontextmanager
-async def serving(app: web.Application):
-    """pithsync's mirror app on 127.0.0.1; yields its base URL."""
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
 
 
 def odd_bundles() -> list[dict]:
