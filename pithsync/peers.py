@@ -34,6 +34,7 @@ from pithsync.core.merkle import HASH_SIZE, leaf_hash, verify_inclusion
 from pithsync.core.observation import (
     CHECKPOINT_PATH,
     LOG_PREFIX,
+    RECORD_TYPE,
     RECORDS_PREFIX,
     parse_statement,
 )
@@ -53,7 +54,6 @@ from pithsync.store import Store
 
 log = logging.getLogger("pithsync.peers")
 
-RECORD_TYPE = "pithsync.observed-record/v1"
 MAX_CHECKPOINT_BYTES = 16 * 1024  # a checkpoint note: a few lines and a few signatures
 MAX_TILE_BYTES = TILE_WIDTH * HASH_SIZE
 MAX_RECORD_STATEMENTS = 64  # a record's latest statement per mirror

@@ -70,6 +70,12 @@ def parse_ref(text: str) -> PithRef:
     )
 
 
+def suffix_of(pith_number: str) -> str:
+    """The suffix a stored number carries: what follows its last colon (a number typed without
+    its year was once stored as the bare suffix, which is returned as it is)."""
+    return pith_number.rpartition(":")[2]
+
+
 def suffix_from_sha256(canonical_sha256: str) -> str:
     """The first 26 characters of the RFC 4648 base32 of the 32 digest bytes."""
     return base64.b32encode(bytes.fromhex(canonical_sha256)).decode("ascii")[:SUFFIX_LEN]

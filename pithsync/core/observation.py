@@ -28,6 +28,7 @@ MAX_EVENTS = 10_000
 LOG_PREFIX = "log/"
 CHECKPOINT_PATH = LOG_PREFIX + "checkpoint"  # the latest signed checkpoint (a signed note)
 RECORDS_PREFIX = LOG_PREFIX + "records/"  # RECORDS_PREFIX + <suffix>.json: see record_path
+RECORD_TYPE = "pithsync.observed-record/v1"  # the type of a record file's JSON object
 
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _EVENT_ID = re.compile(r"sha256:[0-9a-f]{64}\Z")  # PROTOCOL: "sha256:" + content_sha256

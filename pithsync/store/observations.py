@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import sqlite_utils
 
 from pithsync.core import merkle
+from pithsync.core.observation import RECORD_TYPE
 from pithsync.core.tlog import TILE_WIDTH, Tile, TileError
 from pithsync.store import bodies
 
@@ -294,9 +295,6 @@ def statements_of(
         [*args, limit],
     ).fetchall()
     return [(index, mirror, bodies.expand(blob)) for index, mirror, blob in rows]
-
-
-RECORD_TYPE = "pithsync.observed-record/v1"
 
 
 def observed_record(db: sqlite_utils.Database, pith_number: str) -> dict | None:

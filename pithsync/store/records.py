@@ -16,18 +16,13 @@ from pithsync.core import numbers
 from pithsync.core.alerting import record_scope
 from pithsync.core.canonical import canon, sha256hex
 from pithsync.core.merge import merge_state
+from pithsync.core.numbers import suffix_of
 from pithsync.core.plan import MirrorRow, RecordWrite, _derived_number, number_of, record_columns
 from pithsync.store import bodies, schedule
 from pithsync.store.journal import Entry
 from pithsync.store.reads import numbers_for_suffixes, record_summaries
 
 MirrorKey = tuple[str, bool]  # (base_url, configured): a mirrors row as a run writes it
-
-
-def suffix_of(pith_number: str) -> str:
-    """The suffix a record is stored with: what follows the number's last colon (a number
-    typed without its year is stored as the bare suffix)."""
-    return pith_number.rpartition(":")[2]
 
 
 def mirror_keys(writes: list[RecordWrite]) -> set[MirrorKey]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
+from pithsync.core.numbers import suffix_of
 from pithsync.core.schedule import (
     ATTENTION_OUTCOMES,
     HOUR,
@@ -58,11 +59,6 @@ class DueKey:
     priority: int
     next_due: float
     pith_number: str
-
-
-def suffix_of(pith_number: str) -> str:
-    """The suffix a schedule's jitter is derived from (see records.suffix_of)."""
-    return pith_number.rpartition(":")[2]
 
 
 def _state(row: tuple) -> tuple[str, ScheduleState]:

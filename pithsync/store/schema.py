@@ -11,6 +11,7 @@ import sqlite_utils
 
 from pithsync.base.clock import utcnow
 from pithsync.base.exits import StoreError
+from pithsync.core.numbers import suffix_of
 from pithsync.core.plan import record_columns
 from pithsync.core.schedule import Outcome, SchedulePolicy, ScheduleState, after_check
 from pithsync.store import bodies, journal, records, schedule
@@ -224,7 +225,7 @@ def _schema_v4(db: sqlite_utils.Database) -> None:
     ).fetchall()
     states = []
     for pith, checked_at, verdict in rows:
-        fresh = ScheduleState.new(schedule.suffix_of(pith), now, policy)
+        fresh = ScheduleState.new(suffix_of(pith), now, policy)
         if checked_at is None:
             states.append((pith, fresh))
             continue

@@ -26,6 +26,7 @@ from pithsync.core.numbers import PithNumber, parse_full
 from pithsync.core.observation import (
     CHECKPOINT_PATH,
     LOG_PREFIX,
+    RECORD_TYPE,
     Fetch,
     Statement,
     record_path,
@@ -33,8 +34,6 @@ from pithsync.core.observation import (
 )
 from pithsync.core.tlog import Checkpoint
 from pithsync.testing.mirror import MirrorServer
-
-RECORD_TYPE = "pithsync.observed-record/v1"
 
 
 def observer_signer(label: str) -> NoteSigner:
