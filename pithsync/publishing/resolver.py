@@ -35,11 +35,6 @@ VERIFY_RECIPE = (
     " ensure_ascii=False).encode('utf-8')), lowercase hex; the pith number's 26 characters are"
     " the first 26 of the RFC 4648 base32 of those 32 digest bytes"
 )
-VERIFY_RECIPE = (
-    "canonical_sha256 = sha256(json.dumps(canonical_record, sort_keys=True, separators=(',', ':'),"
-    " ensure_ascii=False).encode('utf-8')), lowercase hex; the pith number's 26 characters are"
-    " the first 26 of the RFC 4648 base32 of those 32 digest bytes"
-)
 
 
 def links_of(pub: Published, base_url: str) -> dict[str, str]:
