@@ -92,7 +92,7 @@ def export_tree(
             else:
                 unchanged += 1
         overview, checkpoint = store.status_overview(), store.observer_checkpoint()
-    page = status_page(overview, None if checkpoint is None else checkpoint.decode("utf-8"))
+    page = status_page(overview, checkpoint)
     if write_if_changed(root / STATUS_PAGE, page):
         written += 1
     else:

@@ -167,8 +167,7 @@ class _Mirror:
         """/ and /index.html: the status page, read from the store in one snapshot."""
         store = request.app[CATALOG].store
         with store.snapshot():
-            overview, note = store.status_overview(), store.observer_checkpoint()
-        checkpoint = None if note is None else note.decode("utf-8")
+            overview, checkpoint = store.status_overview(), store.observer_checkpoint()
         headers = {
             "Content-Type": STATUS_PAGE_TYPE,
             "Cache-Control": "no-cache",

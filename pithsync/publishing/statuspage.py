@@ -192,18 +192,19 @@ def _shown(shown: int, total: int, what: str) -> str:
     return f'<p class="note">The first {shown} of {total} {what}.</p>'
 
 
-def _checkpoint_section(checkpoint: str | None) -> str:
+def _checkpoint_section(checkpoint: bytes | None) -> str:
     if checkpoint is None:
         return '<p class="note" id="checkpoint">No checkpoint yet.</p>'
-    return f'<pre id="checkpoint">{_e(checkpoint)}</pre>'
+    return f'<pre id="checkpoint">{_e(checkpoint.decode("utf-8", "replace"))}</pre>'
 
 
-def status_page(overview: StatusOverview, checkpoint: str | None) -> bytes:
+def status_page(overview: StatusOverview, checkpoint: bytes | None) -> bytes:
     """The status page's HTML.
 
     Args:
         overview: what the store's last checks saw (Store.status_overview).
-        checkpoint: the observer's latest signed checkpoint note, or None before the first.
+        checkpoint: the observer's latest signed checkpoint note as stored, or None before
+            the first.
 
     Returns:
         The page, UTF-8; the same bytes for the same arguments.

@@ -70,7 +70,7 @@ def hostile_overview(**kw) -> StatusOverview:
 
 
 def test_every_value_is_escaped_and_only_http_urls_are_links():
-    page = status_page(hostile_overview(), checkpoint=HOSTILE).decode("utf-8")
+    page = status_page(hostile_overview(), checkpoint=HOSTILE.encode()).decode("utf-8")
     assert "<script" not in page and 'alert("x")' not in page
     escaped = "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&quot;q&#x27;&amp;"
     # name (mirror table, diverging table), reason, alert summary, checkpoint
