@@ -19,7 +19,7 @@ from pithsync.core.errors import InvalidPithNumber
 from pithsync.core.merge import merge_state
 from pithsync.core.plan import EncodedState, RecordWrite
 from pithsync.core.verify import Report, Verifier
-from pithsync.run import sync_records
+from pithsync.run import sync_records, workers
 from pithsync.run.results import RecordResult, Target
 from pithsync.run.scheduling import RunClock, due_targets
 from pithsync.store import Store
@@ -88,6 +88,7 @@ def sync_and_report(
     *,
     clock: RunClock | None = None,
     max_duration: float | None = None,
+    not_taken: int = 0,
 ) -> int:
     """A run over `targets` (see run.sync_records), its records written to `out` as they
     complete (rows sorted at the end); the progress bar on a terminal.  Returns the run's exit
@@ -105,7 +106,7 @@ def sync_and_report(
         with progress or contextlib.nullcontext():
             outcome = sync_records(
                 cfg, store, targets, command, on_record=on_record, clock=clock,
-                max_duration=max_duration,
+                max_duration=max_duration, not_taken=not_taken,
             )  # fmt: skip
     finally:
         # Even when the store fails mid-run (exit 4), the rows examined so far are shown.
@@ -159,7 +160,11 @@ def sync_tracked(args, cfg: Config, out) -> int:
     budget = args.max_duration if args.max_duration is not None else cfg.schedule.run_budget_s
     with open_store(cfg, lock=True) as store:
         clock = RunClock.starting()
-        due = due_targets(store, clock.start)
+        # A budgeted run reads no more due records than it can start (2.5 million due records
+        # held at once would take over 600 MB); the rest stay due for the next run.
+        capacity = workers.record_capacity(cfg, budget)
+        due = due_targets(store, clock.start, capacity)
+        not_taken = 0 if capacity is None else store.due_count(clock.start) - len(due)
         targets = [Target(t.suffix, t.pith_number, args.depth) for t in due]
         tracked = store.coverage(clock.start, cfg.schedule.max_interval).tracked
         if not tracked and not out.quiet:
@@ -169,7 +174,10 @@ def sync_tracked(args, cfg: Config, out) -> int:
                 " add some with `pithsync pull PITH` or `pithsync import FILE`",
                 file=sys.stderr,
             )
-        return sync_and_report(cfg, out, store, targets, "sync", clock=clock, max_duration=budget)
+        return sync_and_report(
+            cfg, out, store, targets, "sync", clock=clock, max_duration=budget,
+            not_taken=not_taken,
+        )  # fmt: skip
 
 
 # -- untrack ---------------------------------------------------------------------------------

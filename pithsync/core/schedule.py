@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import Enum, IntEnum
@@ -356,3 +357,36 @@ def full_pass_seconds(
     if max_requests_per_s <= 0 or not 0 < duty <= 1:
         raise ValueError("need max_requests_per_s > 0 and 0 < duty <= 1")
     return records * requests_per_record / (max_requests_per_s * duty)
+
+
+def run_capacity(
+    run_budget_s: float | None,
+    max_requests_per_s: float | None,
+    *,
+    buckets: int,
+    in_flight: int,
+    requests_per_record: int = 2,
+) -> int | None:
+    """The most records one budgeted run can start, so that it takes no more due records than
+    that from the store (the rest stay due for the next run).
+
+    Every record asks each host for at least `requests_per_record` documents, and within the
+    budget a host's `buckets` token buckets (one per worker, each with a burst of one) allow at
+    most rate x budget + buckets requests: no more records than that can be finished before
+    the deadline, and at most `in_flight` more can have been started and still be waiting.
+
+    Args:
+        run_budget_s: the run's budget in seconds, or None.
+        max_requests_per_s: each host's request budget, or None.
+        buckets: the token buckets that share one host's budget (the run's processes).
+        in_flight: the records a run may have started and not finished ([crawl] concurrency).
+        requests_per_record: requests one check sends to each host at least.
+
+    Returns:
+        The bound, or None when the run has no budget or no rate limit (it may reach every
+        due record).
+    """
+    if run_budget_s is None or max_requests_per_s is None:
+        return None
+    finished = math.ceil((max_requests_per_s * run_budget_s + buckets) / requests_per_record)
+    return finished + in_flight

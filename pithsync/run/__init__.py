@@ -60,6 +60,7 @@ def sync_records(
     on_record: Callable[[RecordResult], None] | None = None,
     clock: RunClock | None = None,
     max_duration: float | None = None,
+    not_taken: int = 0,
 ) -> RunOutcome:
     """Sync `targets` from every mirror: verify, compare, store (with each record's next
     schedule), alert.  The peers' logs are checked first, and their statements are part of
@@ -74,6 +75,8 @@ def sync_records(
         clock: the run's clock (default: the wall clock from now).
         max_duration: seconds after which no record is started (None: no limit); those in
             flight finish and are stored, the rest are left untouched.
+        not_taken: due records the caller left out of `targets` because the budget cannot
+            reach them (counted with those the deadline left).
 
     Returns:
         The run's id, its exit code (from the verdicts) and its counts.
@@ -99,7 +102,7 @@ def sync_records(
     )  # fmt: skip
     heads = run_event_loop(lambda: _check_peers(cfg, store, run_id)) if cfg.peers else []
     kept_back = _run_signed(cfg, store, run_id, targets, sink, signer, deadline, heads)
-    left = None if deadline is None else sink.skipped + kept_back
+    left = None if deadline is None else sink.skipped + kept_back + not_taken
     code = _finish(cfg, store, run_id, command, tally, left)
     coverage = store.coverage(clock.now(), cfg.schedule.max_interval)
     _warn_if_behind(cfg, coverage)

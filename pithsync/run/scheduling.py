@@ -88,12 +88,16 @@ class RunSchedule:
             w.schedule = after_check(before, outcome_of(result), changed, now, self.policy)
 
 
-def due_targets(store: Store, now: float) -> list[Target]:
-    """Every tracked record due at `now`, in the order a sync checks them (priority class,
-    then most overdue first), read a page at a time."""
+def due_targets(store: Store, now: float, limit: int | None = None) -> list[Target]:
+    """The tracked records due at `now`, in the order a sync checks them (priority class, then
+    most overdue first), read a page at a time: all of them, or the first `limit`."""
     targets: list[Target] = []
     after = None
-    while page := store.take_due(now, DUE_PAGE, after):
+    while limit is None or len(targets) < limit:
+        page_size = DUE_PAGE if limit is None else min(DUE_PAGE, limit - len(targets))
+        page = store.take_due(now, page_size, after)
+        if not page:
+            break
         for pith, _, key in page:
             targets.append(Target(suffix_of(pith), pith if is_full_number(pith) else None, 0))
             after = key

@@ -35,6 +35,7 @@ from pithsync.base.exits import StoreError
 from pithsync.base.logfmt import log_event
 from pithsync.config import Config
 from pithsync.core.plan import RecordWrite
+from pithsync.core.schedule import run_capacity
 from pithsync.fetch import Fetcher
 from pithsync.peers import PeerHead
 from pithsync.run.engine import SyncEngine, rare_gc_passes, run_event_loop
@@ -163,11 +164,28 @@ def worker_count(cfg: Config, targets: list[Target], db_path: str) -> int:
         return 0  # fork() is only safe enough on Linux (macOS frameworks break after it)
     if any(t.depth > 0 for t in targets):
         return 0  # following citations needs one queue of records, deduplicated as it grows
-    wanted = cfg.crawl.processes or _usable_cpus()
+    wanted = max_worker_count(cfg)
     n = min(
         wanted, len(targets) // MIN_RECORDS_PER_WORKER if not cfg.crawl.processes else len(targets)
     )
     return n if n >= 2 else 0
+
+
+def max_worker_count(cfg: Config) -> int:
+    """The most worker processes any run uses under `cfg` ([crawl] processes, else the CPUs)."""
+    return cfg.crawl.processes or _usable_cpus()
+
+
+def record_capacity(cfg: Config, budget_s: float | None) -> int | None:
+    """The most records a run with `budget_s` can start under cfg's request budget, its
+    workers each holding a share of it (core.schedule.run_capacity); None when nothing bounds
+    it."""
+    return run_capacity(
+        budget_s,
+        cfg.crawl.max_requests_per_s,
+        buckets=max_worker_count(cfg),
+        in_flight=cfg.crawl.concurrency,
+    )
 
 
 def _usable_cpus() -> int:

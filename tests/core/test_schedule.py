@@ -27,6 +27,7 @@ from pithsync.core.schedule import (
     jitter_fraction,
     jittered_interval,
     priority_class,
+    run_capacity,
     take_due,
 )
 
@@ -290,3 +291,12 @@ def test_the_simulation_says_which_target_it_misses_and_why():
     assert "longest unchecked" in text and text.count("MISSED") == 2, text
     assert "why missed: the checks wanted" in text and "lower min_interval" in text, text
     assert result.max_requests_per_hour <= 0.08 * HOUR, text
+
+
+def test_a_budgeted_run_can_start_only_what_its_request_budget_reaches():
+    # 1 h at 20 requests a second per host, two workers' buckets, 64 in flight: 72,002 requests
+    # reach 36,001 records, and 64 more may be started before the deadline.
+    assert run_capacity(3600, 20, buckets=2, in_flight=64) == 36_001 + 64
+    assert run_capacity(1, 4, buckets=1, in_flight=1) == 3 + 1
+    assert run_capacity(None, 20, buckets=2, in_flight=64) is None  # no budget
+    assert run_capacity(3600, None, buckets=2, in_flight=64) is None  # no rate limit

@@ -16,7 +16,7 @@ from synctools import make_config, run_cli, write_config
 
 from pithsync.config import ScheduleConfig
 from pithsync.core.schedule import DAY, HOUR
-from pithsync.run import sync_records
+from pithsync.run import scheduling, sync_records
 from pithsync.run.results import Target
 from pithsync.run.scheduling import RunClock, due_targets
 from pithsync.store import Store
@@ -77,7 +77,7 @@ def _targets(records) -> list[Target]:
     return [Target(r.suffix, r.pith_number, 0) for r in records]
 
 
-async def test_sync_takes_only_due_records_in_priority_order(tmp_path):
+async def test_sync_takes_only_due_records_in_priority_order(tmp_path, monkeypatch):
     records = [forge.forge_record(i) for i in range(1, 6)]
     async with MirrorServer("a") as a:
         for r in records:
@@ -104,6 +104,14 @@ async def test_sync_takes_only_due_records_in_priority_order(tmp_path):
         finally:
             store.close()
         assert order == [never, attention, discovered, rotation]
+        monkeypatch.setattr(scheduling, "DUE_PAGE", 2)  # a limit across pages
+        store = Store.open(cfg.db_path)
+        try:
+            for limit in (1, 3, 4, 9):
+                taken = [t.pith_number for t in due_targets(store, now + 60, limit)]
+                assert taken == order[:limit]
+        finally:
+            store.close()
         a.clear_log()
         outcome = await _run(cfg, "sync", now + 60)
         fetched = {req.path for req in a.requests}
@@ -181,6 +189,39 @@ async def test_run_cut_at_a_random_moment_loses_nothing(tmp_path):
         assert code == 0
         rest_run, _ = _last_run(db, "sync")
     assert set(_checked_in(db, rest_run)) == left, f"seed {seed}"
+
+
+async def test_a_budgeted_sync_takes_no_more_due_records_than_it_can_start(tmp_path):
+    # One process, one record in flight, 4 requests a second for 1 s: at most
+    # ceil((4 x 1 + 1) / 2) = 3 records can be finished, and 1 more started, so the run reads 4
+    # of the 12 due records; every other one is left due and counted, and the next run takes
+    # the next ones in order.
+    records = [forge.forge_record(i) for i in range(1, 13)]
+    async with MirrorServer("a") as a:
+        for r in records:
+            a.put_record(r.bundle())
+        extra = "max_requests_per_s = 4\nconcurrency = 1\nprocesses = 1\n"
+        conf = write_config(tmp_path, [a.spec()], schedule=REAL_TOML, extra=extra)
+        db = tmp_path / "pithsync.db"
+        base = ["--config", conf, "--db", db]
+        code, _ = await run_cli(*base, "pull", *(r.pith_number for r in records))
+        assert code == 0
+        _set(db, "update schedule set next_due = 0")  # every record due
+        store = Store.open(db)
+        try:
+            order = [t.pith_number for t in due_targets(store, time.time())]
+        finally:
+            store.close()
+        a.clear_log()
+        code, _ = await run_cli(*base, "sync", "--max-duration", "1")
+        fetched = {req.path for req in a.requests}
+        run_id, summary = _last_run(db, "sync")
+    assert code == 0
+    checked = _checked_in(db, run_id)
+    assert 1 <= len(checked) <= 4 and set(checked) <= set(order[:4])
+    assert summary["left_due"] == 12 - len(checked) and summary["cut"] is True
+    untaken = {n.rsplit(":", 1)[1] for n in order[4:]}
+    assert not any(s in path for path in fetched for s in untaken)
 
 
 async def test_pull_ignores_the_schedule(tmp_path):
