@@ -116,6 +116,11 @@ def _check_structure(results: dict, n: int, sizes: list[int]) -> None:
     assert _positive(c["full_ms"]) and _positive(c["resync_ms"])
     assert c["full_ms"] == min(c["full_cpu_s"]) / n * 1000
     assert all(_positive(x) for x in c["floors_ms"].values())
+    # ... and over the floors of the same run: the full sync's (six GETs and the verification
+    # floor), the re-sync's (six conditional GETs, every one answered 304)
+    assert c["full_floor_ratio"] == c["full_ms"] / c["floors_ms"]["full_floor_ms"]
+    assert c["resync_floor_ratio"] == c["resync_ms"] / c["floors_ms"]["resync_floor_ms"]
+    assert results["sanity"]["bare_conditional_all_304"] is True
     assert sorted(int(k) for k in c["full_ms_by_size"]) == sizes
     assert sorted(int(k) for k in c["resync_ms_by_size"]) == sizes
     assert all(
@@ -140,7 +145,7 @@ def _check_structure(results: dict, n: int, sizes: list[int]) -> None:
     assert results["in_sync"] is True and results["valid"] is True
     assert all(v is not False for v in results["sanity"].values()), results["sanity"]
     assert results["sanity"]["full_sync_requests"] == n * 6
-    assert len(results["checks"]) == 16 and {c["status"] for c in results["checks"]} <= {
+    assert len(results["checks"]) == 18 and {c["status"] for c in results["checks"]} <= {
         "PASS",
         "FAIL",
         "n/a",
