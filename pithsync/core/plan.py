@@ -104,14 +104,6 @@ class EncodedState:
         )
 
 
-@dataclass(frozen=True)
-class StateClaim:
-    """What a verified state document's bytes claim: the quick check's one need of them."""
-
-    state_sha256: str  # its top-level state_sha256
-    size: int  # its length in bytes (the size cap applies to it as to any document)
-
-
 @dataclass
 class RecordWrite:
     """Everything one sync learned about one record, written in one transaction.  Documents and
@@ -139,8 +131,6 @@ class RecordWrite:
     observations: list[MirrorObservation] = field(default_factory=list)  # one per mirror asked
     # (mirror base URL, the peer's proven statement) of each split view found: kept as proof
     split_views: list[tuple[str, PeerStatement]] = field(default_factory=list)
-    # state document sha256 -> its claim, for each state document that verified
-    state_claims: dict[str, StateClaim] = field(default_factory=dict)
 
     def payload_bytes(self) -> int:
         """About how many bytes of documents, events, state and evidence this write carries."""
@@ -193,8 +183,6 @@ class StoredRecord:
     verdicts: Mapping[str, tuple]  # mirror base_url -> (status, bundle sha256, state sha256)
     summary: Mapping | None  # the store's record summary (has_state, event_count, state_sha256)
     event_ids: tuple[str, ...] = ()  # the verified events stored for it
-    # sha256 -> claim, of the stored state documents its validators name (store.claims)
-    state_claims: Mapping[str, StateClaim] = field(default_factory=dict)
 
     @property
     def has_state(self) -> bool:
@@ -364,9 +352,6 @@ def _plan_mirror(
         documents[copy.bundle.sha256] = ("bundle", copy.bundle.body)
     if a.state_ok and not stored_pair:
         documents.setdefault(copy.state.sha256, ("state", copy.state.body))
-        # A state that verified claims its bundle's merge (verify.check_served_state).
-        claim = StateClaim(a.report.merged_state["state_sha256"], len(copy.state.body))
-        write.state_claims[copy.state.sha256] = claim
         if shas not in write.verified_copies:
             write.verified_copies.append(shas)
     if copy.bundle.code != NOT_MODIFIED:
@@ -390,9 +375,7 @@ def quick_plan(stored: StoredRecord, fetched: list[FetchedCopy], rules: PlanRule
     documents with a pair that verified together under the pinned keys (known_good), the
     last check found each of these mirrors `ok` with these very bytes (so their events hold
     no equivocation), and each served state's state_sha256 is the stored merge's (so each
-    mirror has exactly the stored events: none is stale, and nothing new is to be stored),
-    its size within the cap.  A served state's claim and size are the verified facts kept
-    for its bytes (stored.state_claims), not read from the bytes: without one, the full path.
+    mirror has exactly the stored events: none is stale, and nothing new is to be stored).
     Then the full path gives every mirror `ok`, an in_sync verdict and nothing to write
     but the check itself; tests/run/test_sync.py holds the two paths equal case by case.
     With follow_hints the bundle is read for hints: one naming another mirror takes the full
@@ -442,11 +425,14 @@ def _confirmed_unchanged(
         return False
     if not stored.has_state:
         return False
-    claims = [stored.state_claims.get(f.copy.state.sha256) for f in fetched]
-    if any(
-        c is None or c.size > rules.max_bytes or c.state_sha256 != stored.summary["state_sha256"]
-        for c in claims
-    ):
+    states = {f.copy.state.sha256: f.copy.state.body for f in fetched}  # each distinct one once
+    try:
+        served = [
+            strictjson.loads_object(body, max_bytes=rules.max_bytes) for body in states.values()
+        ]
+    except MalformedDocument:
+        return False
+    if any(s.get("state_sha256") != stored.summary["state_sha256"] for s in served):
         return False
     return not rules.follow_hints or _hints_only_configured(stored.pith_number, fetched, rules)
 

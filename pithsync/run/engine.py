@@ -320,12 +320,9 @@ class SyncEngine:
         # A peer's statement is compared with each mirror's events, which the quick check does
         # not read: a record the peers have statements about is compared in full.
         if self.quick_check and verified_pith and target.depth == 0 and not seen:
-            if rules.follow_hints:  # the quick check reads the bundles' hints
-                fetched = self.copies.with_bodies(fetched)
             quick = quick_plan(stored, fetched, rules)
             if quick is not None:
                 return quick[0], quick[1], []
-        fetched = self.copies.with_bodies(fetched)
         assessments = [self.assessor.assess(f.copy, suffix, stored.known_good) for f in fetched]
         specs, refused = await self._follow_hints(suffix, stored.known_good, fetched, assessments)
         # Only a verified number is stored with verified data; a typed one stands in while no
@@ -384,7 +381,7 @@ class SyncEngine:
         discovered, refused = discover(assessments, suffix, self.configured, policy, cap)
         specs = dict(self.configured)
         if discovered:
-            more = self.copies.with_bodies(await self.copies.fetch_all(discovered, suffix))
+            more = await self.copies.fetch_all(discovered, suffix)
             fetched += more
             assessments += [self.assessor.assess(f.copy, suffix, known_good) for f in more]
             specs.update({base_key(m.base_url): m for m in discovered})

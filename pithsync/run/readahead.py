@@ -22,7 +22,7 @@ class Known:
     record: StoredRecord
     urls: list[tuple[str, str, str]]  # each configured mirror's (bundle, state, well-known) URL
     validators: dict[str, dict]  # url -> the validators row, for the configured mirrors' URLs
-    stored: set[str]  # the sha256s those validators name whose bytes the store holds
+    bodies: dict[str, bytes]  # sha256 -> stored bytes those validators name
 
 
 def mirror_urls(mirror: MirrorSpec, suffix: str) -> tuple[str, str, str]:
@@ -79,22 +79,22 @@ class ReadAhead:
         event_ids = store.event_ids(with_state) if with_state else {}
         urls = {t.suffix: [mirror_urls(m, t.suffix) for m in self.mirrors] for t in targets}
         every_url = [u for triples in urls.values() for triple in triples for u in triple]
-        validators, held = store.validators_with_stored(every_url)
-        claims = store.state_claims(sorted(held))
+        validators, bodies = store.validators_with_bodies(every_url)
         out = {}
         for t in targets:
             pith = piths[t.suffix]
             mine = {
                 u: validators[u] for triple in urls[t.suffix] for u in triple if u in validators
             }
-            shas = {v.get("document_sha256") for v in mine.values()} & held
+            shas = (v.get("document_sha256") for v in mine.values())
             record = StoredRecord(
                 pith,
                 pairs.get(pith, set()),
                 verdicts.get(pith, {}),
                 summaries.get(pith),
                 event_ids.get(pith, ()),
-                {sha: claims[sha] for sha in shas if sha in claims},
             )
-            out[t.suffix] = Known(record, urls[t.suffix], mine, shas)
+            out[t.suffix] = Known(
+                record, urls[t.suffix], mine, {sha: bodies[sha] for sha in shas if sha in bodies}
+            )
         return out

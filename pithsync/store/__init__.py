@@ -33,7 +33,7 @@ from pithsync.core.alerting import Decision
 from pithsync.core.note import NoteSigner
 from pithsync.core.plan import EncodedState, MirrorRow, RecordWrite
 from pithsync.core.tlog import Checkpoint, sign_checkpoint
-from pithsync.store import alerts, claims, journal, observations, peers, records, schema
+from pithsync.store import alerts, journal, observations, peers, records, schema
 from pithsync.store.batch import Batch, groups
 from pithsync.store.connection import (
     connect,
@@ -210,7 +210,6 @@ class Store(StoreQueries):
         entries = records.write_rows(
             self.db, run_id, writes, now, self._batch.mirrors, discovered_at=time.time()
         )
-        claims.keep(self.db, (c for w in writes for c in w.state_claims.items()))
         self._append_journal(run_id, entries, now)
         self._batch.group.extend(writes)
 

@@ -8,19 +8,9 @@ from collections.abc import Iterator
 
 import sqlite_utils
 
-from pithsync.core.plan import StateClaim
 from pithsync.core.schedule import Coverage, ScheduleState
 from pithsync.core.tlog import Tile
-from pithsync.store import (
-    alerts,
-    claims,
-    journal,
-    observations,
-    peers,
-    publishing,
-    reads,
-    schedule,
-)
+from pithsync.store import alerts, journal, observations, peers, publishing, reads, schedule
 from pithsync.store.schedule import DueKey
 
 
@@ -106,16 +96,11 @@ class StoreQueries:
         """See reads.validators_for."""
         return reads.validators_for(self.db, urls)
 
-    def validators_with_stored(self, urls: list[str]) -> tuple[dict[str, dict], set[str]]:
-        """validators_for(urls), and which of the documents they name the store holds the bytes
-        of (reads.stored_shas): those are asked for conditionally."""
+    def validators_with_bodies(self, urls: list[str]) -> tuple[dict[str, dict], dict[str, bytes]]:
+        """validators_for(urls), and the stored bytes (document_bodies) each of them names."""
         validators = reads.validators_for(self.db, urls)
         shas = [v["document_sha256"] for v in validators.values() if v.get("document_sha256")]
-        return validators, reads.stored_shas(self.db, shas)
-
-    def state_claims(self, shas: list[str]) -> dict[str, StateClaim]:
-        """See claims.claimed."""
-        return claims.claimed(self.db, shas)
+        return validators, reads.document_bodies(self.db, shas)
 
     def document_bodies(self, shas: list[str]) -> dict[str, bytes]:
         """See reads.document_bodies."""

@@ -172,18 +172,6 @@ def document_bodies(db: sqlite_utils.Database, shas: list[str]) -> dict[str, byt
     return out
 
 
-def stored_shas(db: sqlite_utils.Database, shas: list[str]) -> set[str]:
-    """Those of `shas` whose bytes document_bodies gives (from documents or evidence), found
-    without reading the bytes."""
-    wanted = sorted(set(shas))
-    sql = "select sha256 from documents where sha256 in ({})"
-    found = {sha for (sha,) in rows_in(db, sql, wanted)}
-    missing = [x for x in wanted if x not in found]
-    sql = "select distinct body_sha256 from evidence where body is not null and body_sha256 in ({})"
-    found.update(sha for (sha,) in rows_in(db, sql, missing))
-    return found
-
-
 def verified_pairs(
     db: sqlite_utils.Database, pith_numbers: list[str], trust_id: str
 ) -> dict[str, set[tuple[str, str]]]:

@@ -14,9 +14,9 @@ from pithsync.base.exits import StoreError
 from pithsync.core.numbers import suffix_of
 from pithsync.core.plan import record_columns
 from pithsync.core.schedule import Outcome, SchedulePolicy, ScheduleState, after_check
-from pithsync.store import bodies, claims, journal, records, schedule
+from pithsync.store import bodies, journal, records, schedule
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 8
 HEAL_RUN_ID = "migration-3"  # the journal's run_id for what the schema 3 migration renumbered
 
 
@@ -420,17 +420,6 @@ def _schema_v8(db: sqlite_utils.Database) -> None:
     db["split_views"].create_index(["pith_number"], if_not_exists=True)
 
 
-def _schema_v9(db: sqlite_utils.Database) -> None:
-    # What each verified state document claims (its state_sha256) and its size, keyed by its
-    # sha256: the quick check of an unchanged record reads these instead of the bytes
-    # (store/claims.py).  Kept for every state stored before, too.
-    db.conn.execute(
-        "create table if not exists state_claims (sha256 text primary key,"
-        " state_sha256 text not null, size integer not null) without rowid"
-    )
-    claims.backfill(db)
-
-
 # version -> function that brings the schema from version-1
 MIGRATIONS = {
     1: _schema_v1,
@@ -441,7 +430,6 @@ MIGRATIONS = {
     6: _schema_v6,
     7: _schema_v7,
     8: _schema_v8,
-    9: _schema_v9,
 }
 
 

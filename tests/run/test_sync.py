@@ -653,8 +653,6 @@ QUICK_CASES = (
     "lying_state",
     "one_changed",
     "same_bytes_refetched",
-    "claim_missing",
-    "claim_differs",
     "cap_below_state",
 )
 
@@ -715,20 +713,6 @@ async def test_quick_check_gives_what_the_full_comparison_gives(tmp_path, case):
         ):  # no validators kept for b: the same bytes come back as a 200
             with sqlite3.connect(cfg.db_path) as conn:
                 conn.execute("delete from validators where url like ?", [b.base_url + "%"])
-        if case in ("claim_missing", "claim_differs"):
-            # The quick check reads each served state's claim from state_claims, not its bytes:
-            # with none kept, or one that is not the stored merge, it declines.
-            with sqlite3.connect(cfg.db_path) as conn:
-                (state_sha,) = conn.execute(
-                    "select sha256 from documents where kind = 'state'"
-                ).fetchone()
-                if case == "claim_missing":
-                    conn.execute("delete from state_claims")
-                else:
-                    conn.execute(
-                        "update state_claims set state_sha256 = ? where sha256 = ?",
-                        ["0" * 64, state_sha],
-                    )
         if case == "cap_below_state":  # the size cap applies to stored bytes as to served ones
             with sqlite3.connect(cfg.db_path) as conn:
                 (size,) = conn.execute("select size from documents where kind = 'state'").fetchone()
