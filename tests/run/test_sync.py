@@ -653,6 +653,7 @@ QUICK_CASES = (
     "lying_state",
     "one_changed",
     "same_bytes_refetched",
+    "cap_below_state",
 )
 
 
@@ -712,6 +713,10 @@ async def test_quick_check_gives_what_the_full_comparison_gives(tmp_path, case):
         ):  # no validators kept for b: the same bytes come back as a 200
             with sqlite3.connect(cfg.db_path) as conn:
                 conn.execute("delete from validators where url like ?", [b.base_url + "%"])
+        if case == "cap_below_state":  # the size cap applies to stored bytes as to served ones
+            with sqlite3.connect(cfg.db_path) as conn:
+                (size,) = conn.execute("select size from documents where kind = 'state'").fetchone()
+            cfg = make_config(tmp_path, [a.spec(), b.spec()], max_bytes=size - 1)
         took, quick, full = await _examine_both_ways(tmp_path, cfg, pith)
     assert quick == full
     assert took == (case in ("unchanged", "hints_to_configured")), case
