@@ -1,9 +1,15 @@
 """The journal: append-only entries, each hash-chained to the one before, with the chain's head
-kept in `meta` so that a removed tail is detected too."""
+kept in `meta` so that a removed tail is detected too.
+
+An entry's hash covers the hash of the entry before it (`prev_sha256`, GENESIS for the first);
+that value is the previous row's entry_sha256, so it is derived where the journal is read, not
+stored.  entry_sha256 is stored as its 32 bytes (a store migrated from schema 8 keeps, as text,
+any value that was not a sha256 in hex, so that verify still reports it)."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import NamedTuple
 
 import sqlite_utils
@@ -13,10 +19,11 @@ from pithsync.core.canonical import canon, sha256hex
 GENESIS = "0" * 64
 _HASHED = ("seq", "run_id", "at", "kind", "pith_number", "mirror", "status", "detail")
 _HASHED += ("prev_sha256",)
-_COLUMNS = (*_HASHED, "entry_sha256")
-_INSERT = f"insert into journal ({','.join(_COLUMNS)}) values ({','.join('?' * len(_COLUMNS))})"
-# What json.dumps(detail, sort_keys=True) writes, without building an encoder on every call.
-_DETAIL_JSON = json.JSONEncoder(sort_keys=True)
+_STORED = (*_HASHED[:-1], "entry_sha256")
+_INSERT = f"insert into journal ({','.join(_STORED)}) values ({','.join('?' * len(_STORED))})"
+_SELECT = f"select {','.join(_STORED)} from journal"
+# The detail's JSON: sorted keys, no spaces, built once rather than on every call.
+_DETAIL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 # One entry to append: (kind, pith_number, mirror, status, detail).
 Entry = tuple[str, "str | None", "str | None", "str | None", "dict | None"]
@@ -39,13 +46,28 @@ class Head(NamedTuple):
 
 
 def journal_entry_sha256(entry: dict) -> str:
-    """The hash of a journal row (any mapping with the journal's columns)."""
+    """The hash of a journal entry (any mapping with the journal's fields, prev_sha256 too)."""
     return _entry_sha256({k: entry.get(k) for k in _HASHED})
 
 
 def _entry_sha256(fields: dict) -> str:
     """The hash of a journal entry given exactly its hashed fields."""
     return sha256hex(canon(fields))
+
+
+def stored_hash(value: bytes | str) -> bytes | str:
+    """An entry_sha256 as the journal stores it: the 32 bytes of a sha256 in hex, or any other
+    value (a tampered schema 8 row) as it is."""
+    if isinstance(value, str) and len(value) == 64:
+        try:
+            return bytes.fromhex(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _hex(value: bytes | str) -> str:
+    return value.hex() if isinstance(value, bytes) else value
 
 
 def read_head(db: sqlite_utils.Database) -> Head:
@@ -84,7 +106,6 @@ def append(
     rows = []
     for kind, pith_number, mirror, status, detail in entries:
         seq += 1
-        detail_json = _DETAIL_JSON.encode(detail or {})
         fields = {
             "seq": seq,
             "run_id": run_id,
@@ -93,11 +114,11 @@ def append(
             "pith_number": pith_number,
             "mirror": mirror,
             "status": status,
-            "detail": detail_json,
+            "detail": _DETAIL_JSON.encode(detail or {}),
             "prev_sha256": prev,
         }
         entry_sha256 = _entry_sha256(fields)
-        rows.append((*fields.values(), entry_sha256))
+        rows.append((*list(fields.values())[:-1], bytes.fromhex(entry_sha256)))
         prev = entry_sha256
     new_head = Head(seq, prev)
     db.conn.executemany(_INSERT, rows)
@@ -109,25 +130,90 @@ def append(
     return new_head
 
 
+def append_schema_8(db: sqlite_utils.Database, run_id: str, entries: list[Entry], at: str):
+    """append, to the journal as schema 8 and earlier kept it (prev_sha256 stored, hashes in
+    hex, the detail's JSON with spaces): what the schema 3 migration writes."""
+    if not entries:
+        return
+    seq, prev = read_head(db)
+    for kind, pith_number, mirror, status, detail in entries:
+        seq += 1
+        row = {
+            "seq": seq,
+            "run_id": run_id,
+            "at": at,
+            "kind": kind,
+            "pith_number": pith_number,
+            "mirror": mirror,
+            "status": status,
+            "detail": json.dumps(detail or {}, sort_keys=True),
+            "prev_sha256": prev,
+        }
+        prev = row["entry_sha256"] = journal_entry_sha256(row)
+        db["journal"].insert(row)
+    db["meta"].upsert({"key": "journal_head", "value": str(Head(seq, prev))}, pk="key")
+
+
+def upgrade_schema_8(conn: sqlite3.Connection) -> None:
+    """Rebuild a journal as schema 8 and earlier kept it into this module's (the schema 9
+    migration): prev_sha256 dropped, entry_sha256 as bytes (stored_hash), every row kept."""
+    if "prev_sha256" not in {row[1] for row in conn.execute("pragma table_info(journal)")}:
+        return  # rebuilt already (a store whose version was set back by hand)
+    conn.create_function("pithsync_stored_hash", 1, stored_hash, deterministic=True)
+    conn.execute(
+        "create table journal_v9 (seq integer primary key, run_id text not null,"
+        " at text not null, kind text not null, pith_number text, mirror text,"
+        " status text, detail text, entry_sha256 blob not null)"
+    )
+    conn.execute(
+        "insert into journal_v9 select seq, run_id, at, kind, pith_number, mirror, status,"
+        " detail, pithsync_stored_hash(entry_sha256) from journal order by seq"
+    )
+    conn.execute("drop table journal")
+    conn.execute("alter table journal_v9 rename to journal")
+
+
 def entries(db: sqlite_utils.Database, since: str | None = None) -> list[dict]:
-    """Every journal entry in order, or those at or after `since`."""
-    if since:
-        return list(db.query("select * from journal where at >= ? order by seq", [since]))
-    return list(db.query("select * from journal order by seq"))
+    """Every journal entry in order, or those at or after `since`, each with the prev_sha256
+    its hash covers (the entry_sha256 of the entry stored before it, GENESIS for the first).
+    """
+    if not since:
+        return list(_chained(db.conn.execute(f"{_SELECT} order by seq"), GENESIS))
+    cur = db.conn.execute(f"{_SELECT} where at >= ? order by seq", [since])
+    first = cur.fetchone()
+    if first is None:
+        return []
+    before = db.conn.execute(
+        "select entry_sha256 from journal where seq < ? order by seq desc limit 1", [first[0]]
+    ).fetchone()
+    prev = GENESIS if before is None else _hex(before[0])
+    return list(_chained([first, *cur], prev))
+
+
+def _chained(rows, prev: str):
+    """Journal rows (in _STORED's order, by seq) as entries, each with its prev_sha256."""
+    for row in rows:
+        entry = dict(zip(_STORED[:-1], row, strict=False))
+        entry_sha256 = _hex(row[-1])
+        entry["prev_sha256"] = prev
+        entry["entry_sha256"] = entry_sha256
+        yield entry
+        prev = entry_sha256
 
 
 def verify(db: sqlite_utils.Database) -> list[str]:
     """Problems found in the journal's hash chain (empty when intact)."""
     problems: list[str] = []
     prev, expected_seq = GENESIS, 1
-    for row in db.query("select * from journal order by seq"):
+    for row in _chained(db.conn.execute(f"{_SELECT} order by seq"), GENESIS):
         seq = row["seq"]
         if seq != expected_seq:
             problems.append(f"entry {expected_seq} is missing (next is {seq})")
-        if row["prev_sha256"] != prev:
-            problems.append(f"entry {seq}: prev_sha256 does not match entry {seq - 1}")
         if journal_entry_sha256(row) != row["entry_sha256"]:
-            problems.append(f"entry {seq}: content does not match its entry_sha256 (edited)")
+            problems.append(
+                f"entry {seq}: content does not match its entry_sha256 (edited, or the entry"
+                " before it was)"
+            )
         prev, expected_seq = row["entry_sha256"], seq + 1
     row = db.execute("select value from meta where key = 'journal_head'").fetchone()
     last = Head(expected_seq - 1, prev)

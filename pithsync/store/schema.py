@@ -16,7 +16,7 @@ from pithsync.core.plan import record_columns
 from pithsync.core.schedule import Outcome, SchedulePolicy, ScheduleState, after_check
 from pithsync.store import bodies, journal, records, schedule
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 HEAL_RUN_ID = "migration-3"  # the journal's run_id for what the schema 3 migration renumbered
 
 
@@ -209,7 +209,7 @@ def _schema_v3(db: sqlite_utils.Database) -> None:
     # Earlier versions stored a record under the number a user typed, year included, even when
     # its verified record gives another year: each such row takes its record's number now.
     now = utcnow()
-    journal.append(db, HEAL_RUN_ID, records.heal_numbers(db, now), now)
+    journal.append_schema_8(db, HEAL_RUN_ID, records.heal_numbers(db, now), now)
 
 
 def _schema_v4(db: sqlite_utils.Database) -> None:
@@ -420,6 +420,26 @@ def _schema_v8(db: sqlite_utils.Database) -> None:
     db["split_views"].create_index(["pith_number"], if_not_exists=True)
 
 
+# Columns schema 9 drops: written on every check, read by nothing (issue 16).
+_UNREAD = (
+    ("event_sources", "first_seen"),
+    ("event_sources", "last_seen"),
+    ("validators", "updated_at"),
+    ("verified_copies", "first_seen"),
+)
+
+
+def _schema_v9(db: sqlite_utils.Database) -> None:
+    # The journal keeps what its hashes need and no more (store/journal.py): prev_sha256 is the
+    # previous row's entry_sha256, derived where it is read, and entry_sha256 is kept as its 32
+    # bytes.  Every hash is kept exactly, so the chain verifies as it did, tampering included.
+    conn = db.conn
+    journal.upgrade_schema_8(conn)
+    for table, column in _UNREAD:
+        if column in {row[1] for row in conn.execute(f"pragma table_info({table})")}:
+            conn.execute(f"alter table {table} drop column {column}")
+
+
 # version -> function that brings the schema from version-1
 MIGRATIONS = {
     1: _schema_v1,
@@ -430,6 +450,7 @@ MIGRATIONS = {
     6: _schema_v6,
     7: _schema_v7,
     8: _schema_v8,
+    9: _schema_v9,
 }
 
 
