@@ -84,12 +84,15 @@ def write_rows(
 
 def _outcome_detail(w: RecordWrite) -> dict:
     """A record check's `record_outcome` detail: the write's journal detail and each mirror's
-    outcome, `"mirrors": [{"mirror": base_url, "status", "reasons": [code, ...]}]` (journals
-    before schema 9 have a `mirror_outcome` entry per mirror instead)."""
-    mirrors = [
-        {"mirror": m.base_url, "status": m.status, "reasons": [r.get("code") for r in m.reasons]}
-        for m in w.mirrors
-    ]
+    outcome, `"mirrors": [{"mirror": base_url, "status", "reasons": [code, ...]}]`, reasons
+    left out when there are none (journals before schema 9 have a `mirror_outcome` entry per
+    mirror instead)."""
+    mirrors = []
+    for m in w.mirrors:
+        outcome = {"mirror": m.base_url, "status": m.status}
+        if m.reasons:
+            outcome["reasons"] = [r.get("code") for r in m.reasons]
+        mirrors.append(outcome)
     return {**w.journal_detail, "mirrors": mirrors}
 
 
