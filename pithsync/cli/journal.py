@@ -12,8 +12,9 @@ from pithsync.config import Config
 def cmd_journal(args, cfg: Config, out) -> int:
     """The journal, oldest first.  --json: JSON Lines, one entry a line, `{"seq": int, "at",
     "kind", "pith_number", "mirror" (base URL), "status", "detail": {...}, "prev_sha256",
-    "entry_sha256", ...}`; `journal verify --json` prints one document `{"ok": bool, "entries":
-    int, "problems": [str]}`."""
+    "entry_sha256", ...}` (a record_outcome's detail holds `"mirrors": [{"mirror", "status",
+    "reasons"?}]`; prev_sha256 is the entry before's entry_sha256); `journal verify --json`
+    prints one document `{"ok": bool, "entries": int, "problems": [str]}`."""
     with open_store(cfg, lock=False) as store:
         if args.action == "verify":
             problems = store.verify_journal()

@@ -280,7 +280,13 @@ def register_store(sub, common) -> None:
     p.set_defaults(func=Handler("records", "cmd_untrack"))
 
     p = sub.add_parser(
-        "journal", parents=[common], help="the sync journal; `journal verify` checks its hash chain"
+        "journal",
+        parents=[common],
+        help="the sync journal; `journal verify` checks its hash chain",
+        description="The sync journal, oldest first: run_started and run_finished, one"
+        " record_outcome per record check (its detail lists each mirror's outcome under"
+        " `mirrors`; journals before schema 9 have a mirror_outcome entry per mirror instead),"
+        " record_renumbered, record_untracked, peer_checked and peer_rewritten.",
     )
     p.add_argument(
         "--since",
