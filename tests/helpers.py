@@ -79,11 +79,17 @@ SCHEMA_8_COLUMNS = (
     ("verified_copies", "first_seen"),
 )
 
+SCHEMA_8_HEX = (  # hashes schema 8 kept as hex
+    ("validators", ("document_sha256",)),
+    ("mirror_status", ("bundle_sha256", "state_sha256")),
+    ("verified_copies", ("bundle_sha256", "state_sha256", "trust_id")),
+)
+
 
 def store_as_schema8(conn, at: str = "2026-01-01T00:00:00.000000Z") -> None:
     """Rewrite a store as schema 8 and earlier kept it: the journal with each entry's
-    prev_sha256 (the entry before it's hash) and its hashes in hex, and the columns schema 9
-    dropped, set to `at`.  The caller sets the schema version."""
+    prev_sha256 (the entry before it's hash) and its hashes in hex, the columns schema 9
+    dropped, set to `at`, and the hashes it packed as hex.  The caller sets the version."""
     rows = conn.execute(
         "select seq, run_id, at, kind, pith_number, mirror, status, detail, entry_sha256"
         " from journal order by seq"
@@ -98,6 +104,9 @@ def store_as_schema8(conn, at: str = "2026-01-01T00:00:00.000000Z") -> None:
     for table, column in SCHEMA_8_COLUMNS:
         conn.execute(f"alter table {table} add column {column} text")
         conn.execute(f"update {table} set {column} = ?", [at])
+    conn.create_function("hex_of", 1, lambda v: v.hex() if isinstance(v, bytes) else v)
+    for table, columns in SCHEMA_8_HEX:
+        conn.execute(f"update {table} set " + ", ".join(f"{c} = hex_of({c})" for c in columns))
 
 
 def store_bodies_as_schema3(conn) -> None:

@@ -3,8 +3,8 @@ kept in `meta` so that a removed tail is detected too.
 
 An entry's hash covers the hash of the entry before it (`prev_sha256`, GENESIS for the first);
 that value is the previous row's entry_sha256, so it is derived where the journal is read, not
-stored.  entry_sha256 is stored as its 32 bytes (a store migrated from schema 8 keeps, as text,
-any value that was not a sha256 in hex, so that verify still reports it)."""
+stored.  entry_sha256 is stored as its 32 bytes (store.hashes: a store migrated from schema 8
+keeps, as text, any value that was not a sha256 in hex, so that verify still reports it)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import NamedTuple
 import sqlite_utils
 
 from pithsync.core.canonical import canon, sha256hex
+from pithsync.store.hashes import packed, unpacked
 
 GENESIS = "0" * 64
 _HASHED = ("seq", "run_id", "at", "kind", "pith_number", "mirror", "status", "detail")
@@ -53,21 +54,6 @@ def journal_entry_sha256(entry: dict) -> str:
 def _entry_sha256(fields: dict) -> str:
     """The hash of a journal entry given exactly its hashed fields."""
     return sha256hex(canon(fields))
-
-
-def stored_hash(value: bytes | str) -> bytes | str:
-    """An entry_sha256 as the journal stores it: the 32 bytes of a sha256 in hex, or any other
-    value (a tampered schema 8 row) as it is."""
-    if isinstance(value, str) and len(value) == 64:
-        try:
-            return bytes.fromhex(value)
-        except ValueError:
-            pass
-    return value
-
-
-def _hex(value: bytes | str) -> str:
-    return value.hex() if isinstance(value, bytes) else value
 
 
 def read_head(db: sqlite_utils.Database) -> Head:
@@ -118,7 +104,7 @@ def append(
             "prev_sha256": prev,
         }
         entry_sha256 = _entry_sha256(fields)
-        rows.append((*list(fields.values())[:-1], bytes.fromhex(entry_sha256)))
+        rows.append((*list(fields.values())[:-1], packed(entry_sha256)))
         prev = entry_sha256
     new_head = Head(seq, prev)
     db.conn.executemany(_INSERT, rows)
@@ -156,10 +142,10 @@ def append_schema_8(db: sqlite_utils.Database, run_id: str, entries: list[Entry]
 
 def upgrade_schema_8(conn: sqlite3.Connection) -> None:
     """Rebuild a journal as schema 8 and earlier kept it into this module's (the schema 9
-    migration): prev_sha256 dropped, entry_sha256 as bytes (stored_hash), every row kept."""
+    migration): prev_sha256 dropped, entry_sha256 as bytes (hashes.packed), every row kept."""
     if "prev_sha256" not in {row[1] for row in conn.execute("pragma table_info(journal)")}:
         return  # rebuilt already (a store whose version was set back by hand)
-    conn.create_function("pithsync_stored_hash", 1, stored_hash, deterministic=True)
+    conn.create_function("pithsync_packed", 1, packed, deterministic=True)
     conn.execute(
         "create table journal_v9 (seq integer primary key, run_id text not null,"
         " at text not null, kind text not null, pith_number text, mirror text,"
@@ -167,7 +153,7 @@ def upgrade_schema_8(conn: sqlite3.Connection) -> None:
     )
     conn.execute(
         "insert into journal_v9 select seq, run_id, at, kind, pith_number, mirror, status,"
-        " detail, pithsync_stored_hash(entry_sha256) from journal order by seq"
+        " detail, pithsync_packed(entry_sha256) from journal order by seq"
     )
     conn.execute("drop table journal")
     conn.execute("alter table journal_v9 rename to journal")
@@ -186,7 +172,7 @@ def entries(db: sqlite_utils.Database, since: str | None = None) -> list[dict]:
     before = db.conn.execute(
         "select entry_sha256 from journal where seq < ? order by seq desc limit 1", [first[0]]
     ).fetchone()
-    prev = GENESIS if before is None else _hex(before[0])
+    prev = GENESIS if before is None else unpacked(before[0])
     return list(_chained([first, *cur], prev))
 
 
@@ -194,7 +180,7 @@ def _chained(rows, prev: str):
     """Journal rows (in _STORED's order, by seq) as entries, each with its prev_sha256."""
     for row in rows:
         entry = dict(zip(_STORED[:-1], row, strict=False))
-        entry_sha256 = _hex(row[-1])
+        entry_sha256 = unpacked(row[-1])
         entry["prev_sha256"] = prev
         entry["entry_sha256"] = entry_sha256
         yield entry

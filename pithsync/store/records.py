@@ -19,6 +19,7 @@ from pithsync.core.merge import merge_state
 from pithsync.core.numbers import suffix_of
 from pithsync.core.plan import MirrorRow, RecordWrite, _derived_number, number_of, record_columns
 from pithsync.store import bodies, schedule
+from pithsync.store.hashes import packed
 from pithsync.store.journal import Entry
 from pithsync.store.reads import numbers_for_suffixes, record_summaries
 
@@ -154,7 +155,7 @@ def _write_checks(db: sqlite_utils.Database, run_id: str, writes: list[RecordWri
         " when excluded.unreachable_runs > 0 then mirror_status.unreachable_runs + 1 else 0 end",
         [
             (w.pith_number, m.base_url, m.name, m.status, json.dumps(m.reasons))
-            + (m.bundle_sha256, m.state_sha256, now, 1 if m.unreachable else 0)
+            + (packed(m.bundle_sha256), packed(m.state_sha256), now, 1 if m.unreachable else 0)
             for w in writes
             for m in w.mirrors
         ],
@@ -174,13 +175,17 @@ def _write_checks(db: sqlite_utils.Database, run_id: str, writes: list[RecordWri
         db,
         "insert or replace into validators (url, etag, last_modified, document_sha256)"
         " values (?,?,?,?)",
-        [(url, etag, lm, sha) for w in writes for url, etag, lm, sha in w.validators],
+        [(url, etag, lm, packed(sha)) for w in writes for url, etag, lm, sha in w.validators],
     )
     _many(
         db,
         "insert or ignore into verified_copies (bundle_sha256, state_sha256, trust_id,"
         " pith_number) values (?,?,?,?)",
-        [(b, st, w.trust_id, w.pith_number) for w in writes for b, st in w.verified_copies],
+        [
+            (packed(b), packed(st), packed(w.trust_id), w.pith_number)
+            for w in writes
+            for b, st in w.verified_copies
+        ],
     )
     _many(
         db,

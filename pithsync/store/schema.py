@@ -14,7 +14,7 @@ from pithsync.base.exits import StoreError
 from pithsync.core.numbers import suffix_of
 from pithsync.core.plan import record_columns
 from pithsync.core.schedule import Outcome, SchedulePolicy, ScheduleState, after_check
-from pithsync.store import bodies, journal, records, schedule
+from pithsync.store import bodies, hashes, journal, records, schedule
 
 SCHEMA_VERSION = 9
 HEAL_RUN_ID = "migration-3"  # the journal's run_id for what the schema 3 migration renumbered
@@ -420,24 +420,26 @@ def _schema_v8(db: sqlite_utils.Database) -> None:
     db["split_views"].create_index(["pith_number"], if_not_exists=True)
 
 
-# Columns schema 9 drops: written on every check, read by nothing (issue 16).
-_UNREAD = (
-    ("event_sources", "first_seen"),
-    ("event_sources", "last_seen"),
-    ("validators", "updated_at"),
-    ("verified_copies", "first_seen"),
-)
+# What schema 9 changes in the widest tables: columns it drops (written on every check, read
+# by nothing) and hashes it keeps as their 32 bytes (store/hashes.py; readers get the hex).
+_V9_TABLES = {  # table: (columns dropped, hashes packed)
+    "event_sources": (("first_seen", "last_seen"), ()),
+    "validators": (("updated_at",), ("document_sha256",)),
+    "verified_copies": (("first_seen",), ("bundle_sha256", "state_sha256", "trust_id")),
+    "mirror_status": ((), ("bundle_sha256", "state_sha256")),
+}
 
 
 def _schema_v9(db: sqlite_utils.Database) -> None:
-    # The journal keeps what its hashes need and no more (store/journal.py): prev_sha256 is the
-    # previous row's entry_sha256, derived where it is read, and entry_sha256 is kept as its 32
-    # bytes.  Every hash is kept exactly, so the chain verifies as it did, tampering included.
     conn = db.conn
-    journal.upgrade_schema_8(conn)
-    for table, column in _UNREAD:
-        if column in {row[1] for row in conn.execute(f"pragma table_info({table})")}:
+    journal.upgrade_schema_8(conn)  # every hash kept: the chain verifies as it did
+    conn.create_function("pithsync_packed", 1, hashes.packed, deterministic=True)
+    for table, (dropped, packed) in _V9_TABLES.items():
+        have = {row[1] for row in conn.execute(f"pragma table_info({table})")}
+        for column in (c for c in dropped if c in have):  # else dropped already
             conn.execute(f"alter table {table} drop column {column}")
+        for column in packed:
+            conn.execute(f"update {table} set {column} = pithsync_packed({column})")
 
 
 # version -> function that brings the schema from version-1

@@ -13,11 +13,11 @@ import uuid
 
 import aiohttp
 import sqlite_utils
-from helpers import SCHEMA_8_COLUMNS, store_as_schema8
+from helpers import SCHEMA_8_COLUMNS, SCHEMA_8_HEX, store_as_schema8
 from synctools import json_lines, make_config, pull, run_cli, serve_bad_copy, serving, write_config
 
 from pithsync.publishing.server import build_app
-from pithsync.store import SCHEMA_VERSION, journal
+from pithsync.store import SCHEMA_VERSION, Store, journal
 from pithsync.testing import forge
 from pithsync.testing.mirror import MirrorServer, bundle_path
 
@@ -30,6 +30,16 @@ def _schema_8_journal(db_path: str) -> list[dict]:
     return [{**dict(r), "detail": json.loads(r["detail"] or "{}")} for r in rows]
 
 
+def _hashes_read(store: Store, numbers: list[str], trust_id: str) -> dict:
+    """Every hash a reader gets from the tables whose hashes schema 9 packs."""
+    urls = [v for (v,) in store.db.execute("select url from validators")]
+    return {
+        "validators": store.validators_for(urls),
+        "mirror_status": {p: store.mirror_statuses(p) for p in numbers},
+        "verified_pairs": store.verified_pairs(numbers, trust_id),
+    }
+
+
 async def test_the_schema_9_migration_keeps_the_journal_and_what_is_served(tmp_path):
     record, other = forge.forge_record(41, 3), forge.forge_record(42, 2)
     async with MirrorServer("a") as a, MirrorServer("b") as b:
@@ -40,6 +50,10 @@ async def test_the_schema_9_migration_keeps_the_journal_and_what_is_served(tmp_p
         cfg = make_config(tmp_path / "store", [a.spec(), b.spec()])
         conf = write_config(tmp_path / "pithsync.toml", [a.spec(), b.spec()])
         await pull(cfg, record.pith_number, other.pith_number)
+        numbers = [record.pith_number, other.pith_number]
+        with contextlib.closing(Store.open_reader(cfg.db_path)) as store:
+            kept = _hashes_read(store, numbers, cfg.trust.trust_id)
+        assert all(kept["validators"].values()) and all(kept["verified_pairs"].values())
         # The store as schema 8 kept it, with a check journaled as schema 8 journaled one.
         with contextlib.closing(sqlite3.connect(cfg.db_path)) as conn, conn:
             store_as_schema8(conn)
@@ -75,6 +89,12 @@ async def test_the_schema_9_migration_keeps_the_journal_and_what_is_served(tmp_p
             assert hashes == [("blob",)]
             for table, column in (("journal", "prev_sha256"), *SCHEMA_8_COLUMNS):
                 assert column not in {r[1] for r in conn.execute(f"pragma table_info({table})")}
+            for table, columns in SCHEMA_8_HEX:  # kept as 32 bytes, read back as the same hex
+                for column in columns:
+                    types = conn.execute(f"select distinct typeof({column}) from {table}")
+                    assert set(types) <= {("blob",), ("null",)}, (table, column)
+        with contextlib.closing(Store.open_reader(cfg.db_path)) as store:
+            assert _hashes_read(store, numbers, cfg.trust.trust_id) == kept
 
         # The tampered copy: both edits still reported, by seq.
         code, out = await run_cli("--db", tampered, "journal", "verify", "--json")
