@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import sqlite_utils
@@ -163,35 +164,35 @@ def entries(db: sqlite_utils.Database, since: str | None = None) -> list[dict]:
     """Every journal entry in order, or those at or after `since`, each with the prev_sha256
     its hash covers (the entry_sha256 of the entry stored before it, GENESIS for the first).
     """
-    if not since:
-        return list(_chained(db.conn.execute(f"{_SELECT} order by seq"), GENESIS))
-    cur = db.conn.execute(f"{_SELECT} where at >= ? order by seq", [since])
-    first = cur.fetchone()
-    if first is None:
-        return []
-    before = db.conn.execute(
-        "select entry_sha256 from journal where seq < ? order by seq desc limit 1", [first[0]]
-    ).fetchone()
-    prev = GENESIS if before is None else unpacked(before[0])
-    return list(_chained([first, *cur], prev))
+    if since:
+        return list(
+            _chained(db.conn, db.conn.execute(f"{_SELECT} where at >= ? order by seq", [since]))
+        )
+    return list(_chained(db.conn, db.conn.execute(f"{_SELECT} order by seq")))
 
 
-def _chained(rows, prev: str):
+def _chained(conn: sqlite3.Connection, rows) -> Iterator[dict]:
     """Journal rows (in _STORED's order, by seq) as entries, each with its prev_sha256."""
+    next_seq, prev = None, GENESIS  # the seq after the row read last, and that row's hash
     for row in rows:
+        if row[0] != next_seq:  # the row stored before it was not read here (--since, a gap)
+            before = conn.execute(
+                "select entry_sha256 from journal where seq < ? order by seq desc limit 1",
+                [row[0]],
+            ).fetchone()
+            prev = GENESIS if before is None else unpacked(before[0])
         entry = dict(zip(_STORED[:-1], row, strict=False))
-        entry_sha256 = unpacked(row[-1])
         entry["prev_sha256"] = prev
-        entry["entry_sha256"] = entry_sha256
+        entry["entry_sha256"] = prev = unpacked(row[-1])
+        next_seq = row[0] + 1
         yield entry
-        prev = entry_sha256
 
 
 def verify(db: sqlite_utils.Database) -> list[str]:
     """Problems found in the journal's hash chain (empty when intact)."""
     problems: list[str] = []
     prev, expected_seq = GENESIS, 1
-    for row in _chained(db.conn.execute(f"{_SELECT} order by seq"), GENESIS):
+    for row in _chained(db.conn, db.conn.execute(f"{_SELECT} order by seq")):
         seq = row["seq"]
         if seq != expected_seq:
             problems.append(f"entry {expected_seq} is missing (next is {seq})")

@@ -496,6 +496,13 @@ async def test_a_record_check_is_one_journal_entry_holding_each_mirrors_outcome(
         assert "prev_sha256" not in {r[1] for r in conn.execute("pragma table_info(journal)")}
     code, out = await run_cli("--db", db, "journal", "--json", "--since", entries[3]["at"])
     assert code == 0 and json_lines(out) == entries[3:]
+    with sqlite3.connect(db) as conn:  # an entry timed before the one stored before it
+        conn.execute("update journal set at = '2000-01-01T00:00:00Z' where seq = 5")
+    code, out = await run_cli("--db", db, "journal", "--json", "--since", entries[3]["at"])
+    assert [(e["seq"], e["prev_sha256"]) for e in json_lines(out)] == [
+        (4, entries[2]["entry_sha256"]),
+        (6, entries[4]["entry_sha256"]),  # the entry stored before it, though not listed
+    ]
 
 
 async def test_cli_pull_of_many_records_in_a_subprocess(tmp_path):
