@@ -33,18 +33,14 @@ def cmd_journal(args, cfg: Config, out) -> int:
                 out.json_line({**e, "detail": json.loads(e["detail"] or "{}")})
         else:
             for e in entries:
-                out.line(
-                    " ".join(
-                        str(x)
-                        for x in (
-                            e["seq"],
-                            e["at"],
-                            e["kind"],
-                            e["pith_number"] or "",
-                            e["mirror"] or "",
-                            e["status"] or "",
-                        )
-                        if x != ""
-                    )
-                )
+                fields = (e["seq"], e["at"], e["kind"], e["pith_number"], e["mirror"], e["status"])
+                out.line(" ".join([*(str(x) for x in fields if x), *_mirror_outcomes(e)]))
         return ExitCode.OK
+
+
+def _mirror_outcomes(entry: dict) -> list[str]:
+    """A record_outcome's mirrors, `base_url=status` each, as its line ends."""
+    if entry["kind"] != "record_outcome":
+        return []
+    mirrors = json.loads(entry["detail"] or "{}").get("mirrors", [])
+    return [f"{m['mirror']}={m['status']}" for m in mirrors]

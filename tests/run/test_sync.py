@@ -490,6 +490,10 @@ async def test_a_record_check_is_one_journal_entry_holding_each_mirrors_outcome(
         assert mirrors[1]["mirror"] == b.base_url and mirrors[1]["status"] == "tampered"
         assert mirrors[1]["reasons"] and all(isinstance(r, str) for r in mirrors[1]["reasons"])
     assert entries[4]["detail"]["new_events"] == 0
+    code, out = await run_cli("--db", db, "journal")  # the text lines say each mirror's status
+    line = out.splitlines()[4]
+    assert line.startswith(f"5 {entries[4]['at']} record_outcome {record.pith_number} diverged ")
+    assert {f"{a.base_url}=ok", f"{b.base_url}=tampered"} <= set(line.split())
     previous = ["0" * 64] + [e["entry_sha256"] for e in entries[:-1]]
     assert [e["prev_sha256"] for e in entries] == previous
     with sqlite3.connect(db) as conn:  # derived, not stored
