@@ -1,12 +1,13 @@
 """Bytes on disk per record: a real full pull of N forged records from three local mirrors
 serving identical bytes, into a fresh store, then the store's file measured.
 
-    python -m bench.storesize [--records N] [--server auto|nginx|python] [--keep]
+    python -m bench.storesize [--records N] [--server auto|nginx|python] [--keep] [--recheck]
 
 Prints the file's size per record (after `PRAGMA wal_checkpoint(TRUNCATE)`, so the WAL holds
 nothing) and the bytes of every table and index, from SQLite's `dbstat` virtual table (or, in a
-build without it, estimated from the lengths of each table's columns).  `measure` is what the
-main benchmark (bench/harness.py) calls on the store of its full sync.
+build without it, estimated from the lengths of each table's columns).  --recheck pulls the
+same records again, unchanged, and prints what that check added to each table and index.
+`measure` is what the main benchmark (bench/harness.py) calls on the store of its full sync.
 """
 
 from __future__ import annotations
@@ -85,7 +86,25 @@ def render(m: dict, *, top: int = 30) -> str:
     for name, o in list(m["objects"].items())[:top]:
         what = name if o["table"] == name else f"{name} (index on {o['table']})"
         lines.append(f"  {o['per_record']:10,.0f} B/record  {o['bytes']:>14,}  {what}")
+    if "recheck" in m:
+        grown = m["recheck"]
+        lines.append(f"an unchanged re-check added {grown['file_bytes_per_record']:,.0f} B/record:")
+        lines += [f"  {b:10,.0f} B/record  {name}" for name, b in grown["objects"].items()]
     return "\n".join(lines)
+
+
+def growth(before: dict, after: dict) -> dict:
+    """What a second measurement of the same store adds: file bytes per record, and the bytes
+    per record each table or index grew by (those that grew), largest first."""
+    per = max(1, after["records"])
+    grown = {
+        name: (o["bytes"] - before["objects"].get(name, {"bytes": 0})["bytes"]) / per
+        for name, o in after["objects"].items()
+    }
+    return {
+        "file_bytes_per_record": (after["file_bytes"] - before["file_bytes"]) / per,
+        "objects": dict(sorted(((k, v) for k, v in grown.items() if v), key=lambda x: -x[1])),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT / "storesize")
     ap.add_argument("--keep", action="store_true", help="keep the store in <out>/run/")
     ap.add_argument("--json", action="store_true", help="print the measurement as JSON")
+    ap.add_argument(
+        "--recheck", action="store_true", help="pull again, unchanged, and print what it added"
+    )
     args = ap.parse_args(argv)
     n = args.records
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
@@ -109,14 +131,18 @@ def main(argv: list[str] | None = None) -> int:
     db = bench.work / f"storesize-{n}.db"
     for p in bench.work.glob(f"{db.name}*"):
         p.unlink()
+    cfg, targets = bench.write_config(), bench.write_list(n)
     try:
-        pulled = bench.pull("full", bench.write_config(), db, bench.write_list(n), n)
+        pulled = bench.pull("full", cfg, db, targets, n)
+        m = measure(db, n)
+        if args.recheck and pulled["in_sync"]:
+            pulled = bench.pull("recheck", cfg, db, targets, n)
+            m["recheck"] = growth(m, measure(db, n))
     finally:
         bench.mirrors.stop()
     if not pulled["in_sync"] or pulled["exit_code"] != 0:
         log(f"the pull did not end in sync (exit {pulled['exit_code']}): see {pulled['stderr']}")
         return 1
-    m = measure(db, n)
     print(json.dumps(m, indent=2) if args.json else render(m))
     if not args.keep:
         for p in bench.work.glob(f"{db.name}*"):

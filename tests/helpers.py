@@ -68,12 +68,55 @@ def forged(i: int = 7, n_events: int = 3) -> forge.ForgedRecord:
     return forge.ForgedRecord(fr.record, copy.deepcopy(fr.events))
 
 
+# What schema 8 kept that schema 9 does not: the journal's prev_sha256, and these columns.
+SCHEMA_8_JOURNAL = """CREATE TABLE "journal" ("seq" INTEGER PRIMARY KEY, "run_id" TEXT NOT NULL,
+ "at" TEXT NOT NULL, "kind" TEXT NOT NULL, "pith_number" TEXT, "mirror" TEXT, "status" TEXT,
+ "detail" TEXT, "prev_sha256" TEXT NOT NULL, "entry_sha256" TEXT NOT NULL)"""
+SCHEMA_8_COLUMNS = (
+    ("event_sources", "first_seen"),
+    ("event_sources", "last_seen"),
+    ("validators", "updated_at"),
+    ("verified_copies", "first_seen"),
+)
+
+SCHEMA_8_HEX = (  # hashes schema 8 kept as hex
+    ("validators", ("document_sha256",)),
+    ("mirror_status", ("bundle_sha256", "state_sha256")),
+    ("verified_copies", ("bundle_sha256", "state_sha256", "trust_id")),
+)
+
+
+def store_as_schema8(conn, at: str = "2026-01-01T00:00:00.000000Z") -> None:
+    """Rewrite a store as schema 8 and earlier kept it: the journal with each entry's
+    prev_sha256 (the entry before it's hash) and its hashes in hex, the columns schema 9
+    dropped, set to `at`, and the hashes it packed as hex.  The caller sets the version."""
+    rows = conn.execute(
+        "select seq, run_id, at, kind, pith_number, mirror, status, detail, entry_sha256"
+        " from journal order by seq"
+    ).fetchall()
+    conn.execute("drop table journal")
+    conn.execute(SCHEMA_8_JOURNAL)
+    prev = "0" * 64
+    for *fields, sha in rows:
+        sha = sha.hex() if isinstance(sha, bytes) else sha
+        conn.execute("insert into journal values (?,?,?,?,?,?,?,?,?,?)", [*fields, prev, sha])
+        prev = sha
+    for table, column in SCHEMA_8_COLUMNS:
+        conn.execute(f"alter table {table} add column {column} text")
+        conn.execute(f"update {table} set {column} = ?", [at])
+    conn.create_function("hex_of", 1, lambda v: v.hex() if isinstance(v, bytes) else v)
+    for table, columns in SCHEMA_8_HEX:
+        conn.execute(f"update {table} set " + ", ".join(f"{c} = hex_of({c})" for c in columns))
+
+
 def store_bodies_as_schema3(conn) -> None:
     """Rewrite a store as schema 3 and earlier kept it: documents and evidence bodies as the raw
     bytes, events and states as text (what the schema 5 migration compresses), and every table
-    with a rowid.  The rest has not changed since; the caller sets the schema version."""
+    with a rowid, beside schema 8's journal and columns (store_as_schema8).  The rest has not
+    changed since; the caller sets the schema version."""
     from pithsync.store import bodies
 
+    store_as_schema8(conn)
     conn.create_function("raw", 1, lambda b: None if b is None else bodies.expand(b))
     conn.create_function("text", 1, lambda b: None if b is None else bodies.expand_text(b))
     for table, sql in conn.execute(

@@ -12,8 +12,9 @@ from pithsync.config import Config
 def cmd_journal(args, cfg: Config, out) -> int:
     """The journal, oldest first.  --json: JSON Lines, one entry a line, `{"seq": int, "at",
     "kind", "pith_number", "mirror" (base URL), "status", "detail": {...}, "prev_sha256",
-    "entry_sha256", ...}`; `journal verify --json` prints one document `{"ok": bool, "entries":
-    int, "problems": [str]}`."""
+    "entry_sha256", ...}` (a record_outcome's detail holds `"mirrors": [{"mirror", "status",
+    "reasons"?}]`; prev_sha256 is the entry before's entry_sha256); `journal verify --json`
+    prints one document `{"ok": bool, "entries": int, "problems": [str]}`."""
     with open_store(cfg, lock=False) as store:
         if args.action == "verify":
             problems = store.verify_journal()
@@ -32,18 +33,14 @@ def cmd_journal(args, cfg: Config, out) -> int:
                 out.json_line({**e, "detail": json.loads(e["detail"] or "{}")})
         else:
             for e in entries:
-                out.line(
-                    " ".join(
-                        str(x)
-                        for x in (
-                            e["seq"],
-                            e["at"],
-                            e["kind"],
-                            e["pith_number"] or "",
-                            e["mirror"] or "",
-                            e["status"] or "",
-                        )
-                        if x != ""
-                    )
-                )
+                fields = (e["seq"], e["at"], e["kind"], e["pith_number"], e["mirror"], e["status"])
+                out.line(" ".join([*(str(x) for x in fields if x), *_mirror_outcomes(e)]))
         return ExitCode.OK
+
+
+def _mirror_outcomes(entry: dict) -> list[str]:
+    """A record_outcome's mirrors, `base_url=status` each, as its line ends."""
+    if entry["kind"] != "record_outcome":
+        return []
+    mirrors = json.loads(entry["detail"] or "{}").get("mirrors", [])
+    return [f"{m['mirror']}={m['status']}" for m in mirrors]

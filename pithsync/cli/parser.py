@@ -255,6 +255,14 @@ def register_sync(sub, common) -> None:
     p.set_defaults(func=Handler("records", "cmd_sync"))
 
 
+_JOURNAL_DESCRIPTION = (
+    "The sync journal, oldest first: run_started and run_finished, one record_outcome per"
+    " record check (its detail lists each mirror's outcome under `mirrors`; journals before"
+    " schema 9 have a mirror_outcome entry per mirror instead), record_renumbered,"
+    " record_untracked, peer_checked and peer_rewritten."
+)
+
+
 def register_store(sub, common) -> None:
     """Adds `status`, `untrack`, `journal` (and `journal verify`) and `import` subcommands."""
     p = sub.add_parser("status", parents=[common], help="what the store holds")
@@ -282,6 +290,7 @@ def register_store(sub, common) -> None:
     p = sub.add_parser(
         "journal", parents=[common], help="the sync journal; `journal verify` checks its hash chain"
     )
+    p.description = _JOURNAL_DESCRIPTION
     p.add_argument(
         "--since",
         metavar="TIME",

@@ -1,22 +1,31 @@
 """The journal: append-only entries, each hash-chained to the one before, with the chain's head
-kept in `meta` so that a removed tail is detected too."""
+kept in `meta` so that a removed tail is detected too.
+
+An entry's hash covers the hash of the entry before it (`prev_sha256`, GENESIS for the first);
+that value is the previous row's entry_sha256, so it is derived where the journal is read, not
+stored.  entry_sha256 is stored as its 32 bytes (store.hashes: a store migrated from schema 8
+keeps, as text, any value that was not a sha256 in hex, so that verify still reports it)."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import sqlite_utils
 
 from pithsync.core.canonical import canon, sha256hex
+from pithsync.store.hashes import packed, unpacked
 
 GENESIS = "0" * 64
 _HASHED = ("seq", "run_id", "at", "kind", "pith_number", "mirror", "status", "detail")
 _HASHED += ("prev_sha256",)
-_COLUMNS = (*_HASHED, "entry_sha256")
-_INSERT = f"insert into journal ({','.join(_COLUMNS)}) values ({','.join('?' * len(_COLUMNS))})"
-# What json.dumps(detail, sort_keys=True) writes, without building an encoder on every call.
-_DETAIL_JSON = json.JSONEncoder(sort_keys=True)
+_STORED = (*_HASHED[:-1], "entry_sha256")
+_INSERT = f"insert into journal ({','.join(_STORED)}) values ({','.join('?' * len(_STORED))})"
+_SELECT = f"select {','.join(_STORED)} from journal"
+# The detail's JSON: sorted keys, no spaces, built once rather than on every call.
+_DETAIL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 # One entry to append: (kind, pith_number, mirror, status, detail).
 Entry = tuple[str, "str | None", "str | None", "str | None", "dict | None"]
@@ -39,7 +48,7 @@ class Head(NamedTuple):
 
 
 def journal_entry_sha256(entry: dict) -> str:
-    """The hash of a journal row (any mapping with the journal's columns)."""
+    """The hash of a journal entry (any mapping with the journal's fields, prev_sha256 too)."""
     return _entry_sha256({k: entry.get(k) for k in _HASHED})
 
 
@@ -84,7 +93,6 @@ def append(
     rows = []
     for kind, pith_number, mirror, status, detail in entries:
         seq += 1
-        detail_json = _DETAIL_JSON.encode(detail or {})
         fields = {
             "seq": seq,
             "run_id": run_id,
@@ -93,11 +101,11 @@ def append(
             "pith_number": pith_number,
             "mirror": mirror,
             "status": status,
-            "detail": detail_json,
+            "detail": _DETAIL_JSON.encode(detail or {}),
             "prev_sha256": prev,
         }
         entry_sha256 = _entry_sha256(fields)
-        rows.append((*fields.values(), entry_sha256))
+        rows.append((*list(fields.values())[:-1], packed(entry_sha256)))
         prev = entry_sha256
     new_head = Head(seq, prev)
     db.conn.executemany(_INSERT, rows)
@@ -109,25 +117,90 @@ def append(
     return new_head
 
 
+def append_schema_8(db: sqlite_utils.Database, run_id: str, entries: list[Entry], at: str):
+    """append, to the journal as schema 8 and earlier kept it (prev_sha256 stored, hashes in
+    hex, the detail's JSON with spaces): what the schema 3 migration writes."""
+    if not entries:
+        return
+    seq, prev = read_head(db)
+    for kind, pith_number, mirror, status, detail in entries:
+        seq += 1
+        row = {
+            "seq": seq,
+            "run_id": run_id,
+            "at": at,
+            "kind": kind,
+            "pith_number": pith_number,
+            "mirror": mirror,
+            "status": status,
+            "detail": json.dumps(detail or {}, sort_keys=True),
+            "prev_sha256": prev,
+        }
+        prev = row["entry_sha256"] = journal_entry_sha256(row)
+        db["journal"].insert(row)
+    db["meta"].upsert({"key": "journal_head", "value": str(Head(seq, prev))}, pk="key")
+
+
+def upgrade_schema_8(conn: sqlite3.Connection) -> None:
+    """Rebuild a journal as schema 8 and earlier kept it into this module's (the schema 9
+    migration): prev_sha256 dropped, entry_sha256 as bytes (hashes.packed), every row kept."""
+    if "prev_sha256" not in {row[1] for row in conn.execute("pragma table_info(journal)")}:
+        return  # rebuilt already (a store whose version was set back by hand)
+    conn.create_function("pithsync_packed", 1, packed, deterministic=True)
+    conn.execute(
+        "create table journal_v9 (seq integer primary key, run_id text not null,"
+        " at text not null, kind text not null, pith_number text, mirror text,"
+        " status text, detail text, entry_sha256 blob not null)"
+    )
+    conn.execute(
+        "insert into journal_v9 select seq, run_id, at, kind, pith_number, mirror, status,"
+        " detail, pithsync_packed(entry_sha256) from journal order by seq"
+    )
+    conn.execute("drop table journal")
+    conn.execute("alter table journal_v9 rename to journal")
+
+
 def entries(db: sqlite_utils.Database, since: str | None = None) -> list[dict]:
-    """Every journal entry in order, or those at or after `since`."""
+    """Every journal entry in order, or those at or after `since`, each with the prev_sha256
+    its hash covers (the entry_sha256 of the entry stored before it, GENESIS for the first).
+    """
     if since:
-        return list(db.query("select * from journal where at >= ? order by seq", [since]))
-    return list(db.query("select * from journal order by seq"))
+        return list(
+            _chained(db.conn, db.conn.execute(f"{_SELECT} where at >= ? order by seq", [since]))
+        )
+    return list(_chained(db.conn, db.conn.execute(f"{_SELECT} order by seq")))
+
+
+def _chained(conn: sqlite3.Connection, rows) -> Iterator[dict]:
+    """Journal rows (in _STORED's order, by seq) as entries, each with its prev_sha256."""
+    next_seq, prev = None, GENESIS  # the seq after the row read last, and that row's hash
+    for row in rows:
+        if row[0] != next_seq:  # the row stored before it was not read here (--since, a gap)
+            before = conn.execute(
+                "select entry_sha256 from journal where seq < ? order by seq desc limit 1",
+                [row[0]],
+            ).fetchone()
+            prev = GENESIS if before is None else unpacked(before[0])
+        entry = dict(zip(_STORED[:-1], row, strict=False))
+        entry["prev_sha256"] = prev
+        entry["entry_sha256"] = prev = unpacked(row[-1])
+        next_seq = row[0] + 1
+        yield entry
 
 
 def verify(db: sqlite_utils.Database) -> list[str]:
     """Problems found in the journal's hash chain (empty when intact)."""
     problems: list[str] = []
     prev, expected_seq = GENESIS, 1
-    for row in db.query("select * from journal order by seq"):
+    for row in _chained(db.conn, db.conn.execute(f"{_SELECT} order by seq")):
         seq = row["seq"]
         if seq != expected_seq:
             problems.append(f"entry {expected_seq} is missing (next is {seq})")
-        if row["prev_sha256"] != prev:
-            problems.append(f"entry {seq}: prev_sha256 does not match entry {seq - 1}")
         if journal_entry_sha256(row) != row["entry_sha256"]:
-            problems.append(f"entry {seq}: content does not match its entry_sha256 (edited)")
+            problems.append(
+                f"entry {seq}: content does not match its entry_sha256 (edited, or the entry"
+                " before it was)"
+            )
         prev, expected_seq = row["entry_sha256"], seq + 1
     row = db.execute("select value from meta where key = 'journal_head'").fetchone()
     last = Head(expected_seq - 1, prev)

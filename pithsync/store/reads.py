@@ -12,6 +12,7 @@ from pithsync.base.exits import StoreError
 from pithsync.core import numbers
 from pithsync.core.plan import record_columns
 from pithsync.store import bodies
+from pithsync.store.hashes import packed, unpacked
 
 _CHUNK = 500  # values bound per query: well under SQLite's limit on parameters
 
@@ -127,6 +128,8 @@ def mirror_statuses(db: sqlite_utils.Database, pith_number: str) -> list[dict]:
     rows = list(db.query(query, [pith_number]))
     for r in rows:
         r["reasons"] = json.loads(r["reasons"] or "[]")
+        r["bundle_sha256"] = unpacked(r["bundle_sha256"])
+        r["state_sha256"] = unpacked(r["state_sha256"])
     return rows
 
 
@@ -144,7 +147,7 @@ def mirror_verdicts(
     )
     out: dict[str, dict[str, MirrorVerdict]] = {}
     for pith, mirror, status, bundle_sha, state_sha in rows_in(db, sql, pith_numbers):
-        out.setdefault(pith, {})[mirror] = (status, bundle_sha, state_sha)
+        out.setdefault(pith, {})[mirror] = (status, unpacked(bundle_sha), unpacked(state_sha))
     return out
 
 
@@ -152,7 +155,7 @@ def validators_for(db: sqlite_utils.Database, urls: list[str]) -> dict[str, dict
     """url -> its validators (etag, last_modified, document_sha256), for those known."""
     sql = "select url, etag, last_modified, document_sha256 from validators where url in ({})"
     return {
-        url: {"url": url, "etag": etag, "last_modified": lm, "document_sha256": sha}
+        url: {"url": url, "etag": etag, "last_modified": lm, "document_sha256": unpacked(sha)}
         for url, etag, lm, sha in rows_in(db, sql, urls)
     }
 
@@ -182,8 +185,8 @@ def verified_pairs(
         " where trust_id = ? and pith_number in ({})"
     )
     out: dict[str, set[tuple[str, str]]] = {}
-    for pith, bundle_sha, state_sha in rows_in(db, sql, pith_numbers, trust_id):
-        out.setdefault(pith, set()).add((bundle_sha, state_sha))
+    for pith, bundle_sha, state_sha in rows_in(db, sql, pith_numbers, packed(trust_id)):
+        out.setdefault(pith, set()).add((unpacked(bundle_sha), unpacked(state_sha)))
     return out
 
 

@@ -19,6 +19,7 @@ from pithsync.core.merge import merge_state
 from pithsync.core.numbers import suffix_of
 from pithsync.core.plan import MirrorRow, RecordWrite, _derived_number, number_of, record_columns
 from pithsync.store import bodies, schedule
+from pithsync.store.hashes import packed
 from pithsync.store.journal import Entry
 from pithsync.store.reads import numbers_for_suffixes, record_summaries
 
@@ -54,8 +55,8 @@ def write_rows(
             import) are to be marked discovered, due at once.
 
     Returns:
-        The journal entries of the group, in order: renumberings, then each record's mirror
-        outcomes and its record outcome.
+        The journal entries of the group, in order: renumberings, then each record's outcome
+        (_outcome_detail).
 
     Raises:
         WrongNumberError: a record would be stored under a number it does not derive.
@@ -76,17 +77,24 @@ def write_rows(
     if discovered_at is not None:
         unscheduled = [w.pith_number for w in writes if w.schedule is None and w.tracked]
         schedule.mark_discovered(db, unscheduled, discovered_at)
-    for w in writes:
-        entries += [
-            ("mirror_outcome", w.pith_number, m.base_url, m.status, {"reasons": _codes(m)})
-            for m in w.mirrors
-        ]
-        entries.append(("record_outcome", w.pith_number, None, w.verdict, w.journal_detail))
+    entries += [
+        ("record_outcome", w.pith_number, None, w.verdict, _outcome_detail(w)) for w in writes
+    ]
     return entries
 
 
-def _codes(m: MirrorRow) -> list:
-    return [r.get("code") for r in m.reasons]
+def _outcome_detail(w: RecordWrite) -> dict:
+    """A record check's `record_outcome` detail: the write's journal detail and each mirror's
+    outcome, `"mirrors": [{"mirror": base_url, "status", "reasons": [code, ...]}]`, reasons
+    left out when there are none (journals before schema 9 have a `mirror_outcome` entry per
+    mirror instead)."""
+    mirrors = []
+    for m in w.mirrors:
+        outcome = {"mirror": m.base_url, "status": m.status}
+        if m.reasons:
+            outcome["reasons"] = [r.get("code") for r in m.reasons]
+        mirrors.append(outcome)
+    return {**w.journal_detail, "mirrors": mirrors}
 
 
 def _many(db: sqlite_utils.Database, sql: str, rows: list) -> None:
@@ -127,9 +135,8 @@ def _write_sources(
     )
     _many(
         db,
-        "insert into event_sources (event_id, mirror, first_seen, last_seen) values (?,?,?,?)"
-        " on conflict(event_id, mirror) do update set last_seen = excluded.last_seen",
-        [(eid, mirror, now, now) for w in writes for eid, mirror in w.event_sources],
+        "insert or ignore into event_sources (event_id, mirror) values (?,?)",
+        [(eid, mirror) for w in writes for eid, mirror in w.event_sources],
     )
 
 
@@ -148,7 +155,7 @@ def _write_checks(db: sqlite_utils.Database, run_id: str, writes: list[RecordWri
         " when excluded.unreachable_runs > 0 then mirror_status.unreachable_runs + 1 else 0 end",
         [
             (w.pith_number, m.base_url, m.name, m.status, json.dumps(m.reasons))
-            + (m.bundle_sha256, m.state_sha256, now, 1 if m.unreachable else 0)
+            + (packed(m.bundle_sha256), packed(m.state_sha256), now, 1 if m.unreachable else 0)
             for w in writes
             for m in w.mirrors
         ],
@@ -166,15 +173,19 @@ def _write_checks(db: sqlite_utils.Database, run_id: str, writes: list[RecordWri
     )
     _many(
         db,
-        "insert or replace into validators (url, etag, last_modified, document_sha256,"
-        " updated_at) values (?,?,?,?,?)",
-        [(url, etag, lm, sha, now) for w in writes for url, etag, lm, sha in w.validators],
+        "insert or replace into validators (url, etag, last_modified, document_sha256)"
+        " values (?,?,?,?)",
+        [(url, etag, lm, packed(sha)) for w in writes for url, etag, lm, sha in w.validators],
     )
     _many(
         db,
         "insert or ignore into verified_copies (bundle_sha256, state_sha256, trust_id,"
-        " pith_number, first_seen) values (?,?,?,?,?)",
-        [(b, st, w.trust_id, w.pith_number, now) for w in writes for b, st in w.verified_copies],
+        " pith_number) values (?,?,?,?)",
+        [
+            (packed(b), packed(st), packed(w.trust_id), w.pith_number)
+            for w in writes
+            for b, st in w.verified_copies
+        ],
     )
     _many(
         db,

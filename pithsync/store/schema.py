@@ -14,9 +14,9 @@ from pithsync.base.exits import StoreError
 from pithsync.core.numbers import suffix_of
 from pithsync.core.plan import record_columns
 from pithsync.core.schedule import Outcome, SchedulePolicy, ScheduleState, after_check
-from pithsync.store import bodies, journal, records, schedule
+from pithsync.store import bodies, hashes, journal, records, schedule
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 HEAL_RUN_ID = "migration-3"  # the journal's run_id for what the schema 3 migration renumbered
 
 
@@ -209,7 +209,7 @@ def _schema_v3(db: sqlite_utils.Database) -> None:
     # Earlier versions stored a record under the number a user typed, year included, even when
     # its verified record gives another year: each such row takes its record's number now.
     now = utcnow()
-    journal.append(db, HEAL_RUN_ID, records.heal_numbers(db, now), now)
+    journal.append_schema_8(db, HEAL_RUN_ID, records.heal_numbers(db, now), now)
 
 
 def _schema_v4(db: sqlite_utils.Database) -> None:
@@ -420,6 +420,28 @@ def _schema_v8(db: sqlite_utils.Database) -> None:
     db["split_views"].create_index(["pith_number"], if_not_exists=True)
 
 
+# What schema 9 changes in the widest tables: columns it drops (written on every check, read
+# by nothing) and hashes it keeps as their 32 bytes (store/hashes.py; readers get the hex).
+_V9_TABLES = {  # table: (columns dropped, hashes packed)
+    "event_sources": (("first_seen", "last_seen"), ()),
+    "validators": (("updated_at",), ("document_sha256",)),
+    "verified_copies": (("first_seen",), ("bundle_sha256", "state_sha256", "trust_id")),
+    "mirror_status": ((), ("bundle_sha256", "state_sha256")),
+}
+
+
+def _schema_v9(db: sqlite_utils.Database) -> None:
+    conn = db.conn
+    journal.upgrade_schema_8(conn)  # every hash kept: the chain verifies as it did
+    conn.create_function("pithsync_packed", 1, hashes.packed, deterministic=True)
+    for table, (dropped, packed) in _V9_TABLES.items():
+        have = {row[1] for row in conn.execute(f"pragma table_info({table})")}
+        for column in (c for c in dropped if c in have):  # else dropped already
+            conn.execute(f"alter table {table} drop column {column}")
+        for column in packed:
+            conn.execute(f"update {table} set {column} = pithsync_packed({column})")
+
+
 # version -> function that brings the schema from version-1
 MIGRATIONS = {
     1: _schema_v1,
@@ -430,6 +452,7 @@ MIGRATIONS = {
     6: _schema_v6,
     7: _schema_v7,
     8: _schema_v8,
+    9: _schema_v9,
 }
 
 

@@ -275,11 +275,11 @@ def assert_consistent(db: str, channels: tuple[str, ...], ref_states: dict[str, 
         assert_log_whole(db)
         # mirror_status and its journal entry commit together; a bad copy has its evidence.
         last = {}
-        for pith, mirror, status in conn.execute(
-            "select pith_number, mirror, status from journal "
-            "where kind = 'mirror_outcome' order by seq"
+        for pith, detail in conn.execute(
+            "select pith_number, detail from journal where kind = 'record_outcome' order by seq"
         ):
-            last[(pith, mirror)] = status
+            for m in json.loads(detail)["mirrors"]:
+                last[(pith, m["mirror"])] = m["status"]
         evidence = {(p, m) for p, m in conn.execute("select pith_number, mirror from evidence")}
         for pith, mirror, status in conn.execute(
             "select pith_number, mirror, status from mirror_status"

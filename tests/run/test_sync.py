@@ -444,7 +444,7 @@ async def test_journal_verify_detects_edit_and_removal(tmp_path, record):
     assert code == 0 and "intact" in out
     code, out = await run_cli("--db", db, "journal", "--json")
     entries = json_lines(out)
-    assert [e["kind"] for e in entries][:2] == ["run_started", "mirror_outcome"]
+    assert [e["kind"] for e in entries][:3] == ["run_started", "record_outcome", "run_finished"]
 
     def tamper(sql):
         import shutil
@@ -464,6 +464,49 @@ async def test_journal_verify_detects_edit_and_removal(tmp_path, record):
         code, out = await run_cli("--db", tamper(sql), "journal", "verify")
         assert code == 1, sql
         assert out.strip(), sql
+
+
+async def test_a_record_check_is_one_journal_entry_holding_each_mirrors_outcome(tmp_path, record):
+    """Each check of a record, re-checks included, appends one `record_outcome` whose detail
+    holds every mirror's outcome; `journal --json` gives each entry the prev_sha256 its hash
+    covers, derived from the entry before it."""
+    async with MirrorServer("a") as a, MirrorServer("b") as b:
+        a.put_record(record.bundle())
+        serve_bad_copy(b, record, "tampered")
+        conf = write_config(tmp_path, [a.spec(), b.spec()])
+        db = str(tmp_path / "s.db")
+        for _ in range(2):
+            code, _ = await run_cli("--config", conf, "--db", db, "pull", record.pith_number)
+            assert code == 1  # b diverged
+        code, out = await run_cli("--db", db, "journal", "--json")
+    assert code == 0
+    entries = json_lines(out)
+    run = ["run_started", "record_outcome", "run_finished"]
+    assert [e["kind"] for e in entries] == run * 2
+    for check in (entries[1], entries[4]):
+        assert check["status"] == "diverged"
+        mirrors = sorted(check["detail"]["mirrors"], key=lambda m: m["mirror"] != a.base_url)
+        assert mirrors[0] == {"mirror": a.base_url, "status": "ok"}  # no reasons: none given
+        assert mirrors[1]["mirror"] == b.base_url and mirrors[1]["status"] == "tampered"
+        assert mirrors[1]["reasons"] and all(isinstance(r, str) for r in mirrors[1]["reasons"])
+    assert entries[4]["detail"]["new_events"] == 0
+    code, out = await run_cli("--db", db, "journal")  # the text lines say each mirror's status
+    line = out.splitlines()[4]
+    assert line.startswith(f"5 {entries[4]['at']} record_outcome {record.pith_number} diverged ")
+    assert {f"{a.base_url}=ok", f"{b.base_url}=tampered"} <= set(line.split())
+    previous = ["0" * 64] + [e["entry_sha256"] for e in entries[:-1]]
+    assert [e["prev_sha256"] for e in entries] == previous
+    with sqlite3.connect(db) as conn:  # derived, not stored
+        assert "prev_sha256" not in {r[1] for r in conn.execute("pragma table_info(journal)")}
+    code, out = await run_cli("--db", db, "journal", "--json", "--since", entries[3]["at"])
+    assert code == 0 and json_lines(out) == entries[3:]
+    with sqlite3.connect(db) as conn:  # an entry timed before the one stored before it
+        conn.execute("update journal set at = '2000-01-01T00:00:00Z' where seq = 5")
+    code, out = await run_cli("--db", db, "journal", "--json", "--since", entries[3]["at"])
+    assert [(e["seq"], e["prev_sha256"]) for e in json_lines(out)] == [
+        (4, entries[2]["entry_sha256"]),
+        (6, entries[4]["entry_sha256"]),  # the entry stored before it, though not listed
+    ]
 
 
 async def test_cli_pull_of_many_records_in_a_subprocess(tmp_path):
