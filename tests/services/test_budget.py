@@ -1,14 +1,17 @@
 """Per-host request budgets (issue 16, "Budgets"): `[crawl] max_requests_per_s` and Retry-After.
 
 Every assertion about time is about when the mirror (a real server on 127.0.0.1) saw each
-request arrive, which the limiter bounds from below: a busy machine only spaces requests
-further apart.  Where a test checks how long the fetcher chose to wait, it reads the waits it
-handed to its sleep, never a clock around its own code.
+request arrive, which the limiter bounds from below: the k-th request cannot arrive before it
+may be sent, (k - burst) / rate after the run began.  A busy machine only delays arrivals, so it
+can never fail such a check (counting arrivals in a window could: a stalled server takes a
+queue of well-spaced requests in one burst).  Where a test checks how long the fetcher chose to
+wait, it reads the waits it handed to its sleep, never a clock around its own code.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 
 import anyio
 import pytest
@@ -26,20 +29,18 @@ RECORDS = [forge.forge_record(300 + i, n_events=2) for i in range(22)]  # 44 req
 WORKER_RECORDS = [forge.forge_record(400 + i, n_events=2) for i in range(48)]
 
 
-def most_in_one_second(times: list[float]) -> int:
-    """The largest number of `times` inside any half-open window of one second."""
-    times = sorted(times)
-    most = 0
-    end = 0
-    for start, t in enumerate(times):
-        while end < len(times) and times[end] < t + 1.0:
-            end += 1
-        most = max(most, end - start)
-    return most
-
-
 def arrivals(mirror: MirrorServer) -> list[float]:
     return [r.started for r in mirror.requests]
+
+
+def too_early(times: list[float], began: float, rate: float, burst: int) -> list[int]:
+    """The requests (by arrival order) that came before the budget lets them be sent: with
+    `burst` requests at once allowed, the k-th (from 0) not before began + (k + 1 - burst) /
+    rate.  `began` and the times are time.monotonic() values, as the mirror records them."""
+    slack = 0.005  # the clock's own granularity, not the machine's load
+    return [
+        k for k, t in enumerate(sorted(times)) if t < began + max(0, k + 1 - burst) / rate - slack
+    ]
 
 
 class RealSleep:
@@ -96,10 +97,19 @@ async def test_a_pull_sends_no_more_than_the_rate_in_any_second(tmp_path):
         for r in RECORDS:
             a.put_record(r.bundle())
         cfg = make_config(tmp_path, [a.spec()], max_requests_per_s=rate)
+        began = time.monotonic()
         results = await pull(cfg, *(r.pith_number for r in RECORDS), sleep=anyio.sleep)
     assert {res.verdict.value for res in results.values()} == {"in_sync"}
     assert len(a.requests) == 2 * len(RECORDS)
-    assert most_in_one_second(arrivals(a)) <= rate + BURST
+    assert too_early(arrivals(a), began, rate, BURST) == []
+
+
+def test_too_early_finds_requests_sent_faster_than_the_rate():
+    # What an unlimited client does: three requests 10 ms apart, at 8 a second with a burst of 1.
+    assert too_early([10.0, 10.01, 10.02], began=10.0, rate=8, burst=1) == [1, 2]
+    assert too_early([10.0, 10.01, 10.02], began=10.0, rate=8, burst=3) == []
+    # Late is never too early: a stalled server that takes spaced requests in one burst.
+    assert too_early([12.0, 12.0, 12.0], began=10.0, rate=8, burst=1) == []
 
 
 async def test_without_a_rate_nothing_waits(tmp_path):
@@ -126,12 +136,13 @@ async def test_worker_processes_share_the_rate(tmp_path):
         extra = f"processes = {processes}\nconcurrency = 4\nmax_requests_per_s = {rate}\n"
         conf = write_config(tmp_path, [a.spec()], timeout_s=10, extra=extra)
         numbers = [r.pith_number for r in WORKER_RECORDS]
+        began = time.monotonic()  # before the workers are forked
         code, out = await run_cli("--config", conf, "--db", tmp_path / "s.db", "pull", *numbers)
     assert code == 0, out
     assert len(a.requests) == 2 * len(WORKER_RECORDS)
     # Each worker keeps rate / processes with a burst of one: together the rate, plus at most
     # one request per worker at once.
-    assert most_in_one_second(arrivals(a)) <= rate + processes * BURST
+    assert too_early(arrivals(a), began, rate, processes * BURST) == []
 
 
 async def test_retry_after_pauses_the_host_for_every_request(tmp_path):
