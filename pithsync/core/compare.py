@@ -205,7 +205,10 @@ class Assessor:
             )
         elif copy.state.retrieval is Retrieval.FOUND:
             try:
-                state = strictjson.loads_object(copy.state.body, max_bytes=self.max_bytes)
+                # An honest mirror serves the merge as orjson writes it: read as the merge.
+                state = strictjson.loads_object(
+                    copy.state.body, max_bytes=self.max_bytes, known=report.merged_state
+                )
             except MalformedDocument as exc:
                 reasons.append(Reason(Status.MALFORMED, "state_not_json", f"state: {exc}"))
             else:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pithsync.core import numbers
-from pithsync.core.canonical import canon_sha256, without
+from pithsync.core.canonical import canon_sha256, same_json, without
 from pithsync.core.errors import InvalidPithNumber, PithError
 from pithsync.core.events import (
     EVENT_HASH_EXCLUDES,
@@ -264,8 +264,12 @@ class Verifier:
         """A state's own hash, and (given the merge) whether its content is that merge.
 
         One canonical encoding per state: the merge carries the hash of its content, so equal
-        digests mean byte-identical canonical content."""
-        digest = canon_sha256(without(state, "state_sha256"))
+        digests mean byte-identical canonical content.  A state that is the merge's JSON value
+        (same_json: an honest mirror's) has the merge's digest without being encoded again."""
+        if merged is not None and same_json(state, merged):
+            digest = merged["state_sha256"]
+        else:
+            digest = canon_sha256(without(state, "state_sha256"))
         if state.get("state_sha256") != digest:
             report.add(
                 Status.TAMPERED,
