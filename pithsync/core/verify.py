@@ -112,9 +112,15 @@ class Verifier:
         self.trust = trust
         self.event_checker = EventChecker(trust, cache_size)
 
-    def check_event(self, event: object, index: int, subject: str | None = None) -> EventCheck:
+    def check_event(
+        self,
+        event: object,
+        index: int,
+        subject: str | None = None,
+        record: tuple[dict, str] | None = None,
+    ) -> EventCheck:
         """One event's checks (see EventChecker.check_event)."""
-        return self.event_checker.check_event(event, index, subject)
+        return self.event_checker.check_event(event, index, subject, record)
 
     # -- the canonical record and its number -------------------------------------------
     def _check_record(
@@ -198,8 +204,9 @@ class Verifier:
         invalid: dict[str, str] = {}
         events = []
         seen_record_created = False
+        record = (bundle["canonical_record"], report.canonical_sha256)
         for i, ev in enumerate(bundle["events"]):
-            check = self.check_event(ev, i, subject=bundle["pith_number"])
+            check = self.check_event(ev, i, subject=bundle["pith_number"], record=record)
             report.reasons.extend(check.reasons)
             if not isinstance(ev, dict) or not isinstance(ev.get("event_id"), str):
                 continue  # nothing a merge could name

@@ -28,9 +28,10 @@ import test_verify  # noqa: E402
 from helpers import BUNDLE_SEEDS, SEED_DIR, forged, rehash_state  # noqa: E402
 
 from pithsync.core import strictjson  # noqa: E402
+from pithsync.core.canonical import canon_sha256  # noqa: E402
 from pithsync.core.compare import Assessor, Fetched, MirrorCopy, Retrieval  # noqa: E402
 from pithsync.core.errors import PithError  # noqa: E402
-from pithsync.core.verify import Verifier  # noqa: E402
+from pithsync.core.verify import SIGNED_MESSAGE, Verifier  # noqa: E402
 from pithsync.testing import forge  # noqa: E402
 
 GOLDEN = HERE / "vectors" / "judgements.json"
@@ -68,6 +69,40 @@ def _deeper_merge() -> tuple[dict, dict]:
     rehash_state(shallow)
     bundle = forge.make_bundle(fr.record, fr.events, state=shallow)
     return bundle, good["state"]
+
+
+def _receipt_record(edit, resign_receipt: bool = True) -> dict:
+    """A bundle whose receipt's record is the bundle's record edited by `edit`: Python may hold
+    the two equal (1.0 for 1) where JSON does not.  The receipt is made over the edited record,
+    unless `resign_receipt` is false (then it no longer matches it)."""
+    fr = forged()
+    payload = fr.events[0]["payload"]
+    edit(payload["canonical_record"])
+    if resign_receipt:
+        digest = canon_sha256(payload["canonical_record"])
+        receipt = payload["receipt"]
+        signed_at = receipt.get("signed_at", "")
+        receipt.update(forge.TEST_KEY.signature_block(digest, SIGNED_MESSAGE["receipt"], signed_at))
+        receipt["canonical_sha256"] = payload["canonical_sha256"] = digest
+    forge.sign_event(fr.events[0])
+    return fr.bundle()
+
+
+def _receipt_variants(suffix: str) -> list[tuple]:
+    def version(value):
+        return lambda record: record["source"].update(version=value)
+
+    def reorder(record):
+        items = list(record.items())
+        record.clear()
+        record.update(reversed(items))
+
+    out = []
+    for name, edit in (("float", version(1.0)), ("true", version(True)), ("reordered", reorder)):
+        for resign in (True, False):
+            b = _receipt_record(edit, resign)
+            out.append(_case(f"receipt/{name}{'' if resign else '_stale'}", b, b["state"], suffix))
+    return out
 
 
 def _state_variants(bundle: dict, suffix: str) -> list[tuple]:
@@ -190,6 +225,7 @@ def cases() -> list[tuple[str, str, bytes, bytes | None]]:
         out.append(_case(f"forged/{case_id}/honest_state", doc, forged().bundle()["state"], suffix))
     good = forged().bundle()
     out += _state_variants(good, suffix)
+    out += _receipt_variants(suffix)
     deep_bundle, deep_merge = _deeper_merge()
     out.append(_case("deep/merge_served", deep_bundle, deep_merge, suffix))
     out.append(_case("deep/embedded_served", deep_bundle, deep_bundle["state"], suffix))
