@@ -85,23 +85,6 @@ def canon(value: Any) -> bytes:
     return _reference(value) if _small_float_in(out) else out
 
 
-def same_json(a: Any, b: Any) -> bool:
-    """Whether `a` and `b` are the same JSON value, keys in the same order: `a is b`, or their
-    orjson encodings are the same bytes.  Then canon(a) == canon(b), found without sorting or
-    hashing either.  Python's `==` is no such test (1 == 1.0 == True, and key order is ignored).
-
-    Both must be JSON values as strictjson reads them or the merge builds them: orjson writes a
-    NaN as `null`, and those never hold one.  Anything orjson cannot encode (an integer beyond
-    64 bits) is not the same, so the caller takes its long way.
-    """
-    if a is b:
-        return True
-    try:
-        return orjson.dumps(a) == orjson.dumps(b)
-    except (orjson.JSONEncodeError, TypeError):
-        return False
-
-
 def compact(value: Any) -> bytes:
     """JSON as the registry serves it: compact, keys in their own order.  Not canonical (never
     what a hash is computed over): the wire form pithsync writes when it has no original bytes."""

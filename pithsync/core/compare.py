@@ -205,10 +205,7 @@ class Assessor:
             )
         elif copy.state.retrieval is Retrieval.FOUND:
             try:
-                # An honest mirror serves the merge as orjson writes it: read as the merge.
-                state = strictjson.loads_object(
-                    copy.state.body, max_bytes=self.max_bytes, known=report.merged_state
-                )
+                state = strictjson.loads_object(copy.state.body, max_bytes=self.max_bytes)
             except MalformedDocument as exc:
                 reasons.append(Reason(Status.MALFORMED, "state_not_json", f"state: {exc}"))
             else:

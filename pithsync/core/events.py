@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pithsync.core.canonical import canon_sha256, same_json, without
+from pithsync.core.canonical import canon_sha256, without
 from pithsync.core.keys import PinnedKey, TrustStore, decode_signature
 from pithsync.core.status import Reason, Status
 
@@ -193,13 +193,7 @@ class EventChecker:
         return ok
 
     # -- events ------------------------------------------------------------------------
-    def check_event(
-        self,
-        event: object,
-        index: int,
-        subject: str | None = None,
-        record: tuple[dict, str] | None = None,
-    ) -> EventCheck:
+    def check_event(self, event: object, index: int, subject: str | None = None) -> EventCheck:
         """One event: its schema, hash, id, subject, signature, signer and (for record_created)
         its receipt.  The signature stages run only when the earlier ones found nothing.
 
@@ -207,8 +201,6 @@ class EventChecker:
             event: the event as served (untrusted).
             index: its position in the bundle, naming it when it has no usable event_id.
             subject: the pith number the event must be about (None: not checked).
-            record: the bundle's canonical record and the sha256 computed for it, which a
-                receipt's record usually is (see check_record_created).
 
         Returns:
             The event's id and every reason it is not valid (none: valid).
@@ -240,7 +232,7 @@ class EventChecker:
         if not reasons:
             reasons.extend(self._check_signer(event, what))
         if not reasons and event["event_type"] == "record_created":
-            reasons.extend(self.check_record_created(event, what, record))
+            reasons.extend(self.check_record_created(event, what))
         return EventCheck(event_id, tuple(reasons))
 
     def _check_signer(self, event: dict, what: str) -> list[Reason]:
@@ -269,17 +261,12 @@ class EventChecker:
             ]
         return []
 
-    def check_record_created(
-        self, event: dict, what: str, known: tuple[dict, str] | None = None
-    ) -> list[Reason]:
+    def check_record_created(self, event: dict, what: str) -> list[Reason]:
         """The receipt: the registry's signature over the canonical record's digest.
 
         Args:
             event: a record_created event, or any mapping whose "payload" is one's payload.
             what: names the event in the reasons' messages.
-            known: a canonical record and its sha256, already computed: a payload record that
-                is the same JSON value (canonical.same_json) has that digest, found without
-                encoding it again.
 
         Returns:
             No reasons if the receipt matches its record and verifies, else why not.
@@ -299,11 +286,7 @@ class EventChecker:
                     " or receipt",
                 )
             ]
-        if known is not None and same_json(record, known[0]):
-            record_sha = known[1]
-        else:
-            record_sha = canon_sha256(record)
-        if record_sha != digest or receipt.get("canonical_sha256") != digest:
+        if canon_sha256(record) != digest or receipt.get("canonical_sha256") != digest:
             return [
                 Reason(
                     Status.TAMPERED,

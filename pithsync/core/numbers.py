@@ -12,7 +12,6 @@ from pithsync.core.errors import InvalidPithNumber
 SUFFIX_LEN = 26
 SHORT_LEN = 8
 _B32 = "[A-Z2-7]"
-_B32_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"  # RFC 4648
 _FULL = re.compile(rf"^pith:([0-9]{{4}}):({_B32}{{{SUFFIX_LEN}}})\Z")
 _BARE = re.compile(rf"^({_B32}{{{SUFFIX_LEN}}})\Z")
 # Short forms name a prefix of the suffix: pith:XXXXXXXX, or the 8/12/16-char aliases.
@@ -77,18 +76,9 @@ def suffix_of(pith_number: str) -> str:
     return pith_number.rpartition(":")[2]
 
 
-_B32_PAIRS = tuple(a + b for a in _B32_ALPHABET for b in _B32_ALPHABET)  # 10 bits -> 2 chars
-
-
 def suffix_from_sha256(canonical_sha256: str) -> str:
-    """The first 26 characters of the RFC 4648 base32 of the 32 digest bytes: their first 130
-    bits, ten at a time (base64.b32encode is a Python loop over all 32 bytes, several times
-    slower; tests/core/test_numbers.py holds the two equal)."""
-    raw = bytes.fromhex(canonical_sha256)
-    if len(raw) != 32:  # not a digest: what the definition gives
-        return base64.b32encode(raw).decode("ascii")[:SUFFIX_LEN]
-    bits = int.from_bytes(raw[:17]) >> 6  # 136 bits -> 130
-    return "".join([_B32_PAIRS[(bits >> shift) & 1023] for shift in range(120, -1, -10)])
+    """The first 26 characters of the RFC 4648 base32 of the 32 digest bytes."""
+    return base64.b32encode(bytes.fromhex(canonical_sha256)).decode("ascii")[:SUFFIX_LEN]
 
 
 def year_of(canonical_record: dict) -> int:

@@ -111,32 +111,13 @@ def _round_trip(data: bytes) -> tuple[bool, Any]:
         return False, None
 
 
-def _encodes(data: bytes, known: Any) -> bool:
-    """Whether `data` is orjson's encoding of `known` (then orjson reads `data` back as `known`
-    and writes it back as `data`: the fast path's test, passed)."""
-    try:
-        return orjson.dumps(known) == data
-    except (orjson.JSONEncodeError, TypeError):
-        return False
-
-
-def loads(
-    data: bytes,
-    *,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    max_depth: int = MAX_DEPTH,
-    known: Any = None,
-) -> Any:
+def loads(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int = MAX_DEPTH) -> Any:
     """Parse `data` as one strict JSON document.
 
     Args:
         data: the untrusted bytes.
         max_bytes: the largest document accepted.
         max_depth: the deepest nesting accepted.
-        known: a JSON value `data` is likely to encode (strictly read, or built from values
-            that were, as the merge is): when `data` is exactly orjson's encoding of it, the
-            fast path would read `known` itself, so `known` is returned without parsing
-            (the depth check still runs).  The caller must not change what it gets.
 
     Returns:
         The value, read exactly as the strict parser reads it.
@@ -150,9 +131,6 @@ def loads(
     if len(data) > max_bytes:
         raise DocumentTooLarge(f"document of {len(data)} bytes exceeds the {max_bytes}-byte cap")
     data = bytes(data)
-    if known is not None and _encodes(data, known):
-        _check_depth_indented(known, max_depth)
-        return known
     same, value = _round_trip(data)
     if same:
         _check_depth_indented(value, max_depth)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pithsync.core import numbers
-from pithsync.core.canonical import canon_sha256, same_json, without
+from pithsync.core.canonical import canon_sha256, without
 from pithsync.core.errors import InvalidPithNumber, PithError
 from pithsync.core.events import (
     EVENT_HASH_EXCLUDES,
@@ -112,15 +112,9 @@ class Verifier:
         self.trust = trust
         self.event_checker = EventChecker(trust, cache_size)
 
-    def check_event(
-        self,
-        event: object,
-        index: int,
-        subject: str | None = None,
-        record: tuple[dict, str] | None = None,
-    ) -> EventCheck:
+    def check_event(self, event: object, index: int, subject: str | None = None) -> EventCheck:
         """One event's checks (see EventChecker.check_event)."""
-        return self.event_checker.check_event(event, index, subject, record)
+        return self.event_checker.check_event(event, index, subject)
 
     # -- the canonical record and its number -------------------------------------------
     def _check_record(
@@ -204,9 +198,8 @@ class Verifier:
         invalid: dict[str, str] = {}
         events = []
         seen_record_created = False
-        record = (bundle["canonical_record"], report.canonical_sha256)
         for i, ev in enumerate(bundle["events"]):
-            check = self.check_event(ev, i, subject=bundle["pith_number"], record=record)
+            check = self.check_event(ev, i, subject=bundle["pith_number"])
             report.reasons.extend(check.reasons)
             if not isinstance(ev, dict) or not isinstance(ev.get("event_id"), str):
                 continue  # nothing a merge could name
@@ -271,12 +264,8 @@ class Verifier:
         """A state's own hash, and (given the merge) whether its content is that merge.
 
         One canonical encoding per state: the merge carries the hash of its content, so equal
-        digests mean byte-identical canonical content.  A state that is the merge's JSON value
-        (same_json: an honest mirror's) has the merge's digest without being encoded again."""
-        if merged is not None and same_json(state, merged):
-            digest = merged["state_sha256"]
-        else:
-            digest = canon_sha256(without(state, "state_sha256"))
+        digests mean byte-identical canonical content."""
+        digest = canon_sha256(without(state, "state_sha256"))
         if state.get("state_sha256") != digest:
             report.add(
                 Status.TAMPERED,

@@ -1,6 +1,7 @@
 """A corpus of hostile and honest (bundle, state.json) byte pairs, and how verification judges
-them: tests/core/test_judgements.py holds every judgement equal to the one the code gave before
-verification's shortcuts (tests/core/vectors/judgements.json, written at `010db01`).
+them: tests/core/test_judgements.py holds every judgement equal to the one the code at `010db01`
+gave (tests/core/vectors/judgements.json), so a shortcut in verification must judge every case
+exactly as the long way does.
 
 The corpus: the real seeds, each seed and forged case of tests/core/test_verify.py beside its own
 embedded state, states served beside a good bundle with one thing changed (values Python holds

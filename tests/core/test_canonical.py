@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 
-import orjson
 import pytest
 from helpers import BUNDLE_SEEDS
 from hypothesis import given, settings
@@ -13,7 +12,7 @@ from hypothesis import strategies as st
 from jsonvalues import FLOATS, INTS, JSON_VALUES, TEXT
 
 from pithsync.core import strictjson
-from pithsync.core.canonical import canon, canon_sha256, same_json, sha256hex, without
+from pithsync.core.canonical import canon, canon_sha256, sha256hex, without
 from pithsync.core.errors import MalformedDocument
 
 
@@ -135,32 +134,3 @@ def test_seed_canonical_sha256_values(seed_docs):
     for name in BUNDLE_SEEDS:
         b = seed_docs[name]
         assert canon_sha256(b["canonical_record"]) == b["canonical_sha256"], name
-
-
-@settings(max_examples=300, deadline=None)
-@given(JSON_VALUES, JSON_VALUES)
-def test_same_json_means_the_same_canonical_bytes(a, b):
-    assert same_json(a, json.loads(json.dumps(a))) or _beyond_64_bits(a)
-    if same_json(a, b):
-        assert canon(a) == canon(b)
-
-
-def _beyond_64_bits(value) -> bool:
-    try:
-        orjson.dumps(value)
-    except orjson.JSONEncodeError:
-        return True
-    return False
-
-
-@pytest.mark.parametrize(
-    "a,b",
-    [
-        ({"n": 1}, {"n": 1.0}),
-        ({"n": 0}, {"n": False}),
-        ([1], [True]),
-        ({"a": 1, "b": 2}, {"b": 2, "a": 1}),
-    ],
-)
-def test_same_json_is_not_pythons_equality(a, b):
-    assert a == b and not same_json(a, b)

@@ -1,6 +1,6 @@
 """Every case of the judgement corpus (tests/core/judgement_cases.py) is judged exactly as the
-code before verification's shortcuts judged it: each reason's status, code and message, what
-stays ok, the valid events and the merge."""
+code at 010db01 judged it: each reason's status, code and message, what stays ok, the valid
+events and the merge."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ def test_judged_as_before(suffix, bundle, state, name):
     assert judge(suffix, bundle, state) == GOLDEN_JUDGEMENTS[name]
 
 
-def test_the_corpus_holds_the_cases_the_shortcuts_must_refuse():
-    """The shortcuts compare encodings; these are the cases where a cheaper test would go wrong:
+def test_the_corpus_holds_the_cases_a_shortcut_must_refuse():
+    """A shortcut that compares values instead of encoding them would go wrong on these:
     values Python holds equal that JSON does not (in a state, in a receipt's record), and a
     merge one level deeper than its bundle."""
     state_not_merge = ("state_mismatch", "state_not_merge")

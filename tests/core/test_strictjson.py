@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -312,61 +311,3 @@ def test_registry_documents_take_the_fast_path(seeds):
     bundle = forge.forge_record(3, all_types=True).bundle()
     for doc in (bundle, bundle["state"]):
         assert strictjson._round_trip(forge.dumps(doc))[0]
-
-
-# -- known: bytes that encode a value already held ---------------------------------------------
-
-
-@settings(max_examples=500, deadline=None)
-@given(JSON_VALUES, JSON_VALUES)
-def test_known_value_reads_every_document_as_the_strict_parser_does(value, other):
-    # Read against the value it encodes (the shortcut) or another one (the long way), a document
-    # comes out exactly as without `known`: the same value, type for type, or the same error.
-    try:
-        as_orjson = [orjson.dumps(value)]  # the shortcut's case
-    except orjson.JSONEncodeError:  # an integer beyond 64 bits
-        as_orjson = []
-    for data in _encodings(value) + as_orjson:
-        for known in (value, other):
-            assert _outcome(lambda d, k=known: loads(d, known=k), data) == _outcome(_strict, data)
-
-
-def test_known_value_is_returned_only_for_its_own_encoding():
-    value = {"event_count": 3, "ids": ["a"]}
-    assert loads(orjson.dumps(value), known=value) is value
-    as_float = {"event_count": 3.0, "ids": ["a"]}
-    got = loads(b'{"event_count":3,"ids":["a"]}', known=as_float)
-    assert got == value and type(got["event_count"]) is int
-    assert loads(b'{"ids":["a"],"event_count":3}', known=value) is not value
-
-
-@pytest.mark.parametrize(
-    "data,known",
-    [
-        (b'{"n":1,"n":1}', {"n": 1}),  # a duplicate key, though Python's value is the same
-        (b'{"n":1.0}', {"n": 1}),  # 1.0 is not 1 to JSON
-        (b'{"n":false}', {"n": 0}),  # nor false 0
-        (b'{"n":1}', {"n": True}),
-        (b'{"n":1e-05}', {"n": 1e-05}),  # spelled as Python writes it, not as orjson does
-    ],
-)
-def test_known_value_that_python_holds_equal_is_not_taken(data, known):
-    assert _outcome(lambda d: loads(d, known=known), data) == _outcome(_strict, data)
-    if b'"n":1,"n"' not in data:
-        assert loads(data, known=known) is not known
-
-
-@pytest.mark.parametrize("depth", [MAX_DEPTH, MAX_DEPTH + 1])
-def test_known_value_still_gets_the_depth_check(depth):
-    known = json.loads(_nested_arrays(depth))
-    data = orjson.dumps(known)
-    assert _outcome(lambda d: loads(d, known=known), data) == _outcome(_strict, data)
-    if depth > MAX_DEPTH:
-        with pytest.raises(MalformedDocument, match="nesting deeper"):
-            loads(data, known=known)
-
-
-def test_known_value_does_not_lift_the_size_cap():
-    known = {"pad": "x" * 100}
-    with pytest.raises(DocumentTooLarge):
-        loads(orjson.dumps(known), known=known, max_bytes=50)
