@@ -201,7 +201,7 @@ def _toml_config(path, mirrors, extra: str = "") -> str:
     text += "".join(
         f"[[mirrors]]\nname = {json.dumps(n)}\nbase_url = {json.dumps(u)}\n\n" for n, u in mirrors
     )
-    text += f"[crawl]\nretries = 0\ntimeout_s = 2\nfollow_hints = false\n{extra}\n"
+    text += f"[crawl]\nretries = 0\ntimeout_s = 10\nfollow_hints = false\n{extra}\n"
     path.write_text(text)
     return str(path)
 
