@@ -14,9 +14,9 @@ from pithsync.base.exits import StoreError
 from pithsync.core.numbers import suffix_of
 from pithsync.core.plan import record_columns
 from pithsync.core.schedule import Outcome, SchedulePolicy, ScheduleState, after_check
-from pithsync.store import bodies, journal, records, schedule
+from pithsync.store import bodies, journal, log_leaves, records, schedule
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 HEAL_RUN_ID = "migration-3"  # the journal's run_id for what the schema 3 migration renumbered
 
 
@@ -420,6 +420,24 @@ def _schema_v8(db: sqlite_utils.Database) -> None:
     db["split_views"].create_index(["pith_number"], if_not_exists=True)
 
 
+def _schema_v9(db: sqlite_utils.Database) -> None:
+    # The observation log's statements a record check a row (store/log_leaves.py): one zstd
+    # frame of the check's statements, its mirrors as ids; schema 8's run_id, which nothing
+    # read, goes.  Every leaf is moved and checked byte for byte (log_nodes and checkpoints stay).
+    db.execute(
+        "create table if not exists log_mirrors (id integer primary key,"
+        " mirror text not null unique)"
+    )
+    db.execute(
+        "create table if not exists log_checks (first_leaf integer primary key,"
+        " pith_number text not null, mirrors blob not null, statements blob not null)"
+    )
+    db.execute("create index if not exists log_checks_record on log_checks (pith_number, mirrors)")
+    if db["log_statements"].exists():
+        log_leaves.move_schema_8_leaves(db)
+        db.execute("drop table log_statements")
+
+
 # version -> function that brings the schema from version-1
 MIGRATIONS = {
     1: _schema_v1,
@@ -430,6 +448,7 @@ MIGRATIONS = {
     6: _schema_v6,
     7: _schema_v7,
     8: _schema_v8,
+    9: _schema_v9,
 }
 
 
