@@ -175,17 +175,24 @@ def test_reads_by_leaf_range_and_by_record_give_the_statements_appended(log):
         assert store.log_entries(Tile(0, 0, 256)) == b"".join(
             len(s).to_bytes(2, "big") + s for s in statements[:256]
         )
-        for pith in sorted({leaf.pith_number for leaf in leaves})[:6]:
+        checked = sorted({leaf.pith_number for leaf in leaves})[:5] + [leaves[-1].pith_number]
+        for pith in checked:  # five records, and the one with the 70 leaves' check
             mirrors = sorted({leaf.mirror for leaf in leaves if leaf.pith_number == pith})
             for mirror in (None, *mirrors, "https://never.example"):
                 for limit in (1, 4, 500):
                     assert store.statements_of(pith, mirror, limit) == of_record(
                         leaves, pith, mirror, limit
                     ), (pith, mirror, limit)
-            # Under any size, a row's leaves beyond it included: the latest per mirror below it.
+            # Under any size, one that cuts a row too: the latest statement per mirror below it.
             for cut in (1, 2, 3, 100, 227, size - 69, size - 10, size):
                 got = log_leaves.latest_of(store.db, pith, cut)
                 assert got == latest_per_mirror(leaves, pith, cut), (pith, cut)
+
+
+def zstd_alone():
+    import zstandard
+
+    return zstandard.ZstdCompressor(level=1, dict_data=bodies.dictionary(bodies.STATEMENTS))
 
 
 def test_a_record_check_is_one_row_of_one_small_frame(log):
@@ -199,12 +206,6 @@ def test_a_record_check_is_one_row_of_one_small_frame(log):
         kept = [leaf.statement for leaf in leaves[first : first + len(mirrors) // 2]]
         if len(kept) == 3:  # the three mirrors' statements, together: well under half alone
             assert len(blob) < 0.5 * sum(len(alone.compress(s)) for s in kept)
-
-
-def zstd_alone():
-    import zstandard
-
-    return zstandard.ZstdCompressor(level=1, dict_data=bodies.dictionary(bodies.STATEMENTS))
 
 
 def _damage(conn: sqlite3.Connection, how: str) -> int:
