@@ -119,7 +119,7 @@ def read(db: sqlite_utils.Database, start: int, end: int) -> list[bytes]:
     out: list[bytes] = []
     at = None  # where the next row must start
     for first, mirrors, blob in rows:
-        if first > start if at is None else first != at:
+        if (first > start) if at is None else (first != at):
             raise StoreError(f"the stored log's record checks overlap or skip at leaf {first}")
         count = len(_mirror_ids_of(mirrors))
         at = first + count
