@@ -745,6 +745,10 @@ class Bench:
                     self.log("  " + storesize.render(store_size, top=0).splitlines()[0])
                     log_cost = logcost.measure(db, n)  # the log's own work, replayed
                 resync = self.pull("resync", cfg, db, lists[n], n)
+                if k == 0:  # what that unchanged re-check of every record added to the store
+                    recheck = storesize.growth(store_size, storesize.measure(db, n))
+                    store_size["recheck"] = recheck
+                    self.log("  " + storesize.render_growth(recheck, top=0).splitlines()[0])
                 pairs.append((full, resync))
             curve, curve_resync = {}, {}
             for s in sizes:
@@ -1195,6 +1199,11 @@ def render_table(results: dict) -> str:
             f"after the full sync ({size['file_bytes']:,} bytes; "
             f"{size['registry_gb']:.1f} GB at 2.5 million records; python -m bench.storesize)"
         )
+        if "recheck" in size:
+            lines.append(
+                f"store growth:       {size['recheck']['bytes_per_record']:,.0f} bytes per record "
+                "added by the unchanged re-sync after it"
+            )
     log_cost = results["figures"].get("observation_log")
     if log_cost:
         lines.append(

@@ -80,7 +80,7 @@ def _append_all(store: Store, by_record: list[list], signer: NoteSigner) -> floa
             leaves = [
                 leaf for seen in by_record[at : at + GROUP_RECORDS] for leaf in _leaves(seen, now)
             ]
-            store.append_statements("bench", leaves)
+            store.append_statements(leaves)
     store.sign_checkpoint(signer)
     return time.process_time() - started
 

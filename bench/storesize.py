@@ -1,13 +1,14 @@
 """Bytes on disk per record: a real full pull of N forged records from three local mirrors
 serving identical bytes, into a fresh store, then the store's file measured.
 
-    python -m bench.storesize [--records N] [--server auto|nginx|python] [--keep] [--recheck]
+    python -m bench.storesize [--records N] [--server auto|nginx|python] [--keep]
 
 Prints the file's size per record (after `PRAGMA wal_checkpoint(TRUNCATE)`, so the WAL holds
 nothing) and the bytes of every table and index, from SQLite's `dbstat` virtual table (or, in a
-build without it, estimated from the lengths of each table's columns).  --recheck pulls the
-same records again, unchanged, and prints what that check added to each table and index.
-`measure` is what the main benchmark (bench/harness.py) calls on the store of its full sync.
+build without it, estimated from the lengths of each table's columns).  Then it pulls the same
+records again into that store (an unchanged re-check of each) and prints the bytes that second
+pull added, per record, by table and index (`growth`).  `measure` is what the main benchmark
+(bench/harness.py) calls on the store of its full sync.
 """
 
 from __future__ import annotations
@@ -86,25 +87,48 @@ def render(m: dict, *, top: int = 30) -> str:
     for name, o in list(m["objects"].items())[:top]:
         what = name if o["table"] == name else f"{name} (index on {o['table']})"
         lines.append(f"  {o['per_record']:10,.0f} B/record  {o['bytes']:>14,}  {what}")
-    if "recheck" in m:
-        grown = m["recheck"]
-        lines.append(f"an unchanged re-check added {grown['file_bytes_per_record']:,.0f} B/record:")
-        lines += [f"  {b:10,.0f} B/record  {name}" for name, b in grown["objects"].items()]
     return "\n".join(lines)
 
 
 def growth(before: dict, after: dict) -> dict:
-    """What a second measurement of the same store adds: file bytes per record, and the bytes
-    per record each table or index grew by (those that grew), largest first."""
+    """What a later pull added to a store: `after` less `before` (both from `measure`, of the
+    same records), per record, overall and by table and index, largest first.
+
+    Returns:
+        {"records", "file_bytes", "bytes_per_record", "objects"}: objects as in `measure`.
+    """
     per = max(1, after["records"])
-    grown = {
-        name: (o["bytes"] - before["objects"].get(name, {"bytes": 0})["bytes"]) / per
-        for name, o in after["objects"].items()
+    names = set(before["objects"]) | set(after["objects"])
+    added = {
+        name: after["objects"].get(name, {}).get("bytes", 0)
+        - before["objects"].get(name, {}).get("bytes", 0)
+        for name in names
     }
+    owner = {n: o["table"] for m in (before, after) for n, o in m["objects"].items()}
+    file_bytes = after["file_bytes"] - before["file_bytes"]
     return {
-        "file_bytes_per_record": (after["file_bytes"] - before["file_bytes"]) / per,
-        "objects": dict(sorted(((k, v) for k, v in grown.items() if v), key=lambda x: -x[1])),
+        "records": after["records"],
+        "file_bytes": file_bytes,
+        "bytes_per_record": file_bytes / per,
+        "objects": {
+            name: {"table": owner[name], "bytes": size, "per_record": size / per}
+            for name, size in sorted(added.items(), key=lambda x: -x[1])
+            if size
+        },
     }
+
+
+def render_growth(g: dict, *, top: int = 30) -> str:
+    """The growth of one unchanged re-check of every record, as lines of text."""
+    lines = [
+        f"bytes added per unchanged re-check: {g['bytes_per_record']:,.0f} per record "
+        f"({g['file_bytes']:,} bytes / {g['records']} records)",
+        "by table and index:",
+    ]
+    for name, o in list(g["objects"].items())[:top]:
+        what = name if o["table"] == name else f"{name} (index on {o['table']})"
+        lines.append(f"  {o['per_record']:10,.0f} B/record  {o['bytes']:>14,}  {what}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,9 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT / "storesize")
     ap.add_argument("--keep", action="store_true", help="keep the store in <out>/run/")
     ap.add_argument("--json", action="store_true", help="print the measurement as JSON")
-    ap.add_argument(
-        "--recheck", action="store_true", help="pull again, unchanged, and print what it added"
-    )
     args = ap.parse_args(argv)
     n = args.records
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
@@ -131,23 +152,35 @@ def main(argv: list[str] | None = None) -> int:
     db = bench.work / f"storesize-{n}.db"
     for p in bench.work.glob(f"{db.name}*"):
         p.unlink()
-    cfg, targets = bench.write_config(), bench.write_list(n)
+    cfg, numbers = bench.write_config(), bench.write_list(n)
     try:
-        pulled = bench.pull("full", cfg, db, targets, n)
+        pulled = bench.pull("full", cfg, db, numbers, n)
+        if not _in_sync(pulled, log):
+            return 1
         m = measure(db, n)
-        if args.recheck and pulled["in_sync"]:
-            pulled = bench.pull("recheck", cfg, db, targets, n)
-            m["recheck"] = growth(m, measure(db, n))
+        repulled = bench.pull("resync", cfg, db, numbers, n)
     finally:
         bench.mirrors.stop()
-    if not pulled["in_sync"] or pulled["exit_code"] != 0:
-        log(f"the pull did not end in sync (exit {pulled['exit_code']}): see {pulled['stderr']}")
+    if not _in_sync(repulled, log):
         return 1
-    print(json.dumps(m, indent=2) if args.json else render(m))
+    g = growth(m, measure(db, n))
+    print(
+        json.dumps({**m, "recheck": g}, indent=2)
+        if args.json
+        else render(m) + "\n" + render_growth(g)
+    )
     if not args.keep:
         for p in bench.work.glob(f"{db.name}*"):
             p.unlink()
     return 0
+
+
+def _in_sync(pulled: dict, log) -> bool:
+    """Whether a pull ended with every record in sync (else says why)."""
+    if pulled["in_sync"] and pulled["exit_code"] == 0:
+        return True
+    log(f"the pull did not end in sync (exit {pulled['exit_code']}): see {pulled['stderr']}")
+    return False
 
 
 if __name__ == "__main__":

@@ -149,3 +149,37 @@ def store_bodies_as_schema3(conn) -> None:
         conn.execute(f"update records set {column} = derive_{i}(state)")
     conn.execute("drop index aliases_lower_value")
     conn.execute("create index idx_aliases_alias_value on aliases (alias_value)")
+
+
+def log_as_schema8(conn, run_of=lambda index: "schema-8") -> None:
+    """Rewrite a store's observation log as schema 8 kept it: `log_statements`, a row a leaf
+    with its record, mirror, run (`run_of(leaf index)`) and statement compressed alone (zstd
+    level 1, the statements' dictionary, checksum), indexed on (pith_number, mirror).  The
+    caller sets the schema version."""
+    import zstandard
+
+    from pithsync.store import bodies
+
+    alone = zstandard.ZstdCompressor(
+        level=1,
+        dict_data=bodies.dictionary(bodies.STATEMENTS),
+        write_checksum=True,
+        write_content_size=True,
+        write_dict_id=True,
+    )
+    names = dict(conn.execute("select id, mirror from log_mirrors"))
+    leaves = []
+    for first, pith, mirrors, blob in conn.execute("select * from log_checks order by 1"):
+        ids = [int.from_bytes(mirrors[i : i + 2], "big") for i in range(0, len(mirrors), 2)]
+        for i, data in enumerate(bodies.expand_statements(blob, len(ids))):
+            index = first + i
+            leaves.append((index, pith, names[ids[i]], run_of(index), alone.compress(data)))
+    conn.execute("drop table log_checks")
+    conn.execute("drop table log_mirrors")
+    conn.execute(
+        "create table log_statements (leaf_index integer primary key,"
+        " pith_number text not null, mirror text not null, run_id text not null,"
+        " statement blob not null)"
+    )
+    conn.execute("create index log_statements_record on log_statements (pith_number, mirror)")
+    conn.executemany("insert into log_statements values (?, ?, ?, ?, ?)", leaves)

@@ -177,7 +177,7 @@ class RecordSink:
                 leaves = [
                     leaf for _, w in group for leaf in observation_leaves(self.observer, w, now)
                 ]
-                self.store.append_statements(run_id, leaves)
+                self.store.append_statements(leaves)
                 self.store.record_split_views(run_id, _split_views(group, leaves, now))
 
     def skip(self, target: Target) -> None:

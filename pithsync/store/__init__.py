@@ -213,12 +213,12 @@ class Store(StoreQueries):
         self._append_journal(run_id, entries, now)
         self._batch.group.extend(writes)
 
-    def append_statements(self, run_id: str, leaves: Sequence[observations.Leaf]) -> None:
+    def append_statements(self, leaves: Sequence[observations.Leaf]) -> None:
         """Observation statements as the log's next leaves, inside `group()` beside the rows of
         their records: committed with them or not at all (see observations.append)."""
         if leaves:
             head = self._batch.log_head if self._batch.is_open else None
-            head = observations.append(self.db, run_id, leaves, head)
+            head = observations.append(self.db, leaves, head)
             if self._batch.is_open:
                 self._batch.log_head = head
 

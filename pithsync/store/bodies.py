@@ -3,6 +3,8 @@ with zstd and a dictionary trained on Pith documents, and given back as the exac
 
     compress(body) -> blob              a zstd frame that names its dictionary
     expand(blob, sha256=None) -> body   the exact bytes, checked, or StoreError
+    compress_statements(statements) -> blob, expand_statements(blob, count) -> statements:
+                                        the observation log's leaves, a record check's together
 
 Every blob is one zstd frame that carries, in its header, the id of the dictionary it was
 compressed with (zstd's own Dictionary_ID field, 0 for none), its content size and a checksum of
@@ -20,11 +22,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Sequence
 from importlib import resources
 
 import zstandard
 
 from pithsync.base.exits import StoreError
+from pithsync.core.observation import MAX_STATEMENT_BYTES
 
 # dictionary id -> (file under pithsync/data/zstd, its sha256).  Only ever add to this.
 DICTIONARIES = {
@@ -82,10 +86,37 @@ def compress(body: bytes | str) -> bytes:
     return _compressor(LEVEL, CURRENT).compress(body)
 
 
-def compress_statement(statement: bytes) -> bytes:
-    """The blob to store for an observation statement: its own dictionary and level
-    (`expand` reads it like any other blob)."""
-    return _compressor(STATEMENT_LEVEL, STATEMENTS).compress(statement)
+def compress_statements(statements: Sequence[bytes]) -> bytes:
+    """The blob to store for consecutive observation statements (one record check's): one
+    frame, with their own dictionary and level, of each statement as a big-endian uint16
+    length and its bytes (a tlog-tiles entry bundle's framing).
+
+    Raises:
+        ValueError: a statement is longer than a uint16 length can say.
+    """
+    if any(len(s) > MAX_STATEMENT_BYTES for s in statements):
+        raise ValueError(f"an observation statement is over {MAX_STATEMENT_BYTES} bytes")
+    framed = b"".join(len(s).to_bytes(2, "big") + s for s in statements)
+    return _compressor(STATEMENT_LEVEL, STATEMENTS).compress(framed)
+
+
+def expand_statements(blob: bytes, count: int) -> list[bytes]:
+    """The exact statements a `compress_statements` blob holds.
+
+    Raises:
+        StoreError: the blob is corrupt (see `expand`) or does not hold exactly `count`
+            statements.
+    """
+    framed, statements, at = expand(blob), [], 0
+    while at < len(framed) and len(statements) < count:
+        end = at + 2 + int.from_bytes(framed[at : at + 2], "big")
+        if end > len(framed):
+            break
+        statements.append(framed[at + 2 : end])
+        at = end
+    if len(statements) != count or at != len(framed):
+        raise StoreError(f"a stored body is corrupt: it does not hold {count} statements")
+    return statements
 
 
 def expand(blob: bytes, sha256: str | None = None) -> bytes:

@@ -10,6 +10,8 @@ Every hash a proof, a tile or a root needs is the hash of a range [start, end) w
 aligned to the largest power of two not above its width, and such a range splits into at most
 log2(n) full aligned subtrees: each proof reads O(log n) subtrees of at most 2**7 stored hashes
 each, a tile 256.
+
+The statements themselves are kept a record check at a time (store/log_leaves.py).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import sqlite_utils
 from pithsync.core import merkle
 from pithsync.core.observation import RECORD_TYPE
 from pithsync.core.tlog import TILE_WIDTH, Tile, TileError
-from pithsync.store import bodies
+from pithsync.store import log_leaves
+from pithsync.store.log_leaves import Leaf
 
 # (level, index, hash) of one full aligned subtree
 Node = tuple[int, int, bytes]
@@ -43,15 +46,6 @@ class LogHead:
 
     size: int
     edge: list[Node] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Leaf:
-    """One statement to append: its record, its mirror, its bytes (the leaf data)."""
-
-    pith_number: str
-    mirror: str
-    statement: bytes
 
 
 def edge_keys(size: int) -> list[tuple[int, int]]:
@@ -84,20 +78,18 @@ def range_keys(start: int, end: int) -> list[tuple[int, int]]:
 
 def read_head(db: sqlite_utils.Database) -> LogHead:
     """The log's head as stored."""
-    size = db.execute("select coalesce(max(leaf_index) + 1, 0) from log_statements").fetchone()[0]
+    size = log_leaves.size(db)
     hashes = _hashes(db, edge_keys(size))
     return LogHead(size, [(level, index, hashes[level, index]) for level, index in edge_keys(size)])
 
 
-def append(
-    db: sqlite_utils.Database, run_id: str, leaves: Sequence[Leaf], head: LogHead | None
-) -> LogHead:
+def append(db: sqlite_utils.Database, leaves: Sequence[Leaf], head: LogHead | None) -> LogHead:
     """Appends statements as the next leaves, with every stored subtree hash they complete:
-    one executemany for the statements, one for the hashes.  Call it inside a transaction.
+    one executemany for the statements (log_leaves.write), one for the hashes.  Call it inside
+    a transaction.
 
     Args:
         db: the store's connection.
-        run_id: the run that observed them.
         leaves: the statements, in order.
         head: the head this transaction knows (None: read it).
 
@@ -105,12 +97,10 @@ def append(
         The new head.
     """
     head = read_head(db) if head is None else head
-    size, edge = head.size, list(head.edge)
-    statements, nodes = [], []
+    log_leaves.write(db, head.size, leaves)
+    size, edge, nodes = head.size, list(head.edge), []
     for leaf in leaves:
         digest, level = merkle.leaf_hash(leaf.statement), 0
-        blob = bodies.compress_statement(leaf.statement)
-        statements.append((size, leaf.pith_number, leaf.mirror, run_id, blob))
         while edge and edge[-1][0] == level:
             digest = merkle.node_hash(edge.pop()[2], digest)
             level += 1
@@ -118,11 +108,6 @@ def append(
                 nodes.append((level, size >> level, digest))
         edge.append((level, size >> level, digest))
         size += 1
-    db.conn.executemany(
-        "insert into log_statements (leaf_index, pith_number, mirror, run_id, statement)"
-        " values (?, ?, ?, ?, ?)",
-        statements,
-    )
     if nodes:
         db.conn.executemany("insert into log_nodes (level, idx, hash) values (?, ?, ?)", nodes)
     return LogHead(size, edge)
@@ -145,12 +130,7 @@ def level_hashes(db: sqlite_utils.Database, level: int, first: int, count: int) 
     width = 1 << (level - base)
     start, end = first * width, (first + count) * width
     if base == 0:
-        rows = db.execute(
-            "select statement from log_statements where leaf_index >= ? and leaf_index < ?"
-            " order by leaf_index",
-            [start, end],
-        ).fetchall()
-        hashes = [merkle.leaf_hash(bodies.expand(row[0])) for row in rows]
+        hashes = [merkle.leaf_hash(statement) for statement in log_leaves.read(db, start, end)]
     else:
         rows = db.execute(
             "select hash from log_nodes where level = ? and idx >= ? and idx < ? order by idx",
@@ -231,26 +211,15 @@ def entries(db: sqlite_utils.Database, wanted: Tile) -> bytes:
     """
     if wanted.level != 0:
         raise TileError("only level-0 tiles have entry bundles")
-    start, end = wanted.leaf_range()
-    rows = db.execute(
-        "select statement from log_statements where leaf_index >= ? and leaf_index < ?"
-        " order by leaf_index",
-        [start, end],
-    ).fetchall()
-    if len(rows) != wanted.width:
+    entries = log_leaves.read(db, *wanted.leaf_range())
+    if len(entries) != wanted.width:
         raise TileError(f"the log does not hold {wanted.entries_path()}")
-    entries = [bodies.expand(row[0]) for row in rows]
     return b"".join(len(entry).to_bytes(2, "big") + entry for entry in entries)
 
 
 def statements(db: sqlite_utils.Database, start: int, end: int) -> list[bytes]:
     """The statements of leaves [start, end), in order."""
-    rows = db.execute(
-        "select statement from log_statements where leaf_index >= ? and leaf_index < ?"
-        " order by leaf_index",
-        [start, end],
-    ).fetchall()
-    return [bodies.expand(row[0]) for row in rows]
+    return log_leaves.read(db, start, end)
 
 
 def add_checkpoint(db: sqlite_utils.Database, size: int, note: bytes, at: str) -> None:
@@ -266,19 +235,6 @@ def latest_checkpoint(db: sqlite_utils.Database) -> tuple[int, bytes] | None:
     return None if row is None else (row[0], row[1])
 
 
-def latest_statements(db: sqlite_utils.Database, pith_number: str, size: int) -> list[tuple]:
-    """(leaf index, mirror, statement) of a record's latest statement per mirror among the first
-    `size` leaves, sorted by mirror."""
-    rows = db.execute(
-        "select leaf_index, mirror, statement from log_statements where leaf_index in"
-        " (select max(leaf_index) from log_statements"
-        "  where pith_number = ? and leaf_index < ? group by mirror)"
-        " order by mirror",
-        [pith_number, size],
-    ).fetchall()
-    return [(index, mirror, bodies.expand(blob)) for index, mirror, blob in rows]
-
-
 def statements_of(
     db: sqlite_utils.Database, pith_number: str, mirror: str | None, limit: int
 ) -> list[tuple]:
@@ -287,14 +243,7 @@ def statements_of(
     latest = latest_checkpoint(db)
     if latest is None:
         return []
-    where = " and mirror = ?" if mirror is not None else ""
-    args = [pith_number, latest[0]] + ([mirror] if mirror is not None else [])
-    rows = db.execute(
-        "select leaf_index, mirror, statement from log_statements"
-        f" where pith_number = ? and leaf_index < ?{where} order by leaf_index desc limit ?",
-        [*args, limit],
-    ).fetchall()
-    return [(index, mirror, bodies.expand(blob)) for index, mirror, blob in rows]
+    return log_leaves.of_record(db, pith_number, mirror, latest[0], limit)
 
 
 def observed_record(db: sqlite_utils.Database, pith_number: str) -> dict | None:
@@ -305,7 +254,7 @@ def observed_record(db: sqlite_utils.Database, pith_number: str) -> dict | None:
     if latest is None:
         return None
     size, note = latest
-    rows = latest_statements(db, pith_number, size)
+    rows = log_leaves.latest_of(db, pith_number, size)
     if not rows:
         return None
     proofs = [inclusion_proof(db, index, size) for index, _, _ in rows]
@@ -326,7 +275,4 @@ def observed_record(db: sqlite_utils.Database, pith_number: str) -> dict | None:
 
 def observed_numbers(db: sqlite_utils.Database, size: int) -> list[str]:
     """The pith numbers with a statement among the first `size` leaves, sorted."""
-    rows = db.execute(
-        "select distinct pith_number from log_statements where leaf_index < ? order by 1", [size]
-    ).fetchall()
-    return [row[0] for row in rows]
+    return log_leaves.numbers(db, size)

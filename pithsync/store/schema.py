@@ -12,11 +12,10 @@ import sqlite_utils
 from pithsync.base.clock import utcnow
 from pithsync.base.exits import StoreError
 from pithsync.core.numbers import suffix_of
-from pithsync.core.plan import record_columns
 from pithsync.core.schedule import Outcome, SchedulePolicy, ScheduleState, after_check
-from pithsync.store import bodies, hashes, journal, records, schedule
+from pithsync.store import bodies, compaction, journal, log_leaves, records, schedule
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 HEAL_RUN_ID = "migration-3"  # the journal's run_id for what the schema 3 migration renumbered
 
 
@@ -239,103 +238,22 @@ def _schema_v4(db: sqlite_utils.Database) -> None:
 _CHECK_OUTCOMES = {o.value for o in Outcome} - {Outcome.NEVER_CHECKED.value}
 
 
-# Tables keyed by text that schema 5 rebuilds WITHOUT ROWID: the key is then the table's own
-# b-tree, instead of a copy in an index beside a rowid table (bench/README.md, "The store's
-# size").  records (large rows, read by rowid in tests and tools) and evidence (an integer key)
-# stay as they are.
-_WITHOUT_ROWID = (
-    "documents",
-    "events",
-    "event_sources",
-    "mirror_status",
-    "validators",
-    "verified_copies",
-    "aliases",
-    "record_checks",
-)
-# The bodies schema 5 compresses (store/bodies.py): (table, column, the SQL type they had).
-# Events and states were text; a state the schema 3 migration renumbered in the same migration
-# is a blob already, and is left as it is.
-_BODIES = (
-    ("documents", "body", "blob"),
-    ("events", "body", "text"),
-    ("records", "state", "text"),
-    ("evidence", "body", "blob"),
-)
-
-
-# Columns of `records` that schema 5 drops: each follows exactly from the record's merged state
-# (core.plan.record_columns), which the migration checks on every row before it drops them.
-_DERIVED_FROM_STATE = ("canonical_record", "canonical_sha256", "source_aliases")
-
-
 def _schema_v5(db: sqlite_utils.Database) -> None:
     conn = db.conn
-    _drop_columns_derived_from_state(conn)
+    compaction.drop_columns_derived_from_state(conn)
     # Every body is kept as a zstd blob with the shipped dictionary, about a tenth of its bytes,
     # converted in place by one statement per table.
     conn.create_function("pithsync_compress", 1, bodies.compress, deterministic=True)
-    for table, column, old_type in _BODIES:
+    for table, column, old_type in compaction.COMPRESSED_BODIES:
         conn.execute(
             f"update {table} set {column} = pithsync_compress({column}) where typeof({column}) = ?",
             [old_type],
         )
     # resolve looks aliases up by lower(alias_value), which an index on the value cannot answer.
     conn.execute("drop index if exists idx_aliases_alias_value")
-    for table in _WITHOUT_ROWID:
-        _rebuild_without_rowid(conn, table)
+    for table in compaction.WITHOUT_ROWID_TABLES:
+        compaction.rebuild_without_rowid(conn, table)
     conn.execute("create index if not exists aliases_lower_value on aliases (lower(alias_value))")
-
-
-def _drop_columns_derived_from_state(conn: sqlite3.Connection) -> None:
-    """Drop `_DERIVED_FROM_STATE` from `records`, once every row's state gives them exactly.
-
-    Raises:
-        StoreError: a row holds a record or aliases its state does not (nothing is dropped).
-    """
-    have = {row[1] for row in conn.execute("pragma table_info(records)")}
-    if not set(_DERIVED_FROM_STATE) <= have:
-        return  # dropped already (a store whose version was set back by hand)
-    rows = conn.execute(
-        f"select pith_number, state, {', '.join(_DERIVED_FROM_STATE)} from records"
-        f" where coalesce(state, {', '.join(_DERIVED_FROM_STATE)}) is not null"
-    )
-    for pith, state, *stored in rows:
-        try:
-            derived = record_columns(records.stored_text(state)) if state is not None else None
-        except (ValueError, KeyError, TypeError):  # a state that is not a merged state
-            derived = None
-        if derived != tuple(stored):
-            raise StoreError(
-                f"cannot migrate the store to schema 5: record {pith} holds a canonical record"
-                " or aliases that its state does not; the store is left as it was"
-            )
-    for column in _DERIVED_FROM_STATE:
-        conn.execute(f"alter table records drop column {column}")
-
-
-def _rebuild_without_rowid(conn: sqlite3.Connection, table: str) -> None:
-    """`table` as a WITHOUT ROWID table with the same columns, rows and indexes."""
-    create, indexes = None, []
-    for kind, sql in conn.execute(
-        "select type, sql from sqlite_master where tbl_name = ? and sql is not null", [table]
-    ):
-        if kind == "table":
-            create = sql
-        else:
-            indexes.append(sql)
-    if create is None or create.rstrip().upper().endswith("WITHOUT ROWID"):
-        return  # not there, or rebuilt already (a store whose version was set back by hand)
-    new = f"{table}_v5"
-    create = create.replace(f'CREATE TABLE "{table}"', f'CREATE TABLE "{new}"', 1)
-    if table == "events":  # its body was declared TEXT; it holds a blob now
-        create = create.replace('"body" TEXT', '"body" BLOB', 1)
-    conn.execute(f"{create} WITHOUT ROWID")
-    conn.execute(f'insert into "{new}" select * from "{table}"')
-    conn.execute(f'drop table "{table}"')
-    conn.execute(f'alter table "{new}" rename to "{table}"')
-    for sql in indexes:
-        conn.execute(sql)
 
 
 def _schema_v6(db: sqlite_utils.Database) -> None:
@@ -420,26 +338,27 @@ def _schema_v8(db: sqlite_utils.Database) -> None:
     db["split_views"].create_index(["pith_number"], if_not_exists=True)
 
 
-# What schema 9 changes in the widest tables: columns it drops (written on every check, read
-# by nothing) and hashes it keeps as their 32 bytes (store/hashes.py; readers get the hex).
-_V9_TABLES = {  # table: (columns dropped, hashes packed)
-    "event_sources": (("first_seen", "last_seen"), ()),
-    "validators": (("updated_at",), ("document_sha256",)),
-    "verified_copies": (("first_seen",), ("bundle_sha256", "state_sha256", "trust_id")),
-    "mirror_status": ((), ("bundle_sha256", "state_sha256")),
-}
-
-
 def _schema_v9(db: sqlite_utils.Database) -> None:
-    conn = db.conn
-    journal.upgrade_schema_8(conn)  # every hash kept: the chain verifies as it did
-    conn.create_function("pithsync_packed", 1, hashes.packed, deterministic=True)
-    for table, (dropped, packed) in _V9_TABLES.items():
-        have = {row[1] for row in conn.execute(f"pragma table_info({table})")}
-        for column in (c for c in dropped if c in have):  # else dropped already
-            conn.execute(f"alter table {table} drop column {column}")
-        for column in packed:
-            conn.execute(f"update {table} set {column} = pithsync_packed({column})")
+    journal.upgrade_schema_8(db.conn)  # every hash kept: the chain verifies as it did
+    compaction.pack_hashes_and_drop_unread(db.conn)
+
+
+def _schema_v10(db: sqlite_utils.Database) -> None:
+    # The observation log's statements a record check a row (store/log_leaves.py): one zstd
+    # frame of the check's statements, its mirrors as ids; schema 8's run_id, which nothing
+    # read, goes.  Every leaf is moved and checked byte for byte (log_nodes and checkpoints stay).
+    db.execute(
+        "create table if not exists log_mirrors (id integer primary key,"
+        " mirror text not null unique)"
+    )
+    db.execute(
+        "create table if not exists log_checks (first_leaf integer primary key,"
+        " pith_number text not null, mirrors blob not null, statements blob not null)"
+    )
+    db.execute("create index if not exists log_checks_record on log_checks (pith_number, mirrors)")
+    if db["log_statements"].exists():
+        log_leaves.move_schema_8_leaves(db)
+        db.execute("drop table log_statements")
 
 
 # version -> function that brings the schema from version-1
@@ -453,6 +372,7 @@ MIGRATIONS = {
     7: _schema_v7,
     8: _schema_v8,
     9: _schema_v9,
+    10: _schema_v10,
 }
 
 

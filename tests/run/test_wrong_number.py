@@ -167,12 +167,13 @@ def renumber_the_old_way(db: str, true: str, wrong: str) -> None:
         )
         conn.execute("drop table record_checks")  # schema 3's
         for table in (
-            "log_statements",
+            "log_checks",
+            "log_mirrors",
             "log_nodes",
             "log_checkpoints",
             "peer_checkpoints",
             "peer_rewrites",
-        ):  # schemas 6 and 7
+        ):  # schemas 6, 7 and 9
             conn.execute(f"drop table {table}")
         conn.execute("update meta set value = '2' where key = 'schema_version'")
 

@@ -37,7 +37,7 @@ def grow_log(db: str, pith_number: str, n: int) -> None:
                           "2026-01-01T00:00:00Z")  # fmt: skip
             leaves.append(Leaf(str(pith), s.mirror, s.encode()))
         with store.group():
-            store.append_statements("filler", leaves)
+            store.append_statements(leaves)
         store.sign_checkpoint(signer)
     finally:
         store.close()

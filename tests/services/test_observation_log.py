@@ -25,7 +25,7 @@ def grow(store: Store, sizes: list[int], *, batch_records: int = 1000) -> None:
     done = store.log_size()
     for n in sizes:
         with store.group(batch_records=batch_records):
-            store.append_statements("run", leaves(done, n))
+            store.append_statements(leaves(done, n))
         done += n
     store.commit_batch()
 
@@ -99,7 +99,7 @@ def test_a_group_rolled_back_leaves_no_leaf_and_no_hash(store):
     grow(store, [3])
     with pytest.raises(RuntimeError):
         with store.group(batch_records=1000):
-            store.append_statements("run", leaves(3, 4))
+            store.append_statements(leaves(3, 4))
             raise RuntimeError("a bug in the record's write")
     grow(store, [2])  # the head the batch knew was dropped with the group
     store.commit_batch()
@@ -115,7 +115,7 @@ def test_a_group_rolled_back_leaves_no_leaf_and_no_hash(store):
 def test_a_batch_rolled_back_takes_its_leaves_with_it(store):
     grow(store, [3])
     with store.group(batch_records=1000):
-        store.append_statements("run", leaves(3, 2))
+        store.append_statements(leaves(3, 2))
     store.rollback_batch()
     grow(store, [1])
     assert store.log_size() == 4
@@ -144,9 +144,12 @@ def test_only_tile_levels_are_stored_and_statements_are_kept_compressed(store):
     grow(store, [300, 300])  # 600 leaves: two full subtrees of 256 leaves
     with sqlite3.connect(store.path) as conn:
         nodes = conn.execute("select level, idx from log_nodes order by level, idx").fetchall()
-        stored = [r[0] for r in conn.execute("select statement from log_statements")]
+        stored = conn.execute("select first_leaf, mirrors, statements from log_checks").fetchall()
     assert nodes == [(8, 0), (8, 1)]  # level 0 and levels 1-7 are derived on demand
-    assert len(stored) == 600 and all(s.startswith(b"\x28\xb5\x2f\xfd") for s in stored)
+    # One record's leaves, a row of at most 64 each, each row one zstd frame.
+    assert [first for first, _, _ in stored] == [*range(0, 300, 64), *range(300, 600, 64)]
+    assert sum(len(mirrors) // 2 for _, mirrors, _ in stored) == 600
+    assert all(blob.startswith(b"\x28\xb5\x2f\xfd") for _, _, blob in stored)
     assert store.log_statements(0, 600) == [b"statement %d" % i for i in range(600)]
 
 
@@ -180,9 +183,9 @@ def test_a_corrupt_stored_statement_is_refused_not_served(store):
 
     grow(store, [3])
     with sqlite3.connect(store.path) as conn:
-        blob = conn.execute("select statement from log_statements where leaf_index = 1").fetchone()
+        blob = conn.execute("select statements from log_checks where first_leaf = 0").fetchone()
         edited = blob[0][:-1] + bytes([blob[0][-1] ^ 1])
-        conn.execute("update log_statements set statement = ? where leaf_index = 1", [edited])
+        conn.execute("update log_checks set statements = ? where first_leaf = 0", [edited])
     with pytest.raises(StoreError):
         store.log_statements(0, 3)
     with pytest.raises(StoreError):
@@ -206,10 +209,10 @@ def test_statements_are_kept_with_their_own_dictionary_and_come_back_exact(store
         "observer.test", pith, mirror, fetched, events, "cd" * 32, "ok", "2026-12-07T00:00:00Z"
     ).encode()
     with store.group(batch_records=1000):
-        store.append_statements("run", [Leaf(record.pith_number, mirror, stated)])
+        store.append_statements([Leaf(record.pith_number, mirror, stated)])
     store.commit_batch()
     with sqlite3.connect(store.path) as conn:
-        (blob,) = conn.execute("select statement from log_statements").fetchone()
+        (blob,) = conn.execute("select statements from log_checks").fetchone()
     assert zstandard.get_frame_parameters(blob).dict_id == bodies.STATEMENTS
     assert len(blob) < len(bodies.compress(stated))  # the statements' dictionary pays
     assert store.log_statements(0, 1) == [stated]
