@@ -61,6 +61,7 @@ def write(db: sqlite_utils.Database, first: int, leaves: Sequence[Leaf]) -> None
 
     Raises:
         ValueError: a statement is longer than 65,535 bytes (a tlog entry's cap).
+        StoreError: the log has named more mirrors than a row's ids can hold.
     """
     ids = _mirror_ids(db, {leaf.mirror for leaf in leaves})
     rows = []
@@ -85,7 +86,13 @@ def _mirror_ids(db: sqlite_utils.Database, mirrors: set[str]) -> dict[str, int]:
         f"select mirror, id from log_mirrors where mirror in ({', '.join('?' * len(named))})",
         named,
     )
-    return dict(rows.fetchall())
+    ids = dict(rows.fetchall())
+    if any(i >= 1 << (8 * MIRROR_ID_BYTES) for i in ids.values()):
+        raise StoreError(
+            f"the observation log has named {(1 << (8 * MIRROR_ID_BYTES)) - 1:,} mirrors, the"
+            " most its rows can hold"
+        )
+    return ids
 
 
 def _mirror_ids_of(mirrors: bytes) -> list[int]:

@@ -303,3 +303,15 @@ async def test_the_schema_9_migration_refuses_a_corrupt_schema_8_log(log, damage
         assert conn.execute("select * from log_statements order by 1").fetchall() == before
         tables = {r[0] for r in conn.execute("select name from sqlite_master")}
         assert "log_checks" not in tables
+
+
+def test_a_mirror_past_the_ids_a_row_can_hold_is_a_store_error(tmp_path):
+    # Mirror ids are 2 bytes: the 65,536th mirror the log names stops the write with a
+    # StoreError (a clean exit 4), not an OverflowError from int.to_bytes.
+    record = forge.forge_record(690, n_events=2)
+    with contextlib.closing(Store.open(str(tmp_path / "s.db"))) as store:
+        store.db.execute("insert into log_mirrors (id, mirror) values (65535, 'http://last')")
+        log_leaves.write(store.db, 0, check(record, ["http://last"], "2026-12-07T00:00:00Z"))
+        with pytest.raises(StoreError, match="65,535 mirrors"):
+            later = check(record, ["http://one-more"], "2026-12-07T00:00:01Z")
+            log_leaves.write(store.db, 1, later)
