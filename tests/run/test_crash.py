@@ -275,10 +275,13 @@ def assert_consistent(db: str, channels: tuple[str, ...], ref_states: dict[str, 
         assert_log_whole(db)
         # mirror_status and its journal entry commit together; a bad copy has its evidence.
         last = {}
-        for pith, detail in conn.execute(
-            "select pith_number, detail from journal where kind = 'record_outcome' order by seq"
+        for seq, pith, detail in conn.execute(
+            "select seq, pith_number, detail from journal where kind = 'record_outcome'"
+            " order by seq"
         ):
-            for m in json.loads(detail)["mirrors"]:
+            outcome = json.loads(detail)
+            assert "mirrors" in outcome, f"journal entry {seq}: a record_outcome without mirrors"
+            for m in outcome["mirrors"]:
                 last[(pith, m["mirror"])] = m["status"]
         evidence = {(p, m) for p, m in conn.execute("select pith_number, mirror from evidence")}
         for pith, mirror, status in conn.execute(
