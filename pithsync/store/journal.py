@@ -89,25 +89,10 @@ def append(
         head = read_head(db)
     if not entries:
         return head
-    seq, prev = head
     rows = []
-    for kind, pith_number, mirror, status, detail in entries:
-        seq += 1
-        fields = {
-            "seq": seq,
-            "run_id": run_id,
-            "at": at,
-            "kind": kind,
-            "pith_number": pith_number,
-            "mirror": mirror,
-            "status": status,
-            "detail": _DETAIL_JSON.encode(detail or {}),
-            "prev_sha256": prev,
-        }
-        entry_sha256 = _entry_sha256(fields)
-        rows.append((*list(fields.values())[:-1], packed(entry_sha256)))
-        prev = entry_sha256
-    new_head = Head(seq, prev)
+    for fields in _chain(run_id, entries, at, head):
+        new_head = Head(fields["seq"], fields["entry_sha256"])
+        rows.append((*[fields[k] for k in _STORED[:-1]], packed(fields["entry_sha256"])))
     db.conn.executemany(_INSERT, rows)
     db.conn.execute(
         "insert into meta (key, value) values ('journal_head', ?)"
@@ -122,10 +107,29 @@ def append_schema_8(db: sqlite_utils.Database, run_id: str, entries: list[Entry]
     hex, the detail's JSON with spaces): what the schema 3 migration writes."""
     if not entries:
         return
-    seq, prev = read_head(db)
+    head = read_head(db)
+    for row in _chain(run_id, entries, at, head, spaced_detail=True):
+        db["journal"].insert(row)
+        head = Head(row["seq"], row["entry_sha256"])
+    db["meta"].upsert({"key": "journal_head", "value": str(head)}, pk="key")
+
+
+def _chain(
+    run_id: str, entries: list[Entry], at: str, head: Head, *, spaced_detail: bool = False
+) -> list[dict]:
+    """The entries' fields, numbered on from `head`, each with the prev_sha256 its hash covers
+    and its entry_sha256; the detail's JSON as this schema writes it, or with `spaced_detail`
+    as schema 8 and earlier did (json.dumps' separators)."""
+    seq, prev = head
+    chained = []
     for kind, pith_number, mirror, status, detail in entries:
         seq += 1
-        row = {
+        detail_json = (
+            json.dumps(detail or {}, sort_keys=True)
+            if spaced_detail
+            else _DETAIL_JSON.encode(detail or {})
+        )
+        fields = {
             "seq": seq,
             "run_id": run_id,
             "at": at,
@@ -133,12 +137,12 @@ def append_schema_8(db: sqlite_utils.Database, run_id: str, entries: list[Entry]
             "pith_number": pith_number,
             "mirror": mirror,
             "status": status,
-            "detail": json.dumps(detail or {}, sort_keys=True),
+            "detail": detail_json,
             "prev_sha256": prev,
         }
-        prev = row["entry_sha256"] = journal_entry_sha256(row)
-        db["journal"].insert(row)
-    db["meta"].upsert({"key": "journal_head", "value": str(Head(seq, prev))}, pk="key")
+        prev = fields["entry_sha256"] = _entry_sha256(fields)
+        chained.append(fields)
+    return chained
 
 
 def upgrade_schema_8(conn: sqlite3.Connection) -> None:
