@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import subprocess
+import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
@@ -62,8 +63,14 @@ def export(rev: str, into: Path) -> Path:
     tar.write_bytes(archive)
     with tarfile.open(tar) as t:
         t.extractall(into, filter="data")
-    subprocess.run(["python3", "-m", "compileall", "-q", str(into / "pithsync")], check=False)
     return into
+
+
+def compile_package(root: Path) -> None:
+    """Byte-compile root/pithsync, as an installed pithsync is: where PYTHONDONTWRITEBYTECODE
+    is set (the project's machines), a source tree without its .pyc files would be compiled
+    again by every pull, a cost that only the variants run from source would pay."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(root / "pithsync")], check=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                     v.pythonpath = Path(v.source).resolve()
                 elif v.source != "WORKTREE":
                     v.pythonpath = export(v.source, Path(tmp) / v.label)
+                compile_package(v.pythonpath or harness.REPO)
                 extra = "".join(f"{k} = {val}\n" for k, val in v.crawl.items())
                 v.cfg = bench.work / f"pithsync-{v.label}.toml"
                 v.cfg.write_text(base_cfg.replace("[crawl]\n", "[crawl]\n" + extra, 1))
