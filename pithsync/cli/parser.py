@@ -172,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     for register in (
         register_sync,
         register_store,
+        register_compact,
         register_observer,
         register_alerts,
         register_mirror,
@@ -322,6 +323,23 @@ def register_store(sub, common) -> None:
         help="a bundle or state JSON file; only the ones that verify are stored",
     )
     p.set_defaults(func=Handler("records", "cmd_import"))
+
+
+def register_compact(sub, common) -> None:
+    """Adds the `compact` subcommand."""
+    p = sub.add_parser(
+        "compact",
+        parents=[common],
+        help="return the store's free pages to the disk (after an upgrade from an older schema)",
+    )
+    p.description = (
+        "Rebuild the store's file without its free pages (SQLite's VACUUM), under the run lock:"
+        " a migration from an older schema frees pages that stay in the file until then."
+        " Needs free disk space about twice the store's size (SQLite's temporary copy, in"
+        " $SQLITE_TMPDIR, else $TMPDIR, else /var/tmp; then the WAL beside the store)."
+        " Everything stored stays as it is; the journal records a `compact` run."
+    )
+    p.set_defaults(func=Handler("compact", "cmd_compact"))
 
 
 def _verifier_key(text: str):

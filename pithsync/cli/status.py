@@ -34,14 +34,15 @@ def cmd_status(args, cfg: Config, out: Output) -> int:
     Beside "records", "coverage": {"tracked": int, "due": int, "overdue": int,
     "never_checked": int, "oldest_check": str | null}: records tracked, due for a check now,
     last checked longer than [schedule] max_interval ago, never checked, and the time of the
-    oldest last check.
+    oldest last check.  "store": {"bytes": int, "free_bytes": int}: the store's file and WAL on
+    disk, and how much of that is free pages (`pithsync compact` returns them to the disk).
     `status PITH --json`: RECORD with "mirrors": [{"name", "base_url", "status", "checked_at",
     "reasons"}], or {"records": [...]} of those when PITH names several records."""
     with open_store(cfg, lock=False) as store:
         if args.pith:
             show_records(store, args.pith, out)
         else:
-            show_all(store, out, coverage_of(store, cfg))
+            show_all(store, out, coverage_of(store, cfg), store_size_of(store))
     return ExitCode.OK
 
 
@@ -62,12 +63,18 @@ def coverage_of(store: Store, cfg: Config) -> dict:
     }
 
 
-def show_all(store: Store, out: Output, coverage: dict) -> None:
-    """Every stored record: one row each, then the coverage line; or `{"records": [...],
-    "coverage": {...}}` under --json."""
+def store_size_of(store: Store) -> dict:
+    """The store's size on disk and its free pages' share of it (see cmd_status)."""
+    size, free = store.size()
+    return {"bytes": size, "free_bytes": free}
+
+
+def show_all(store: Store, out: Output, coverage: dict, size: dict) -> None:
+    """Every stored record: one row each, then the coverage and store lines; or
+    `{"records": [...], "coverage": {...}, "store": {...}}` under --json."""
     recs = store.records()
     if out.as_json:
-        out.json({"records": recs, "coverage": coverage})
+        out.json({"records": recs, "coverage": coverage, "store": size})
         return
     rows = [
         [
@@ -83,6 +90,10 @@ def show_all(store: Store, out: Output, coverage: dict) -> None:
     ]
     out.table("records", RECORD_COLUMNS, rows)
     out.line("  ".join(f"{k}={'-' if v is None else v}" for k, v in coverage.items()))
+    line = f"store={size['bytes'] / 1e6:,.1f}MB  free={size['free_bytes'] / 1e6:,.1f}MB"
+    if size["free_bytes"] * 10 >= size["bytes"] > 0:  # a tenth free: worth a compaction
+        line += "  (`pithsync compact` returns the free pages to the disk)"
+    out.line(line)
 
 
 def show_records(store: Store, reference: str, out: Output) -> None:

@@ -41,6 +41,7 @@ from pithsync.store.connection import (
     explain_error,
     read_only_hint,
     savepoint,
+    vacuum,
 )
 from pithsync.store.journal import GENESIS, Entry, journal_entry_sha256
 from pithsync.store.lock import run_lock
@@ -145,6 +146,11 @@ class Store(StoreQueries):
     def schema_version(self) -> int:
         """The store's schema version (0: none)."""
         return schema.schema_version(self.db)
+
+    def compact(self) -> None:
+        """Return the store's free pages to the disk: see connection.vacuum (what it needs,
+        what it raises)."""
+        vacuum(self.db, self.path)
 
     # -- transactions, groups and batches -------------------------------------------------------
     def transaction(self) -> contextlib.AbstractContextManager[None]:

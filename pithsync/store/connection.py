@@ -130,6 +130,45 @@ def read_only_hint(path: str) -> str:
     return ""
 
 
+def file_bytes(path: str) -> int:
+    """The store's bytes on disk: its file and its WAL."""
+    return sum(os.path.getsize(p) for p in (path, f"{path}-wal") if os.path.exists(p))
+
+
+def free_bytes(db: sqlite_utils.Database) -> int:
+    """The bytes of the store's free pages: space SQLite reuses for new rows but keeps in the
+    file (a migration that rebuilds a table leaves the old table's pages free)."""
+    free = db.execute("PRAGMA freelist_count").fetchone()[0]
+    return free * db.execute("PRAGMA page_size").fetchone()[0]
+
+
+def vacuum(db: sqlite_utils.Database, path: str) -> None:
+    """Rebuild the store's file without its free pages (SQLite's VACUUM), then copy the WAL
+    that VACUUM wrote into the file and truncate it.
+
+    The rebuilt copy goes to a temporary file (SQLite looks in $SQLITE_TMPDIR, then $TMPDIR,
+    then /var/tmp), not to memory as the writer's other temporary data do: it is as large as
+    the store's rows.
+
+    Args:
+        db: the writer's connection, outside any transaction.
+        path: the store's path, for the error.
+
+    Raises:
+        StoreError: SQLite could not write (no space for the copy or the WAL, a read-only
+            store: see explain_error); the store is then as it was.
+    """
+    try:
+        db.execute("PRAGMA temp_store = FILE")
+        try:
+            db.execute("VACUUM")
+        finally:
+            db.execute("PRAGMA temp_store = MEMORY")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.OperationalError as exc:
+        raise StoreError(explain_error(exc, path)) from None
+
+
 @contextlib.contextmanager
 def savepoint(db: sqlite_utils.Database, path: str) -> Iterator[None]:
     """One atomic unit of writes: a transaction, or a savepoint inside the open one (a group of

@@ -10,7 +10,16 @@ import sqlite_utils
 
 from pithsync.core.schedule import Coverage, ScheduleState
 from pithsync.core.tlog import Tile
-from pithsync.store import alerts, journal, observations, peers, publishing, reads, schedule
+from pithsync.store import (
+    alerts,
+    connection,
+    journal,
+    observations,
+    peers,
+    publishing,
+    reads,
+    schedule,
+)
 from pithsync.store.schedule import DueKey
 
 
@@ -18,6 +27,7 @@ class StoreQueries:
     """Queries on `self.db`; `Store` adds the opening and the writing."""
 
     db: sqlite_utils.Database
+    path: str
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -31,6 +41,10 @@ class StoreQueries:
     def data_version(self) -> int:
         """Changes whenever another connection commits (SQLite's PRAGMA data_version)."""
         return self.db.execute("PRAGMA data_version").fetchone()[0]
+
+    def size(self) -> tuple[int, int]:
+        """The store's bytes on disk (its file and WAL), and how many of them are free pages."""
+        return connection.file_bytes(self.path), connection.free_bytes(self.db)
 
     # -- records (reads) ----------------------------------------------------------------------
     def record(self, pith_number: str) -> dict | None:
