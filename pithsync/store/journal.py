@@ -89,10 +89,9 @@ def append(
         head = read_head(db)
     if not entries:
         return head
-    rows = []
-    for fields in _chain(run_id, entries, at, head):
-        new_head = Head(fields["seq"], fields["entry_sha256"])
-        rows.append((*[fields[k] for k in _STORED[:-1]], packed(fields["entry_sha256"])))
+    chained = _chain(run_id, entries, at, head)
+    rows = [(*[f[k] for k in _STORED[:-1]], packed(f["entry_sha256"])) for f in chained]
+    new_head = Head(chained[-1]["seq"], chained[-1]["entry_sha256"])
     db.conn.executemany(_INSERT, rows)
     db.conn.execute(
         "insert into meta (key, value) values ('journal_head', ?)"
@@ -107,10 +106,9 @@ def append_schema_8(db: sqlite_utils.Database, run_id: str, entries: list[Entry]
     hex, the detail's JSON with spaces): what the schema 3 migration writes."""
     if not entries:
         return
-    head = read_head(db)
-    for row in _chain(run_id, entries, at, head, spaced_detail=True):
-        db["journal"].insert(row)
-        head = Head(row["seq"], row["entry_sha256"])
+    chained = _chain(run_id, entries, at, read_head(db), spaced_detail=True)
+    db["journal"].insert_all(chained)
+    head = Head(chained[-1]["seq"], chained[-1]["entry_sha256"])
     db["meta"].upsert({"key": "journal_head", "value": str(head)}, pk="key")
 
 
