@@ -159,11 +159,12 @@ def vacuum(db: sqlite_utils.Database, path: str) -> None:
             store: see explain_error); the store is then as it was.
     """
     try:
+        temp_store = db.execute("PRAGMA temp_store").fetchone()[0]
         db.execute("PRAGMA temp_store = FILE")
         try:
             db.execute("VACUUM")
         finally:
-            db.execute("PRAGMA temp_store = MEMORY")
+            db.execute(f"PRAGMA temp_store = {int(temp_store)}")
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except sqlite3.OperationalError as exc:
         raise StoreError(explain_error(exc, path)) from None
