@@ -54,9 +54,12 @@ async def test_compact_returns_what_a_migration_freed_and_keeps_every_stored_byt
     assert size["free_bytes"] > 0, size
     hint = "`pithsync compact` returns the free pages to the disk"
     code, out = await run_cli("--db", db, "status")
+    assert code == 0, out
     assert (hint in out) == (size["free_bytes"] * 10 >= size["bytes"])  # a tenth free: say so
     code, journal_before = await run_cli("--db", db, "journal", "--json")
-    _, status_before = await run_cli("--db", db, "--json", "status")
+    assert code == 0, journal_before
+    code, status_before = await run_cli("--db", db, "--json", "status")
+    assert code == 0, status_before
     exported_before = await _exported(conf, db, tmp_path / "www-before")
 
     code, out = await run_cli("--db", db, "--json", "compact")
@@ -67,6 +70,7 @@ async def test_compact_returns_what_a_migration_freed_and_keeps_every_stored_byt
 
     # Nothing stored changed: the journal goes on with the compact run, and verifies.
     code, out = await run_cli("--db", db, "journal", "--json")
+    assert code == 0, out
     before, after = json_lines(journal_before), json_lines(out)
     assert after[: len(before)] == before
     assert [(e["kind"], e["detail"].get("command")) for e in after[len(before) :]] == [
@@ -78,7 +82,8 @@ async def test_compact_returns_what_a_migration_freed_and_keeps_every_stored_byt
     }
     code, out = await run_cli("--db", db, "journal", "verify")
     assert code == 0 and "intact" in out
-    _, status_after = await run_cli("--db", db, "--json", "status")
+    code, status_after = await run_cli("--db", db, "--json", "status")
+    assert code == 0, status_after
     assert json.loads(status_after)["records"] == json.loads(status_before)["records"]
     assert json.loads(status_after)["store"]["free_bytes"] < size["free_bytes"]
     code, out = await run_cli("--db", db, "status")
